@@ -1,0 +1,35 @@
+# The single entry point for people and CI. Each target bootstraps .venv when needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck bench serve clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)  ## run the server with a simulated demo fleet on the embedded store
+	$(BIN)/pinbase demo
+
+serve: $(STAMP)
+	$(BIN)/pinbase serve
+
+test: $(STAMP) lint typecheck  ## the whole test suite
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+bench: $(STAMP)  ## benchmarks; report in bench/README.md
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) pinbase-data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,54 @@
+"""The application factory: routes, error handlers, limits and the store's lifecycle."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from .. import __version__
+from ..config import Settings
+from ..store import Store, open_store
+from .deps import Services
+from .errors import install_error_handlers
+from .limits import BodyLimit
+from .openapi import install_openapi
+from .routes import datastreams, oauth, system
+
+DESCRIPTION = (
+    "Blynk's Organization datastream API, self-hosted. Obtain a token at `/oauth2/token`, then "
+    "send it as `Authorization: Bearer <token>`. Every error answers "
+    '`{"error": {"message": "..."}}`.'
+)
+
+
+def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
+    """A pinbase application; it opens (and at shutdown closes) the store of `settings`."""
+    the_store = store if store is not None else open_store(settings.database)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await the_store.open()
+        app.state.services = Services.build(settings, the_store)
+        try:
+            yield
+        finally:
+            await the_store.close()
+
+    app = FastAPI(
+        title="pinbase",
+        version=__version__,
+        description=DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    install_openapi(app)
+    app.include_router(system.router)
+    app.include_router(oauth.router)
+    app.include_router(datastreams.router)
+    system.mount_docs_assets(app)
+    app.add_middleware(BodyLimit, limit=settings.body_limit)
+    return app

@@ -1,0 +1,132 @@
+"""Typed dependencies: what a route declares it needs, resolved once per request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from ..config import Settings
+from ..domain.errors import Invalid
+from ..domain.model import ALL_PERMISSIONS, Catalog
+from ..domain.permissions import Principal
+from ..ingest import Ingest, now_ms
+from ..live import Bus
+from ..security import digest
+from ..store.base import Store
+from .errors import ApiError
+from .limits import TokenBuckets, retry_after
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Services:
+    """Everything long-lived that routes use; one per application."""
+
+    settings: Settings
+    store: Store
+    bus: Bus
+    ingest: Ingest
+    org_limits: TokenBuckets
+    import_limits: TokenBuckets
+
+    @classmethod
+    def build(cls, settings: Settings, store: Store) -> Services:
+        bus = Bus()
+        per_minute = settings.org_rate_limit
+        return cls(
+            settings=settings,
+            store=store,
+            bus=bus,
+            ingest=Ingest(store, bus),
+            org_limits=TokenBuckets(per_minute / 60.0, per_minute),
+            import_limits=TokenBuckets(settings.import_rate, settings.import_burst),
+        )
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+AppServices = Annotated[Services, Depends(services)]
+
+_bearer = HTTPBearer(auto_error=False, description="OAuth2 access token from /oauth2/token")
+_CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """The caller of an Organization API request and the catalog it is judged against."""
+
+    principal: Principal
+    catalog: Catalog
+    services: Services
+
+
+async def organization_context(
+    svc: AppServices,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Context:
+    if credentials is None:
+        raise ApiError(401, "Missing bearer access token.", _CHALLENGE)
+    token = await svc.store.access_token(digest(credentials.credentials), now_ms())
+    if token is None:
+        raise ApiError(401, "Invalid or expired access token.", _CHALLENGE)
+    catalog = await svc.store.catalog()
+    if token.user_id is None:
+        principal = Principal(token.org_id, None, ALL_PERMISSIONS)
+    else:
+        user = catalog.users.get(token.user_id)
+        if user is None or user.org_id != token.org_id:
+            raise ApiError(401, "Invalid or expired access token.", _CHALLENGE)
+        principal = Principal(token.org_id, user.id, catalog.permissions_of(user))
+    wait = svc.org_limits.take(token.org_id)
+    if wait:
+        raise ApiError(
+            429,
+            "Rate limit exceeded for this organization; retry later.",
+            {"Retry-After": retry_after(wait)},
+        )
+    return Context(principal, catalog, svc)
+
+
+OrgContext = Annotated[Context, Depends(organization_context)]
+
+
+async def decode(request: Request, kind: type[T]) -> T:
+    """Parse the JSON body strictly into `kind`; any problem is a 400 naming it."""
+    body = await request.body()
+    if not body:
+        raise Invalid("Request body is empty; a JSON object is expected.")
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as exc:
+        raise Invalid(f"Invalid request body: {exc}.") from None
+    except msgspec.DecodeError as exc:
+        raise Invalid(f"Request body is not valid JSON: {exc}.") from None
+
+
+def int_list(name: str, raw: list[str] | None, low: int, high: int) -> list[int]:
+    """An array query parameter given as repeated keys and/or comma-separated values."""
+    result: list[int] = []
+    for chunk in raw or ():
+        for part in chunk.split(","):
+            text = part.strip()
+            if not text:
+                continue
+            if not (text.isascii() and text.removeprefix("-").isdigit()):
+                raise Invalid(f"Query parameter '{name}' must hold integers, got '{text}'.")
+            number = int(text)
+            if not low <= number <= high:
+                raise Invalid(f"Query parameter '{name}' value {number} is out of range.")
+            result.append(number)
+    return result
+
+
+def unique(values: list[Any]) -> list[Any]:
+    return list(dict.fromkeys(values))

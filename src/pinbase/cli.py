@@ -1,0 +1,158 @@
+"""The `pinbase` command: serve, apply, demo."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.console import Console
+
+from .config import Settings, database_url
+from .provisioning import ApplyReport, ProvisioningError, apply, load_document
+from .store import open_store
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="pinbase: a self-hosted IoT device-data server (Blynk Organization API).",
+)
+console = Console(stderr=True)
+out = Console()
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        envvar="PINBASE_DATA_DIR",
+        help="Directory of the embedded database [default: ./pinbase-data].",
+    ),
+]
+Database = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        envvar="PINBASE_DATABASE",
+        help="Database URL [default: sqlite:///<data-dir>/pinbase.db].",
+    ),
+]
+
+
+def run_server(settings: Settings, host: str, port: int, log_level: str) -> None:
+    """Serve until SIGTERM/SIGINT: stop accepting, finish in-flight requests, close the store."""
+    from .api import create_app
+
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    config = uvicorn.Config(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=30,
+        lifespan="on",
+    )
+    uvicorn.Server(config).run()
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option(envvar="PINBASE_HOST", help="Address to bind.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="PINBASE_PORT", help="HTTP port.")] = 8080,
+    data_dir: DataDir = None,
+    database: Database = None,
+    body_limit: Annotated[
+        int, typer.Option(envvar="PINBASE_BODY_LIMIT", help="Largest request body, bytes.")
+    ] = 2 * 1024 * 1024,
+    org_rate_limit: Annotated[
+        int,
+        typer.Option(envvar="PINBASE_ORG_RATE_LIMIT", help="Requests per minute per organization."),
+    ] = 10_000,
+    import_rate: Annotated[
+        float,
+        typer.Option(envvar="PINBASE_IMPORT_RATE", help="Import requests per second per device."),
+    ] = 10.0,
+    import_burst: Annotated[
+        int, typer.Option(envvar="PINBASE_IMPORT_BURST", help="Import burst per device.")
+    ] = 20,
+    access_token_ttl: Annotated[
+        int, typer.Option(envvar="PINBASE_ACCESS_TOKEN_TTL", help="Access token lifetime, s.")
+    ] = 86_400,
+    refresh_token_ttl: Annotated[
+        int, typer.Option(envvar="PINBASE_REFRESH_TOKEN_TTL", help="Refresh token lifetime, s.")
+    ] = 30 * 86_400,
+    log_level: Annotated[str, typer.Option(envvar="PINBASE_LOG_LEVEL")] = "info",
+) -> None:
+    """Run the HTTP server."""
+    settings = Settings(
+        database=database_url(data_dir, database),
+        body_limit=body_limit,
+        org_rate_limit=org_rate_limit,
+        import_rate=import_rate,
+        import_burst=import_burst,
+        access_token_ttl=access_token_ttl,
+        refresh_token_ttl=refresh_token_ttl,
+    )
+    run_server(settings, host, port, log_level)
+
+
+def print_report(report: ApplyReport) -> None:
+    if not report.changed:
+        out.print(f"No changes ({report.unchanged} entities already up to date).")
+    for kind, count in report.created.items():
+        if count:
+            out.print(f"created {count} {kind}")
+    for kind, count in report.updated.items():
+        if count:
+            out.print(f"updated {count} {kind}")
+    if report.secrets:
+        out.print("\nGenerated secrets (shown once, stored only as hashes):")
+        for what, secret in report.secrets:
+            out.print(f"  {what}: {secret}", markup=False, highlight=False)
+
+
+async def apply_document(url: str, document: object) -> ApplyReport:
+    store = open_store(url)
+    await store.open()
+    try:
+        return await apply(store, document)
+    finally:
+        await store.close()
+
+
+@app.command("apply")
+def apply_command(
+    file: Annotated[Path, typer.Argument(help="Fleet description, YAML or JSON.")],
+    data_dir: DataDir = None,
+    database: Database = None,
+) -> None:
+    """Create or update organizations, clients, users, products and devices from FILE."""
+    try:
+        document = load_document(file)
+        report = asyncio.run(apply_document(database_url(data_dir, database), document))
+    except ProvisioningError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        console.print("Nothing was written.")
+        raise typer.Exit(2) from None
+    print_report(report)
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8080,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where to create the demo database [default: a new temporary dir]."),
+    ] = None,
+) -> None:
+    """Serve a demo fleet whose simulated devices write values every second."""
+    from .demo import run_demo
+
+    run_demo(host, port, data_dir)

@@ -1,0 +1,1 @@
+"""Pure rules of pinbase: entities, value types, permissions, batch logic. No I/O here."""

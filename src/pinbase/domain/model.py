@@ -1,0 +1,134 @@
+"""The entities of a pinbase deployment, as immutable values.
+
+The catalog (organizations, products, datastreams, devices, users, roles) is small next to the
+value data and changes rarely, so the server keeps a snapshot of it in memory and replaces the
+snapshot whenever provisioning bumps the catalog generation in the store.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+
+class DataType(enum.StrEnum):
+    INTEGER = "integer"
+    DOUBLE = "double"
+    ENUM = "enum"
+    STRING = "string"
+    LOCATION = "location"
+
+
+class Permission(enum.StrEnum):
+    OWN_DEVICES_VIEW = "OWN_DEVICES_VIEW"
+    ORG_DEVICES_VIEW = "ORG_DEVICES_VIEW"
+    ORG_DEVICES_CONTROL = "ORG_DEVICES_CONTROL"
+    ORG_DEVICE_DATA_IMPORT = "ORG_DEVICE_DATA_IMPORT"
+    ORG_MANAGE = "ORG_MANAGE"
+
+
+ALL_PERMISSIONS = frozenset(Permission)
+
+DEFAULT_ROLES: Mapping[str, frozenset[Permission]] = {
+    "Admin": ALL_PERMISSIONS,
+    "Staff": frozenset(
+        {
+            Permission.ORG_DEVICES_VIEW,
+            Permission.ORG_DEVICES_CONTROL,
+            Permission.ORG_DEVICE_DATA_IMPORT,
+        }
+    ),
+    "User": frozenset({Permission.OWN_DEVICES_VIEW, Permission.ORG_DEVICES_CONTROL}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Datastream:
+    id: int
+    pin: str
+    label: str
+    alias: str
+    type: DataType
+    min: float | None = None
+    max: float | None = None
+    decimals: int | None = None
+    units: str | None = None
+    options: Mapping[int, str] | None = None
+    history: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Schema:
+    """The datastreams of a product family (a root product and its variants share them)."""
+
+    datastreams: tuple[Datastream, ...]
+    by_id: Mapping[int, Datastream] = field(init=False)
+    by_label: Mapping[str, Datastream] = field(init=False)
+    by_pin: Mapping[str, Datastream] = field(init=False)
+
+    def __post_init__(self) -> None:
+        ordered = tuple(sorted(self.datastreams, key=lambda d: d.id))
+        object.__setattr__(self, "datastreams", ordered)
+        object.__setattr__(self, "by_id", {d.id: d for d in ordered})
+        object.__setattr__(self, "by_label", {d.label: d for d in ordered})
+        object.__setattr__(self, "by_pin", {d.pin.lower(): d for d in ordered})
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    id: int
+    org_id: int
+    name: str
+    root_id: int
+    schema: Schema
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    id: int
+    org_id: int
+    product_id: int
+    root_product_id: int
+    name: str
+    owner_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    org_id: int
+    email: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class Organization:
+    id: int
+    name: str
+    roles: Mapping[str, frozenset[Permission]]
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """An immutable snapshot of every entity, tagged with the store's catalog generation."""
+
+    generation: int
+    organizations: Mapping[int, Organization]
+    products: Mapping[int, Product]
+    devices: Mapping[int, Device]
+    users: Mapping[int, User]
+
+    def schema_of(self, device: Device) -> Schema:
+        return self.products[device.product_id].schema
+
+    def permissions_of(self, user: User) -> frozenset[Permission]:
+        org = self.organizations.get(user.org_id)
+        if org is None:
+            return frozenset()
+        return org.roles.get(user.role, frozenset())

@@ -1,0 +1,104 @@
+"""The storage interface every backend implements.
+
+The store persists; it makes no policy decisions. Every write method returns only after its
+transaction is durable, so a caller may acknowledge the write as soon as the await completes.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Callable, Sequence
+
+from ..domain.model import Catalog
+from .records import ClientRow, Entities, StoredValue, TokenRow, UserRow, ValueWrites
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached or is failing; callers answer 503."""
+
+
+class RefreshOutcome(enum.Enum):
+    ROTATED = "rotated"
+    UNKNOWN = "unknown"  # no such token, wrong client, or expired
+    REUSED = "reused"  # presented a second time: its whole family is now revoked
+
+
+class Store(abc.ABC):
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect, apply pending migrations and load the catalog."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Finish queued writes, then release every connection."""
+
+    # catalog ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def catalog(self) -> Catalog:
+        """The current catalog snapshot (reloaded when provisioning changed it)."""
+
+    @abc.abstractmethod
+    async def entities(self) -> Entities:
+        """Every catalog row, secrets' hashes included (for provisioning)."""
+
+    @abc.abstractmethod
+    async def upsert_entities(self, rows: Entities) -> None:
+        """Insert or update the given rows in one transaction and bump the catalog generation."""
+
+    # values -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def write_values(self, writes: ValueWrites) -> None:
+        """Apply current values and history points in one durable transaction."""
+
+    @abc.abstractmethod
+    async def current_values(self, device_ids: Sequence[int]) -> dict[int, dict[int, StoredValue]]:
+        """Current values by device id, then datastream id."""
+
+    @abc.abstractmethod
+    async def history(
+        self,
+        device_id: int,
+        ds_id: int,
+        start: int,
+        end: int,
+        offset: int,
+        limit: int,
+        ascending: bool,
+    ) -> tuple[int, list[tuple[int, str]]]:
+        """(total points in [start, end], one page of (ts, JSON value))."""
+
+    @abc.abstractmethod
+    async def set_property(self, device_id: int, ds_id: int, name: str, value: str) -> None:
+        """Store one widget property value."""
+
+    @abc.abstractmethod
+    async def properties(self, device_id: int) -> dict[int, dict[str, str]]:
+        """Widget properties of a device by datastream id."""
+
+    # OAuth --------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def client(self, client_id: str) -> ClientRow | None: ...
+
+    @abc.abstractmethod
+    async def user_by_email(self, org_id: int, email: str) -> UserRow | None: ...
+
+    @abc.abstractmethod
+    async def insert_tokens(self, tokens: Sequence[TokenRow]) -> None: ...
+
+    @abc.abstractmethod
+    async def access_token(self, token_hash: str, now: int) -> TokenRow | None:
+        """The unexpired, unrevoked access token with this hash."""
+
+    @abc.abstractmethod
+    async def rotate_refresh(
+        self,
+        token_hash: str,
+        client_id: str,
+        now: int,
+        successors: Callable[[TokenRow], Sequence[TokenRow]],
+    ) -> RefreshOutcome:
+        """Atomically consume a refresh token and store `successors(consumed)` in its place.
+
+        A token presented a second time revokes every token of its family.
+        """

@@ -1,0 +1,76 @@
+"""Building the in-memory catalog snapshot from stored rows (shared by every backend)."""
+
+from __future__ import annotations
+
+import orjson
+
+from ..domain.model import (
+    DEFAULT_ROLES,
+    Catalog,
+    Datastream,
+    DataType,
+    Device,
+    Organization,
+    Permission,
+    Product,
+    Schema,
+    User,
+)
+from .records import Entities
+
+
+def build_catalog(generation: int, rows: Entities) -> Catalog:
+    roles: dict[int, dict[str, frozenset[Permission]]] = {
+        org.id: dict(DEFAULT_ROLES) for org in rows.organizations
+    }
+    for role in rows.roles:
+        roles.setdefault(role.org_id, dict(DEFAULT_ROLES))[role.name] = frozenset(
+            Permission(p) for p in role.permissions
+        )
+    organizations = {
+        org.id: Organization(org.id, org.name, roles[org.id]) for org in rows.organizations
+    }
+
+    streams: dict[int, list[Datastream]] = {}
+    for ds in rows.datastreams:
+        options = None
+        if ds.options is not None:
+            options = {int(k): str(v) for k, v in orjson.loads(ds.options).items()}
+        streams.setdefault(ds.product_id, []).append(
+            Datastream(
+                id=ds.id,
+                pin=ds.pin,
+                label=ds.label,
+                alias=ds.alias,
+                type=DataType(ds.type),
+                min=ds.min,
+                max=ds.max,
+                decimals=ds.decimals,
+                units=ds.units,
+                options=options,
+                history=ds.history,
+            )
+        )
+    parents = {p.id: p.parent_id for p in rows.products}
+
+    def root_of(product_id: int) -> int:
+        seen = set()
+        while (parent := parents.get(product_id)) is not None and product_id not in seen:
+            seen.add(product_id)
+            product_id = parent
+        return product_id
+
+    schemas = {pid: Schema(tuple(items)) for pid, items in streams.items()}
+    empty = Schema(())
+    products = {}
+    for p in rows.products:
+        root = root_of(p.id)
+        products[p.id] = Product(p.id, p.org_id, p.name, root, schemas.get(root, empty))
+    devices = {
+        d.id: Device(
+            d.id, d.org_id, d.product_id, products[d.product_id].root_id, d.name, d.owner_id
+        )
+        for d in rows.devices
+    }
+    users = {u.id: User(u.id, u.org_id, u.email, u.role) for u in rows.users}
+    return Catalog(generation, organizations, products, devices, users)

@@ -1,0 +1,125 @@
+"""Rows exchanged between the store and the layers above it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class OrgRow:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoleRow:
+    org_id: int
+    name: str
+    permissions: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRow:
+    client_id: str
+    org_id: int
+    secret_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    id: int
+    org_id: int
+    email: str
+    password_hash: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProductRow:
+    id: int
+    org_id: int
+    name: str
+    parent_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DatastreamRow:
+    product_id: int
+    id: int
+    pin: str
+    label: str
+    alias: str
+    type: str
+    min: float | None
+    max: float | None
+    decimals: int | None
+    units: str | None
+    options: str | None  # JSON object text: {"0": "Off", ...}
+    history: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    id: int
+    org_id: int
+    product_id: int
+    name: str
+    owner_id: int | None
+    token_hash: str
+
+
+@dataclass(slots=True)
+class Entities:
+    """A set of catalog rows: what the store holds, or what provisioning upserts."""
+
+    organizations: list[OrgRow] = field(default_factory=list)
+    roles: list[RoleRow] = field(default_factory=list)
+    clients: list[ClientRow] = field(default_factory=list)
+    users: list[UserRow] = field(default_factory=list)
+    products: list[ProductRow] = field(default_factory=list)
+    datastreams: list[DatastreamRow] = field(default_factory=list)
+    devices: list[DeviceRow] = field(default_factory=list)
+
+    def is_empty(self) -> bool:
+        return not any(
+            (
+                self.organizations,
+                self.roles,
+                self.clients,
+                self.users,
+                self.products,
+                self.datastreams,
+                self.devices,
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    """An OAuth token, stored by the SHA-256 of its secret."""
+
+    hash: str
+    kind: str  # "access" or "refresh"
+    client_id: str
+    org_id: int
+    user_id: int | None
+    family: str  # every token issued from one grant, through all its refreshes
+    expires_at: int  # epoch ms
+
+
+@dataclass(slots=True)
+class ValueWrites:
+    """Rows of one write: the values are JSON text, timestamps epoch ms."""
+
+    current: list[tuple[int, int, str, int]] = field(default_factory=list)
+    """(device_id, ds_id, value, ts): becomes the current value."""
+    current_if_newer: list[tuple[int, int, str, int]] = field(default_factory=list)
+    """(device_id, ds_id, value, ts): becomes current only if not older than the current one."""
+    history: list[tuple[int, int, int, str]] = field(default_factory=list)
+    """(device_id, ds_id, ts, value): a history point; the same key again replaces it."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredValue:
+    value: str  # JSON text
+    updated_at: int

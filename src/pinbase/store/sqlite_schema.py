@@ -1,0 +1,122 @@
+"""SQLite schema migrations; `PRAGMA user_version` records how many have been applied."""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the whole initial schema
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO meta VALUES ('catalog_generation', 0);
+
+    CREATE TABLE organizations (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+    CREATE TABLE roles (
+        org_id INTEGER NOT NULL REFERENCES organizations(id),
+        name TEXT NOT NULL,
+        permissions TEXT NOT NULL,
+        PRIMARY KEY (org_id, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE clients (
+        client_id TEXT PRIMARY KEY,
+        org_id INTEGER NOT NULL REFERENCES organizations(id),
+        secret_hash TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        org_id INTEGER NOT NULL REFERENCES organizations(id),
+        email TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        role TEXT NOT NULL,
+        UNIQUE (org_id, email)
+    );
+    CREATE TABLE products (
+        id INTEGER PRIMARY KEY,
+        org_id INTEGER NOT NULL REFERENCES organizations(id),
+        name TEXT NOT NULL,
+        parent_id INTEGER REFERENCES products(id)
+    );
+    CREATE TABLE datastreams (
+        product_id INTEGER NOT NULL REFERENCES products(id),
+        id INTEGER NOT NULL,
+        pin TEXT NOT NULL,
+        label TEXT NOT NULL,
+        alias TEXT NOT NULL,
+        type TEXT NOT NULL,
+        min REAL,
+        max REAL,
+        decimals INTEGER,
+        units TEXT,
+        options TEXT,
+        history INTEGER NOT NULL,
+        PRIMARY KEY (product_id, id)
+    ) WITHOUT ROWID;
+    CREATE TABLE devices (
+        id INTEGER PRIMARY KEY,
+        org_id INTEGER NOT NULL REFERENCES organizations(id),
+        product_id INTEGER NOT NULL REFERENCES products(id),
+        name TEXT NOT NULL,
+        owner_id INTEGER REFERENCES users(id),
+        token_hash TEXT NOT NULL UNIQUE
+    );
+
+    CREATE TABLE current_values (
+        device_id INTEGER NOT NULL,
+        ds_id INTEGER NOT NULL,
+        value TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (device_id, ds_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE history (
+        device_id INTEGER NOT NULL,
+        ds_id INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (device_id, ds_id, ts)
+    ) WITHOUT ROWID;
+    CREATE TABLE properties (
+        device_id INTEGER NOT NULL,
+        ds_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (device_id, ds_id, name)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE oauth_tokens (
+        hash TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        org_id INTEGER NOT NULL,
+        user_id INTEGER,
+        family TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used INTEGER NOT NULL DEFAULT 0,
+        revoked INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    CREATE INDEX oauth_tokens_family ON oauth_tokens (family);
+    CREATE INDEX oauth_tokens_expiry ON oauth_tokens (expires_at);
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply every migration newer than the file's version, each in its own transaction."""
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"database schema version {version} is newer than this pinbase ({SCHEMA_VERSION})"
+        )
+    for number in range(version + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[number - 1].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return SCHEMA_VERSION

@@ -1,0 +1,168 @@
+"""Shared fixtures: a real `pinbase serve` process on a loopback port with the test fleet."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+FLEET = Path(__file__).with_name("fleet.yaml")
+ACME = ("acme-backend", "acme-secret-0123456789abcdef")
+GLOBEX = ("globex-backend", "globex-secret-0123456789abcdef")
+PASSWORDS = {
+    "admin@acme.test": "admin-password-1",
+    "staff@acme.test": "staff-password-1",
+    "user@acme.test": "user-password-1",
+    "other@acme.test": "other-password-1",
+    "auditor@acme.test": "auditor-password-1",
+    "importer@acme.test": "importer-password-1",
+}
+STARTUP_DEADLINE = 60.0  # seconds; only bounds a hung start, never decides a result
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def pinbase(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "pinbase", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+class Server:
+    """A `pinbase serve` child process."""
+
+    def __init__(self, data_dir: Path, *extra: str) -> None:
+        self.data_dir = data_dir
+        self.extra = extra
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = data_dir / "server.log"
+
+    def start(self) -> Server:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "pinbase",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--log-level",
+                    "warning",
+                    *self.extra,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + STARTUP_DEADLINE
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server did not become ready: {self.log.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=60)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+def apply_fleet(data_dir: Path, fleet: Path = FLEET) -> None:
+    result = pinbase("apply", str(fleet), "--data-dir", str(data_dir))
+    assert result.returncode == 0, result.stderr + result.stdout
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One shared server with the test fleet; tests use their own devices or datastreams."""
+    data_dir = tmp_path_factory.mktemp("shared")
+    apply_fleet(data_dir)
+    running = Server(data_dir).start()
+    yield running
+    running.stop()
+
+
+def client_token(base_url: str, credentials: tuple[str, str] = ACME) -> str:
+    response = httpx.post(
+        f"{base_url}/oauth2/token",
+        params={"grant_type": "client_credentials"},
+        auth=credentials,
+    )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+def user_token(base_url: str, email: str, credentials: tuple[str, str] = ACME) -> str:
+    response = httpx.post(
+        f"{base_url}/oauth2/token",
+        data={"grant_type": "password", "username": email, "password": PASSWORDS[email]},
+        auth=credentials,
+    )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+class Api:
+    """An httpx client bound to one server and one bearer token."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self.http = httpx.Client(
+            base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+
+    def get(self, path: str, **params: object) -> httpx.Response:
+        return self.http.get(path, params=params)  # type: ignore[arg-type]
+
+    def post(self, path: str, body: object) -> httpx.Response:
+        return self.http.post(path, json=body)
+
+    def raw(self, path: str, content: bytes) -> httpx.Response:
+        return self.http.post(path, content=content, headers={"Content-Type": "application/json"})
+
+
+@pytest.fixture(scope="session")
+def org_api(server: Server) -> Api:
+    return Api(server.url, client_token(server.url))
+
+
+@pytest.fixture(scope="session")
+def tokens(server: Server) -> dict[str, str]:
+    """One access token per principal of the permission matrix."""
+    found = {"org": client_token(server.url), "globex": client_token(server.url, GLOBEX)}
+    for email in PASSWORDS:
+        found[email.split("@")[0]] = user_token(server.url, email)
+    return found
