@@ -7,6 +7,7 @@ every row whose shape or device is wrong, each counted under Blynk's counter nam
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from .model import INT32_MAX, INT32_MIN, Catalog, Datastream, Schema
 from .permissions import Principal
 from .values import Value, parse_json_value
 
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
 MAX_ROWS = 10_000
 MAX_REASONS = 100
 COUNTERS = (
@@ -66,7 +68,7 @@ def _device_id(cell: Any) -> int | None:
         return cell
     if isinstance(cell, float) and cell.is_integer():
         return int(cell)
-    if isinstance(cell, str) and cell.isascii() and cell.strip().lstrip("-").isdigit():
+    if isinstance(cell, str) and _INTEGER.fullmatch(cell.strip()):
         return int(cell)
     return None
 

@@ -15,6 +15,7 @@ from .errors import Mismatch
 from .model import INT32_MAX, INT32_MIN, Datastream, DataType
 
 MAX_STRING_LENGTH = 1024
+MAX_NUMBER_TEXT = 400  # longer digit strings are no datastream's number
 
 Value = int | float | str | list[float]
 
@@ -31,7 +32,7 @@ def _finite_number(raw: Any) -> float | int:
         return raw
     if isinstance(raw, str):
         text = raw.strip()
-        if "_" in text:
+        if "_" in text or not text.isascii() or len(text) > MAX_NUMBER_TEXT:
             raise Mismatch()
         try:
             return int(text)
@@ -74,9 +75,19 @@ def _clamp_float(ds: Datastream, value: float) -> float:
     return float(value)
 
 
+def _as_float(raw: Any) -> float:
+    try:
+        number = float(_finite_number(raw))
+    except OverflowError:
+        raise Mismatch() from None
+    if not math.isfinite(number):
+        raise Mismatch()
+    return number
+
+
 def _location(lon_raw: Any, lat_raw: Any) -> list[float]:
-    lon = float(_finite_number(lon_raw))
-    lat = float(_finite_number(lat_raw))
+    lon = _as_float(lon_raw)
+    lat = _as_float(lat_raw)
     if not (-180.0 <= lon <= 180.0 and -90.0 <= lat <= 90.0):
         raise Mismatch()
     return [lon, lat]
@@ -86,7 +97,7 @@ def parse_json_value(ds: Datastream, raw: Any) -> Value:
     """Match a decoded JSON value against the datastream type (Organization API rules)."""
     kind = ds.type
     if kind is DataType.DOUBLE:
-        return _clamp_float(ds, float(_finite_number(raw)))
+        return _clamp_float(ds, _as_float(raw))
     if kind is DataType.INTEGER:
         return _clamp_int(ds, _integral(raw))
     if kind is DataType.STRING:
@@ -98,7 +109,7 @@ def parse_json_value(ds: Datastream, raw: Any) -> Value:
         if ds.options is None or key not in ds.options:
             raise Mismatch()
         return key
-    if not isinstance(raw, list) or len(raw) != 2:
+    if not isinstance(raw, list) or len(raw) != 2 or any(isinstance(v, str) for v in raw):
         raise Mismatch()
     return _location(raw[0], raw[1])
 

@@ -34,7 +34,7 @@ from .records import (
     UserRow,
     ValueWrites,
 )
-from .sqlite_schema import migrate
+from .sqlite_schema import BUCKET_SHIFT, migrate
 
 T = TypeVar("T")
 WriteFn = Callable[[sqlite3.Connection], Any]
@@ -245,6 +245,31 @@ def _upsert_entities(rows: Entities) -> WriteFn:
     return run
 
 
+_COUNT_RANGE = (
+    "SELECT count(*) FROM history WHERE device_id = ? AND ds_id = ? AND ts BETWEEN ? AND ?"
+)
+_SUM_BUCKETS = (
+    "SELECT coalesce(sum(n), 0) FROM history_counts "
+    "WHERE device_id = ? AND ds_id = ? AND bucket > ? AND bucket < ?"
+)
+
+
+def _count_history(
+    conn: sqlite3.Connection, device_id: int, ds_id: int, start: int, end: int
+) -> int:
+    """Points in [start, end]: whole buckets from history_counts, the two partial ones counted."""
+    first, last = start >> BUCKET_SHIFT, end >> BUCKET_SHIFT
+    series = (device_id, ds_id)
+    if last - first < 2:
+        return int(conn.execute(_COUNT_RANGE, (*series, start, end)).fetchone()[0])
+    head_end = ((first + 1) << BUCKET_SHIFT) - 1
+    tail_start = last << BUCKET_SHIFT
+    head = conn.execute(_COUNT_RANGE, (*series, start, head_end)).fetchone()[0]
+    middle = conn.execute(_SUM_BUCKETS, (*series, first, last)).fetchone()[0]
+    tail = conn.execute(_COUNT_RANGE, (*series, tail_start, end)).fetchone()[0]
+    return int(head + middle + tail)
+
+
 class SqliteStore(Store):
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -430,11 +455,7 @@ class SqliteStore(Store):
         def run(conn: sqlite3.Connection) -> tuple[int, list[tuple[int, str]]]:
             conn.execute("BEGIN")
             try:
-                total = conn.execute(
-                    "SELECT count(*) FROM history "
-                    "WHERE device_id = ? AND ds_id = ? AND ts BETWEEN ? AND ?",
-                    key,
-                ).fetchone()[0]
+                total = _count_history(conn, device_id, ds_id, start, end)
                 page = conn.execute(
                     "SELECT ts, value FROM history "
                     "WHERE device_id = ? AND ds_id = ? AND ts BETWEEN ? AND ? "

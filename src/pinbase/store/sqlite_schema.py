@@ -74,6 +74,24 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL,
         PRIMARY KEY (device_id, ds_id, ts)
     ) WITHOUT ROWID;
+    -- Points per series and bucket of 2^22 ms (about 70 minutes), kept by triggers, so that
+    -- totalElements of a history page sums buckets instead of scanning a long range.
+    CREATE TABLE history_counts (
+        device_id INTEGER NOT NULL,
+        ds_id INTEGER NOT NULL,
+        bucket INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (device_id, ds_id, bucket)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER history_counted AFTER INSERT ON history BEGIN
+        INSERT INTO history_counts (device_id, ds_id, bucket, n)
+        VALUES (NEW.device_id, NEW.ds_id, NEW.ts >> 22, 1)
+        ON CONFLICT (device_id, ds_id, bucket) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER history_uncounted AFTER DELETE ON history BEGIN
+        UPDATE history_counts SET n = n - 1
+        WHERE device_id = OLD.device_id AND ds_id = OLD.ds_id AND bucket = OLD.ts >> 22;
+    END;
     CREATE TABLE properties (
         device_id INTEGER NOT NULL,
         ds_id INTEGER NOT NULL,
@@ -99,6 +117,23 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
+BUCKET_SHIFT = 22  # history_counts buckets span 2**22 ms
+
+
+def _statements(script: str) -> list[str]:
+    """Split a script into complete statements (trigger bodies hold semicolons)."""
+    statements: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        if line.strip().startswith("--"):
+            continue
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        statements.append(pending.strip())
+    return statements
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -111,9 +146,8 @@ def migrate(conn: sqlite3.Connection) -> int:
     for number in range(version + 1, SCHEMA_VERSION + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in MIGRATIONS[number - 1].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in _statements(MIGRATIONS[number - 1]):
+                conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number}")
             conn.execute("COMMIT")
         except BaseException:

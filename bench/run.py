@@ -1,0 +1,326 @@
+"""pinbase benchmarks: each figure next to a baseline measured in the same run.
+
+Run with `make bench`. Starts a real `pinbase serve` process on a loopback port against a fresh
+SQLite file, and writes the results as JSON to bench/results/latest.json (the report with the
+figures is bench/README.md). Every figure is the median of several repetitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent / "src"))
+
+from pinbase.cli import apply_document  # noqa: E402
+from pinbase.config import database_url  # noqa: E402
+from pinbase.store.sqlite_schema import migrate  # noqa: E402
+
+DEVICES = 10_000
+ROWS = 10_000
+HISTORY_POINTS = 1_000_000
+REPEATS = 7
+CLIENT = ("bench-backend", "bench-secret-0123456789abcdef")
+HISTORY_DEVICE = 1
+WRK_SECONDS = 10
+WRK_CONNECTIONS = 64
+
+
+def fleet() -> dict[str, Any]:
+    return {
+        "organizations": [
+            {
+                "id": 1,
+                "name": "Bench",
+                "clients": [{"client_id": CLIENT[0], "client_secret": CLIENT[1]}],
+                "products": [
+                    {
+                        "id": 1,
+                        "name": "Meter",
+                        "datastreams": [
+                            {"id": 1, "pin": "v1", "label": "Temperature", "type": "double"},
+                            {"id": 2, "pin": "v2", "label": "Humidity", "type": "integer"},
+                        ],
+                    }
+                ],
+                "devices": [
+                    {"id": i, "name": f"meter-{i}", "product": 1} for i in range(1, DEVICES + 1)
+                ],
+            }
+        ]
+    }
+
+
+def median_ms(samples: list[float]) -> float:
+    return round(statistics.median(samples) * 1000, 2)
+
+
+def timed(fn: Callable[[], object], repeats: int = REPEATS) -> list[float]:
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+class Server:
+    def __init__(self, data_dir: Path, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "pinbase", "serve", "--port", str(port),
+                "--data-dir", str(data_dir), "--log-level", "warning",
+                "--org-rate-limit", "1000000000", "--import-rate", "1000000",
+                "--import-burst", "1000000",
+            ],
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)
+
+
+def seed_history(db: Path) -> None:
+    """1,000,000 points on device 1, datastream 1, one per second (setup, not measured)."""
+    conn = connect(db)
+    base = 1_600_000_000_000
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO history (device_id, ds_id, ts, value) VALUES (?, 1, ?, ?)",
+        ((HISTORY_DEVICE, base + i * 1000, f"{20 + (i % 100) / 10}") for i in range(HISTORY_POINTS)),
+    )
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def raw_batch_baseline(work: Path, rows: list[list[Any]]) -> list[float]:
+    """The same current values and history rows, inserted with raw executemany."""
+    db = work / "baseline.db"
+    conn = connect(db)
+    migrate(conn)
+    samples = []
+    for run in range(REPEATS):
+        ts = 1_700_000_000_000 + run
+        current = []
+        history = []
+        for device, temperature, humidity in rows:
+            current += [(device, 1, repr(float(temperature)), ts), (device, 2, str(humidity), ts)]
+            history += [(device, 1, ts, repr(float(temperature))), (device, 2, ts, str(humidity))]
+        start = time.perf_counter()
+        conn.execute("BEGIN")
+        conn.executemany(
+            "INSERT INTO history (device_id, ds_id, ts, value) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (device_id, ds_id, ts) DO UPDATE SET value = excluded.value",
+            history,
+        )
+        conn.executemany(
+            "INSERT INTO current_values (device_id, ds_id, value, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (device_id, ds_id) DO UPDATE SET "
+            "value = excluded.value, updated_at = excluded.updated_at",
+            current,
+        )
+        conn.execute("COMMIT")
+        samples.append(time.perf_counter() - start)
+    conn.close()
+    return samples
+
+
+def raw_import_baseline(work: Path, points: list[dict[str, Any]]) -> list[float]:
+    db = work / "baseline-import.db"
+    conn = connect(db)
+    migrate(conn)
+    samples = []
+    for run in range(REPEATS):
+        rows = [(2, 1, p["ts"] + run * 10_000_000, repr(float(p["value"]))) for p in points]
+        start = time.perf_counter()
+        conn.execute("BEGIN")
+        conn.executemany(
+            "INSERT INTO history (device_id, ds_id, ts, value) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (device_id, ds_id, ts) DO UPDATE SET value = excluded.value",
+            rows,
+        )
+        conn.execute(
+            "INSERT INTO current_values (device_id, ds_id, value, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (device_id, ds_id) DO UPDATE SET value = excluded.value, "
+            "updated_at = excluded.updated_at WHERE excluded.updated_at >= updated_at",
+            (2, 1, rows[-1][3], rows[-1][2]),
+        )
+        conn.execute("COMMIT")
+        samples.append(time.perf_counter() - start)
+    conn.close()
+    return samples
+
+
+def wrk(url: str, script: Path | None) -> float:
+    """Requests per second reported by wrk over keep-alive connections."""
+    command = ["wrk", "-t2", f"-c{WRK_CONNECTIONS}", f"-d{WRK_SECONDS}s", "--latency"]
+    if script is not None:
+        command += ["-s", str(script)]
+    output = subprocess.run(
+        [*command, url], capture_output=True, text=True, check=True
+    ).stdout
+    for line in output.splitlines():
+        if line.startswith("Requests/sec:"):
+            return float(line.split()[1])
+    raise RuntimeError(output)
+
+
+WRK_SCRIPT = """
+local counter = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %s"
+request = function()
+  counter = counter + 1
+  local device = (counter %% %d) + 1
+  local body = string.format('{"deviceId":%%d,"dataStreamId":1,"value":%%d.5}', device, counter %% 50)
+  return wrk.format(nil, nil, nil, body)
+end
+response = function(status, headers, body)
+  if status ~= 204 then
+    error("unexpected status " .. status .. " " .. body)
+  end
+end
+"""
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="pinbase-bench-"))
+    data_dir = work / "data"
+    results: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "sqlite": sqlite3.sqlite_version,
+        }
+    }
+    try:
+        url = database_url(data_dir, None)
+        start = time.perf_counter()
+        asyncio.run(apply_document(url, fleet()))
+        results["provision_10k_devices_s"] = round(time.perf_counter() - start, 2)
+        seed_history(data_dir / "pinbase.db")
+
+        server = Server(data_dir, 18099)
+        try:
+            http = httpx.Client(base_url=server.url, timeout=120)
+            token = http.post(
+                "/oauth2/token", params={"grant_type": "client_credentials"}, auth=CLIENT
+            ).json()["access_token"]
+            http.headers["Authorization"] = f"Bearer {token}"
+            assert http.get("/api/v2/organization/device/datastreams?deviceId=1").status_code == 200
+            results["rss_after_10k_devices_mib"] = round(rss_kib(server.process.pid) / 1024, 1)
+
+            rows = [[d, 20 + d % 10 + 0.5, d % 100] for d in range(1, ROWS + 1)]
+            body = json.dumps({"fields": ["deviceId", "Temperature", "Humidity"], "updates": rows})
+
+            def batch() -> None:
+                response = http.post(
+                    "/api/v1/organization/product/devices/batch-update",
+                    content=body,
+                    headers={"Content-Type": "application/json"},
+                )
+                assert response.status_code == 204, response.text
+
+            batch()  # warm-up
+            results["batch_update_10k_x2_ms"] = median_ms(timed(batch))
+            results["batch_update_raw_baseline_ms"] = median_ms(raw_batch_baseline(work, rows))
+
+            points = [{"ts": 1_650_000_000_000 + i * 1000, "value": i % 50} for i in range(ROWS)]
+            runs = iter(range(1000))
+
+            def import_points() -> None:
+                offset = next(runs) * 10_000_000
+                payload = {
+                    "deviceId": 2,
+                    "dataStreamId": 1,
+                    "values": [{"ts": p["ts"] + offset, "value": p["value"]} for p in points],
+                }
+                response = http.post("/api/v1/organization/device/import/batch", json=payload)
+                assert response.status_code == 204, response.text
+
+            import_points()
+            results["import_10k_ms"] = median_ms(timed(import_points))
+            results["import_raw_baseline_ms"] = median_ms(raw_import_baseline(work, points))
+
+            def history(page: int) -> Callable[[], None]:
+                def run() -> None:
+                    response = http.get(
+                        "/api/v1/organization/device/datastream/history",
+                        params={
+                            "deviceId": HISTORY_DEVICE, "dataStreamId": 1, "from": 0,
+                            "to": 2_000_000_000_000, "page": page, "size": 1000,
+                        },
+                    )
+                    assert response.status_code == 200
+                    assert len(response.json()["content"]) == 1000
+
+                return run
+
+            history(0)()
+            results["history_page_first_ms"] = median_ms(timed(history(0), 31))
+            results["history_page_500_ms"] = median_ms(timed(history(500), 31))
+
+            if shutil.which("wrk"):
+                script = work / "update.lua"
+                script.write_text(WRK_SCRIPT % (token, DEVICES))
+                trivial = [wrk(f"{server.url}/healthz", None) for _ in range(3)]
+                updates = [
+                    wrk(f"{server.url}/api/v1/organization/device/datastream", script)
+                    for _ in range(3)
+                ]
+                results["trivial_rps"] = round(statistics.median(trivial))
+                results["single_update_rps"] = round(statistics.median(updates))
+            results["rss_at_end_mib"] = round(rss_kib(server.process.pid) / 1024, 1)
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    out = ROOT / "results"
+    out.mkdir(exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
