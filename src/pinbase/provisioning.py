@@ -322,12 +322,13 @@ def _options(value: Any, path: str) -> dict[int, str]:
     return options
 
 
-def _unique(entries: Iterable[tuple[Hashable, str]], what: str) -> None:
+def _unique(entries: Iterable[tuple[Hashable, str]], what: str, *, secret: bool = False) -> None:
     """Fail at the second of two entries with the same key: (key, path of the value)."""
     seen: dict[Hashable, str] = {}
     for key, path in entries:
         if key in seen:
-            _fail(path, f"duplicate {what} {_show(key)} (also at {seen[key]})")
+            shown = "" if secret else f" {_show(key)}"
+            _fail(path, f"duplicate {what}{shown} (also at {seen[key]})")
         seen[key] = path
 
 
@@ -411,6 +412,7 @@ def _parse_document(document: Any) -> list[_OrgSpec]:
     _unique(
         ((d.token, f"{d.path}.token") for o in orgs for d in o.devices if d.token is not None),
         "device token",
+        secret=True,
     )
     return orgs
 
@@ -460,13 +462,12 @@ def _parse_product(value: Any, path: str, parent: _ProductSpec | None = None) ->
     """A root product followed by its variants (a variant: no datastreams, no variants)."""
     keys = ("id", "name") if parent else ("id", "name", "datastreams", "variants")
     m = _Map(value, path, keys)
+    given_id, name = m.optional("id", _id), m.required("name", _text)
     streams = [_parse_datastream(item, at) for item, at in m.items("datastreams")]
     _unique(((d.id, f"{d.path}.id") for d in streams), "datastream id")
     _unique(((d.pin, f"{d.path}.pin") for d in streams), "pin")
     _unique(((d.label, f"{d.path}.label") for d in streams), "label")
-    product = _ProductSpec(
-        path, m.optional("id", _id), m.required("name", _text), parent, datastreams=streams
-    )
+    product = _ProductSpec(path, given_id, name, parent, datastreams=streams)
     variants = [v for item, at in m.items("variants") for v in _parse_product(item, at, product)]
     return [product, *variants]
 
@@ -590,11 +591,12 @@ def _resolve_ids(
         if spec.given_id is None:
             continue
         at, owner = f"{spec.path}.id", stored_scope.get(spec.given_id, scope)
-        if owner != scope:
-            _fail(at, f"{what} {spec.given_id} belongs to organization {owner}")
         if spec.given_id in claimed:
             _fail(at, f"duplicate {what} id {spec.given_id} (also at {claimed[spec.given_id]})")
-        spec.id, claimed[spec.id] = spec.given_id, spec.path
+        if owner != scope:
+            _fail(at, f"{what} {spec.given_id} belongs to organization {owner}")
+        spec.id = spec.given_id
+        claimed[spec.id] = spec.path
     _match_names(entries, what, stored_names, claimed)
     next_id = max([*stored_scope, *claimed], default=0) + 1
     for _, spec in entries:
@@ -628,7 +630,8 @@ def _match_names(
                     f"{name} is the name of {what} {matches[0]}, "
                     f"which {claimed[matches[0]]} defines too",
                 )
-            spec.id, claimed[matches[0]] = matches[0], spec.path
+            spec.id = matches[0]
+            claimed[spec.id] = spec.path
 
 
 class _Planner:
@@ -781,7 +784,9 @@ class _Planner:
             )
         children = sorted(p.id for p in self.products.values() if p.parent_id == spec.id)
         if children:
-            _fail(spec.path, f"product {spec.id} has variants ({children[0]}): it cannot be one")
+            _fail(
+                spec.path, f"product {spec.id} has variants ({children[0]}): it cannot be a variant"
+            )
 
     def _plan_datastreams(self, product: _ProductSpec) -> None:
         stored = self.datastreams.setdefault(product.id, {})

@@ -19,6 +19,7 @@ from ..security import digest
 from ..store.base import Store
 from .errors import ApiError
 from .limits import TokenBuckets, retry_after
+from .tokens import AccessTokens
 
 T = TypeVar("T")
 
@@ -33,6 +34,7 @@ class Services:
     ingest: Ingest
     org_limits: TokenBuckets
     import_limits: TokenBuckets
+    tokens: AccessTokens
 
     @classmethod
     def build(cls, settings: Settings, store: Store) -> Services:
@@ -45,10 +47,11 @@ class Services:
             ingest=Ingest(store, bus),
             org_limits=TokenBuckets(per_minute / 60.0, per_minute),
             import_limits=TokenBuckets(settings.import_rate, settings.import_burst),
+            tokens=AccessTokens(store),
         )
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     found: Services = request.app.state.services
     return found
 
@@ -74,7 +77,7 @@ async def organization_context(
 ) -> Context:
     if credentials is None:
         raise ApiError(401, "Missing bearer access token.", _CHALLENGE)
-    token = await svc.store.access_token(digest(credentials.credentials), now_ms())
+    token = await svc.tokens.find(digest(credentials.credentials), now_ms())
     if token is None:
         raise ApiError(401, "Invalid or expired access token.", _CHALLENGE)
     catalog = await svc.store.catalog()

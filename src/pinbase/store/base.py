@@ -97,8 +97,9 @@ class Store(abc.ABC):
         client_id: str,
         now: int,
         successors: Callable[[TokenRow], Sequence[TokenRow]],
-    ) -> RefreshOutcome:
+    ) -> tuple[RefreshOutcome, str | None]:
         """Atomically consume a refresh token and store `successors(consumed)` in its place.
 
-        A token presented a second time revokes every token of its family.
+        A token presented a second time revokes every token of its family. Returns the outcome
+        and the family of the presented token (None when it is unknown).
         """

@@ -13,6 +13,7 @@ import asyncio
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import astuple
 from pathlib import Path
@@ -40,6 +41,7 @@ T = TypeVar("T")
 WriteFn = Callable[[sqlite3.Connection], Any]
 
 MAX_GROUP = 512  # functions per group commit
+CATALOG_RECHECK_S = 0.25
 
 
 def _connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -82,17 +84,6 @@ class _Writer(threading.Thread):
         self._queue.put((fn, future, loop))
         return future
 
-    def run_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` through the writer from a thread without an event loop (CLI tools)."""
-        done = threading.Event()
-        box: list[Any] = []
-        self._queue.put((fn, (done, box), None))
-        done.wait()
-        if box[1] is not None:
-            raise box[1]
-        result: T = box[0]
-        return result
-
     def stop(self) -> None:
         self._queue.put(self._STOP)
         self.join()
@@ -126,42 +117,55 @@ class _Writer(threading.Thread):
             conn.close()
 
     def _commit(self, conn: sqlite3.Connection, group: list[Any]) -> None:
-        outcomes: list[tuple[Any, BaseException | None]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for fn, _, _ in group:
-                conn.execute("SAVEPOINT item")
-                try:
-                    result = fn(conn)
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO item")
-                    conn.execute("RELEASE item")
-                    outcomes.append((None, exc))
-                else:
-                    conn.execute("RELEASE item")
-                    outcomes.append((result, None))
-            conn.execute("COMMIT")
+            outcomes = self._run_group(conn, group)
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             failure = StoreUnavailable(f"database write failed: {exc}")
             outcomes = [(None, failure)] * len(group)
-        for (_, target, loop), (result, error) in zip(group, outcomes, strict=True):
-            if loop is None:
-                done, box = target
-                box.extend((result, error))
-                done.set()
+        settled: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        for (_, future, loop), (result, error) in zip(group, outcomes, strict=True):
+            settled.setdefault(loop, []).append((future, result, error))
+        for loop, items in settled.items():
+            loop.call_soon_threadsafe(_settle_all, items)
+
+    @staticmethod
+    def _run_group(conn: sqlite3.Connection, group: list[Any]) -> list[tuple[Any, Any]]:
+        """Run every function in one transaction; if one fails, rerun them isolated."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            results = [(fn(conn), None) for fn, _, _ in group]
+        except Exception:
+            conn.execute("ROLLBACK")
+        else:
+            conn.execute("COMMIT")
+            return results
+        outcomes: list[tuple[Any, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        for fn, _, _ in group:
+            conn.execute("SAVEPOINT item")
+            try:
+                result = fn(conn)
+            except Exception as exc:
+                conn.execute("ROLLBACK TO item")
+                conn.execute("RELEASE item")
+                outcomes.append((None, exc))
             else:
-                loop.call_soon_threadsafe(_settle, target, result, error)
+                conn.execute("RELEASE item")
+                outcomes.append((result, None))
+        conn.execute("COMMIT")
+        return outcomes
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+def _settle_all(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in items:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
 
 
 # --- write functions (run on the writer thread) ------------------------------------------
@@ -279,6 +283,7 @@ class SqliteStore(Store):
         self._pooled: list[sqlite3.Connection] = []
         self._pool_lock = threading.Lock()
         self._catalog: Catalog | None = None
+        self._catalog_checked = 0.0
 
     # lifecycle ----------------------------------------------------------------------------
     def open_sync(self) -> None:
@@ -322,11 +327,6 @@ class SqliteStore(Store):
             raise StoreUnavailable("the store is closed")
         return await self._writer.submit(fn)
 
-    def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._writer is None:
-            raise StoreUnavailable("the store is closed")
-        return self._writer.run_sync(fn)
-
     async def _read_in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def run() -> T:
             try:
@@ -358,10 +358,18 @@ class SqliteStore(Store):
         return build_catalog(generation, rows)
 
     def catalog_sync(self) -> Catalog:
-        conn = self._read_conn()
+        """The catalog; its generation is re-read at most every CATALOG_RECHECK_S seconds.
+
+        Changes made through this store are seen at once; changes committed by another process
+        (`pinbase apply` beside a running server) within CATALOG_RECHECK_S.
+        """
         current = self._catalog
-        if current is None or self._generation(conn) != current.generation:
-            current = self._catalog = self._load_catalog(conn)
+        clock = time.monotonic()
+        if current is None or clock - self._catalog_checked >= CATALOG_RECHECK_S:
+            conn = self._read_conn()
+            if current is None or self._generation(conn) != current.generation:
+                current = self._catalog = self._load_catalog(conn)
+            self._catalog_checked = clock
         return current
 
     async def catalog(self) -> Catalog:
@@ -421,9 +429,7 @@ class SqliteStore(Store):
 
     async def upsert_entities(self, rows: Entities) -> None:
         await self._write(_upsert_entities(rows))
-
-    def upsert_entities_sync(self, rows: Entities) -> None:
-        self.write_sync(_upsert_entities(rows))
+        self._catalog_checked = 0.0
 
     # values -------------------------------------------------------------------------------
     async def write_values(self, writes: ValueWrites) -> None:
@@ -543,23 +549,23 @@ class SqliteStore(Store):
         client_id: str,
         now: int,
         successors: Callable[[TokenRow], Sequence[TokenRow]],
-    ) -> RefreshOutcome:
-        def run(conn: sqlite3.Connection) -> RefreshOutcome:
+    ) -> tuple[RefreshOutcome, str | None]:
+        def run(conn: sqlite3.Connection) -> tuple[RefreshOutcome, str | None]:
             row = conn.execute(
                 "SELECT hash, kind, client_id, org_id, user_id, family, expires_at, used, revoked "
                 "FROM oauth_tokens WHERE hash = ? AND kind = 'refresh'",
                 (token_hash,),
             ).fetchone()
             if row is None or row[2] != client_id:
-                return RefreshOutcome.UNKNOWN
+                return RefreshOutcome.UNKNOWN, None
             token = TokenRow(*row[:7])
             if row[7] or row[8]:
                 conn.execute(
                     "UPDATE oauth_tokens SET revoked = 1 WHERE family = ?", (token.family,)
                 )
-                return RefreshOutcome.REUSED
+                return RefreshOutcome.REUSED, token.family
             if token.expires_at <= now:
-                return RefreshOutcome.UNKNOWN
+                return RefreshOutcome.UNKNOWN, token.family
             conn.execute("UPDATE oauth_tokens SET used = 1 WHERE hash = ?", (token_hash,))
             conn.executemany(
                 "INSERT INTO oauth_tokens "
@@ -568,6 +574,6 @@ class SqliteStore(Store):
                 [astuple(t) for t in successors(token)],
             )
             conn.execute("DELETE FROM oauth_tokens WHERE expires_at < ?", (now - 86_400_000,))
-            return RefreshOutcome.ROTATED
+            return RefreshOutcome.ROTATED, token.family
 
         return await self._write(run)

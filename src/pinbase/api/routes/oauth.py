@@ -179,10 +179,12 @@ async def _grant(svc: AppServices, request: Request) -> dict[str, object]:
         issued.update(body)
         return rows
 
-    outcome = await svc.store.rotate_refresh(
+    outcome, presented_family = await svc.store.rotate_refresh(
         digest(presented), client.client_id, now_ms(), successors
     )
     if outcome is RefreshOutcome.REUSED:
+        assert presented_family is not None
+        svc.tokens.forget_family(presented_family)
         raise OAuthFailure(
             "invalid_grant", "Refresh token was already used; its tokens have been revoked."
         )
