@@ -53,6 +53,8 @@ class Server:
         self.data_dir = data_dir
         self.extra = extra
         self.port = free_port()
+        self.hardware_port = 0  # device listeners: off until the modules land
+        self.mqtt_port = 0
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "server.log"
@@ -70,6 +72,10 @@ class Server:
                     str(self.port),
                     "--data-dir",
                     str(self.data_dir),
+                    "--hardware-port",
+                    str(self.hardware_port),
+                    "--mqtt-port",
+                    str(self.mqtt_port),
                     "--log-level",
                     "warning",
                     *self.extra,

@@ -87,9 +87,47 @@ def serve(
     refresh_token_ttl: Annotated[
         int, typer.Option(envvar="PINBASE_REFRESH_TOKEN_TTL", help="Refresh token lifetime, s.")
     ] = 30 * 86_400,
+    hardware_port: Annotated[
+        int,
+        typer.Option(
+            envvar="PINBASE_HARDWARE_PORT", help="Blynk hardware protocol (TCP) port; 0: off."
+        ),
+    ] = 8442,
+    hardware_tls_port: Annotated[
+        int,
+        typer.Option(
+            envvar="PINBASE_HARDWARE_TLS_PORT", help="Hardware protocol TLS port; 0: off."
+        ),
+    ] = 0,
+    mqtt_port: Annotated[
+        int, typer.Option(envvar="PINBASE_MQTT_PORT", help="MQTT device API port; 0: off.")
+    ] = 1883,
+    mqtt_tls_port: Annotated[
+        int, typer.Option(envvar="PINBASE_MQTT_TLS_PORT", help="MQTT over TLS port; 0: off.")
+    ] = 0,
+    tls_cert: Annotated[
+        str | None, typer.Option(envvar="PINBASE_TLS_CERT", help="PEM certificate chain.")
+    ] = None,
+    tls_key: Annotated[
+        str | None, typer.Option(envvar="PINBASE_TLS_KEY", help="PEM private key.")
+    ] = None,
+    device_rate: Annotated[
+        float,
+        typer.Option(envvar="PINBASE_DEVICE_RATE", help="Values per second per device, sustained."),
+    ] = 100.0,
+    device_burst: Annotated[
+        int, typer.Option(envvar="PINBASE_DEVICE_BURST", help="Values per device at once.")
+    ] = 1000,
+    heartbeat: Annotated[
+        int,
+        typer.Option(
+            envvar="PINBASE_HEARTBEAT",
+            help="Assumed device heartbeat (s) until one announces its own.",
+        ),
+    ] = 10,
     log_level: Annotated[str, typer.Option(envvar="PINBASE_LOG_LEVEL")] = "info",
 ) -> None:
-    """Run the HTTP server."""
+    """Run the HTTP server and the device listeners."""
     settings = Settings(
         database=database_url(data_dir, database),
         body_limit=body_limit,
@@ -98,6 +136,16 @@ def serve(
         import_burst=import_burst,
         access_token_ttl=access_token_ttl,
         refresh_token_ttl=refresh_token_ttl,
+        host=host,
+        hardware_port=hardware_port or None,
+        hardware_tls_port=hardware_tls_port or None,
+        mqtt_port=mqtt_port or None,
+        mqtt_tls_port=mqtt_tls_port or None,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        device_rate=device_rate,
+        device_burst=device_burst,
+        heartbeat=heartbeat,
     )
     run_server(settings, host, port, log_level)
 

@@ -38,3 +38,21 @@ class Settings:
     """Access token lifetime in seconds."""
     refresh_token_ttl: int = 30 * 86_400
     """Refresh token lifetime in seconds."""
+    host: str = "127.0.0.1"
+    """Address the device servers bind (the HTTP server's address)."""
+    hardware_port: int | None = None
+    """Blynk hardware protocol over plain TCP (None: off)."""
+    hardware_tls_port: int | None = None
+    """Blynk hardware protocol over TLS (needs tls_cert and tls_key)."""
+    mqtt_port: int | None = None
+    """MQTT device API over plain TCP (None: off)."""
+    mqtt_tls_port: int | None = None
+    """MQTT device API over TLS (needs tls_cert and tls_key)."""
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    device_rate: float = 100.0
+    """Values per second each device may write (sustained) through the device interfaces."""
+    device_burst: int = 1000
+    """Values a device may write at once before its rate applies."""
+    heartbeat: int = 10
+    """Seconds between heartbeats a device is assumed to send unless it announces its own."""

@@ -14,11 +14,11 @@ import uvicorn
 from rich.console import Console
 
 from .api import create_app
-from .api.deps import Services
 from .cli import apply_document
 from .config import Settings, database_url
 from .domain.values import Value, parse_json_value
 from .security import new_token
+from .services import Services
 from .store import StoreUnavailable
 
 CLIENT_ID = "demo-backend"

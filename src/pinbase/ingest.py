@@ -32,13 +32,23 @@ class Ingest:
         self.bus = bus
 
     async def write(
-        self, device: Device, values: Sequence[tuple[Datastream, Value]], ts: int | None = None
+        self,
+        device: Device,
+        values: Sequence[tuple[Datastream, Value]],
+        ts: int | None = None,
+        origin: object | None = None,
     ) -> None:
-        """Set current values of one device (one transaction), with history where it is on."""
-        await self.write_cells([(device, ds, v) for ds, v in values], ts)
+        """Set current values of one device (one transaction), with history where it is on.
+
+        `origin` is the device session the values came from; it is not sent them back.
+        """
+        await self.write_cells([(device, ds, v) for ds, v in values], ts, origin)
 
     async def write_cells(
-        self, cells: Sequence[tuple[Device, Datastream, Value]], ts: int | None = None
+        self,
+        cells: Sequence[tuple[Device, Datastream, Value]],
+        ts: int | None = None,
+        origin: object | None = None,
     ) -> None:
         """Set current values across devices, all at one timestamp, in one transaction."""
         if not cells:
@@ -54,12 +64,16 @@ class Ingest:
                 history.append((device.id, ds.id, stamp, text))
         await self.store.write_values(writes)
         self.bus.publish(
-            ValueChanged(device.org_id, device.id, ds.id, ds.pin, value, stamp)
+            ValueChanged(device.org_id, device.id, ds.id, ds.pin, value, stamp, origin)
             for device, ds, value in cells
         )
 
     async def import_points(
-        self, device: Device, ds: Datastream, points: Iterable[tuple[int, Value]]
+        self,
+        device: Device,
+        ds: Datastream,
+        points: Iterable[tuple[int, Value]],
+        origin: object | None = None,
     ) -> None:
         """Store timestamped points; the newest becomes current unless a newer value exists."""
         rows = [(device.id, ds.id, ts, _json(value)) for ts, value in points]
@@ -79,6 +93,10 @@ class Ingest:
             ]
         )
 
-    async def set_property(self, device: Device, ds: Datastream, name: str, value: str) -> None:
+    async def set_property(
+        self, device: Device, ds: Datastream, name: str, value: str, origin: object | None = None
+    ) -> None:
         await self.store.set_property(device.id, ds.id, name, value)
-        self.bus.publish([PropertyChanged(device.org_id, device.id, ds.id, ds.pin, name, value)])
+        self.bus.publish(
+            [PropertyChanged(device.org_id, device.id, ds.id, ds.pin, name, value, origin)]
+        )

@@ -9,12 +9,13 @@ from fastapi import FastAPI
 
 from .. import __version__
 from ..config import Settings
+from ..devices.servers import start_device_servers, stop_device_servers
+from ..services import Services
 from ..store import Store, open_store
-from .deps import Services
 from .errors import install_error_handlers
 from .limits import BodyLimit
 from .openapi import install_openapi
-from .routes import datastreams, oauth, system
+from .routes import datastreams, devices, oauth, system
 
 DESCRIPTION = (
     "Blynk's Organization datastream API, self-hosted. Obtain a token at `/oauth2/token`, then "
@@ -30,9 +31,13 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await the_store.open()
-        app.state.services = Services.build(settings, the_store)
+        services = app.state.services = Services.build(settings, the_store)
         try:
-            yield
+            device_servers = await start_device_servers(services)
+            try:
+                yield
+            finally:
+                await stop_device_servers(device_servers)
         finally:
             await the_store.close()
 
@@ -49,6 +54,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.include_router(system.router)
     app.include_router(oauth.router)
     app.include_router(datastreams.router)
+    app.include_router(devices.router)
     system.mount_docs_assets(app)
     app.add_middleware(BodyLimit, limit=settings.body_limit)
     return app

@@ -9,46 +9,16 @@ import msgspec
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ..config import Settings
 from ..domain.errors import Invalid
 from ..domain.model import ALL_PERMISSIONS, Catalog
 from ..domain.permissions import Principal
-from ..ingest import Ingest, now_ms
-from ..live import Bus
+from ..ingest import now_ms
+from ..ratelimit import retry_after
 from ..security import digest
-from ..store.base import Store
+from ..services import Services
 from .errors import ApiError
-from .limits import TokenBuckets, retry_after
-from .tokens import AccessTokens
 
 T = TypeVar("T")
-
-
-@dataclass(slots=True)
-class Services:
-    """Everything long-lived that routes use; one per application."""
-
-    settings: Settings
-    store: Store
-    bus: Bus
-    ingest: Ingest
-    org_limits: TokenBuckets
-    import_limits: TokenBuckets
-    tokens: AccessTokens
-
-    @classmethod
-    def build(cls, settings: Settings, store: Store) -> Services:
-        bus = Bus()
-        per_minute = settings.org_rate_limit
-        return cls(
-            settings=settings,
-            store=store,
-            bus=bus,
-            ingest=Ingest(store, bus),
-            org_limits=TokenBuckets(per_minute / 60.0, per_minute),
-            import_limits=TokenBuckets(settings.import_rate, settings.import_burst),
-            tokens=AccessTokens(store),
-        )
 
 
 async def services(request: Request) -> Services:

@@ -142,3 +142,11 @@ class TokenResponse(Struct):
 class OAuthError(Struct):
     error: str
     error_description: str
+
+
+class DeviceStatusBody(Struct):
+    deviceId: int
+    connected: bool
+    protocol: str | None
+    connectedSince: int | None
+    lastSeen: int | None

@@ -123,6 +123,12 @@ class Catalog:
     products: Mapping[int, Product]
     devices: Mapping[int, Device]
     users: Mapping[int, User]
+    device_tokens: Mapping[str, int] = field(default_factory=dict)
+    """Device id by the SHA-256 digest of the device's auth token."""
+
+    def device_by_token_digest(self, token_digest: str) -> Device | None:
+        device_id = self.device_tokens.get(token_digest)
+        return None if device_id is None else self.devices.get(device_id)
 
     def schema_of(self, device: Device) -> Schema:
         return self.products[device.product_id].schema

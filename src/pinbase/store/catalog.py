@@ -73,4 +73,5 @@ def build_catalog(generation: int, rows: Entities) -> Catalog:
         for d in rows.devices
     }
     users = {u.id: User(u.id, u.org_id, u.email, u.role) for u in rows.users}
-    return Catalog(generation, organizations, products, devices, users)
+    tokens = {d.token_hash: d.id for d in rows.devices}
+    return Catalog(generation, organizations, products, devices, users, tokens)

@@ -24,10 +24,10 @@ from ...domain.permissions import covered_device
 from ...domain.properties import check_property
 from ...domain.values import Value, parse_json_value
 from ...ingest import now_ms
+from ...ratelimit import retry_after
 from ...store.records import StoredValue
 from ..deps import OrgContext, decode, int_list, unique
 from ..errors import ApiError
-from ..limits import retry_after
 from ..openapi import json_body, responses
 from ..schemas import (
     BatchReport,

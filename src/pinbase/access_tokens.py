@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import time
 
-from ..store.base import Store
-from ..store.records import TokenRow
+from .store.base import Store
+from .store.records import TokenRow
 
 REVALIDATE_S = 5.0
 MAX_ENTRIES = 50_000

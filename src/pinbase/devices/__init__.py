@@ -1,0 +1,1 @@
+"""Device-facing interfaces: HTTP device API, Blynk hardware protocol over TCP, MQTT."""
