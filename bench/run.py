@@ -101,7 +101,7 @@ class Server:
                 sys.executable, "-m", "pinbase", "serve", "--port", str(port),
                 "--data-dir", str(data_dir), "--log-level", "warning",
                 "--org-rate-limit", "1000000000", "--import-rate", "1000000",
-                "--import-burst", "1000000",
+                "--import-burst", "1000000", "--hardware-port", "0", "--mqtt-port", "0",
             ],
         )
         deadline = time.monotonic() + 60
