@@ -159,10 +159,15 @@ class Api:
     def raw(self, path: str, content: bytes) -> httpx.Response:
         return self.http.post(path, content=content, headers={"Content-Type": "application/json"})
 
+    def close(self) -> None:
+        self.http.close()
+
 
 @pytest.fixture(scope="session")
-def org_api(server: Server) -> Api:
-    return Api(server.url, client_token(server.url))
+def org_api(server: Server) -> Iterator[Api]:
+    api = Api(server.url, client_token(server.url))
+    yield api
+    api.close()
 
 
 @pytest.fixture(scope="session")

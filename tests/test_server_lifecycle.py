@@ -19,7 +19,6 @@ from conftest import (
     ACME,
     FLEET,
     STARTUP_DEADLINE,
-    Api,
     Server,
     apply_fleet,
     client_token,
@@ -30,6 +29,30 @@ from pinbase.store.sqlite_schema import SCHEMA_VERSION
 UPDATE = "/api/v1/organization/device/datastream"
 HISTORY = "/api/v1/organization/device/datastream/history"
 VALUES = "/api/v2/organization/device/datastreams"
+
+
+class Bearer:
+    """Calls with one bearer token; unlike conftest's `Api` it keeps no connection open (a
+    leaked socket is a ResourceWarning, which this suite turns into an error)."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self.base_url = base_url
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    def get(self, path: str, **params: object) -> httpx.Response:
+        return httpx.get(
+            self.base_url + path,
+            params=params,  # type: ignore[arg-type]
+            headers=self.headers,
+            timeout=30,
+        )
+
+    def post(self, path: str, body: object) -> httpx.Response:
+        return httpx.post(self.base_url + path, json=body, headers=self.headers, timeout=30)
+
+    def raw(self, path: str, content: bytes) -> httpx.Response:
+        headers = {**self.headers, "Content-Type": "application/json"}
+        return httpx.post(self.base_url + path, content=content, headers=headers, timeout=30)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -51,6 +74,9 @@ class CustomServer(Server):
     def start(self) -> CustomServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "pinbase", "serve", "--port", str(self.port)]
+        # Device listeners as `Server` configures them (fixed default ports would collide).
+        command += ["--hardware-port", str(self.hardware_port)]
+        command += ["--mqtt-port", str(self.mqtt_port)]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [*command, "--log-level", "warning", *self.flags],
@@ -81,12 +107,12 @@ def started() -> Iterator[list[Server]]:
         running.kill()
 
 
-def write_status(api: Api, device_id: int, text: str) -> None:
+def write_status(api: Bearer, device_id: int, text: str) -> None:
     response = api.post(UPDATE, {"deviceId": device_id, "dataStreamId": 3, "value": text})
     assert response.status_code == 204, response.text
 
 
-def status_history(api: Api, device_id: int) -> list[str]:
+def status_history(api: Bearer, device_id: int) -> list[str]:
     response = api.get(
         HISTORY, deviceId=device_id, dataStreamId=3, **{"from": 0, "to": 2**62}, size=1000
     )
@@ -94,7 +120,7 @@ def status_history(api: Api, device_id: int) -> list[str]:
     return [point["value"] for point in response.json()["content"]]
 
 
-def current_status(api: Api, device_id: int) -> object:
+def current_status(api: Bearer, device_id: int) -> object:
     response = api.get(VALUES, deviceId=device_id, dataStreamIds=3)
     assert response.status_code == 200, response.text
     (value,) = response.json()
@@ -146,14 +172,14 @@ def test_write_acknowledged_before_a_signal_survives_restart(
     apply_fleet(data_dir)
     running = Server(data_dir).start()
     started.append(running)
-    api = Api(running.url, client_token(running.url))
+    api = Bearer(running.url, client_token(running.url))
     write_status(api, 105, f"before {sig.name}")
     running.stop(sig)
     assert running.process is not None and running.process.poll() is not None
 
     again = Server(data_dir).start()
     started.append(again)
-    api = Api(again.url, client_token(again.url))
+    api = Bearer(again.url, client_token(again.url))
     assert current_status(api, 105) == f"before {sig.name}"
     assert status_history(api, 105) == [f"before {sig.name}"]
 
@@ -172,7 +198,7 @@ def test_database_flag_selects_the_file(tmp_path: Path, started: list[Server]) -
     running = CustomServer(workdir, "--database", url).start()
     started.append(running)
     # The fleet applied to that file is what the server serves, and writes land in it.
-    api = Api(running.url, client_token(running.url))
+    api = Bearer(running.url, client_token(running.url))
     write_status(api, 105, "in the chosen file")
     running.stop()
     assert query_db(database, "SELECT count(*) FROM history WHERE device_id = 105") == (1,)
@@ -239,7 +265,7 @@ def test_schema_version_is_recorded_and_restart_reuses_the_file(
     apply_fleet(data_dir)
     first = Server(data_dir).start()
     started.append(first)
-    write_status(Api(first.url, client_token(first.url)), 106, "first run")
+    write_status(Bearer(first.url, client_token(first.url)), 106, "first run")
     first.stop()
 
     database = data_dir / "pinbase.db"
@@ -248,7 +274,7 @@ def test_schema_version_is_recorded_and_restart_reuses_the_file(
 
     second = Server(data_dir).start()
     started.append(second)
-    api = Api(second.url, client_token(second.url))
+    api = Bearer(second.url, client_token(second.url))
     write_status(api, 106, "second run")
     assert status_history(api, 106) == ["second run", "first run"]
     second.stop()
@@ -279,7 +305,7 @@ def small_body_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serv
 
 
 def test_body_over_the_limit_is_413(small_body_server: Server) -> None:
-    api = Api(small_body_server.url, client_token(small_body_server.url))
+    api = Bearer(small_body_server.url, client_token(small_body_server.url))
     body = f'{{"deviceId": 107, "dataStreamId": 3, "value": "{"x" * 1000}"}}'.encode()
     response = api.raw(UPDATE, body)
     assert response.status_code == 413, response.text
@@ -311,7 +337,7 @@ def test_streamed_body_over_the_limit_is_413(small_body_server: Server) -> None:
 
 
 def test_body_under_the_limit_is_accepted(small_body_server: Server) -> None:
-    api = Api(small_body_server.url, client_token(small_body_server.url))
+    api = Bearer(small_body_server.url, client_token(small_body_server.url))
     text = "z" * 900
     body = f'{{"deviceId": 107, "dataStreamId": 3, "value": "{text}"}}'.encode()
     assert len(body) <= 1000

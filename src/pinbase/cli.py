@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -41,6 +43,22 @@ Database = Annotated[
 ]
 
 
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server, minus re-raising the stop signal after a clean shutdown.
+
+    uvicorn re-sends SIGTERM/SIGINT to itself once it has shut down, which turns a graceful
+    stop into exit status 143/130; pinbase exits 0 after a clean shutdown instead.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()
+
+
 def run_server(settings: Settings, host: str, port: int, log_level: str) -> None:
     """Serve until SIGTERM/SIGINT: stop accepting, finish in-flight requests, close the store."""
     from .api import create_app
@@ -56,7 +74,7 @@ def run_server(settings: Settings, host: str, port: int, log_level: str) -> None
         timeout_graceful_shutdown=30,
         lifespan="on",
     )
-    uvicorn.Server(config).run()
+    GracefulServer(config).run()
 
 
 @app.command()

@@ -14,7 +14,7 @@ import uvicorn
 from rich.console import Console
 
 from .api import create_app
-from .cli import apply_document
+from .cli import GracefulServer, apply_document
 from .config import Settings, database_url
 from .domain.values import Value, parse_json_value
 from .security import new_token
@@ -121,7 +121,7 @@ def run_demo(host: str, port: int, data_dir: Path | None) -> None:
     asyncio.run(apply_document(url, fleet(client_secret, password)))
 
     app = create_app(Settings(database=url))
-    server = uvicorn.Server(
+    server = GracefulServer(
         uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     )
     console = Console()

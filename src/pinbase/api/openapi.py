@@ -60,6 +60,16 @@ def responses(
     return result
 
 
+def _drop_validation_errors(document: dict[str, Any]) -> None:
+    """FastAPI documents 422 for parameter errors; pinbase answers those with 400."""
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            operation.get("responses", {}).pop("422", None)
+    schemas = document.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+
+
 def install_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -69,7 +79,9 @@ def install_openapi(app: FastAPI) -> None:
                 description=app.description,
                 routes=app.routes,
             )
-            document.setdefault("components", {}).setdefault("schemas", {}).update(_components)
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            schemas.update(_components)
+            _drop_validation_errors(document)
             app.openapi_schema = document
         return app.openapi_schema
 

@@ -135,7 +135,7 @@ class _Writer(threading.Thread):
         """Run every function in one transaction; if one fails, rerun them isolated."""
         conn.execute("BEGIN IMMEDIATE")
         try:
-            results = [(fn(conn), None) for fn, _, _ in group]
+            results = [(r, None) for r in _run_merged(conn, [fn for fn, _, _ in group])]
         except Exception:
             conn.execute("ROLLBACK")
         else:
@@ -182,8 +182,16 @@ _ADD_HISTORY = (
 )
 
 
-def _write_values(writes: ValueWrites) -> WriteFn:
-    def run(conn: sqlite3.Connection) -> None:
+class _WriteValues:
+    """A value write; consecutive ones in a group are merged into one set of statements."""
+
+    __slots__ = ("writes",)
+
+    def __init__(self, writes: ValueWrites) -> None:
+        self.writes = writes
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        writes = self.writes
         if writes.history:
             conn.executemany(_ADD_HISTORY, writes.history)
         if writes.current:
@@ -191,7 +199,28 @@ def _write_values(writes: ValueWrites) -> WriteFn:
         if writes.current_if_newer:
             conn.executemany(_SET_CURRENT_IF_NEWER, writes.current_if_newer)
 
-    return run
+
+def _run_merged(
+    conn: sqlite3.Connection, fns: list[Callable[[sqlite3.Connection], Any]]
+) -> list[Any]:
+    """Run functions in order; runs of plain value writes share their statements."""
+    results: list[Any] = []
+    merged: ValueWrites | None = None
+    for fn in fns:
+        if isinstance(fn, _WriteValues) and not fn.writes.current_if_newer:
+            if merged is None:
+                merged = ValueWrites()
+            merged.history.extend(fn.writes.history)
+            merged.current.extend(fn.writes.current)
+            results.append(None)
+            continue
+        if merged is not None:
+            _WriteValues(merged)(conn)
+            merged = None
+        results.append(fn(conn))
+    if merged is not None:
+        _WriteValues(merged)(conn)
+    return results
 
 
 _UPSERTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -456,7 +485,7 @@ class SqliteStore(Store):
 
     # values -------------------------------------------------------------------------------
     async def write_values(self, writes: ValueWrites) -> None:
-        await self._write(_write_values(writes))
+        await self._write(_WriteValues(writes))
 
     async def current_values(self, device_ids: Sequence[int]) -> dict[int, dict[int, StoredValue]]:
         conn = self._read_conn()

@@ -11,7 +11,24 @@ from swagger_ui_bundle import swagger_ui_path
 router = APIRouter(tags=["System"])
 
 
-@router.get("/healthz", summary="Readiness probe")
+@router.get(
+    "/healthz",
+    summary="Readiness probe: 200 once the server is ready",
+    responses={
+        200: {
+            "description": "Ready",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"status": {"type": "string", "enum": ["ok"]}},
+                        "required": ["status"],
+                    }
+                }
+            },
+        }
+    },
+)
 async def healthz() -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 

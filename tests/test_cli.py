@@ -1,0 +1,271 @@
+"""The `pinbase` command line: help, `apply` validation and idempotence, live catalog reload."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from conftest import ACME, FLEET, Server, apply_fleet, client_token, pinbase
+
+VALUES = "/api/v2/organization/device/datastreams"
+ENTITY_TABLES = (
+    "organizations",
+    "roles",
+    "clients",
+    "users",
+    "products",
+    "datastreams",
+    "devices",
+)
+INITECH = ("initech-backend", "initech-secret-0123456789abcdef")
+
+
+def read_device(base_url: str, token: str, device_id: int) -> httpx.Response:
+    return httpx.get(
+        f"{base_url}{VALUES}",
+        params={"deviceId": device_id},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
+def catalog_snapshot(data_dir: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every entity table, to compare before and after a failed apply."""
+    with closing(sqlite3.connect(data_dir / "pinbase.db")) as conn:
+        return {
+            table: sorted(conn.execute(f"SELECT * FROM {table}").fetchall(), key=repr)
+            for table in ENTITY_TABLES
+        }
+
+
+def write_yaml(path: Path, document: object) -> Path:
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def fleet_document() -> dict[str, object]:
+    document: dict[str, object] = yaml.safe_load(FLEET.read_text())
+    return document
+
+
+def initech(datastream_type: str) -> dict[str, object]:
+    """A complete organization whose one datastream has the given type."""
+    return {
+        "id": 7,
+        "name": "Initech",
+        "clients": [{"client_id": INITECH[0], "client_secret": INITECH[1]}],
+        "products": [
+            {
+                "id": 70,
+                "name": "Printer",
+                "datastreams": [{"id": 1, "pin": "v1", "label": "Jam", "type": datastream_type}],
+            }
+        ],
+        "devices": [{"id": 701, "name": "Office", "product": 70}],
+    }
+
+
+@pytest.fixture
+def started() -> Iterator[list[Server]]:
+    servers: list[Server] = []
+    yield servers
+    for running in servers:
+        running.kill()
+
+
+# --- help ---------------------------------------------------------------------------------
+
+
+def test_help_lists_the_commands() -> None:
+    result = pinbase("--help")
+    assert result.returncode == 0, result.stderr
+    for command in ("serve", "apply", "demo"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize("command", ["serve", "apply", "demo"])
+def test_each_command_has_help(command: str) -> None:
+    result = pinbase(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "--help" in result.stdout
+
+
+def test_serve_help_lists_its_flags() -> None:
+    result = pinbase("serve", "--help")
+    for flag in (
+        "--host",
+        "--port",
+        "--data-dir",
+        "--database",
+        "--body-limit",
+        "--org-rate-limit",
+        "--import-rate",
+        "--import-burst",
+        "--access-token-ttl",
+        "--refresh-token-ttl",
+        "--log-level",
+    ):
+        assert flag in result.stdout, flag
+
+
+def test_unknown_command_fails() -> None:
+    result = pinbase("frobnicate")
+    assert result.returncode != 0
+
+
+# --- apply: validation --------------------------------------------------------------------
+
+
+def test_invalid_file_names_entity_and_field(tmp_path: Path) -> None:
+    bad = write_yaml(tmp_path / "bad.yaml", {"organizations": [initech("float")]})
+    result = pinbase("apply", str(bad), "--data-dir", str(tmp_path / "data"))
+    assert result.returncode != 0
+    message = result.stderr + result.stdout
+    assert "products[0].datastreams[0].type" in message, message
+    assert "float" in message
+
+
+def test_invalid_file_changes_nothing(tmp_path: Path, started: list[Server]) -> None:
+    data_dir = tmp_path / "data"
+    apply_fleet(data_dir)
+    before = catalog_snapshot(data_dir)
+
+    # Valid changes (a renamed organization, a new device, a new organization) followed by one
+    # invalid datastream: none of it may be written.
+    document = fleet_document()
+    organizations = document["organizations"]
+    assert isinstance(organizations, list)
+    organizations[0]["name"] = "Acme Renamed"
+    organizations[0]["devices"].append({"id": 150, "name": "Half applied", "product": 10})
+    organizations.append(initech("float"))
+    bad = write_yaml(tmp_path / "bad.yaml", document)
+    result = pinbase("apply", str(bad), "--data-dir", str(data_dir))
+    assert result.returncode != 0
+    assert "organizations[2].products[0].datastreams[0].type" in result.stderr + result.stdout
+    assert catalog_snapshot(data_dir) == before
+
+    # Once the error is fixed the same file applies, and the server sees exactly its entities.
+    organizations[2] = initech("double")
+    good = write_yaml(tmp_path / "good.yaml", document)
+    fixed = pinbase("apply", str(good), "--data-dir", str(data_dir))
+    assert fixed.returncode == 0, fixed.stderr + fixed.stdout
+    running = Server(data_dir).start()
+    started.append(running)
+    acme = client_token(running.url, ACME)
+    assert read_device(running.url, acme, 150).status_code == 200
+    initech_token = client_token(running.url, INITECH)
+    (datastream,) = read_device(running.url, initech_token, 701).json()
+    assert datastream["dataStreamLabel"] == "Jam"
+
+
+def test_invalid_file_on_an_empty_database_creates_no_entity(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    bad = write_yaml(tmp_path / "bad.yaml", {"organizations": [initech("float")]})
+    assert pinbase("apply", str(bad), "--data-dir", str(data_dir)).returncode != 0
+    if (data_dir / "pinbase.db").exists():
+        assert all(rows == [] for rows in catalog_snapshot(data_dir).values())
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("organizations: 5\n", "organizations"),
+        ("organizations: [\n", "YAML"),
+        (
+            "organizations: [{id: 1, name: X, devices: [{id: 5, name: y, product: 999}]}]\n",
+            "devices[0].product",
+        ),
+    ],
+    ids=["not-a-list", "unparsable", "unknown-product"],
+)
+def test_other_invalid_files_are_refused(tmp_path: Path, content: str, expected: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(content)
+    result = pinbase("apply", str(bad), "--data-dir", str(tmp_path / "data"))
+    assert result.returncode != 0
+    assert expected in result.stderr + result.stdout
+
+
+def test_missing_file_is_an_error(tmp_path: Path) -> None:
+    result = pinbase("apply", str(tmp_path / "absent.yaml"), "--data-dir", str(tmp_path / "d"))
+    assert result.returncode != 0
+    assert "absent.yaml" in result.stderr + result.stdout
+
+
+# --- apply: idempotence -------------------------------------------------------------------
+
+
+def test_applying_the_same_file_twice_changes_nothing(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = pinbase("apply", str(FLEET), "--data-dir", str(data_dir))
+    assert first.returncode == 0, first.stderr
+    assert "created" in first.stdout
+    # Secrets the file leaves out (device 102's token, for one) are generated and shown once.
+    assert "device 102" in first.stdout
+    snapshot = catalog_snapshot(data_dir)
+
+    second = pinbase("apply", str(FLEET), "--data-dir", str(data_dir))
+    assert second.returncode == 0, second.stderr
+    assert "No changes" in second.stdout
+    assert "created" not in second.stdout
+    assert "updated" not in second.stdout
+    assert "device 102" not in second.stdout  # no secret regenerated
+    assert catalog_snapshot(data_dir) == snapshot
+
+
+def test_changed_field_is_reported_as_an_update(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    apply_fleet(data_dir)
+    document = fleet_document()
+    organizations = document["organizations"]
+    assert isinstance(organizations, list)
+    organizations[0]["devices"][4]["name"] = "Silo (renamed)"
+    changed = write_yaml(tmp_path / "changed.yaml", document)
+    result = pinbase("apply", str(changed), "--data-dir", str(data_dir))
+    assert result.returncode == 0, result.stderr
+    assert "updated 1 devices" in result.stdout
+    assert "created" not in result.stdout
+
+
+# --- apply while serving ------------------------------------------------------------------
+
+
+def test_apply_is_picked_up_by_a_running_server(tmp_path: Path, started: list[Server]) -> None:
+    data_dir = tmp_path / "data"
+    apply_fleet(data_dir)
+    running = Server(data_dir).start()
+    started.append(running)
+    token = client_token(running.url)
+    missing = read_device(running.url, token, 150)
+    assert missing.status_code == 404, missing.text
+
+    addition = {
+        "organizations": [
+            {
+                "id": 1,
+                "name": "Acme Farms",
+                "devices": [{"id": 150, "name": "Added while serving", "product": 10}],
+            }
+        ]
+    }
+    more = write_yaml(tmp_path / "more.yaml", addition)
+    result = pinbase("apply", str(more), "--data-dir", str(data_dir))
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "created 1 devices" in result.stdout
+
+    found = read_device(running.url, token, 150)  # same server process, same token
+    assert found.status_code == 200, found.text
+    assert [ds["dataStreamLabel"] for ds in found.json()] == [
+        "Temperature",
+        "Humidity",
+        "Status",
+        "Position",
+        "Mode",
+    ]
+    # Entities the file did not mention are untouched.
+    assert read_device(running.url, token, 105).status_code == 200
