@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from pinbase.store.paging import page_window
 from pinbase.store.records import ValueWrites
-from pinbase.store.sqlite import SqliteStore, _page_window, _segments
+from pinbase.store.sqlite import SqliteStore, _segments
 from pinbase.store.sqlite_schema import SCHEMA_VERSION, migrate
 
 
@@ -40,7 +41,7 @@ def test_bucketed_counts_and_pages_match_a_plain_scan(history_db: sqlite3.Connec
             (start, end),
         ).fetchone()[0]
         assert sum(points for _, _, points in pieces) == expected_total
-        low, high, skip = _page_window(pieces, start, end, offset, ascending)
+        low, high, skip = page_window(pieces, start, end, offset, ascending)
         order = "ASC" if ascending else "DESC"
         query = (
             "SELECT ts FROM history WHERE device_id = 1 AND ds_id = 1 AND ts BETWEEN ? AND ? "

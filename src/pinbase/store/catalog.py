@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable
+
 import orjson
 
 from ..domain.model import (
@@ -75,3 +78,33 @@ def build_catalog(generation: int, rows: Entities) -> Catalog:
     users = {u.id: User(u.id, u.org_id, u.email, u.role) for u in rows.users}
     tokens = {d.token_hash: d.id for d in rows.devices}
     return Catalog(generation, organizations, products, devices, users, tokens)
+
+
+class CatalogCache:
+    """The current catalog, re-checked against the store's generation at most every
+    `recheck_s` seconds (and at once after `invalidate`).
+
+    Changes made through this process invalidate the cache immediately; changes committed by
+    another process are seen within `recheck_s`, or at once where the backend notifies.
+    """
+
+    def __init__(self, recheck_s: float = 0.25) -> None:
+        self.recheck_s = recheck_s
+        self._catalog: Catalog | None = None
+        self._checked = 0.0
+
+    def invalidate(self) -> None:
+        self._checked = 0.0
+
+    async def get(
+        self,
+        generation: Callable[[], Awaitable[int]],
+        load: Callable[[], Awaitable[Catalog]],
+    ) -> Catalog:
+        current = self._catalog
+        clock = time.monotonic()
+        if current is None or clock - self._checked >= self.recheck_s:
+            if current is None or await generation() != current.generation:
+                current = self._catalog = await load()
+            self._checked = clock
+        return current

@@ -13,7 +13,6 @@ import asyncio
 import queue
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import astuple
 from pathlib import Path
@@ -21,7 +20,8 @@ from typing import Any, TypeVar
 
 from ..domain.model import Catalog
 from .base import RefreshOutcome, Store, StoreUnavailable
-from .catalog import build_catalog
+from .catalog import CatalogCache, build_catalog
+from .paging import Piece, bucket_bounds, page_window, split
 from .records import (
     ClientRow,
     DatastreamRow,
@@ -35,7 +35,7 @@ from .records import (
     UserRow,
     ValueWrites,
 )
-from .sqlite_schema import BUCKET_SHIFT, migrate
+from .sqlite_schema import migrate
 
 T = TypeVar("T")
 WriteFn = Callable[[sqlite3.Connection], Any]
@@ -289,41 +289,23 @@ _BUCKETS = (
 
 def _segments(
     conn: sqlite3.Connection, device_id: int, ds_id: int, start: int, end: int
-) -> list[tuple[int, int, int]]:
-    """[start, end] cut into (low, high, points) pieces, ascending.
-
-    Whole buckets take their counts from history_counts; the partial buckets at both ends are
-    counted in the index. Counting a long range thus reads a few hundred small rows instead of
-    every point, and a deep page can skip whole buckets instead of walking an OFFSET.
-    """
-    first, last = start >> BUCKET_SHIFT, end >> BUCKET_SHIFT
+) -> list[Piece]:
+    """[start, end] cut into counted pieces, ascending (see `paging`)."""
     series = (device_id, ds_id)
-    if last - first < 2:
-        return [(start, end, conn.execute(_COUNT_RANGE, (*series, start, end)).fetchone()[0])]
-    head_end = ((first + 1) << BUCKET_SHIFT) - 1
-    tail_start = last << BUCKET_SHIFT
-    pieces = [
-        (start, head_end, conn.execute(_COUNT_RANGE, (*series, start, head_end)).fetchone()[0])
-    ]
+
+    def count(low: int, high: int) -> int:
+        return int(conn.execute(_COUNT_RANGE, (*series, low, high)).fetchone()[0])
+
+    parts = split(start, end)
+    if parts is None:
+        return [(start, end, count(start, end))]
+    first, last, head, tail = parts
+    pieces = [(*head, count(*head))]
     for bucket, points in conn.execute(_BUCKETS, (*series, first, last)):
         if points:
-            pieces.append((bucket << BUCKET_SHIFT, ((bucket + 1) << BUCKET_SHIFT) - 1, points))
-    pieces.append(
-        (tail_start, end, conn.execute(_COUNT_RANGE, (*series, tail_start, end)).fetchone()[0])
-    )
+            pieces.append((*bucket_bounds(bucket), points))
+    pieces.append((*tail, count(*tail)))
     return pieces
-
-
-def _page_window(
-    pieces: list[tuple[int, int, int]], start: int, end: int, offset: int, ascending: bool
-) -> tuple[int, int, int]:
-    """Narrow [start, end] and the offset by skipping whole pieces before the page."""
-    remaining = offset
-    for low, high, points in pieces if ascending else reversed(pieces):
-        if remaining < points:
-            return (low, end, remaining) if ascending else (start, high, remaining)
-        remaining -= points
-    return start, end, offset  # past the last point: an empty page
 
 
 class SqliteStore(Store):
@@ -334,8 +316,7 @@ class SqliteStore(Store):
         self._pool: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._pooled: list[sqlite3.Connection] = []
         self._pool_lock = threading.Lock()
-        self._catalog: Catalog | None = None
-        self._catalog_checked = 0.0
+        self._catalog = CatalogCache(CATALOG_RECHECK_S)
 
     # lifecycle ----------------------------------------------------------------------------
     def open_sync(self) -> None:
@@ -348,7 +329,6 @@ class SqliteStore(Store):
         self._writer = _Writer(self.path)
         self._writer.start_and_wait()
         self._conn = _connect(self.path, readonly=True)
-        self._catalog = self._load_catalog(self._conn)
 
     async def open(self) -> None:
         self.open_sync()
@@ -409,23 +389,14 @@ class SqliteStore(Store):
             conn.execute("COMMIT")
         return build_catalog(generation, rows)
 
-    def catalog_sync(self) -> Catalog:
-        """The catalog; its generation is re-read at most every CATALOG_RECHECK_S seconds.
-
-        Changes made through this store are seen at once; changes committed by another process
-        (`pinbase apply` beside a running server) within CATALOG_RECHECK_S.
-        """
-        current = self._catalog
-        clock = time.monotonic()
-        if current is None or clock - self._catalog_checked >= CATALOG_RECHECK_S:
-            conn = self._read_conn()
-            if current is None or self._generation(conn) != current.generation:
-                current = self._catalog = self._load_catalog(conn)
-            self._catalog_checked = clock
-        return current
-
     async def catalog(self) -> Catalog:
-        return self.catalog_sync()
+        async def generation() -> int:
+            return self._generation(self._read_conn())
+
+        async def load() -> Catalog:
+            return self._load_catalog(self._read_conn())
+
+        return await self._catalog.get(generation, load)
 
     @staticmethod
     def _entities(conn: sqlite3.Connection) -> Entities:
@@ -481,7 +452,7 @@ class SqliteStore(Store):
 
     async def upsert_entities(self, rows: Entities) -> None:
         await self._write(_upsert_entities(rows))
-        self._catalog_checked = 0.0
+        self._catalog.invalidate()
 
     # values -------------------------------------------------------------------------------
     async def write_values(self, writes: ValueWrites) -> None:
@@ -513,7 +484,7 @@ class SqliteStore(Store):
             conn.execute("BEGIN")
             try:
                 pieces = _segments(conn, device_id, ds_id, start, end)
-                low, high, skip = _page_window(pieces, start, end, offset, ascending)
+                low, high, skip = page_window(pieces, start, end, offset, ascending)
                 page = conn.execute(
                     "SELECT ts, value FROM history "
                     "WHERE device_id = ? AND ds_id = ? AND ts BETWEEN ? AND ? "

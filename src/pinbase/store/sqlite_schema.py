@@ -74,8 +74,8 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL,
         PRIMARY KEY (device_id, ds_id, ts)
     ) WITHOUT ROWID;
-    -- Points per series and bucket of 2^22 ms (about 70 minutes), kept by triggers, so that
-    -- totalElements of a history page sums buckets instead of scanning a long range.
+    -- Points per series and bucket of 2^22 ms (paging.BUCKET_SHIFT), kept by triggers, so
+    -- that totalElements of a history page sums buckets instead of scanning a long range.
     CREATE TABLE history_counts (
         device_id INTEGER NOT NULL,
         ds_id INTEGER NOT NULL,
@@ -117,7 +117,6 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
-BUCKET_SHIFT = 22  # history_counts buckets span 2**22 ms
 
 
 def _statements(script: str) -> list[str]:
