@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import os
 import signal
 import socket
@@ -11,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
@@ -24,8 +27,68 @@ PASSWORDS = {
     "other@acme.test": "other-password-1",
     "auditor@acme.test": "auditor-password-1",
     "importer@acme.test": "importer-password-1",
+    "blind@acme.test": "blind-password-1",  # may write and import, but sees no device
 }
 STARTUP_DEADLINE = 60.0  # seconds; only bounds a hung start, never decides a result
+
+
+# The end-to-end suite runs once per store backend. PostgreSQL runs when PINBASE_TEST_POSTGRES
+# holds a server URL (`make test` starts a throwaway cluster and sets it).
+POSTGRES = os.environ.get("PINBASE_TEST_POSTGRES", "")
+BACKENDS = ["sqlite", "postgresql"] if POSTGRES else ["sqlite"]
+_current = {"backend": "sqlite"}
+_E2E_NAMES = ("Server", "apply_fleet", "pinbase")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" not in metafunc.fixturenames:
+        return
+    e2e = "server" in metafunc.fixturenames or any(
+        getattr(metafunc.module, name, None) is globals()[name] for name in _E2E_NAMES
+    )
+    metafunc.parametrize("backend", BACKENDS if e2e else ["sqlite"], indirect=True, scope="session")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if (
+            callspec
+            and callspec.params.get("backend") != "sqlite"
+            and item.get_closest_marker("sqlite_only")
+        ):
+            item.add_marker(pytest.mark.skip(reason="checks the SQLite file itself"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The store backend of the end-to-end servers started in this part of the session."""
+    name: str = getattr(request, "param", "sqlite")
+    _current["backend"] = name
+    return name
+
+
+def database_for(data_dir: Path) -> str | None:
+    """The database of a data directory: its SQLite file, or its own PostgreSQL database."""
+    if _current["backend"] == "sqlite":
+        return None
+    name = "pb_" + hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:16]
+
+    async def create() -> None:
+        conn = await asyncpg.connect(POSTGRES)
+        try:
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                await conn.execute(f"CREATE DATABASE {name}")
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    return POSTGRES.rsplit("/", 1)[0] + "/" + name
+
+
+def database_args(data_dir: Path) -> list[str]:
+    url = database_for(data_dir)
+    return ["--database", url] if url else []
 
 
 def free_port() -> int:
@@ -36,9 +99,12 @@ def free_port() -> int:
 
 
 def pinbase(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI and capture its output."""
+    """Run the real CLI and capture its output (on the current backend's database)."""
+    extra: list[str] = []
+    if "--data-dir" in args and "--database" not in args:
+        extra = database_args(Path(args[args.index("--data-dir") + 1]))
     return subprocess.run(
-        [sys.executable, "-m", "pinbase", *args],
+        [sys.executable, "-m", "pinbase", *args, *extra],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
@@ -78,6 +144,7 @@ class Server:
                     str(self.mqtt_port),
                     "--log-level",
                     "warning",
+                    *database_args(self.data_dir),
                     *self.extra,
                 ],
                 stdout=log,
@@ -111,9 +178,9 @@ def apply_fleet(data_dir: Path, fleet: Path = FLEET) -> None:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Server]:
     """One shared server with the test fleet; tests use their own devices or datastreams."""
-    data_dir = tmp_path_factory.mktemp("shared")
+    data_dir = tmp_path_factory.mktemp(f"shared-{backend}")
     apply_fleet(data_dir)
     running = Server(data_dir).start()
     yield running

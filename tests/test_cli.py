@@ -130,6 +130,7 @@ def test_invalid_file_names_entity_and_field(tmp_path: Path) -> None:
     assert "float" in message
 
 
+@pytest.mark.sqlite_only
 def test_invalid_file_changes_nothing(tmp_path: Path, started: list[Server]) -> None:
     data_dir = tmp_path / "data"
     apply_fleet(data_dir)
@@ -163,6 +164,7 @@ def test_invalid_file_changes_nothing(tmp_path: Path, started: list[Server]) -> 
     assert datastream["dataStreamLabel"] == "Jam"
 
 
+@pytest.mark.sqlite_only
 def test_invalid_file_on_an_empty_database_creates_no_entity(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     bad = write_yaml(tmp_path / "bad.yaml", {"organizations": [initech("float")]})

@@ -417,6 +417,7 @@ def database_bytes(data_dir: Path) -> bytes:
     return found
 
 
+@pytest.mark.sqlite_only
 def test_tokens_and_secrets_are_not_stored_in_the_clear(server: Server) -> None:
     pair = assert_token_body(
         token_request(server.url, params={"grant_type": "client_credentials"}, auth=ACME)

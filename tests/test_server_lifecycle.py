@@ -187,6 +187,7 @@ def test_write_acknowledged_before_a_signal_survives_restart(
 # --- where the database lives ------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only
 def test_database_flag_selects_the_file(tmp_path: Path, started: list[Server]) -> None:
     database = tmp_path / "elsewhere" / "fleet.sqlite"
     url = f"sqlite:///{database}"
@@ -205,6 +206,7 @@ def test_database_flag_selects_the_file(tmp_path: Path, started: list[Server]) -
     assert not (workdir / "pinbase-data").exists()
 
 
+@pytest.mark.sqlite_only
 def test_database_flag_wins_over_data_dir(tmp_path: Path, started: list[Server]) -> None:
     database = tmp_path / "chosen.db"
     running = Server(tmp_path / "data", "--database", f"sqlite:///{database}").start()
@@ -213,6 +215,7 @@ def test_database_flag_wins_over_data_dir(tmp_path: Path, started: list[Server])
     assert not (tmp_path / "data" / "pinbase.db").exists()
 
 
+@pytest.mark.sqlite_only
 def test_data_dir_environment_variable(tmp_path: Path, started: list[Server]) -> None:
     data_dir = tmp_path / "from-env"
     env = clean_env(PINBASE_DATA_DIR=str(data_dir))
@@ -227,6 +230,7 @@ def test_data_dir_environment_variable(tmp_path: Path, started: list[Server]) ->
     assert not (workdir / "pinbase-data").exists()
 
 
+@pytest.mark.sqlite_only
 def test_database_environment_variable(tmp_path: Path, started: list[Server]) -> None:
     database = tmp_path / "env-db" / "custom.db"
     env = clean_env(PINBASE_DATABASE=f"sqlite:///{database}")
@@ -237,6 +241,7 @@ def test_database_environment_variable(tmp_path: Path, started: list[Server]) ->
     assert not (workdir / "pinbase-data").exists()
 
 
+@pytest.mark.sqlite_only
 def test_default_data_dir_is_relative_to_the_working_directory(
     tmp_path: Path, started: list[Server]
 ) -> None:
@@ -258,6 +263,7 @@ def test_default_data_dir_is_relative_to_the_working_directory(
     assert client_token(running.url)  # serves the fleet applied in the same directory
 
 
+@pytest.mark.sqlite_only
 def test_schema_version_is_recorded_and_restart_reuses_the_file(
     tmp_path: Path, started: list[Server]
 ) -> None:
@@ -281,6 +287,7 @@ def test_schema_version_is_recorded_and_restart_reuses_the_file(
     assert query_db(database, "PRAGMA user_version") == (SCHEMA_VERSION,)
 
 
+@pytest.mark.sqlite_only
 def test_database_newer_than_the_code_is_refused(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     apply_fleet(data_dir)

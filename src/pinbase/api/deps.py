@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
@@ -19,6 +20,7 @@ from ..services import Services
 from .errors import ApiError
 
 T = TypeVar("T")
+_INTEGER = re.compile(r"-?[0-9]{1,20}")
 
 
 async def services(request: Request) -> Services:
@@ -82,6 +84,8 @@ async def decode(request: Request, kind: type[T]) -> T:
         raise Invalid(f"Invalid request body: {exc}.") from None
     except msgspec.DecodeError as exc:
         raise Invalid(f"Request body is not valid JSON: {exc}.") from None
+    except RecursionError:
+        raise Invalid("Request body is nested too deeply.") from None
 
 
 def int_list(name: str, raw: list[str] | None, low: int, high: int) -> list[int]:
@@ -92,8 +96,8 @@ def int_list(name: str, raw: list[str] | None, low: int, high: int) -> list[int]
             text = part.strip()
             if not text:
                 continue
-            if not (text.isascii() and text.removeprefix("-").isdigit()):
-                raise Invalid(f"Query parameter '{name}' must hold integers, got '{text}'.")
+            if not _INTEGER.fullmatch(text):
+                raise Invalid(f"Query parameter '{name}' must hold integers, got '{text[:40]}'.")
             number = int(text)
             if not low <= number <= high:
                 raise Invalid(f"Query parameter '{name}' value {number} is out of range.")

@@ -8,13 +8,20 @@ from .base import Store, StoreUnavailable
 
 
 def open_store(url: str) -> Store:
-    """A store for `url` (`sqlite:///path/to/file.db`); call `await store.open()` next."""
+    """A store for `url` (`sqlite:///FILE` or `postgresql://...`); `await store.open()` next."""
     if url.startswith("sqlite:///"):
         from .sqlite import SqliteStore
 
         return SqliteStore(Path(url.removeprefix("sqlite:///")))
+    if url.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStore
+
+        return PostgresStore(url)
     scheme = url.split(":", 1)[0]
-    raise ValueError(f"unsupported database URL scheme {scheme!r} (expected sqlite:///FILE)")
+    raise ValueError(
+        f"unsupported database URL scheme {scheme!r} "
+        "(expected sqlite:///FILE or postgresql://USER@HOST:PORT/DB)"
+    )
 
 
 __all__ = ["Store", "StoreUnavailable", "open_store"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Request
+from pydantic import BeforeValidator
 from starlette.responses import Response
 
 from ...domain import batch
@@ -44,13 +46,24 @@ from ..schemas import (
 
 router = APIRouter(prefix="/api", tags=["Organization datastreams"])
 
-Int32Query = Annotated[int, Query(ge=INT32_MIN, le=INT32_MAX)]
-Int64Query = Annotated[int, Query(ge=INT64_MIN, le=INT64_MAX)]
+
+def _plain_integer(value: object) -> object:
+    """Query integers are plain decimal digits: no '+', '_', '.0' or exponent."""
+    if isinstance(value, str) and not _QUERY_INTEGER.fullmatch(value):
+        raise ValueError("must be an integer")
+    return value
+
+
+_QUERY_INTEGER = re.compile(r"-?[0-9]{1,20}")
+StrictInt = Annotated[int, BeforeValidator(_plain_integer)]
+Int32Query = Annotated[StrictInt, Query(ge=INT32_MIN, le=INT32_MAX)]
+Int64Query = Annotated[StrictInt, Query(ge=INT64_MIN, le=INT64_MAX)]
 IdsQuery = Annotated[
     list[str] | None,
     Query(description="Integer ids: repeated keys or one comma-separated value"),
 ]
 
+_DATASTREAM_ID = re.compile(r"[0-9]{1,10}")
 MAX_BATCH_DEVICES = 10
 FUTURE_IMPORT_LIMIT_MS = 31 * 86_400_000  # "more than one month in the future"
 
@@ -149,14 +162,14 @@ async def batch_values(
 async def history(
     ctx: OrgContext,
     deviceId: Int32Query,
-    from_: Annotated[int, Query(alias="from", ge=INT64_MIN, le=INT64_MAX)],
+    from_: Annotated[StrictInt, Query(alias="from", ge=INT64_MIN, le=INT64_MAX)],
     to: Int64Query,
-    dataStreamId: Annotated[int | None, Query(ge=INT32_MIN, le=INT32_MAX)] = None,
+    dataStreamId: Annotated[StrictInt | None, Query(ge=INT32_MIN, le=INT32_MAX)] = None,
     pin: Annotated[
         str | None, Query(max_length=16, description="Alternative to dataStreamId")
     ] = None,
-    page: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0,
-    size: Annotated[int, Query(ge=1, le=1000)] = 50,
+    page: Annotated[StrictInt, Query(ge=0, le=INT32_MAX)] = 0,
+    size: Annotated[StrictInt, Query(ge=1, le=1000)] = 50,
     order: Annotated[Literal["desc", "asc"], Query(description="Newest first by default")] = "desc",
 ) -> Response:
     if dataStreamId is None and pin is None:
@@ -217,7 +230,7 @@ async def update_values(ctx: OrgContext, request: Request) -> Response:
     accepted: list[tuple[Datastream, Value]] = []
     for key, raw in body.values.items():
         text = key.strip()
-        ds = schema.by_id.get(int(text)) if text.isascii() and text.isdigit() else None
+        ds = schema.by_id.get(int(text)) if _DATASTREAM_ID.fullmatch(text) else None
         if ds is None:
             continue
         try:

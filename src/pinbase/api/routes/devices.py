@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import orjson
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from starlette.responses import Response
 
-from ...domain.model import INT32_MAX, INT32_MIN
 from ...domain.permissions import covered_device
 from ..deps import OrgContext
 from ..openapi import responses
 from ..schemas import DeviceStatusBody
+from .datastreams import Int32Query
 
 router = APIRouter(prefix="/api", tags=["Organization devices"])
 
@@ -30,9 +28,7 @@ router = APIRouter(prefix="/api", tags=["Organization devices"])
         (400, 401, 403, 404, 429),
     ),
 )
-async def device_status(
-    ctx: OrgContext, deviceId: Annotated[int, Query(ge=INT32_MIN, le=INT32_MAX)]
-) -> Response:
+async def device_status(ctx: OrgContext, deviceId: Int32Query) -> Response:
     ctx.principal.require_view()
     device = covered_device(ctx.catalog, ctx.principal, deviceId)
     status = ctx.services.presence.status(device.id)

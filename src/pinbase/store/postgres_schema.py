@@ -1,0 +1,235 @@
+"""PostgreSQL schema migrations and history partitions.
+
+History is range-partitioned by timestamp, one partition per calendar month (UTC), created
+ahead of time at start-up and on demand when a write reaches a month that has none. Timestamps
+outside [2000, 2100) land in the default partition, which therefore never conflicts with a new
+monthly partition. Every table is keyed by `device_id` first, so with Citus the value tables
+can be distributed by device (see the README's deployment section).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+
+import asyncpg
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (key text PRIMARY KEY, value bigint NOT NULL);
+    INSERT INTO meta VALUES ('catalog_generation', 0);
+
+    CREATE TABLE organizations (id integer PRIMARY KEY, name text NOT NULL);
+    CREATE TABLE roles (
+        org_id integer NOT NULL REFERENCES organizations(id),
+        name text NOT NULL,
+        permissions text NOT NULL,
+        PRIMARY KEY (org_id, name)
+    );
+    CREATE TABLE clients (
+        client_id text PRIMARY KEY,
+        org_id integer NOT NULL REFERENCES organizations(id),
+        secret_hash text NOT NULL
+    );
+    CREATE TABLE users (
+        id integer PRIMARY KEY,
+        org_id integer NOT NULL REFERENCES organizations(id),
+        email text NOT NULL,
+        password_hash text NOT NULL,
+        role text NOT NULL,
+        UNIQUE (org_id, email)
+    );
+    CREATE TABLE products (
+        id integer PRIMARY KEY,
+        org_id integer NOT NULL REFERENCES organizations(id),
+        name text NOT NULL,
+        parent_id integer REFERENCES products(id)
+    );
+    CREATE TABLE datastreams (
+        product_id integer NOT NULL REFERENCES products(id),
+        id integer NOT NULL,
+        pin text NOT NULL,
+        label text NOT NULL,
+        alias text NOT NULL,
+        type text NOT NULL,
+        min double precision,
+        max double precision,
+        decimals integer,
+        units text,
+        options text,
+        history boolean NOT NULL,
+        PRIMARY KEY (product_id, id)
+    );
+    CREATE TABLE devices (
+        id integer PRIMARY KEY,
+        org_id integer NOT NULL REFERENCES organizations(id),
+        product_id integer NOT NULL REFERENCES products(id),
+        name text NOT NULL,
+        owner_id integer REFERENCES users(id),
+        token_hash text NOT NULL UNIQUE
+    );
+
+    CREATE TABLE current_values (
+        device_id integer NOT NULL,
+        ds_id integer NOT NULL,
+        value text NOT NULL,
+        updated_at bigint NOT NULL,
+        PRIMARY KEY (device_id, ds_id)
+    );
+    CREATE TABLE history (
+        device_id integer NOT NULL,
+        ds_id integer NOT NULL,
+        ts bigint NOT NULL,
+        value text NOT NULL,
+        PRIMARY KEY (device_id, ds_id, ts)
+    ) PARTITION BY RANGE (ts);
+    CREATE TABLE history_default PARTITION OF history DEFAULT;
+
+    CREATE TABLE history_counts (
+        device_id integer NOT NULL,
+        ds_id integer NOT NULL,
+        bucket bigint NOT NULL,
+        n bigint NOT NULL,
+        PRIMARY KEY (device_id, ds_id, bucket)
+    );
+    CREATE FUNCTION history_counted() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO history_counts (device_id, ds_id, bucket, n)
+        SELECT device_id, ds_id, ts >> 22, count(*) FROM inserted
+        GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+        ON CONFLICT (device_id, ds_id, bucket) DO UPDATE SET n = history_counts.n + EXCLUDED.n;
+        RETURN NULL;
+    END $$;
+    CREATE FUNCTION history_uncounted() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE history_counts c SET n = c.n - d.n
+        FROM (SELECT device_id, ds_id, ts >> 22 AS bucket, count(*) AS n FROM deleted
+              GROUP BY 1, 2, 3) d
+        WHERE c.device_id = d.device_id AND c.ds_id = d.ds_id AND c.bucket = d.bucket;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER history_counted AFTER INSERT ON history
+        REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION history_counted();
+    CREATE TRIGGER history_uncounted AFTER DELETE ON history
+        REFERENCING OLD TABLE AS deleted FOR EACH STATEMENT EXECUTE FUNCTION history_uncounted();
+
+    CREATE TABLE properties (
+        device_id integer NOT NULL,
+        ds_id integer NOT NULL,
+        name text NOT NULL,
+        value text NOT NULL,
+        PRIMARY KEY (device_id, ds_id, name)
+    );
+
+    CREATE TABLE oauth_tokens (
+        hash text PRIMARY KEY,
+        kind text NOT NULL,
+        client_id text NOT NULL,
+        org_id integer NOT NULL,
+        user_id integer,
+        family text NOT NULL,
+        expires_at bigint NOT NULL,
+        used boolean NOT NULL DEFAULT false,
+        revoked boolean NOT NULL DEFAULT false
+    );
+    CREATE INDEX oauth_tokens_family ON oauth_tokens (family);
+    CREATE INDEX oauth_tokens_expiry ON oauth_tokens (expires_at);
+
+    CREATE UNLOGGED TABLE rate_buckets (
+        key text PRIMARY KEY,
+        tokens double precision NOT NULL,
+        stamp double precision NOT NULL
+    );
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+_LOCK = 0x70696E62  # advisory lock serialising migrations of several starting servers
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+FIRST_YEAR, END_YEAR = 2000, 2100  # monthly partitions exist only inside [2000, 2100)
+
+
+async def migrate(conn: asyncpg.Connection) -> int:
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
+        await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
+        version = await conn.fetchval("SELECT max(version) FROM schema_version") or 0
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"database schema version {version} is newer than this pinbase ({SCHEMA_VERSION})"
+            )
+        for number in range(version + 1, SCHEMA_VERSION + 1):
+            await conn.execute(MIGRATIONS[number - 1])
+            await conn.execute("INSERT INTO schema_version VALUES ($1)", number)
+    return SCHEMA_VERSION
+
+
+def _ms(moment: dt.datetime) -> int:
+    return int((moment - EPOCH).total_seconds() * 1000)
+
+
+def month_of(ts: int) -> tuple[int, int] | None:
+    """(year, month) of a timestamp that has a monthly partition, else None."""
+    if (
+        not _ms(dt.datetime(FIRST_YEAR, 1, 1, tzinfo=dt.UTC))
+        <= ts
+        < _ms(dt.datetime(END_YEAR, 1, 1, tzinfo=dt.UTC))
+    ):
+        return None
+    moment = EPOCH + dt.timedelta(milliseconds=ts)
+    return moment.year, moment.month
+
+
+def month_bounds(year: int, month: int) -> tuple[int, int]:
+    start = dt.datetime(year, month, 1, tzinfo=dt.UTC)
+    following = dt.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=dt.UTC)
+    return _ms(start), _ms(following)
+
+
+def partition_name(year: int, month: int) -> str:
+    return f"history_y{year:04d}m{month:02d}"
+
+
+async def ensure_partition(conn: asyncpg.Connection, year: int, month: int) -> None:
+    low, high = month_bounds(year, month)
+    # another server may create it at the same moment
+    with contextlib.suppress(asyncpg.DuplicateTableError, asyncpg.UniqueViolationError):
+        await conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {partition_name(year, month)} "
+            f"PARTITION OF history FOR VALUES FROM ({low}) TO ({high})"
+        )
+
+
+async def drop_partitions_before(conn: asyncpg.Connection, cutoff: int) -> list[str]:
+    """Drop every monthly partition wholly older than `cutoff` (epoch ms); return their names."""
+    rows = await conn.fetch(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'history' "
+        "AND c.relname LIKE 'history\\_y%'"
+    )
+    dropped = []
+    for name in sorted(row["relname"] for row in rows):
+        year, month = int(name[9:13]), int(name[14:16])
+        low, high = month_bounds(year, month)
+        if high > cutoff:
+            continue
+        async with conn.transaction():
+            await conn.execute(f"DROP TABLE {name}")
+            # buckets wholly inside the month go; the two it shares with its neighbours
+            # are recounted from the points that remain
+            await conn.execute(
+                "DELETE FROM history_counts WHERE bucket > $1 AND bucket < $2",
+                low >> 22,
+                (high - 1) >> 22,
+            )
+            await conn.execute(
+                "UPDATE history_counts c SET n = (SELECT count(*) FROM history h "
+                "WHERE h.device_id = c.device_id AND h.ds_id = c.ds_id "
+                "AND h.ts >= c.bucket << 22 AND h.ts < (c.bucket + 1) << 22) "
+                "WHERE c.bucket IN ($1, $2)",
+                low >> 22,
+                (high - 1) >> 22,
+            )
+        dropped.append(name)
+    return dropped
