@@ -9,9 +9,9 @@ cross-process transport (PostgreSQL LISTEN/NOTIFY) can later fan events out to o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +41,18 @@ Event = ValueChanged | PropertyChanged
 Deliver = Callable[[Event], None]
 
 
+class Relay(Protocol):
+    """Carries published events to the other server processes sharing the database."""
+
+    def send(self, events: Sequence[Event]) -> None:
+        """Queue events for the other processes (never blocks)."""
+
+
 class Bus:
     def __init__(self) -> None:
         self._devices: dict[int, list[Deliver]] = {}
         self._orgs: dict[int, list[Deliver]] = {}
+        self.relay: Relay | None = None
 
     def subscribe_device(self, device_id: int, deliver: Deliver) -> Callable[[], None]:
         """Call `deliver` for every change of one device; returns the unsubscribe function."""
@@ -70,6 +78,14 @@ class Bus:
         return unsubscribe
 
     def publish(self, events: Iterable[Event]) -> None:
+        """Deliver events of a committed write here, and relay them to other processes."""
+        if self.relay is not None:
+            events = list(events)
+            self.relay.send(events)
+        self.deliver(events)
+
+    def deliver(self, events: Iterable[Event]) -> None:
+        """Deliver events to this process's subscribers only."""
         devices, orgs = self._devices, self._orgs
         if not devices and not orgs:
             return

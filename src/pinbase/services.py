@@ -13,6 +13,20 @@ from .ratelimit import TokenBuckets
 from .store.base import Store
 
 
+@dataclass(frozen=True, slots=True)
+class Limiter:
+    """A named family of token buckets kept by the store, so that it holds across processes."""
+
+    store: Store
+    name: str
+    rate: float
+    burst: float
+
+    async def take(self, key: int | str) -> float:
+        """0 when the request may go ahead, else the seconds until it may."""
+        return await self.store.take_token(f"{self.name}:{key}", self.rate, self.burst)
+
+
 @dataclass(slots=True)
 class Services:
     settings: Settings
@@ -21,9 +35,9 @@ class Services:
     ingest: Ingest
     presence: Presence
     tokens: AccessTokens
-    org_limits: TokenBuckets
+    org_limits: Limiter
     """Organization API requests per organization."""
-    import_limits: TokenBuckets
+    import_limits: Limiter
     """Import requests per device."""
     device_limits: TokenBuckets
     """Values written by each device through the device interfaces."""
@@ -39,7 +53,7 @@ class Services:
             ingest=Ingest(store, bus),
             presence=Presence(bus),
             tokens=AccessTokens(store),
-            org_limits=TokenBuckets(per_minute / 60.0, per_minute),
-            import_limits=TokenBuckets(settings.import_rate, settings.import_burst),
+            org_limits=Limiter(store, "org", per_minute / 60.0, per_minute),
+            import_limits=Limiter(store, "import", settings.import_rate, settings.import_burst),
             device_limits=TokenBuckets(settings.device_rate, settings.device_burst),
         )

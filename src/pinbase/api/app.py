@@ -10,12 +10,13 @@ from fastapi import FastAPI
 from .. import __version__
 from ..config import Settings
 from ..devices.servers import start_device_servers, stop_device_servers
+from ..relay import ChannelRelay
 from ..services import Services
 from ..store import Store, open_store
 from .errors import install_error_handlers
 from .limits import BodyLimit
 from .openapi import install_openapi
-from .routes import datastreams, devices, oauth, system
+from .routes import datastreams, devices, live, oauth, system
 
 DESCRIPTION = (
     "Blynk's Organization datastream API, self-hosted. Obtain a token at `/oauth2/token`, then "
@@ -32,13 +33,19 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await the_store.open()
         services = app.state.services = Services.build(settings, the_store)
+        channel = the_store.channel()
+        relay = ChannelRelay(services.bus, channel) if channel is not None else None
         try:
+            if relay is not None:
+                relay.start()
             device_servers = await start_device_servers(services)
             try:
                 yield
             finally:
                 await stop_device_servers(device_servers)
         finally:
+            if relay is not None:
+                await relay.stop()
             await the_store.close()
 
     app = FastAPI(
@@ -55,6 +62,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.include_router(oauth.router)
     app.include_router(datastreams.router)
     app.include_router(devices.router)
+    app.include_router(live.router)
     system.mount_docs_assets(app)
     app.add_middleware(BodyLimit, limit=settings.body_limit)
     return app

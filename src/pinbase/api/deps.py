@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 import msgspec
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..domain.errors import Invalid
@@ -60,7 +60,7 @@ async def organization_context(
         if user is None or user.org_id != token.org_id:
             raise ApiError(401, "Invalid or expired access token.", _CHALLENGE)
         principal = Principal(token.org_id, user.id, catalog.permissions_of(user))
-    wait = svc.org_limits.take(token.org_id)
+    wait = await svc.org_limits.take(token.org_id)
     if wait:
         raise ApiError(
             429,
@@ -86,6 +86,12 @@ async def decode(request: Request, kind: type[T]) -> T:
         raise Invalid(f"Request body is not valid JSON: {exc}.") from None
     except RecursionError:
         raise Invalid("Request body is nested too deeply.") from None
+
+
+IdsQuery = Annotated[
+    list[str] | None,
+    Query(description="Integer ids: repeated keys or one comma-separated value"),
+]
 
 
 def int_list(name: str, raw: list[str] | None, low: int, high: int) -> list[int]:

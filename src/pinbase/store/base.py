@@ -11,6 +11,8 @@ import enum
 from collections.abc import Callable, Sequence
 
 from ..domain.model import Catalog
+from ..ratelimit import TokenBuckets
+from ..relay import Channel
 from .records import ClientRow, Entities, StoredValue, TokenRow, UserRow, ValueWrites
 
 
@@ -25,6 +27,8 @@ class RefreshOutcome(enum.Enum):
 
 
 class Store(abc.ABC):
+    _buckets: dict[tuple[float, float], TokenBuckets]
+
     @abc.abstractmethod
     async def open(self) -> None:
         """Connect, apply pending migrations and load the catalog."""
@@ -32,6 +36,24 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Finish queued writes, then release every connection."""
+
+    # shared state of several processes --------------------------------------------------
+    def channel(self) -> Channel | None:
+        """A broadcast channel between processes on this database, if the backend has one."""
+        return None
+
+    async def take_token(self, key: str, rate: float, burst: float) -> float:
+        """Take a token from the named bucket: 0 when granted, else seconds until one is.
+
+        This default keeps buckets in the process (one process per database); backends shared
+        by several processes keep them in the database.
+        """
+        if not hasattr(self, "_buckets"):
+            self._buckets = {}
+        buckets = self._buckets.get((rate, burst))
+        if buckets is None:
+            buckets = self._buckets[(rate, burst)] = TokenBuckets(rate, burst)
+        return buckets.take(key)
 
     # catalog ------------------------------------------------------------------------------
     @abc.abstractmethod

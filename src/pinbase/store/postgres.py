@@ -42,6 +42,7 @@ from .records import (
 log = logging.getLogger("pinbase.store.postgres")
 
 CATALOG_CHANNEL = "pinbase_catalog"
+EVENTS_CHANNEL = "pinbase_events"
 CATALOG_RECHECK_S = 1.0  # a fallback: catalog changes are also notified
 ACQUIRE_TIMEOUT_S = 10.0
 PARTITIONS_AHEAD = 3  # months created ahead of time at start-up
@@ -123,6 +124,7 @@ class PostgresStore(Store):
         self._catalog = CatalogCache(CATALOG_RECHECK_S)
         self._months: set[tuple[int, int]] = set()
         self._listener: asyncio.Task[None] | None = None
+        self._receivers: list[Callable[[str], None]] = []
 
     # lifecycle ----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -191,8 +193,29 @@ class PostgresStore(Store):
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _: lost.set())
         await conn.add_listener(CATALOG_CHANNEL, lambda *_: self._catalog.invalidate())
+        await conn.add_listener(EVENTS_CHANNEL, self._received)
         self._catalog.invalidate()  # whatever changed while no one was listening
         await lost.wait()
+
+    def _received(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        for receive in self._receivers:
+            receive(payload)
+
+    # shared state of several processes --------------------------------------------------
+    def channel(self) -> PostgresStore:
+        return self
+
+    async def notify(self, payload: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute("SELECT pg_notify($1, $2)", EVENTS_CHANNEL, payload)
+
+    def subscribe(self, receive: Callable[[str], None]) -> None:
+        self._receivers.append(receive)
+
+    async def take_token(self, key: str, rate: float, burst: float) -> float:
+        async with self._conn() as conn:
+            wait: float = await conn.fetchval("SELECT take_token($1, $2, $3)", key, rate, burst)
+            return wait
 
     @contextlib.asynccontextmanager
     async def _conn(self) -> AsyncIterator[asyncpg.Connection]:

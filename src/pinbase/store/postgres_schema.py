@@ -140,6 +140,27 @@ MIGRATIONS: tuple[str, ...] = (
         tokens double precision NOT NULL,
         stamp double precision NOT NULL
     );
+    -- one token bucket shared by every server process; the database's clock is the clock
+    CREATE FUNCTION take_token(k text, rate double precision, burst double precision)
+    RETURNS double precision LANGUAGE plpgsql AS $$
+    DECLARE
+        now_s double precision := extract(epoch FROM clock_timestamp());
+        have double precision;
+        stamp_s double precision;
+    BEGIN
+        INSERT INTO rate_buckets VALUES (k, burst, now_s) ON CONFLICT (key) DO NOTHING;
+        SELECT tokens, stamp INTO have, stamp_s FROM rate_buckets WHERE key = k FOR UPDATE;
+        have := least(burst, have + greatest(0, now_s - stamp_s) * rate);
+        IF have >= 1 THEN
+            UPDATE rate_buckets SET tokens = have - 1, stamp = now_s WHERE key = k;
+            RETURN 0;
+        END IF;
+        UPDATE rate_buckets SET tokens = have, stamp = now_s WHERE key = k;
+        IF rate <= 0 THEN
+            RETURN 'Infinity';
+        END IF;
+        RETURN (1 - have) / rate;
+    END $$;
     """,
 )
 

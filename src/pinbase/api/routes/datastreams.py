@@ -28,7 +28,7 @@ from ...domain.values import Value, parse_json_value
 from ...ingest import now_ms
 from ...ratelimit import retry_after
 from ...store.records import StoredValue
-from ..deps import OrgContext, decode, int_list, unique
+from ..deps import IdsQuery, OrgContext, decode, int_list, unique
 from ..errors import ApiError
 from ..openapi import json_body, responses
 from ..schemas import (
@@ -58,10 +58,6 @@ _QUERY_INTEGER = re.compile(r"-?[0-9]{1,20}")
 StrictInt = Annotated[int, BeforeValidator(_plain_integer)]
 Int32Query = Annotated[StrictInt, Query(ge=INT32_MIN, le=INT32_MAX)]
 Int64Query = Annotated[StrictInt, Query(ge=INT64_MIN, le=INT64_MAX)]
-IdsQuery = Annotated[
-    list[str] | None,
-    Query(description="Integer ids: repeated keys or one comma-separated value"),
-]
 
 _DATASTREAM_ID = re.compile(r"[0-9]{1,10}")
 MAX_BATCH_DEVICES = 10
@@ -279,7 +275,7 @@ async def import_batch(ctx: OrgContext, request: Request) -> Response:
     body = await decode(request, ImportBatch)
     device = _writable(ctx, body.deviceId, Permission.ORG_DEVICE_DATA_IMPORT)
     ds = _datastream(ctx.catalog.schema_of(device), body.dataStreamId)
-    wait = ctx.services.import_limits.take(device.id)
+    wait = await ctx.services.import_limits.take(device.id)
     if wait:
         raise ApiError(
             429,

@@ -1,0 +1,607 @@
+"""The MQTT device API (Blynk's device MQTT API), served inside the pinbase process.
+
+Why no embedded broker: pinbase implements the MQTT 3.1.1 subset it needs with its own codec
+(`mqtt_codec`) instead of embedding amqtt's broker. pinbase is not a general broker: devices
+only talk to the server (no device-to-device routing, no retained messages or wildcard fan-out
+between clients), and an embedded broker would put its own session/topic machinery and an extra
+hop between the socket and pinbase's write path, while the hooks pinbase needs (token as
+password, every publish into the write path, downlink injected to one client) are the whole of
+the job. What amqtt 0.12.1 offers for those hooks: authentication plugins
+(`BaseAuthPlugin.authenticate(session=...) -> bool | None`), topic plugins
+(`BaseTopicPlugin.topic_filtering(session, topic, action)`) and event hooks such as
+`on_broker_message_received`, which the broker fires without waiting for them (`fire_event`
+with `wait=False`), so a QoS 1 PUBACK could not wait for pinbase's durable write; and its
+`BrokerContext.broadcast_message(topic, data)` sends to every subscriber of a topic, not to the
+one connection of a device.
+
+The protocol, as a device sees it:
+
+- CONNECT with user name `device` and the device's auth token as password; anything else is
+  CONNACK 4 (bad user name or password) and the connection is closed. A protocol level other
+  than 4 (MQTT 3.1.1) is CONNACK 1. Sessions are always clean: CONNACK says no session is
+  present, and nothing survives a connection (no queued QoS 1 messages, no subscriptions, no
+  will message: devices are not routed to each other).
+- One connection per device: a new CONNECT with the same token closes the older connection.
+  The end of the TCP connection, whether or not a DISCONNECT came first, marks the device
+  offline. A connection silent for 1.5 x its keep-alive is closed.
+- Uplink topics, datastreams named by label: `ds/<label>` (payload = the value as text; parts
+  of a multi-part value such as a location are separated by NUL or, for a location, a comma),
+  `batch_ds` (JSON object label -> JSON value), `ds/<label>/timestamped_batch`
+  (`[[ts_ms, value], ...]`, at most 10,000 points; points more than a month away from now are
+  skipped as Blynk does; one bad point refuses the whole batch; charged as one import request
+  against the per-device import limit), `ds/<label>/prop/<property>` (widget property),
+  `get/ds` (comma-separated labels) and `get/ds/all` (answered on `downlink/ds/<label>` for
+  every requested datastream that has a value). Other topics (`info/mcu`, ...) are ignored.
+- Every PUBLISH at QoS 0 or 1 goes through the one write path; a QoS 1 PUBACK is sent only once
+  the write is durable, and PUBACKs keep the order of their PUBLISHes. QoS 2 closes the
+  connection. The retain flag is ignored.
+- What cannot be stored is dropped, and QoS 1 PUBLISHes are still acknowledged (an MQTT 3.1.1
+  PUBACK cannot refuse): mismatched values, unknown labels, bad properties and values beyond the
+  device's rate limit (`uplink.take_quota`). The device is told on `downlink/diag`, the topic
+  Blynk uses for server diagnostics, which like Blynk's reaches the device without a
+  subscription, at QoS 0: one line of text such as
+  `ds/Humidity: Value doesn't match the Datastream data type.` (at most 10 a second).
+- Downlink: value changes go to `downlink/ds/<label>`, property changes to
+  `downlink/ds/<label>/prop/<property>`, only when a subscription of the device matches (`+`
+  and `#` work). SUBACK grants the requested QoS capped at 1; a QoS 1 subscription receives
+  QoS 1 PUBLISHes. A device is never sent its own writes back.
+- A malformed packet closes that connection only.
+
+Throughput: all PUBLISHes decoded from one socket read become one ingest write, awaited before
+the next read (back-pressure through TCP). A datastream that repeats within a read starts a new
+write, so each value gets its own server timestamp as it would arriving alone (values of one
+datastream written within the same millisecond replace each other in history, on every
+interface).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Iterable
+
+import orjson
+
+from ..domain.errors import DomainError
+from ..domain.model import Catalog, Datastream, Device, Schema
+from ..domain.properties import check_property
+from ..domain.values import Value, parse_json_value, parse_text_value, to_text
+from ..ingest import now_ms
+from ..live import Event, ValueChanged
+from ..security import digest
+from ..services import Services
+from ..store.base import StoreUnavailable
+from .mqtt_codec import (
+    ACCEPTED,
+    BAD_USERNAME_OR_PASSWORD,
+    IDENTIFIER_REJECTED,
+    PINGRESP,
+    UNACCEPTABLE_PROTOCOL_VERSION,
+    CodecError,
+    Connect,
+    Decoder,
+    Disconnect,
+    Packet,
+    PingReq,
+    PubAck,
+    Publish,
+    Subscribe,
+    Unsubscribe,
+    UnsupportedProtocol,
+    encode_connack,
+    encode_puback,
+    encode_publish,
+    encode_suback,
+    encode_unsuback,
+    topic_matches,
+)
+from .uplink import RateLimited, device_for_token, take_quota
+
+log = logging.getLogger(__name__)
+
+USERNAME = "device"
+CONNECT_TIMEOUT = 10.0
+"""Seconds a new connection has to send its CONNECT."""
+KEEP_ALIVE_FACTOR = 1.5
+READ_SIZE = 64 * 1024
+MAX_OUTBOUND = 1024 * 1024
+"""Bytes queued towards a device that does not read them before its connection is closed."""
+CLOSE_GRACE = 5.0
+SHUTDOWN_GRACE = 30.0
+DIAG_TOPIC = "downlink/diag"
+DIAG_PER_SECOND = 10
+MAX_TIMESTAMPED_POINTS = 10_000
+POINT_WINDOW_MS = 31 * 86_400_000
+"""Timestamped points further than this from now (past or future) are skipped."""
+
+
+class MqttServer:
+    """The MQTT listener on one port and the connections it accepted."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._server: asyncio.Server | None = None
+        self._connections: dict[_Connection, asyncio.Task[None]] = {}
+        self._closing = False
+
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None) -> None:
+        self._server = await asyncio.start_server(
+            self._accept, host, port, ssl=ssl_context, reuse_address=True
+        )
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._closing:
+            writer.transport.abort()
+            return
+        connection = _Connection(self._services, reader, writer)
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[connection] = task
+        try:
+            await connection.run()
+        finally:
+            self._connections.pop(connection, None)
+
+    async def close(self) -> None:
+        """Stop accepting, close every connection, and return once they are gone."""
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        tasks = list(self._connections.values())
+        for connection in list(self._connections):
+            connection.abort()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+async def serve_mqtt(
+    services: Services, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+) -> MqttServer:
+    """Listen for MQTT devices on `host:port` (TLS when `ssl_context` is given)."""
+    server = MqttServer(services)
+    await server.start(host, port, ssl_context)
+    kind = "MQTT over TLS" if ssl_context else "MQTT"
+    log.info("%s device API listening on %s:%d", kind, host, server.port)
+    return server
+
+
+class _Connection:
+    """One device connection; once logged in, the device's session in `Presence`."""
+
+    protocol = "mqtt"
+
+    def __init__(
+        self, services: Services, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.device_id = 0
+        self._services = services
+        self._reader = reader
+        self._writer = writer
+        self._transport = writer.transport
+        self._decoder = Decoder()
+        self._closed = False
+        self._logged_in = False
+        self._device: Device | None = None
+        self._catalog: Catalog | None = None
+        self._schema = Schema(())
+        self._token_digest = ""
+        self._keep_alive = 0
+        self._subscriptions: dict[str, int] = {}
+        self._granted_cache: dict[str, int | None] = {}
+        self._packet_id = 0
+        self._values: list[tuple[Datastream, Value]] = []
+        self._pending: set[int] = set()
+        self._out: list[bytes] = []
+        self._diag_since = 0.0
+        self._diag_count = 0
+
+    # Session ------------------------------------------------------------------------------
+    def deliver(self, event: Event) -> None:
+        """Publish a change of the device's datastreams if a subscription wants it."""
+        if event.origin is self or self._closed or not self._subscriptions:
+            return
+        ds = self._schema.by_id.get(event.ds_id)
+        if ds is None:
+            return
+        if isinstance(event, ValueChanged):
+            topic = "downlink/ds/" + ds.label
+            payload = to_text(event.value)
+        else:
+            topic = f"downlink/ds/{ds.label}/prop/{event.name}"
+            payload = event.value
+        qos = self._granted(topic)
+        if qos is not None:
+            self._send(self._downlink(topic, payload, qos))
+
+    def replaced(self) -> None:
+        log.info("MQTT connection of device %d replaced by a new login", self.device_id)
+        self.abort()
+
+    def abort(self) -> None:
+        """Drop the connection now; `run` then finishes and cleans up."""
+        self._closed = True
+        self._transport.abort()
+
+    # connection lifecycle -----------------------------------------------------------------
+    async def run(self) -> None:
+        peer = self._writer.get_extra_info("peername")
+        try:
+            packets = await self._login()
+            if packets is not None:
+                await self._serve(packets)
+        except CodecError as exc:
+            log.info("MQTT connection from %s closed: malformed packet: %s", peer, exc)
+        except TimeoutError:
+            log.info("MQTT connection from %s closed: silent for too long", peer)
+        except (ConnectionError, OSError):
+            pass
+        except StoreUnavailable as exc:
+            log.warning("MQTT connection from %s closed: %s", peer, exc)
+        finally:
+            if self._logged_in:
+                self._services.presence.detach(self)
+            await self._close()
+
+    async def _close(self) -> None:
+        self._closed = True
+        writer = self._writer
+        if writer.transport.is_closing():
+            writer.transport.abort()
+            return
+        writer.close()
+        try:
+            async with asyncio.timeout(CLOSE_GRACE):
+                await writer.wait_closed()
+        except Exception:  # the peer is gone or does not read: nothing more to say to it
+            writer.transport.abort()
+
+    async def _login(self) -> list[Packet] | None:
+        """Read and answer the CONNECT; the packets that came after it, or None to close."""
+        packets: list[Packet] = []
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                while not packets:
+                    data = await self._reader.read(READ_SIZE)
+                    if not data:
+                        return None
+                    packets = self._decoder.feed(data)
+        except UnsupportedProtocol as exc:
+            log.info("MQTT CONNECT refused: %s", exc)
+            self._send(encode_connack(UNACCEPTABLE_PROTOCOL_VERSION))
+            return None
+        connect = packets[0]
+        if not isinstance(connect, Connect):
+            raise CodecError("the first packet must be CONNECT")
+        if not connect.client_id and not connect.clean_session:
+            self._send(encode_connack(IDENTIFIER_REJECTED))
+            return None
+        device = await self._authenticate(connect)
+        if device is None:
+            self._send(encode_connack(BAD_USERNAME_OR_PASSWORD))
+            return None
+        self._device = device
+        self.device_id = device.id
+        self._keep_alive = connect.keep_alive
+        self._services.presence.attach(self)
+        self._logged_in = True
+        self._send(encode_connack(ACCEPTED))
+        return packets[1:]
+
+    async def _authenticate(self, connect: Connect) -> Device | None:
+        if connect.username != USERNAME or connect.password is None:
+            return None
+        try:
+            token = connect.password.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        found = await device_for_token(self._services, token)
+        if found is None:
+            return None
+        catalog, device = found
+        self._catalog = catalog
+        self._schema = catalog.schema_of(device)
+        self._token_digest = digest(token)
+        return device
+
+    async def _serve(self, packets: list[Packet]) -> None:
+        timeout = self._keep_alive * KEEP_ALIVE_FACTOR if self._keep_alive else None
+        reader = self._reader
+        decoder = self._decoder
+        while True:
+            if packets and not await self._handle(packets):
+                return
+            if self._closed:
+                return
+            async with asyncio.timeout(timeout):
+                data = await reader.read(READ_SIZE)
+            if not data:
+                return
+            packets = decoder.feed(data)
+
+    async def _refresh(self) -> None:
+        """Follow provisioning: new datastreams, or a token that no longer opens this device."""
+        catalog = await self._services.store.catalog()
+        if catalog is self._catalog:
+            return
+        device = catalog.device_by_token_digest(self._token_digest)
+        if device is None or device.id != self.device_id:
+            log.info("MQTT connection of device %d closed: its token changed", self.device_id)
+            self.abort()
+            return
+        self._catalog = catalog
+        self._device = device
+        self._schema = catalog.schema_of(device)
+
+    # packets ------------------------------------------------------------------------------
+    async def _handle(self, packets: list[Packet]) -> bool:
+        """Act on the packets of one read; False when the connection is to be closed."""
+        await self._refresh()
+        if self._closed:
+            return False
+        self._services.presence.seen(self.device_id)
+        by_label = self._schema.by_label
+        out = self._out
+        for packet in packets:
+            match packet:
+                case Publish(topic=topic):
+                    if topic.startswith("ds/") and (ds := by_label.get(topic[3:])) is not None:
+                        value = self._text_value(ds, topic, packet.payload)
+                        if value is not None:
+                            await self._add(ds, value)
+                    elif topic == "batch_ds":
+                        for ds, value in self._batch_values(packet.payload):
+                            await self._add(ds, value)
+                    else:
+                        await self._command(topic, packet.payload)
+                    if packet.packet_id is not None:
+                        out.append(encode_puback(packet.packet_id))
+                case PingReq():
+                    out.append(PINGRESP)
+                case Subscribe(packet_id=packet_id, topics=topics):
+                    granted = [min(qos, 1) for _, qos in topics]
+                    for (topic_filter, _), qos in zip(topics, granted, strict=True):
+                        self._subscriptions[topic_filter] = qos
+                    self._granted_cache.clear()
+                    out.append(encode_suback(packet_id, granted))
+                case Unsubscribe(packet_id=packet_id, topics=filters):
+                    for topic_filter in filters:
+                        self._subscriptions.pop(topic_filter, None)
+                    self._granted_cache.clear()
+                    out.append(encode_unsuback(packet_id))
+                case PubAck():
+                    pass  # acknowledges a QoS 1 downlink; nothing is redelivered
+                case Disconnect():
+                    await self._flush()
+                    return False
+                case Connect():
+                    raise CodecError("a second CONNECT")
+            if self._closed:
+                return False
+        await self._flush()
+        await self._writer.drain()
+        return True
+
+    async def _add(self, ds: Datastream, value: Value) -> None:
+        if ds.id in self._pending:
+            await self._flush()
+        self._values.append((ds, value))
+        self._pending.add(ds.id)
+
+    async def _flush(self) -> None:
+        """Write the values gathered so far, then send what answers them (PUBACKs first)."""
+        values = self._values
+        if values:
+            self._values = []
+            self._pending = set()
+            admitted = self._admit(len(values))
+            if admitted < len(values):
+                self._diag(f"Too many values: {len(values) - admitted} dropped; slow down.")
+                values = values[:admitted]
+            if values:
+                assert self._device is not None
+                await self._services.ingest.write(self._device, values, origin=self)
+        if self._out:
+            self._send(b"".join(self._out))
+            self._out.clear()
+
+    def _admit(self, count: int) -> int:
+        """How many of `count` values the device's rate limit lets through now."""
+        assert self._device is not None
+        for index in range(count):
+            try:
+                take_quota(self._services, self._device)
+            except RateLimited:
+                return index
+        return count
+
+    def _text_value(self, ds: Datastream, topic: str, payload: bytes) -> Value | None:
+        try:
+            text = payload.decode()
+            return parse_text_value(ds, text.split("\0") if "\0" in text else (text,))
+        except (UnicodeDecodeError, DomainError) as exc:
+            self._diag(f"{topic}: {_reason(exc)}")
+            return None
+
+    def _batch_values(self, payload: bytes) -> Iterable[tuple[Datastream, Value]]:
+        try:
+            document = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            document = None
+        if not isinstance(document, dict):
+            self._diag("batch_ds: the payload must be a JSON object of label -> value.")
+            return ()
+        by_label = self._schema.by_label
+        accepted: list[tuple[Datastream, Value]] = []
+        for label, raw in document.items():
+            ds = by_label.get(label)
+            if ds is None:
+                self._diag(f"batch_ds: no datastream with label '{label}'.")
+                continue
+            try:
+                accepted.append((ds, parse_json_value(ds, raw)))
+            except DomainError as exc:
+                self._diag(f"batch_ds: {label}: {exc}")
+        return accepted
+
+    async def _command(self, topic: str, payload: bytes) -> None:
+        """Topics other than plain value writes; each sees every earlier write done."""
+        if topic.startswith("ds/"):
+            rest = topic[3:]
+            by_label = self._schema.by_label
+            if rest.endswith("/timestamped_batch"):
+                label = rest[: -len("/timestamped_batch")]
+                ds = by_label.get(label)
+                if ds is not None:
+                    await self._timestamped(ds, topic, payload)
+                    return
+            elif "/prop/" in rest:
+                label, _, name = rest.rpartition("/prop/")
+                ds = by_label.get(label)
+                if ds is not None:
+                    await self._property(ds, name, topic, payload)
+                    return
+            else:
+                label = rest
+            self._diag(f"{topic}: no datastream with label '{label}'.")
+        elif topic == "get/ds":
+            labels = [part.strip() for part in payload.decode(errors="replace").split(",")]
+            await self._send_current([label for label in labels if label])
+        elif topic == "get/ds/all":
+            await self._send_current(None)
+
+    async def _timestamped(self, ds: Datastream, topic: str, payload: bytes) -> None:
+        try:
+            document = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            document = None
+        if not isinstance(document, list) or not 0 < len(document) <= MAX_TIMESTAMPED_POINTS:
+            self._diag(
+                f"{topic}: the payload must be a JSON array of 1 to "
+                f"{MAX_TIMESTAMPED_POINTS} [timestamp, value] points."
+            )
+            return
+        now = now_ms()
+        low, high = now - POINT_WINDOW_MS, now + POINT_WINDOW_MS
+        points: list[tuple[int, Value]] = []
+        for index, point in enumerate(document):
+            if (
+                not isinstance(point, list)
+                or len(point) != 2
+                or not isinstance(point[0], int)
+                or isinstance(point[0], bool)
+            ):
+                self._diag(f"{topic}: point {index} is not [timestamp_ms, value]; none stored.")
+                return
+            try:
+                value = parse_json_value(ds, point[1])
+            except DomainError as exc:
+                self._diag(f"{topic}: point {index}: {exc} None stored.")
+                return
+            if low <= point[0] <= high:
+                points.append((point[0], value))
+        await self._flush()
+        assert self._device is not None
+        if self._services.import_limits.take(self._device.id):
+            self._diag(f"{topic}: too many timestamped batches; this one was dropped.")
+            return
+        await self._services.ingest.import_points(self._device, ds, points, origin=self)
+
+    async def _property(self, ds: Datastream, name: str, topic: str, payload: bytes) -> None:
+        try:
+            value = payload.decode()
+            check_property(name, value)
+        except (UnicodeDecodeError, DomainError) as exc:
+            self._diag(f"{topic}: {_reason(exc)}")
+            return
+        await self._flush()
+        if not self._admit(1):
+            self._diag(f"{topic}: too many writes; dropped.")
+            return
+        assert self._device is not None
+        await self._services.ingest.set_property(self._device, ds, name, value, origin=self)
+
+    async def _send_current(self, labels: list[str] | None) -> None:
+        """Answer get/ds: the current value of each datastream asked for, where it has one."""
+        await self._flush()
+        schema = self._schema
+        wanted: list[Datastream] = []
+        if labels is None:
+            wanted = list(schema.datastreams)
+        else:
+            for label in labels:
+                ds = schema.by_label.get(label)
+                if ds is None:
+                    self._diag(f"get/ds: no datastream with label '{label}'.")
+                else:
+                    wanted.append(ds)
+        stored = (await self._services.store.current_values([self.device_id]))[self.device_id]
+        for ds in wanted:
+            current = stored.get(ds.id)
+            if current is None:
+                continue
+            topic = "downlink/ds/" + ds.label
+            qos = self._granted(topic)
+            if qos is not None:
+                self._out.append(self._downlink(topic, to_text(orjson.loads(current.value)), qos))
+        await self._flush()
+
+    # sending ------------------------------------------------------------------------------
+    def _granted(self, topic: str) -> int | None:
+        """The QoS of the best subscription matching `topic`, or None when none does."""
+        cache = self._granted_cache
+        if topic in cache:
+            return cache[topic]
+        best: int | None = None
+        for topic_filter, qos in self._subscriptions.items():
+            if topic_matches(topic_filter, topic) and (best is None or qos > best):
+                best = qos
+        if len(cache) > 1024:
+            cache.clear()
+        cache[topic] = best
+        return best
+
+    def _downlink(self, topic: str, payload: str, qos: int) -> bytes:
+        packet_id: int | None = None
+        if qos:
+            self._packet_id = self._packet_id % 0xFFFF + 1
+            packet_id = self._packet_id
+        return encode_publish(topic, payload.encode(), qos, packet_id)
+
+    def _diag(self, message: str) -> None:
+        """Tell the device what went wrong, on Blynk's diagnostics topic (rate limited)."""
+        clock = time.monotonic()
+        if clock - self._diag_since >= 1.0:
+            self._diag_since = clock
+            self._diag_count = 0
+        if self._diag_count < DIAG_PER_SECOND:
+            self._diag_count += 1
+            self._out.append(encode_publish(DIAG_TOPIC, message.encode()))
+
+    def _send(self, data: bytes) -> None:
+        transport = self._transport
+        if transport.is_closing():
+            return
+        transport.write(data)
+        if transport.get_write_buffer_size() > MAX_OUTBOUND:
+            log.info("MQTT connection of device %d closed: it does not read", self.device_id)
+            self.abort()
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return "the payload is not UTF-8 text."
+    return str(exc)
