@@ -18,8 +18,8 @@ demo: $(STAMP)  ## run the server with a simulated demo fleet on the embedded st
 serve: $(STAMP)
 	$(BIN)/pinbase serve
 
-test: $(STAMP) lint typecheck  ## the whole test suite
-	$(BIN)/pytest -q
+test: $(STAMP) lint typecheck  ## the whole test suite, on SQLite and on a throwaway PostgreSQL
+	scripts/test
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -16,7 +16,7 @@ from ..store import Store, open_store
 from .errors import install_error_handlers
 from .limits import BodyLimit
 from .openapi import install_openapi
-from .routes import datastreams, devices, live, oauth, system
+from .routes import datastreams, device_api, devices, live, oauth, system
 
 DESCRIPTION = (
     "Blynk's Organization datastream API, self-hosted. Obtain a token at `/oauth2/token`, then "
@@ -62,6 +62,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.include_router(oauth.router)
     app.include_router(datastreams.router)
     app.include_router(devices.router)
+    app.include_router(device_api.router)
     app.include_router(live.router)
     system.mount_docs_assets(app)
     app.add_middleware(BodyLimit, limit=settings.body_limit)

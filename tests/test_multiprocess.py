@@ -1,0 +1,256 @@
+"""Several `pinbase serve` processes on one PostgreSQL database behave as one server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import FLEET, Server, client_token, free_port, pinbase
+from test_live import Listener
+
+POSTGRES = os.environ.get("PINBASE_TEST_POSTGRES", "")
+pytestmark = pytest.mark.skipif(not POSTGRES, reason="needs PINBASE_TEST_POSTGRES")
+UPDATE = "/api/v1/organization/device/datastream"
+VALUES = "/api/v2/organization/device/datastreams"
+HISTORY = "/api/v1/organization/device/datastream/history"
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+DEADLINE = 30.0  # bounds waiting for something that must happen; never decides a result
+
+
+def fresh_database(name: str) -> str:
+    base = POSTGRES.rsplit("/", 1)[0]
+    subprocess.run(
+        [
+            "psql",
+            POSTGRES,
+            "-qc",
+            f"DROP DATABASE IF EXISTS {name}",
+            "-c",
+            f"CREATE DATABASE {name}",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return f"{base}/{name}"
+
+
+@pytest.fixture
+def started() -> Iterator[list[Server]]:
+    running: list[Server] = []
+    yield running
+    for server in running:
+        if server.process is not None and server.process.poll() is None:
+            server.stop()
+
+
+def start(tmp_path: Path, name: str, url: str, started: list[Server], *extra: str) -> Server:
+    server = Server(tmp_path / name, "--database", url, *extra).start()
+    started.append(server)
+    return server
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def pair(tmp_path: Path, started: list[Server]) -> tuple[Server, Server, str]:
+    url = fresh_database(f"mp_{os.getpid()}_{time.monotonic_ns()}")
+    result = pinbase("apply", str(FLEET), "--database", url)
+    assert result.returncode == 0, result.stderr
+    first = start(tmp_path, "a", url, started)
+    second = start(tmp_path, "b", url, started)
+    return first, second, url
+
+
+def test_a_write_through_one_is_read_through_the_other(pair: tuple[Server, Server, str]) -> None:
+    first, second, _ = pair
+    token = client_token(first.url)  # issued by one process, honoured by the other
+    response = httpx.post(
+        first.url + UPDATE,
+        json={"deviceId": 105, "dataStreamId": 1, "value": 21.5},
+        headers=auth(token),
+    )
+    assert response.status_code == 204
+    values = httpx.get(
+        second.url + VALUES, params={"deviceId": 105, "dataStreamIds": 1}, headers=auth(token)
+    ).json()
+    assert values[0]["value"] == 21.5
+    page = httpx.get(
+        second.url + HISTORY,
+        params={"deviceId": 105, "dataStreamId": 1, "from": 0, "to": 2**62},
+        headers=auth(token),
+    ).json()
+    assert page["totalElements"] == 1 and page["content"][0]["value"] == 21.5
+
+
+def test_live_subscribers_of_the_other_process_are_notified(
+    pair: tuple[Server, Server, str],
+) -> None:
+    first, second, _ = pair
+    token = client_token(first.url)
+    listener = Listener(second.url, token, {"deviceIds": "106"})
+    try:
+        response = httpx.post(
+            first.url + UPDATE,
+            json={"deviceId": 106, "dataStreamId": 3, "value": "from the first process"},
+            headers=auth(token),
+        )
+        assert response.status_code == 204
+        kind, data = listener.next()
+        assert (kind, data["deviceId"], data["value"]) == ("value", 106, "from the first process")
+    finally:
+        listener.close()
+
+
+def test_provisioning_reaches_every_process(
+    pair: tuple[Server, Server, str], tmp_path: Path
+) -> None:
+    first, second, url = pair
+    fleet = tmp_path / "more.yaml"
+    fleet.write_text(
+        FLEET.read_text().replace(
+            "      - {id: 110, name: Scratch, product: 10}",
+            "      - {id: 110, name: Scratch, product: 10}\n"
+            "      - {id: 111, name: Added later, product: 10}",
+        )
+    )
+    assert pinbase("apply", str(fleet), "--database", url).returncode == 0
+    for server in (first, second):
+        token = client_token(server.url)
+        deadline = time.monotonic() + DEADLINE
+        status = 0
+        while time.monotonic() < deadline:
+            status = httpx.get(
+                server.url + VALUES, params={"deviceId": 111}, headers=auth(token)
+            ).status_code
+            if status == 200:
+                break
+            time.sleep(0.05)
+        assert status == 200
+
+
+def test_the_organization_rate_limit_holds_across_processes(
+    tmp_path: Path, started: list[Server]
+) -> None:
+    url = fresh_database(f"mprl_{os.getpid()}_{time.monotonic_ns()}")
+    assert pinbase("apply", str(FLEET), "--database", url).returncode == 0
+    first = start(tmp_path, "a", url, started, "--org-rate-limit", "6")
+    second = start(tmp_path, "b", url, started, "--org-rate-limit", "6")
+    token = client_token(first.url)
+    statuses = [
+        httpx.get(server.url + VALUES, params={"deviceId": 101}, headers=auth(token)).status_code
+        for server in (first, second) * 4
+    ]
+    assert statuses[:6] == [200] * 6
+    assert statuses[6:] == [429, 429]
+
+
+def test_a_killed_process_loses_no_acknowledged_write(pair: tuple[Server, Server, str]) -> None:
+    first, second, _ = pair
+    token = client_token(first.url)
+    acknowledged: list[str] = []
+    lock = threading.Lock()
+    enough = threading.Event()
+
+    def writer(device: int) -> None:
+        with httpx.Client(base_url=first.url, headers=auth(token)) as http:
+            for number in range(400):
+                value = f"{device}-{number}"
+                try:
+                    response = http.post(
+                        UPDATE, json={"deviceId": device, "dataStreamId": 3, "value": value}
+                    )
+                except httpx.TransportError:
+                    return
+                if response.status_code != 204:
+                    return
+                with lock:
+                    acknowledged.append(value)
+                    if len(acknowledged) >= 300:
+                        enough.set()
+                time.sleep(0.002)  # spaces writes apart in time, so each has its own ts
+
+    threads = [threading.Thread(target=writer, args=(d,)) for d in (105, 106, 107, 108)]
+    for thread in threads:
+        thread.start()
+    assert enough.wait(DEADLINE * 4)
+    first.kill()
+    for thread in threads:
+        thread.join()
+    stored: set[str] = set()
+    for device in (105, 106, 107, 108):
+        page = httpx.get(
+            second.url + HISTORY,
+            params={"deviceId": device, "dataStreamId": 3, "from": 0, "to": 2**62, "size": 1000},
+            headers=auth(token),
+        ).json()
+        stored |= {point["value"] for point in page["content"]}
+    missing = [value for value in acknowledged if value not in stored]
+    assert not missing, f"{len(missing)} acknowledged writes lost: {missing[:5]}"
+
+
+def test_a_database_outage_answers_503_and_the_server_recovers(
+    tmp_path: Path, started: list[Server]
+) -> None:
+    cluster = tmp_path / "pg"
+    tmp_path.chmod(0o755)
+    port = free_port()
+    url = subprocess.run(
+        [str(SCRIPTS / "pg-cluster"), "start", str(cluster), str(port)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    try:
+        assert pinbase("apply", str(FLEET), "--database", url).returncode == 0
+        server = start(tmp_path, "data", url, started)
+        token = client_token(server.url)
+        ok = httpx.post(
+            server.url + UPDATE,
+            json={"deviceId": 105, "dataStreamId": 1, "value": 1.5},
+            headers=auth(token),
+        )
+        assert ok.status_code == 204
+
+        subprocess.run([str(SCRIPTS / "pg-cluster"), "stop", str(cluster)], check=True)
+        down = httpx.post(
+            server.url + UPDATE,
+            json={"deviceId": 105, "dataStreamId": 1, "value": 2.5},
+            headers=auth(token),
+        )
+        assert down.status_code == 503
+        assert down.json()["error"]["message"]
+        read = httpx.get(server.url + VALUES, params={"deviceId": 105}, headers=auth(token))
+        assert read.status_code == 503
+
+        subprocess.run(
+            [str(SCRIPTS / "pg-cluster"), "start", str(cluster), str(port)],
+            check=True,
+            capture_output=True,
+        )
+        deadline = time.monotonic() + DEADLINE
+        status = 0
+        while time.monotonic() < deadline:
+            status = httpx.post(
+                server.url + UPDATE,
+                json={"deviceId": 105, "dataStreamId": 1, "value": 3.5},
+                headers=auth(token),
+            ).status_code
+            if status == 204:
+                break
+            time.sleep(0.2)
+        assert status == 204
+        values = httpx.get(
+            server.url + VALUES, params={"deviceId": 105}, headers=auth(token)
+        ).json()
+        assert values[0]["value"] == 3.5
+    finally:
+        subprocess.run([str(SCRIPTS / "pg-cluster"), "stop", str(cluster)], check=False)
