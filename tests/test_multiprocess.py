@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import FLEET, Server, client_token, free_port, pinbase
+import conftest
 from test_live import Listener
 
 POSTGRES = os.environ.get("PINBASE_TEST_POSTGRES", "")
@@ -42,16 +44,18 @@ def fresh_database(name: str) -> str:
 
 
 @pytest.fixture
-def started() -> Iterator[list[Server]]:
-    running: list[Server] = []
+def started() -> Iterator[list[conftest.Server]]:
+    running: list[conftest.Server] = []
     yield running
     for server in running:
         if server.process is not None and server.process.poll() is None:
             server.stop()
 
 
-def start(tmp_path: Path, name: str, url: str, started: list[Server], *extra: str) -> Server:
-    server = Server(tmp_path / name, "--database", url, *extra).start()
+def start(
+    tmp_path: Path, name: str, url: str, started: list[conftest.Server], *extra: str
+) -> conftest.Server:
+    server = conftest.Server(tmp_path / name, "--database", url, *extra).start()
     started.append(server)
     return server
 
@@ -61,18 +65,22 @@ def auth(token: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def pair(tmp_path: Path, started: list[Server]) -> tuple[Server, Server, str]:
+def pair(
+    tmp_path: Path, started: list[conftest.Server]
+) -> tuple[conftest.Server, conftest.Server, str]:
     url = fresh_database(f"mp_{os.getpid()}_{time.monotonic_ns()}")
-    result = pinbase("apply", str(FLEET), "--database", url)
+    result = conftest.pinbase("apply", str(conftest.FLEET), "--database", url)
     assert result.returncode == 0, result.stderr
     first = start(tmp_path, "a", url, started)
     second = start(tmp_path, "b", url, started)
     return first, second, url
 
 
-def test_a_write_through_one_is_read_through_the_other(pair: tuple[Server, Server, str]) -> None:
+def test_a_write_through_one_is_read_through_the_other(
+    pair: tuple[conftest.Server, conftest.Server, str],
+) -> None:
     first, second, _ = pair
-    token = client_token(first.url)  # issued by one process, honoured by the other
+    token = conftest.client_token(first.url)  # issued by one process, honoured by the other
     response = httpx.post(
         first.url + UPDATE,
         json={"deviceId": 105, "dataStreamId": 1, "value": 21.5},
@@ -92,10 +100,10 @@ def test_a_write_through_one_is_read_through_the_other(pair: tuple[Server, Serve
 
 
 def test_live_subscribers_of_the_other_process_are_notified(
-    pair: tuple[Server, Server, str],
+    pair: tuple[conftest.Server, conftest.Server, str],
 ) -> None:
     first, second, _ = pair
-    token = client_token(first.url)
+    token = conftest.client_token(first.url)
     listener = Listener(second.url, token, {"deviceIds": "106"})
     try:
         response = httpx.post(
@@ -111,20 +119,20 @@ def test_live_subscribers_of_the_other_process_are_notified(
 
 
 def test_provisioning_reaches_every_process(
-    pair: tuple[Server, Server, str], tmp_path: Path
+    pair: tuple[conftest.Server, conftest.Server, str], tmp_path: Path
 ) -> None:
     first, second, url = pair
     fleet = tmp_path / "more.yaml"
     fleet.write_text(
-        FLEET.read_text().replace(
+        conftest.FLEET.read_text().replace(
             "      - {id: 110, name: Scratch, product: 10}",
             "      - {id: 110, name: Scratch, product: 10}\n"
             "      - {id: 111, name: Added later, product: 10}",
         )
     )
-    assert pinbase("apply", str(fleet), "--database", url).returncode == 0
+    assert conftest.pinbase("apply", str(fleet), "--database", url).returncode == 0
     for server in (first, second):
-        token = client_token(server.url)
+        token = conftest.client_token(server.url)
         deadline = time.monotonic() + DEADLINE
         status = 0
         while time.monotonic() < deadline:
@@ -138,13 +146,13 @@ def test_provisioning_reaches_every_process(
 
 
 def test_the_organization_rate_limit_holds_across_processes(
-    tmp_path: Path, started: list[Server]
+    tmp_path: Path, started: list[conftest.Server]
 ) -> None:
     url = fresh_database(f"mprl_{os.getpid()}_{time.monotonic_ns()}")
-    assert pinbase("apply", str(FLEET), "--database", url).returncode == 0
+    assert conftest.pinbase("apply", str(conftest.FLEET), "--database", url).returncode == 0
     first = start(tmp_path, "a", url, started, "--org-rate-limit", "6")
     second = start(tmp_path, "b", url, started, "--org-rate-limit", "6")
-    token = client_token(first.url)
+    token = conftest.client_token(first.url)
     statuses = [
         httpx.get(server.url + VALUES, params={"deviceId": 101}, headers=auth(token)).status_code
         for server in (first, second) * 4
@@ -153,9 +161,11 @@ def test_the_organization_rate_limit_holds_across_processes(
     assert statuses[6:] == [429, 429]
 
 
-def test_a_killed_process_loses_no_acknowledged_write(pair: tuple[Server, Server, str]) -> None:
+def test_a_killed_process_loses_no_acknowledged_write(
+    pair: tuple[conftest.Server, conftest.Server, str],
+) -> None:
     first, second, _ = pair
-    token = client_token(first.url)
+    token = conftest.client_token(first.url)
     acknowledged: list[str] = []
     lock = threading.Lock()
     enough = threading.Event()
@@ -198,11 +208,12 @@ def test_a_killed_process_loses_no_acknowledged_write(pair: tuple[Server, Server
 
 
 def test_a_database_outage_answers_503_and_the_server_recovers(
-    tmp_path: Path, started: list[Server]
+    tmp_path: Path, started: list[conftest.Server]
 ) -> None:
-    cluster = tmp_path / "pg"
-    tmp_path.chmod(0o755)
-    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="pinbase-outage-"))
+    workdir.chmod(0o755)  # the cluster runs as the postgres user
+    cluster = workdir / "pg"
+    port = conftest.free_port()
     url = subprocess.run(
         [str(SCRIPTS / "pg-cluster"), "start", str(cluster), str(port)],
         check=True,
@@ -210,9 +221,9 @@ def test_a_database_outage_answers_503_and_the_server_recovers(
         text=True,
     ).stdout.strip()
     try:
-        assert pinbase("apply", str(FLEET), "--database", url).returncode == 0
+        assert conftest.pinbase("apply", str(conftest.FLEET), "--database", url).returncode == 0
         server = start(tmp_path, "data", url, started)
-        token = client_token(server.url)
+        token = conftest.client_token(server.url)
         ok = httpx.post(
             server.url + UPDATE,
             json={"deviceId": 105, "dataStreamId": 1, "value": 1.5},
@@ -254,3 +265,4 @@ def test_a_database_outage_answers_503_and_the_server_recovers(
         assert values[0]["value"] == 3.5
     finally:
         subprocess.run([str(SCRIPTS / "pg-cluster"), "stop", str(cluster)], check=False)
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from ..domain.model import Catalog
 from ..ratelimit import TokenBuckets
@@ -125,3 +125,28 @@ class Store(abc.ABC):
         A token presented a second time revokes every token of its family. Returns the outcome
         and the family of the presented token (None when it is unknown).
         """
+
+    # migration (`pinbase migrate`) ---------------------------------------------------------
+    @abc.abstractmethod
+    async def counts(self) -> dict[str, int]:
+        """Rows per kind, read in one snapshot: organizations, roles, clients, users, products,
+        datastreams, devices, current_values, history, properties."""
+
+    @abc.abstractmethod
+    def export_current(self, batch: int) -> AsyncIterator[list[tuple[int, int, str, int]]]:
+        """Every current value as (device_id, ds_id, value, updated_at), at most `batch` rows
+        per list, in (device_id, ds_id) order (keyset-paginated: memory stays bounded)."""
+
+    @abc.abstractmethod
+    def export_history(self, batch: int) -> AsyncIterator[list[tuple[int, int, int, str]]]:
+        """Every history point as (device_id, ds_id, ts, value), at most `batch` rows per list,
+        in primary-key order (keyset-paginated: memory stays bounded)."""
+
+    @abc.abstractmethod
+    def export_properties(self, batch: int) -> AsyncIterator[list[tuple[int, int, str, str]]]:
+        """Every widget property as (device_id, ds_id, name, value), at most `batch` rows per
+        list, in primary-key order."""
+
+    @abc.abstractmethod
+    async def import_properties(self, rows: Sequence[tuple[int, int, str, str]]) -> None:
+        """Insert or replace (device_id, ds_id, name, value) rows in one transaction."""

@@ -456,6 +456,94 @@ class PostgresStore(Store):
             await conn.execute("DELETE FROM oauth_tokens WHERE expires_at < $1", now - 86_400_000)
             return RefreshOutcome.ROTATED, token.family
 
+    # migration ----------------------------------------------------------------------------
+    _COUNTED = (
+        "organizations",
+        "roles",
+        "clients",
+        "users",
+        "products",
+        "datastreams",
+        "devices",
+        "current_values",
+        "history",
+        "properties",
+    )
+
+    async def counts(self) -> dict[str, int]:
+        async with (
+            self._conn() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            return {
+                table: int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
+                for table in self._COUNTED
+            }
+
+    async def _export(
+        self, table: str, key: tuple[str, ...], rest: tuple[str, ...], batch: int
+    ) -> AsyncIterator[list[Any]]:
+        """Rows of `table` as (*key, *rest) tuples in key order, `batch` at a time.
+
+        One keyset query per batch (`(key) > (last key)`, an index range scan of the primary
+        key, merged across history partitions); no connection is held between batches.
+        """
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        columns = ", ".join((*key, *rest))
+        order = ", ".join(key)
+        marks = ", ".join(f"${i}" for i in range(1, len(key) + 1))
+        first = f"SELECT {columns} FROM {table} ORDER BY {order} LIMIT $1"
+        after = (
+            f"SELECT {columns} FROM {table} WHERE ({order}) > ({marks}) "
+            f"ORDER BY {order} LIMIT ${len(key) + 1}"
+        )
+        last: tuple[Any, ...] | None = None
+        while True:
+            async with self._conn() as conn:
+                if last is None:
+                    records = await conn.fetch(first, batch)
+                else:
+                    records = await conn.fetch(after, *last, batch)
+            rows = [tuple(r) for r in records]
+            if rows:
+                yield rows
+            if len(rows) < batch:
+                return
+            last = rows[-1][: len(key)]
+
+    async def export_current(self, batch: int) -> AsyncIterator[list[tuple[int, int, str, int]]]:
+        async for rows in self._export(
+            "current_values", ("device_id", "ds_id"), ("value", "updated_at"), batch
+        ):
+            yield rows
+
+    async def export_history(self, batch: int) -> AsyncIterator[list[tuple[int, int, int, str]]]:
+        async for rows in self._export("history", ("device_id", "ds_id", "ts"), ("value",), batch):
+            yield rows
+
+    async def export_properties(self, batch: int) -> AsyncIterator[list[tuple[int, int, str, str]]]:
+        async for rows in self._export(
+            "properties", ("device_id", "ds_id", "name"), ("value",), batch
+        ):
+            yield rows
+
+    async def import_properties(self, rows: Sequence[tuple[int, int, str, str]]) -> None:
+        # sorted by key and de-duplicated, like write_values: concurrent writers lock in order
+        items = sorted({(d, s, n): v for d, s, n, v in rows}.items())
+        if not items:
+            return
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO properties (device_id, ds_id, name, value) "
+                "SELECT * FROM unnest($1::integer[], $2::integer[], $3::text[], $4::text[]) "
+                "ON CONFLICT (device_id, ds_id, name) DO UPDATE SET value = EXCLUDED.value",
+                [d for (d, _, _), _ in items],
+                [s for (_, s, _), _ in items],
+                [n for (_, _, n), _ in items],
+                [v for _, v in items],
+            )
+
 
 _INSERT_TOKEN = (
     "INSERT INTO oauth_tokens (hash, kind, client_id, org_id, user_id, family, expires_at) "

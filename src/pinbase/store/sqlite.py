@@ -13,7 +13,7 @@ import asyncio
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import astuple
 from pathlib import Path
 from typing import Any, TypeVar
@@ -600,3 +600,96 @@ class SqliteStore(Store):
             return RefreshOutcome.ROTATED, token.family
 
         return await self._write(run)
+
+    # migration ----------------------------------------------------------------------------
+    _COUNTED = (
+        "organizations",
+        "roles",
+        "clients",
+        "users",
+        "products",
+        "datastreams",
+        "devices",
+        "current_values",
+        "history",
+        "properties",
+    )
+
+    async def counts(self) -> dict[str, int]:
+        def run(conn: sqlite3.Connection) -> dict[str, int]:
+            conn.execute("BEGIN")  # one snapshot for every table
+            try:
+                return {
+                    table: int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+                    for table in self._COUNTED
+                }
+            finally:
+                conn.execute("COMMIT")
+
+        return await self._read_in_thread(run)
+
+    async def _export(
+        self, table: str, key: tuple[str, ...], rest: tuple[str, ...], batch: int
+    ) -> AsyncIterator[list[Any]]:
+        """Rows of `table` as (*key, *rest) tuples in key order, `batch` at a time.
+
+        Each batch is one indexed range read (`(key) > (last key)`) on a pooled reader thread,
+        so a table of any size is streamed without holding it, or the event loop.
+        """
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        columns = ", ".join((*key, *rest))
+        order = ", ".join(key)
+        first = f"SELECT {columns} FROM {table} ORDER BY {order} LIMIT ?"
+        after = (
+            f"SELECT {columns} FROM {table} WHERE ({order}) > ({', '.join('?' for _ in key)}) "
+            f"ORDER BY {order} LIMIT ?"
+        )
+        last: tuple[Any, ...] | None = None
+        while True:
+            if last is None:
+                rows = await self._read_in_thread(self._fetcher(first, (batch,)))
+            else:
+                rows = await self._read_in_thread(self._fetcher(after, (*last, batch)))
+            if rows:
+                yield rows
+            if len(rows) < batch:
+                return
+            last = tuple(rows[-1][: len(key)])
+
+    @staticmethod
+    def _fetcher(sql: str, params: tuple[Any, ...]) -> Callable[[sqlite3.Connection], list[Any]]:
+        def run(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(sql, params).fetchall()
+
+        return run
+
+    async def export_current(self, batch: int) -> AsyncIterator[list[tuple[int, int, str, int]]]:
+        async for rows in self._export(
+            "current_values", ("device_id", "ds_id"), ("value", "updated_at"), batch
+        ):
+            yield rows
+
+    async def export_history(self, batch: int) -> AsyncIterator[list[tuple[int, int, int, str]]]:
+        async for rows in self._export("history", ("device_id", "ds_id", "ts"), ("value",), batch):
+            yield rows
+
+    async def export_properties(self, batch: int) -> AsyncIterator[list[tuple[int, int, str, str]]]:
+        async for rows in self._export(
+            "properties", ("device_id", "ds_id", "name"), ("value",), batch
+        ):
+            yield rows
+
+    async def import_properties(self, rows: Sequence[tuple[int, int, str, str]]) -> None:
+        items = [tuple(row) for row in rows]
+        if not items:
+            return
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO properties (device_id, ds_id, name, value) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (device_id, ds_id, name) DO UPDATE SET value = excluded.value",
+                items,
+            )
+
+        await self._write(run)
