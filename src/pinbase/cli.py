@@ -143,6 +143,12 @@ def serve(
             help="Assumed device heartbeat (s) until one announces its own.",
         ),
     ] = 10,
+    history_retention_days: Annotated[
+        int,
+        typer.Option(
+            envvar="PINBASE_HISTORY_RETENTION_DAYS", help="Drop history older than N days; 0: keep."
+        ),
+    ] = 0,
     log_level: Annotated[str, typer.Option(envvar="PINBASE_LOG_LEVEL")] = "info",
 ) -> None:
     """Run the HTTP server and the device listeners."""
@@ -164,6 +170,7 @@ def serve(
         device_rate=device_rate,
         device_burst=device_burst,
         heartbeat=heartbeat,
+        history_retention_days=history_retention_days or None,
     )
     run_server(settings, host, port, log_level)
 

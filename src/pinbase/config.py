@@ -54,5 +54,7 @@ class Settings:
     """Values per second each device may write (sustained) through the device interfaces."""
     device_burst: int = 1000
     """Values a device may write at once before its rate applies."""
+    history_retention_days: int | None = None
+    """Drop history older than this many days (checked at start-up and hourly); None: keep."""
     heartbeat: int = 10
     """Seconds between heartbeats a device is assumed to send unless it announces its own."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,19 +12,38 @@ from fastapi import FastAPI
 from .. import __version__
 from ..config import Settings
 from ..devices.servers import start_device_servers, stop_device_servers
+from ..ingest import now_ms
 from ..relay import ChannelRelay
 from ..services import Services
-from ..store import Store, open_store
+from ..store import Store, StoreUnavailable, open_store
 from .errors import install_error_handlers
 from .limits import BodyLimit
 from .openapi import install_openapi
 from .routes import datastreams, device_api, devices, live, oauth, system
+
+log = logging.getLogger("pinbase.api")
 
 DESCRIPTION = (
     "Blynk's Organization datastream API, self-hosted. Obtain a token at `/oauth2/token`, then "
     "send it as `Authorization: Bearer <token>`. Every error answers "
     '`{"error": {"message": "..."}}`.'
 )
+
+
+RETENTION_INTERVAL_S = 3600.0
+
+
+async def enforce_retention(store: Store, settings: Settings) -> None:
+    """Drop expired history at start-up and every hour, while the server runs."""
+    days = settings.history_retention_days
+    if not days:
+        return
+    while True:
+        try:
+            await store.drop_history_before(now_ms() - days * 86_400_000)
+        except StoreUnavailable:
+            log.warning("retention skipped: the database is unavailable")
+        await asyncio.sleep(RETENTION_INTERVAL_S)
 
 
 def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
@@ -39,9 +60,11 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
             if relay is not None:
                 relay.start()
             device_servers = await start_device_servers(services)
+            retention = asyncio.create_task(enforce_retention(the_store, settings))
             try:
                 yield
             finally:
+                retention.cancel()
                 await stop_device_servers(device_servers)
         finally:
             if relay is not None:

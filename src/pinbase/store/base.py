@@ -74,6 +74,10 @@ class Store(abc.ABC):
         """Apply current values and history points in one durable transaction."""
 
     @abc.abstractmethod
+    async def drop_history_before(self, cutoff: int) -> None:
+        """Retention: forget history points older than `cutoff` (epoch ms)."""
+
+    @abc.abstractmethod
     async def current_values(self, device_ids: Sequence[int]) -> dict[int, dict[int, StoredValue]]:
         """Current values by device id, then datastream id."""
 

@@ -24,7 +24,13 @@ from ..domain.model import Catalog
 from .base import RefreshOutcome, Store, StoreUnavailable
 from .catalog import CatalogCache, build_catalog
 from .paging import Piece, bucket_bounds, page_window, split
-from .postgres_schema import ensure_partition, migrate, month_bounds, month_of
+from .postgres_schema import (
+    drop_partitions_before,
+    ensure_partition,
+    migrate,
+    month_bounds,
+    month_of,
+)
 from .records import (
     ClientRow,
     DatastreamRow,
@@ -117,9 +123,8 @@ def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
 
 
 class PostgresStore(Store):
-    def __init__(self, url: str, retention_days: int | None = None) -> None:
+    def __init__(self, url: str) -> None:
         self.url = url
-        self.retention_days = retention_days
         self._pool: asyncpg.Pool | None = None
         self._catalog = CatalogCache(CATALOG_RECHECK_S)
         self._months: set[tuple[int, int]] = set()
@@ -158,11 +163,12 @@ class PostgresStore(Store):
         for _ in range(PARTITIONS_AHEAD + 1):
             await self._ensure_month(conn, year, number)
             year, number = (year + 1, 1) if number == 12 else (year, number + 1)
-        if self.retention_days is not None:
-            from .postgres_schema import drop_partitions_before
 
-            cutoff = now - self.retention_days * 86_400_000
+    async def drop_history_before(self, cutoff: int) -> None:
+        """Drop whole monthly partitions older than `cutoff`, and old default-partition rows."""
+        async with self._conn() as conn:
             for name in await drop_partitions_before(conn, cutoff):
+                self._months.discard((int(name[9:13]), int(name[14:16])))
                 log.info("retention: dropped %s", name)
             async with conn.transaction():
                 await conn.execute("DELETE FROM history_default WHERE ts < $1", cutoff)

@@ -458,6 +458,13 @@ class SqliteStore(Store):
     async def write_values(self, writes: ValueWrites) -> None:
         await self._write(_WriteValues(writes))
 
+    async def drop_history_before(self, cutoff: int) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM history WHERE ts < ?", (cutoff,))
+            conn.execute("DELETE FROM history_counts WHERE n <= 0")
+
+        await self._write(run)
+
     async def current_values(self, device_ids: Sequence[int]) -> dict[int, dict[int, StoredValue]]:
         conn = self._read_conn()
         result: dict[int, dict[int, StoredValue]] = {d: {} for d in device_ids}
