@@ -84,14 +84,11 @@ class Ingest:
             current_if_newer=[(device.id, ds.id, newest[3], newest[2])],
             history=rows if ds.history else [],
         )
-        await self.store.write_values(writes)
-        self.bus.publish(
-            [
-                ValueChanged(
-                    device.org_id, device.id, ds.id, ds.pin, orjson.loads(newest[3]), newest[2]
-                )
-            ]
-        )
+        if await self.store.write_values(writes):
+            value = orjson.loads(newest[3])
+            self.bus.publish(
+                [ValueChanged(device.org_id, device.id, ds.id, ds.pin, value, newest[2], origin)]
+            )
 
     async def set_property(
         self, device: Device, ds: Datastream, name: str, value: str, origin: object | None = None

@@ -187,7 +187,7 @@ async def migrate(
         phase: str,
         expected: int,
         batches: AsyncIterator[list[R]],
-        write: Callable[[list[R]], Awaitable[None]],
+        write: Callable[[list[R]], Awaitable[object]],
     ) -> None:
         progress.begin(phase, expected)
         written = 0

@@ -23,7 +23,8 @@ The protocol, as a device sees it:
   will message: devices are not routed to each other).
 - One connection per device: a new CONNECT with the same token closes the older connection.
   The end of the TCP connection, whether or not a DISCONNECT came first, marks the device
-  offline. A connection silent for 1.5 x its keep-alive is closed.
+  offline. A connection silent for 1.5 x its keep-alive is closed (a keep-alive of 0, "off",
+  or above 10 minutes counts as 10 minutes, so that a device that vanished is seen offline).
 - Uplink topics, datastreams named by label: `ds/<label>` (payload = the value as text; parts
   of a multi-part value such as a location are separated by NUL or, for a location, a comma),
   `batch_ds` (JSON object label -> JSON value), `ds/<label>/timestamped_batch`
@@ -31,7 +32,8 @@ The protocol, as a device sees it:
   skipped as Blynk does; one bad point refuses the whole batch; charged as one import request
   against the per-device import limit), `ds/<label>/prop/<property>` (widget property),
   `get/ds` (comma-separated labels) and `get/ds/all` (answered on `downlink/ds/<label>` for
-  every requested datastream that has a value). Other topics (`info/mcu`, ...) are ignored.
+  every requested datastream that has a value). Blynk's `ds/<label>/erase` is not supported
+  (told on `downlink/diag`); other topics (`info/mcu`, ...) are ignored.
 - Every PUBLISH at QoS 0 or 1 goes through the one write path; a QoS 1 PUBACK is sent only once
   the write is durable, and PUBACKs keep the order of their PUBLISHes. QoS 2 closes the
   connection. The retain flag is ignored.
@@ -45,13 +47,14 @@ The protocol, as a device sees it:
   `downlink/ds/<label>/prop/<property>`, only when a subscription of the device matches (`+`
   and `#` work). SUBACK grants the requested QoS capped at 1; a QoS 1 subscription receives
   QoS 1 PUBLISHes. A device is never sent its own writes back.
-- A malformed packet closes that connection only.
+- A malformed packet, or one above 1 MiB, closes that connection only.
 
 Throughput: all PUBLISHes decoded from one socket read become one ingest write, awaited before
 the next read (back-pressure through TCP). A datastream that repeats within a read starts a new
-write, so each value gets its own server timestamp as it would arriving alone (values of one
-datastream written within the same millisecond replace each other in history, on every
-interface).
+write, and each connection stamps its writes with strictly increasing milliseconds (as the
+hardware interface does), so no history point of a fast device replaces another; a connection
+writing more often than once a millisecond runs its timestamps ahead of the clock by the
+excess.
 """
 
 from __future__ import annotations
@@ -105,6 +108,9 @@ USERNAME = "device"
 CONNECT_TIMEOUT = 10.0
 """Seconds a new connection has to send its CONNECT."""
 KEEP_ALIVE_FACTOR = 1.5
+MAX_KEEP_ALIVE = 600
+"""Seconds; a keep-alive of 0 (off) or above this counts as this, so a vanished device that
+never closed its connection is still seen offline."""
 READ_SIZE = 64 * 1024
 MAX_OUTBOUND = 1024 * 1024
 """Bytes queued towards a device that does not read them before its connection is closed."""
@@ -208,6 +214,7 @@ class _Connection:
         self._out: list[bytes] = []
         self._diag_since = 0.0
         self._diag_count = 0
+        self._last_stamp = 0
 
     # Session ------------------------------------------------------------------------------
     def deliver(self, event: Event) -> None:
@@ -251,6 +258,8 @@ class _Connection:
             pass
         except StoreUnavailable as exc:
             log.warning("MQTT connection from %s closed: %s", peer, exc)
+        except Exception:
+            log.exception("MQTT connection from %s failed", peer)
         finally:
             if self._logged_in:
                 self._services.presence.detach(self)
@@ -318,7 +327,10 @@ class _Connection:
         return device
 
     async def _serve(self, packets: list[Packet]) -> None:
-        timeout = self._keep_alive * KEEP_ALIVE_FACTOR if self._keep_alive else None
+        keep_alive = self._keep_alive
+        if not 0 < keep_alive <= MAX_KEEP_ALIVE:
+            keep_alive = MAX_KEEP_ALIVE
+        timeout = keep_alive * KEEP_ALIVE_FACTOR
         reader = self._reader
         decoder = self._decoder
         while True:
@@ -386,12 +398,12 @@ class _Connection:
                     pass  # acknowledges a QoS 1 downlink; nothing is redelivered
                 case Disconnect():
                     await self._flush()
+                    self._send_out()
                     return False
                 case Connect():
                     raise CodecError("a second CONNECT")
-            if self._closed:
-                return False
         await self._flush()
+        self._send_out()
         await self._writer.drain()
         return True
 
@@ -402,7 +414,7 @@ class _Connection:
         self._pending.add(ds.id)
 
     async def _flush(self) -> None:
-        """Write the values gathered so far, then send what answers them (PUBACKs first)."""
+        """Write the values gathered so far; what answers them may be sent once this returns."""
         values = self._values
         if values:
             self._values = []
@@ -413,7 +425,11 @@ class _Connection:
                 values = values[:admitted]
             if values:
                 assert self._device is not None
-                await self._services.ingest.write(self._device, values, origin=self)
+                stamp = self._last_stamp = max(now_ms(), self._last_stamp + 1)
+                await self._services.ingest.write(self._device, values, ts=stamp, origin=self)
+
+    def _send_out(self) -> None:
+        """Send the answers gathered so far (only when everything they answer is durable)."""
         if self._out:
             self._send(b"".join(self._out))
             self._out.clear()
@@ -468,6 +484,9 @@ class _Connection:
                 if ds is not None:
                     await self._timestamped(ds, topic, payload)
                     return
+            elif rest.endswith("/erase") and rest[: -len("/erase")] in by_label:
+                self._diag(f"{topic}: erasing a value is not supported.")
+                return
             elif "/prop/" in rest:
                 label, _, name = rest.rpartition("/prop/")
                 ds = by_label.get(label)
@@ -515,7 +534,7 @@ class _Connection:
                 points.append((point[0], value))
         await self._flush()
         assert self._device is not None
-        if self._services.import_limits.take(self._device.id):
+        if await self._services.import_limits.take(self._device.id):
             self._diag(f"{topic}: too many timestamped batches; this one was dropped.")
             return
         await self._services.ingest.import_points(self._device, ds, points, origin=self)
@@ -557,7 +576,7 @@ class _Connection:
             qos = self._granted(topic)
             if qos is not None:
                 self._out.append(self._downlink(topic, to_text(orjson.loads(current.value)), qos))
-        await self._flush()
+        self._send_out()  # at once: a change delivered later must not be overtaken by this
 
     # sending ------------------------------------------------------------------------------
     def _granted(self, topic: str) -> int | None:

@@ -70,8 +70,12 @@ class Store(abc.ABC):
 
     # values -------------------------------------------------------------------------------
     @abc.abstractmethod
-    async def write_values(self, writes: ValueWrites) -> None:
-        """Apply current values and history points in one durable transaction."""
+    async def write_values(self, writes: ValueWrites) -> int:
+        """Apply current values and history points in one durable transaction.
+
+        Returns how many current values were set (a `current_if_newer` row older than the
+        stored value sets nothing).
+        """
 
     @abc.abstractmethod
     async def drop_history_before(self, cutoff: int) -> None:

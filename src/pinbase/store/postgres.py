@@ -288,7 +288,7 @@ class PostgresStore(Store):
         self._catalog.invalidate()
 
     # values -------------------------------------------------------------------------------
-    async def write_values(self, writes: ValueWrites) -> None:
+    async def write_values(self, writes: ValueWrites) -> int:
         history = sorted({(d, s, t): v for d, s, t, v in writes.history}.items())
         current = sorted({(d, s): (v, t) for d, s, v, t in writes.current}.items())
         newer: dict[tuple[int, int], tuple[str, int]] = {}
@@ -301,13 +301,16 @@ class PostgresStore(Store):
             history_columns = _columns(history_rows, 4)
             batches = [(False, current), (True, sorted(newer.items()))]
             batches = [b for b in batches if b[1]] or [(False, [])]
+            changed = 0
             async with conn.transaction():
                 for only_newer, items in batches:
                     current_rows = [(d, s, v, t) for (d, s), (v, t) in items]
-                    await conn.fetchrow(
+                    counts = await conn.fetchrow(
                         _WRITE[only_newer], *history_columns, *_columns(current_rows, 4)
                     )
+                    changed += counts[1]
                     history_columns = [[], [], [], []]
+            return changed
 
     async def _ensure_partitions(self, conn: asyncpg.Connection, stamps: Sequence[int]) -> None:
         if not stamps:

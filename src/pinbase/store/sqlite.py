@@ -190,14 +190,16 @@ class _WriteValues:
     def __init__(self, writes: ValueWrites) -> None:
         self.writes = writes
 
-    def __call__(self, conn: sqlite3.Connection) -> None:
+    def __call__(self, conn: sqlite3.Connection) -> int:
         writes = self.writes
+        changed = 0
         if writes.history:
             conn.executemany(_ADD_HISTORY, writes.history)
         if writes.current:
-            conn.executemany(_SET_CURRENT, writes.current)
+            changed += conn.executemany(_SET_CURRENT, writes.current).rowcount
         if writes.current_if_newer:
-            conn.executemany(_SET_CURRENT_IF_NEWER, writes.current_if_newer)
+            changed += conn.executemany(_SET_CURRENT_IF_NEWER, writes.current_if_newer).rowcount
+        return changed
 
 
 def _run_merged(
@@ -212,7 +214,7 @@ def _run_merged(
                 merged = ValueWrites()
             merged.history.extend(fn.writes.history)
             merged.current.extend(fn.writes.current)
-            results.append(None)
+            results.append(len(fn.writes.current))
             continue
         if merged is not None:
             _WriteValues(merged)(conn)
@@ -455,8 +457,9 @@ class SqliteStore(Store):
         self._catalog.invalidate()
 
     # values -------------------------------------------------------------------------------
-    async def write_values(self, writes: ValueWrites) -> None:
-        await self._write(_WriteValues(writes))
+    async def write_values(self, writes: ValueWrites) -> int:
+        changed: int = await self._write(_WriteValues(writes))
+        return changed
 
     async def drop_history_before(self, cutoff: int) -> None:
         def run(conn: sqlite3.Connection) -> None:

@@ -1,0 +1,583 @@
+"""The MQTT device API end to end: a real `pinbase serve`, paho-mqtt as the device.
+
+Every test uses its own device, so tests never see each other's values. Waits are bounded by
+generous deadlines; none of them decides a result by sleeping.
+"""
+
+from __future__ import annotations
+
+import queue
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from conftest import Api, Server, apply_fleet, client_token, free_port
+from pinbase.devices.mqtt_codec import encode_remaining_length
+
+CLIENT = ("mqtt-backend", "mqtt-secret-0123456789abcdef")
+DEADLINE = 15.0  # seconds; bounds a wait, never decides a result by itself
+
+VALUES = "/api/v2/organization/device/datastreams"
+HISTORY = "/api/v1/organization/device/datastream/history"
+PROPERTIES = "/api/v1/organization/device/datastream/properties"
+UPDATE = "/api/v1/organization/device/datastream"
+PROPERTY = "/api/v1/organization/device/datastream/property"
+STATUS = "/api/v1/organization/device/status"
+
+TEMPERATURE, HUMIDITY, STATUS_DS, POSITION, MODE = 1, 2, 3, 4, 5
+FIRST_DEVICE = 301
+DEVICES = 30
+
+
+def token_of(device_id: int) -> str:
+    """The 32-character auth token the test fleet gives a device."""
+    return f"MqttTestToken{device_id:019d}"
+
+
+FLEET_YAML = """
+organizations:
+  - id: 1
+    name: MQTT Farms
+    clients:
+      - {client_id: mqtt-backend, client_secret: "mqtt-secret-0123456789abcdef"}
+    products:
+      - id: 10
+        name: Weather Station
+        datastreams:
+          - {id: 1, pin: v1, label: Temperature, type: double, min: -40, max: 85}
+          - {id: 2, pin: v2, label: Humidity, type: integer, min: 0, max: 100}
+          - {id: 3, pin: v3, label: Status, type: string}
+          - {id: 4, pin: v4, label: Position, type: location}
+          - {id: 5, pin: v5, label: Mode, type: enum, options: {0: "Off", 1: Eco, 2: Boost},
+             history: false}
+    devices:
+""" + "".join(
+    f"      - {{id: {d}, name: Device {d}, product: 10, token: {token_of(d)}}}\n"
+    for d in range(FIRST_DEVICE, FIRST_DEVICE + DEVICES)
+)
+
+
+class Devices:
+    """Hands out one unused fleet device per test."""
+
+    def __init__(self) -> None:
+        self._next = FIRST_DEVICE
+
+    def take(self) -> int:
+        device_id = self._next
+        self._next += 1
+        assert device_id < FIRST_DEVICE + DEVICES, "add devices to FLEET_YAML"
+        return device_id
+
+
+class Env:
+    def __init__(self, server: Server, mqtt_port: int, api: Api) -> None:
+        self.server = server
+        self.mqtt_port = mqtt_port
+        self.api = api
+        self.devices = Devices()
+
+    def status(self, device_id: int) -> dict[str, Any]:
+        response = self.api.get(STATUS, deviceId=device_id)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def value(self, device_id: int, ds_id: int) -> Any:
+        response = self.api.get(VALUES, deviceId=device_id, dataStreamIds=ds_id)
+        assert response.status_code == 200, response.text
+        (item,) = response.json()
+        return item.get("value")
+
+    def wait_for(self, what: str, check: Any, deadline: float = DEADLINE) -> Any:
+        """Poll `check()` until it returns something truthy."""
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            result = check()
+            if result:
+                return result
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def env(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    """One server per store backend, with the MQTT listener on."""
+    data_dir = tmp_path_factory.mktemp(f"mqtt-{backend}")
+    fleet = data_dir / "fleet.yaml"
+    fleet.write_text(FLEET_YAML)
+    apply_fleet(data_dir, fleet)
+    mqtt_port = free_port()
+    server = Server(data_dir, "--mqtt-port", str(mqtt_port)).start()
+    api = Api(server.url, client_token(server.url, CLIENT))
+    try:
+        yield Env(server, mqtt_port, api)
+    finally:
+        api.close()
+        assert server.stop() == 0, Path(server.log).read_text()
+
+
+class Device:
+    """A paho-mqtt client as a Blynk MQTT device."""
+
+    def __init__(self, env: Env, device_id: int, token: str | None = None) -> None:
+        self.device_id = device_id
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        self.client.username_pw_set("device", token if token is not None else token_of(device_id))
+        self.client.reconnect_delay_set(min_delay=60, max_delay=120)
+        self.connected = threading.Event()
+        self.refused = threading.Event()
+        self.disconnected = threading.Event()
+        self.subscribed = threading.Event()
+        self.reason: Any = None
+        self.granted: list[Any] = []
+        self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.seen: list[tuple[str, bytes]] = []
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self.client.connect("127.0.0.1", env.mqtt_port, keepalive=60)
+        self.client.loop_start()
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self.reason = reason
+        (self.refused if reason.is_failure else self.connected).set()
+
+    def _on_disconnect(
+        self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        self.disconnected.set()
+
+    def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self.messages.put((message.topic, bytes(message.payload)))
+
+    def _on_subscribe(
+        self, client: Any, userdata: Any, mid: int, reasons: list[Any], props: Any
+    ) -> None:
+        self.granted = reasons
+        self.subscribed.set()
+
+    def wait_connected(self) -> Device:
+        assert self.connected.wait(DEADLINE), f"not connected: {self.reason}"
+        return self
+
+    def subscribe(self, topic_filter: str = "downlink/#", qos: int = 1) -> None:
+        self.subscribed.clear()
+        self.client.subscribe(topic_filter, qos)
+        assert self.subscribed.wait(DEADLINE), "no SUBACK"
+
+    def publish(self, topic: str, payload: str | bytes, qos: int = 1) -> None:
+        info = self.client.publish(topic, payload, qos=qos)
+        if qos:
+            info.wait_for_publish(DEADLINE)
+            assert info.is_published(), "no PUBACK"
+
+    def expect(self, topic: str, deadline: float = DEADLINE) -> bytes:
+        """The payload of the next message on `topic`; messages before it go to `seen`."""
+        end = time.monotonic() + deadline
+        while True:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no message on {topic}; saw {self.seen}")
+            try:
+                got, payload = self.messages.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            self.seen.append((got, payload))
+            if got == topic:
+                return payload
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def devices(env: Env) -> Iterator[list[Device]]:
+    """Paho devices a test opens; each is disconnected when the test ends."""
+    opened: list[Device] = []
+    yield opened
+    for device in opened:
+        device.close()
+
+
+def connect(env: Env, devices: list[Device], device_id: int, token: str | None = None) -> Device:
+    device = Device(env, device_id, token)
+    devices.append(device)
+    return device
+
+
+# a raw MQTT client, for what paho will not do ----------------------------------------------
+
+
+def _string(text: str) -> bytes:
+    raw = text.encode()
+    return len(raw).to_bytes(2, "big") + raw
+
+
+def connect_bytes(token: str, keep_alive: int = 60, level: int = 4) -> bytes:
+    body = _string("MQTT") + bytes((level, 0xC2)) + keep_alive.to_bytes(2, "big")
+    body += _string("raw") + _string("device") + _string(token)
+    return b"\x10" + encode_remaining_length(len(body)) + body
+
+
+def raw_connect(env: Env, token: str, keep_alive: int = 60, level: int = 4) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", env.mqtt_port), timeout=DEADLINE)
+    sock.sendall(connect_bytes(token, keep_alive, level))
+    return sock
+
+
+def recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def wait_closed(sock: socket.socket) -> None:
+    """Read until the server closes the connection (deadline: the socket timeout)."""
+    while True:
+        try:
+            chunk = sock.recv(4096)
+        except ConnectionResetError:
+            return
+        if not chunk:
+            return
+
+
+# connecting ------------------------------------------------------------------------------
+
+
+def test_connect_ok(env: Env, devices: list[Device]) -> None:
+    device_id = env.devices.take()
+    connect(env, devices, device_id).wait_connected()
+    status = env.wait_for("connected", lambda: (s := env.status(device_id))["connected"] and s)
+    assert status["protocol"] == "mqtt"
+
+
+def test_bad_token_is_refused_with_connack_4(env: Env, devices: list[Device]) -> None:
+    device = connect(env, devices, env.devices.take(), token="X" * 32)
+    assert device.refused.wait(DEADLINE), "no CONNACK"
+    assert device.reason == "Bad user name or password"
+    assert not device.connected.is_set()
+
+
+def test_bad_credentials_on_the_wire(env: Env) -> None:
+    device_id = env.devices.take()
+    with raw_connect(env, "Y" * 32) as sock:
+        assert recv_exactly(sock, 4) == b"\x20\x02\x00\x04"
+        wait_closed(sock)
+    body = _string("MQTT") + bytes((4, 0xC2)) + (60).to_bytes(2, "big")
+    body += _string("raw") + _string("someone") + _string(token_of(device_id))
+    with socket.create_connection(("127.0.0.1", env.mqtt_port), timeout=DEADLINE) as sock:
+        sock.sendall(b"\x10" + encode_remaining_length(len(body)) + body)
+        assert recv_exactly(sock, 4) == b"\x20\x02\x00\x04"  # user name must be `device`
+        wait_closed(sock)
+
+
+def test_unsupported_protocol_level_is_connack_1(env: Env) -> None:
+    with raw_connect(env, token_of(env.devices.take()), level=5) as sock:
+        assert recv_exactly(sock, 4) == b"\x20\x02\x00\x01"
+        wait_closed(sock)
+
+
+def test_second_connection_replaces_the_first(env: Env, devices: list[Device]) -> None:
+    device_id = env.devices.take()
+    first = connect(env, devices, device_id).wait_connected()
+    second = connect(env, devices, device_id).wait_connected()
+    assert first.disconnected.wait(DEADLINE), "the first connection was not closed"
+    assert not second.disconnected.is_set()
+    second.publish("ds/Temperature", "12.5")
+    assert env.value(device_id, TEMPERATURE) == 12.5
+    assert env.status(device_id)["connected"] is True
+
+
+def test_dropped_connection_marks_the_device_offline(env: Env, devices: list[Device]) -> None:
+    device_id = env.devices.take()
+    device = Device(env, device_id).wait_connected()
+    env.wait_for("connected", lambda: env.status(device_id)["connected"])
+    device.client.loop_stop()  # no DISCONNECT: the TCP connection just ends
+    sock = device.client.socket()
+    assert isinstance(sock, socket.socket)
+    sock.close()
+    env.wait_for("offline", lambda: env.status(device_id)["connected"] is False, deadline=30)
+
+
+def test_keep_alive_expiry_closes_the_connection(env: Env) -> None:
+    device_id = env.devices.take()
+    with raw_connect(env, token_of(device_id), keep_alive=1) as sock:
+        assert recv_exactly(sock, 4) == b"\x20\x02\x00\x00"
+        started = time.monotonic()
+        wait_closed(sock)  # silent: the server closes after 1.5 x keep-alive
+        assert time.monotonic() - started >= 1.0
+    env.wait_for("offline", lambda: env.status(device_id)["connected"] is False)
+
+
+def test_malformed_bytes_close_only_that_connection(env: Env, devices: list[Device]) -> None:
+    good_id, bad_id = env.devices.take(), env.devices.take()
+    good = connect(env, devices, good_id).wait_connected()
+    with raw_connect(env, token_of(bad_id)) as sock:
+        assert recv_exactly(sock, 4) == b"\x20\x02\x00\x00"
+        sock.sendall(b"\x30\x05\x00\x09ds/")  # topic longer than the packet
+        wait_closed(sock)
+    with raw_connect(env, token_of(bad_id)) as sock:
+        assert recv_exactly(sock, 4) == b"\x20\x02\x00\x00"
+        sock.sendall(b"\x34\x00")  # QoS 2 is refused
+        wait_closed(sock)
+    with socket.create_connection(("127.0.0.1", env.mqtt_port), timeout=DEADLINE) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_closed(sock)
+    good.publish("ds/Temperature", "30.5")
+    assert env.value(good_id, TEMPERATURE) == 30.5
+    assert not good.disconnected.is_set()
+    assert env.status(good_id)["connected"] is True
+
+
+# uplink ----------------------------------------------------------------------------------
+
+
+def test_publish_qos0_and_qos1(env: Env, devices: list[Device]) -> None:
+    device_id = env.devices.take()
+    device = connect(env, devices, device_id).wait_connected()
+    device.publish("ds/Temperature", "21.5", qos=0)
+    env.wait_for("the QoS 0 value", lambda: env.value(device_id, TEMPERATURE) == 21.5)
+    device.publish("ds/Humidity", "40", qos=1)
+    assert env.value(device_id, HUMIDITY) == 40  # durable once PUBACKed
+    device.publish("ds/Temperature", "99", qos=1)  # clamped to max
+    assert env.value(device_id, TEMPERATURE) == 85
+    device.publish("ds/Position", "30.5,50.25")
+    assert env.value(device_id, POSITION) == [30.5, 50.25]
+    device.publish("ds/Position", b"31.5\x0051.25")  # Blynk's NUL-separated multi-value
+    assert env.value(device_id, POSITION) == [31.5, 51.25]
+    device.publish("ds/Status", "all good")
+    assert env.value(device_id, STATUS_DS) == "all good"
+
+
+def test_batch_ds(env: Env, devices: list[Device]) -> None:
+    device_id = env.devices.take()
+    device = connect(env, devices, device_id).wait_connected()
+    device.publish("batch_ds", '{"Temperature": 23.1, "Humidity": 72, "Position": [1.5, 2.5]}')
+    assert env.value(device_id, TEMPERATURE) == 23.1
+    assert env.value(device_id, HUMIDITY) == 72
+    assert env.value(device_id, POSITION) == [1.5, 2.5]
+
+
+def test_a_burst_keeps_every_value_in_history(env: Env, devices: list[Device]) -> None:
+    device_id = env.devices.take()
+    device = connect(env, devices, device_id).wait_connected()
+    start = int(time.time() * 1000) - 1000
+    infos = [device.client.publish("ds/Humidity", str(i), qos=1) for i in range(1, 51)]
+    for info in infos:
+        info.wait_for_publish(DEADLINE)
+        assert info.is_published()
+    assert env.value(device_id, HUMIDITY) == 50
+    window = {"from": start, "to": int(time.time() * 1000) + 60_000}
+    response = env.api.get(
+        HISTORY, deviceId=device_id, dataStreamId=HUMIDITY, order="asc", size=1000, **window
+    )
+    assert response.status_code == 200, response.text
+    assert [point["value"] for point in response.json()["content"]] == list(range(1, 51))
+
+
+def test_timestamped_batch_lands_in_history(env: Env, devices: list[Device]) -> None:
+    device_id = env.devices.take()
+    device = connect(env, devices, device_id).wait_connected()
+    base = int(time.time() * 1000) - 3_600_000
+    device.publish("ds/Temperature/timestamped_batch", f"[[{base}, 20.5], [{base + 1000}, 21.5]]")
+    response = env.api.get(
+        HISTORY, deviceId=device_id, dataStreamId=TEMPERATURE, **{"from": base, "to": base + 1000}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "totalElements": 2,
+        "content": [{"createdAt": base + 1000, "value": 21.5}, {"createdAt": base, "value": 20.5}],
+    }
+    assert env.value(device_id, TEMPERATURE) == 21.5
+
+
+def test_property(env: Env, devices: list[Device]) -> None:
+    device_id = env.devices.take()
+    device = connect(env, devices, device_id).wait_connected()
+    device.subscribe()
+    device.publish("ds/Temperature/prop/color", "#FF0000")
+    response = env.api.get(PROPERTIES, deviceId=device_id, dataStreamIds=TEMPERATURE)
+    assert response.status_code == 200, response.text
+    assert response.json()[0]["properties"] == {"color": "#FF0000"}
+    device.publish("ds/Temperature/prop/color", "not a colour")
+    assert b"color" in device.expect("downlink/diag")
+    response = env.api.get(PROPERTIES, deviceId=device_id, dataStreamIds=TEMPERATURE)
+    assert response.json()[0]["properties"] == {"color": "#FF0000"}
+
+
+def test_mismatched_value_stores_nothing(env: Env, devices: list[Device]) -> None:
+    device_id = env.devices.take()
+    device = connect(env, devices, device_id).wait_connected()
+    device.publish("ds/Humidity", "22.7")  # integer datastream: acknowledged, not stored
+    assert device.expect("downlink/diag") == (
+        b"ds/Humidity: Value doesn't match the Datastream data type."
+    )
+    device.publish("ds/Mode", "7")
+    device.publish("ds/Nope", "1")
+    device.publish("batch_ds", '{"Humidity": "wet"}')
+    device.publish("ds/Temperature/timestamped_batch", '[[1, "hot"]]')
+    device.publish("ds/Temperature/erase", "")
+    for _ in range(5):
+        device.expect("downlink/diag")
+    assert env.value(device_id, HUMIDITY) is None
+    assert env.value(device_id, MODE) is None
+    assert env.value(device_id, TEMPERATURE) is None
+    assert env.status(device_id)["connected"] is True
+
+
+# downlink --------------------------------------------------------------------------------
+
+
+def test_get_ds_and_get_ds_all(env: Env, devices: list[Device]) -> None:
+    device_id = env.devices.take()
+    for ds_id, value in ((TEMPERATURE, 21.5), (STATUS_DS, "ok")):
+        body = {"deviceId": device_id, "dataStreamId": ds_id, "value": value}
+        assert env.api.post(UPDATE, body).status_code == 204
+    device = connect(env, devices, device_id).wait_connected()
+    device.subscribe()
+    device.publish("get/ds", "Temperature,Humidity")
+    assert device.expect("downlink/ds/Temperature") == b"21.5"
+    device.publish("get/ds/all", "")
+    assert device.expect("downlink/ds/Temperature") == b"21.5"
+    assert device.expect("downlink/ds/Status") == b"ok"
+    topics = [topic for topic, _ in device.seen]
+    assert "downlink/ds/Humidity" not in topics  # no value yet: nothing to send
+
+
+def test_organization_write_reaches_the_device(env: Env, devices: list[Device]) -> None:
+    device_id = env.devices.take()
+    device = connect(env, devices, device_id).wait_connected()
+    device.subscribe("downlink/#", qos=1)
+    assert [int(r.value) for r in device.granted] == [1]
+    body = {"deviceId": device_id, "dataStreamId": HUMIDITY, "value": 55}
+    assert env.api.post(UPDATE, body).status_code == 204
+    assert device.expect("downlink/ds/Humidity") == b"55"
+    location = {"deviceId": device_id, "dataStreamId": POSITION, "value": [10.5, 20.5]}
+    assert env.api.post(UPDATE, location).status_code == 204
+    assert device.expect("downlink/ds/Position") == b"10.5,20.5"
+    prop = {"deviceId": device_id, "dataStreamId": TEMPERATURE, "property": "color"}
+    assert env.api.post(PROPERTY, {**prop, "value": "#00FF00"}).status_code == 204
+    assert device.expect("downlink/ds/Temperature/prop/color") == b"#00FF00"
+
+
+def test_only_matching_subscriptions_receive(env: Env, devices: list[Device]) -> None:
+    device_id = env.devices.take()
+    device = connect(env, devices, device_id).wait_connected()
+    device.subscribe("downlink/ds/+", qos=0)
+    prop = {"deviceId": device_id, "dataStreamId": TEMPERATURE, "property": "color"}
+    assert env.api.post(PROPERTY, {**prop, "value": "#0000FF"}).status_code == 204
+    body = {"deviceId": device_id, "dataStreamId": HUMIDITY, "value": 5}
+    assert env.api.post(UPDATE, body).status_code == 204
+    assert device.expect("downlink/ds/Humidity") == b"5"
+    assert device.seen == [("downlink/ds/Humidity", b"5")]  # the property did not match
+
+
+def test_own_writes_are_not_echoed(env: Env, devices: list[Device]) -> None:
+    device_id = env.devices.take()
+    device = connect(env, devices, device_id).wait_connected()
+    device.subscribe()
+    device.publish("ds/Temperature", "19.5")
+    device.publish("batch_ds", '{"Status": "fine"}')
+    device.publish("ds/Temperature/prop/label", "Air")
+    stamp = time.time_ns() // 1_000_000
+    device.publish("ds/Temperature/timestamped_batch", f"[[{stamp}, 20.5]]")
+    body = {"deviceId": device_id, "dataStreamId": HUMIDITY, "value": 61}
+    assert env.api.post(UPDATE, body).status_code == 204
+    assert device.expect("downlink/ds/Humidity") == b"61"
+    assert device.seen == [("downlink/ds/Humidity", b"61")]
+
+
+def test_unsubscribe_stops_delivery(env: Env, devices: list[Device]) -> None:
+    device_id = env.devices.take()
+    device = connect(env, devices, device_id).wait_connected()
+    device.subscribe("downlink/ds/Humidity")
+    device.subscribe("downlink/ds/Temperature")
+    unsubscribed = threading.Event()
+    device.client.on_unsubscribe = lambda *args: unsubscribed.set()
+    device.client.unsubscribe("downlink/ds/Humidity")
+    assert unsubscribed.wait(DEADLINE)
+    for ds_id, value in ((HUMIDITY, 7), (TEMPERATURE, 7.5)):
+        body = {"deviceId": device_id, "dataStreamId": ds_id, "value": value}
+        assert env.api.post(UPDATE, body).status_code == 204
+    assert device.expect("downlink/ds/Temperature") == b"7.5"
+    assert device.seen == [("downlink/ds/Temperature", b"7.5")]
+
+
+def test_flood_beyond_the_rate_limit_is_dropped(env: Env, devices: list[Device]) -> None:
+    device_id = env.devices.take()
+    device = connect(env, devices, device_id).wait_connected()
+    batch = '{"Temperature": 1.5, "Humidity": 2, "Status": "s", "Position": [1, 2], "Mode": 1}'
+    for _ in range(600):  # 3,000 values at once; the default burst is 1,000
+        device.client.publish("batch_ds", batch, qos=0)
+    device.publish("ds/Status", "last")
+    assert b"Too many values" in device.expect("downlink/diag")
+    assert env.status(device_id)["connected"] is True
+
+
+# TLS -------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_mqtt_over_tls_and_shutdown_with_a_device_connected(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    command += ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"]
+    command += ["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"]
+    made = subprocess.run(
+        command,
+        capture_output=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    fleet = data_dir / "fleet.yaml"
+    fleet.write_text(FLEET_YAML)
+    apply_fleet(data_dir, fleet)
+    tls_port = free_port()
+    flags = ["--mqtt-tls-port", str(tls_port), "--tls-cert", str(cert), "--tls-key", str(key)]
+    server = Server(data_dir, *flags).start()
+    device_id = FIRST_DEVICE
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    client.reconnect_delay_set(min_delay=60, max_delay=120)
+    try:
+        client.tls_set(ca_certs=str(cert))
+        client.username_pw_set("device", token_of(device_id))
+        connected, disconnected = threading.Event(), threading.Event()
+        client.on_connect = lambda c, u, f, reason, p: connected.set()
+        client.on_disconnect = lambda c, u, f, reason, p: disconnected.set()
+        client.connect("127.0.0.1", tls_port, keepalive=60)
+        client.loop_start()
+        assert connected.wait(DEADLINE)
+        info = client.publish("ds/Humidity", "33", qos=1)
+        info.wait_for_publish(DEADLINE)
+        assert info.is_published()
+        api = Api(server.url, client_token(server.url, CLIENT))
+        try:
+            response = api.get(VALUES, deviceId=device_id, dataStreamIds=HUMIDITY)
+            assert response.json()[0]["value"] == 33
+        finally:
+            api.close()
+        assert server.stop() == 0, server.log.read_text()  # closes the device's connection
+        assert disconnected.wait(DEADLINE)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        server.stop()
