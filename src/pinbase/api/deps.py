@@ -9,9 +9,17 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BeforeValidator
 
 from ..domain.errors import Invalid
-from ..domain.model import ALL_PERMISSIONS, Catalog
+from ..domain.model import (
+    ALL_PERMISSIONS,
+    INT32_MAX,
+    INT32_MIN,
+    INT64_MAX,
+    INT64_MIN,
+    Catalog,
+)
 from ..domain.permissions import Principal
 from ..ingest import now_ms
 from ..ratelimit import retry_after
@@ -86,6 +94,18 @@ async def decode(request: Request, kind: type[T]) -> T:
         raise Invalid(f"Request body is not valid JSON: {exc}.") from None
     except RecursionError:
         raise Invalid("Request body is nested too deeply.") from None
+
+
+def _plain_integer(value: object) -> object:
+    """Query integers are plain decimal digits: no '+', '_', '.0' or exponent."""
+    if isinstance(value, str) and not _INTEGER.fullmatch(value):
+        raise ValueError("must be an integer")
+    return value
+
+
+StrictInt = Annotated[int, BeforeValidator(_plain_integer)]
+Int32Query = Annotated[StrictInt, Query(ge=INT32_MIN, le=INT32_MAX)]
+Int64Query = Annotated[StrictInt, Query(ge=INT64_MIN, le=INT64_MAX)]
 
 
 IdsQuery = Annotated[

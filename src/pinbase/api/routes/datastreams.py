@@ -7,7 +7,6 @@ from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Request
-from pydantic import BeforeValidator
 from starlette.responses import Response
 
 from ...domain import batch
@@ -28,7 +27,16 @@ from ...domain.values import Value, parse_json_value
 from ...ingest import now_ms
 from ...ratelimit import retry_after
 from ...store.records import StoredValue
-from ..deps import IdsQuery, OrgContext, decode, int_list, unique
+from ..deps import (
+    IdsQuery,
+    Int32Query,
+    Int64Query,
+    OrgContext,
+    StrictInt,
+    decode,
+    int_list,
+    unique,
+)
 from ..errors import ApiError
 from ..openapi import json_body, responses
 from ..schemas import (
@@ -46,18 +54,6 @@ from ..schemas import (
 
 router = APIRouter(prefix="/api", tags=["Organization datastreams"])
 
-
-def _plain_integer(value: object) -> object:
-    """Query integers are plain decimal digits: no '+', '_', '.0' or exponent."""
-    if isinstance(value, str) and not _QUERY_INTEGER.fullmatch(value):
-        raise ValueError("must be an integer")
-    return value
-
-
-_QUERY_INTEGER = re.compile(r"-?[0-9]{1,20}")
-StrictInt = Annotated[int, BeforeValidator(_plain_integer)]
-Int32Query = Annotated[StrictInt, Query(ge=INT32_MIN, le=INT32_MAX)]
-Int64Query = Annotated[StrictInt, Query(ge=INT64_MIN, le=INT64_MAX)]
 
 _DATASTREAM_ID = re.compile(r"[0-9]{1,10}")
 MAX_BATCH_DEVICES = 10

@@ -7,10 +7,9 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from ...domain.permissions import covered_device
-from ..deps import OrgContext
+from ..deps import Int32Query, OrgContext
 from ..openapi import responses
 from ..schemas import DeviceStatusBody
-from .datastreams import Int32Query
 
 router = APIRouter(prefix="/api", tags=["Organization devices"])
 
