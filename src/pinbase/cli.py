@@ -220,6 +220,8 @@ def apply_command(
 def demo(
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8080,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    hardware_port: Annotated[int, typer.Option(help="Hardware protocol (TCP) port.")] = 8442,
+    mqtt_port: Annotated[int, typer.Option(help="MQTT port.")] = 1883,
     data_dir: Annotated[
         Path | None,
         typer.Option(help="Where to create the demo database [default: a new temporary dir]."),
@@ -228,7 +230,7 @@ def demo(
     """Serve a demo fleet whose simulated devices write values every second."""
     from .demo import run_demo
 
-    run_demo(host, port, data_dir)
+    run_demo(host, port, hardware_port, mqtt_port, data_dir)
 
 
 @app.command(
