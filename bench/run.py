@@ -14,8 +14,6 @@ import platform
 import shutil
 import sqlite3
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,59 +22,25 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent / "src"))
+from common import (
+    CLIENT,
+    DEVICES,
+    REPEATS,
+    ROOT,
+    Server,
+    fleet,
+    median_ms,
+    rss_kib,
+    timed,
+    wrk,
+)
+from pinbase.cli import apply_document
+from pinbase.config import database_url
+from pinbase.store.sqlite_schema import migrate
 
-from pinbase.cli import apply_document  # noqa: E402
-from pinbase.config import database_url  # noqa: E402
-from pinbase.store.sqlite_schema import migrate  # noqa: E402
-
-DEVICES = 10_000
 ROWS = 10_000
 HISTORY_POINTS = 1_000_000
-REPEATS = 7
-CLIENT = ("bench-backend", "bench-secret-0123456789abcdef")
 HISTORY_DEVICE = 1
-WRK_SECONDS = 10
-WRK_CONNECTIONS = 64
-
-
-def fleet() -> dict[str, Any]:
-    return {
-        "organizations": [
-            {
-                "id": 1,
-                "name": "Bench",
-                "clients": [{"client_id": CLIENT[0], "client_secret": CLIENT[1]}],
-                "products": [
-                    {
-                        "id": 1,
-                        "name": "Meter",
-                        "datastreams": [
-                            {"id": 1, "pin": "v1", "label": "Temperature", "type": "double"},
-                            {"id": 2, "pin": "v2", "label": "Humidity", "type": "integer"},
-                        ],
-                    }
-                ],
-                "devices": [
-                    {"id": i, "name": f"meter-{i}", "product": 1} for i in range(1, DEVICES + 1)
-                ],
-            }
-        ]
-    }
-
-
-def median_ms(samples: list[float]) -> float:
-    return round(statistics.median(samples) * 1000, 2)
-
-
-def timed(fn: Callable[[], object], repeats: int = REPEATS) -> list[float]:
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return samples
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -86,38 +50,6 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
-class Server:
-    def __init__(self, data_dir: Path, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self.process = subprocess.Popen(
-            [
-                sys.executable, "-m", "pinbase", "serve", "--port", str(port),
-                "--data-dir", str(data_dir), "--log-level", "warning",
-                "--org-rate-limit", "1000000000", "--import-rate", "1000000",
-                "--import-burst", "1000000", "--hardware-port", "0", "--mqtt-port", "0",
-            ],
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise RuntimeError("server did not start")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=60)
-
-
 def seed_history(db: Path) -> None:
     """1,000,000 points on device 1, datastream 1, one per second (setup, not measured)."""
     conn = connect(db)
@@ -125,7 +57,10 @@ def seed_history(db: Path) -> None:
     conn.execute("BEGIN")
     conn.executemany(
         "INSERT INTO history (device_id, ds_id, ts, value) VALUES (?, 1, ?, ?)",
-        ((HISTORY_DEVICE, base + i * 1000, f"{20 + (i % 100) / 10}") for i in range(HISTORY_POINTS)),
+        (
+            (HISTORY_DEVICE, base + i * 1000, f"{20 + (i % 100) / 10}")
+            for i in range(HISTORY_POINTS)
+        ),
     )
     conn.execute("COMMIT")
     conn.close()
@@ -189,20 +124,6 @@ def raw_import_baseline(work: Path, points: list[dict[str, Any]]) -> list[float]
     return samples
 
 
-def wrk(url: str, script: Path | None) -> float:
-    """Requests per second reported by wrk over keep-alive connections."""
-    command = ["wrk", "-t2", f"-c{WRK_CONNECTIONS}", f"-d{WRK_SECONDS}s", "--latency"]
-    if script is not None:
-        command += ["-s", str(script)]
-    output = subprocess.run(
-        [*command, url], capture_output=True, text=True, check=True
-    ).stdout
-    for line in output.splitlines():
-        if line.startswith("Requests/sec:"):
-            return float(line.split()[1])
-    raise RuntimeError(output)
-
-
 WRK_SCRIPT = """
 local counter = 0
 wrk.method = "POST"
@@ -211,7 +132,9 @@ wrk.headers["Authorization"] = "Bearer %s"
 request = function()
   counter = counter + 1
   local device = (counter %% %d) + 1
-  local body = string.format('{"deviceId":%%d,"dataStreamId":1,"value":%%d.5}', device, counter %% 50)
+  local body = string.format(
+    '{"deviceId":%%d,"dataStreamId":1,"value":%%d.5}', device, counter %% 50
+  )
   return wrk.format(nil, nil, nil, body)
 end
 response = function(status, headers, body)
@@ -240,7 +163,7 @@ def main() -> None:
         results["provision_10k_devices_s"] = round(time.perf_counter() - start, 2)
         seed_history(data_dir / "pinbase.db")
 
-        server = Server(data_dir, 18099)
+        server = Server(18099, "--data-dir", str(data_dir))
         try:
             http = httpx.Client(base_url=server.url, timeout=120)
             token = http.post(
@@ -287,8 +210,12 @@ def main() -> None:
                     response = http.get(
                         "/api/v1/organization/device/datastream/history",
                         params={
-                            "deviceId": HISTORY_DEVICE, "dataStreamId": 1, "from": 0,
-                            "to": 2_000_000_000_000, "page": page, "size": 1000,
+                            "deviceId": HISTORY_DEVICE,
+                            "dataStreamId": 1,
+                            "from": 0,
+                            "to": 2_000_000_000_000,
+                            "page": page,
+                            "size": 1000,
                         },
                     )
                     assert response.status_code == 200

@@ -10,6 +10,7 @@ import msgspec
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BeforeValidator
+from starlette.requests import ClientDisconnect
 
 from ..domain.errors import Invalid
 from ..domain.model import (
@@ -83,7 +84,10 @@ OrgContext = Annotated[Context, Depends(organization_context)]
 
 async def decode(request: Request, kind: type[T]) -> T:
     """Parse the JSON body strictly into `kind`; any problem is a 400 naming it."""
-    body = await request.body()
+    try:
+        body = await request.body()
+    except ClientDisconnect:
+        raise ApiError(400, "The client went away before sending the whole body.") from None
     if not body:
         raise Invalid("Request body is empty; a JSON object is expected.")
     try:

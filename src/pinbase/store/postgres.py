@@ -101,6 +101,13 @@ _TABLES: tuple[tuple[str, str, type[Any]], ...] = (
 )
 
 
+class _PooledConnection(asyncpg.Connection):  # type: ignore[misc]
+    """pinbase keeps no session state on pooled connections: skip the reset on release."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 def _upsert_sql(table: str, key: str, row_type: type[Any]) -> str:
     columns = [f.name for f in fields(row_type)]
     keys = {k.strip() for k in key.split(",")}
@@ -135,7 +142,11 @@ class PostgresStore(Store):
     async def open(self) -> None:
         try:
             self._pool = await asyncpg.create_pool(
-                self.url, min_size=2, max_size=16, command_timeout=60
+                self.url,
+                min_size=2,
+                max_size=16,
+                command_timeout=60,
+                connection_class=_PooledConnection,
             )
             async with self._pool.acquire() as conn:
                 await migrate(conn)
@@ -302,7 +313,9 @@ class PostgresStore(Store):
             batches = [(False, current), (True, sorted(newer.items()))]
             batches = [b for b in batches if b[1]] or [(False, [])]
             changed = 0
-            async with conn.transaction():
+            # one statement is its own transaction; two need an explicit one
+            atomic = conn.transaction() if len(batches) > 1 else contextlib.nullcontext()
+            async with atomic:
                 for only_newer, items in batches:
                     current_rows = [(d, s, v, t) for (d, s), (v, t) in items]
                     counts = await conn.fetchrow(

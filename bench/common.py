@@ -1,0 +1,133 @@
+"""Helpers shared by the benchmarks (bench/run.py on SQLite, bench/postgres.py on PostgreSQL)."""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT.parent / "src") not in sys.path:
+    sys.path.insert(0, str(ROOT.parent / "src"))
+
+DEVICES = 10_000
+REPEATS = 7
+CLIENT = ("bench-backend", "bench-secret-0123456789abcdef")
+WRK_SECONDS = 10
+WRK_CONNECTIONS = 64
+
+
+def fleet() -> dict[str, Any]:
+    return {
+        "organizations": [
+            {
+                "id": 1,
+                "name": "Bench",
+                "clients": [{"client_id": CLIENT[0], "client_secret": CLIENT[1]}],
+                "products": [
+                    {
+                        "id": 1,
+                        "name": "Meter",
+                        "datastreams": [
+                            {"id": 1, "pin": "v1", "label": "Temperature", "type": "double"},
+                            {"id": 2, "pin": "v2", "label": "Humidity", "type": "integer"},
+                        ],
+                    }
+                ],
+                "devices": [
+                    {"id": i, "name": f"meter-{i}", "product": 1} for i in range(1, DEVICES + 1)
+                ],
+            }
+        ]
+    }
+
+
+def median_ms(samples: list[float]) -> float:
+    return round(statistics.median(samples) * 1000, 2)
+
+
+def timed(fn: Callable[[], object], repeats: int = REPEATS) -> list[float]:
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+class Server:
+    """A real `pinbase serve` process on a loopback port; `store` selects the database."""
+
+    def __init__(self, port: int, *store: str, log: Path | None = None) -> None:
+        """`log`: a file to append the server's output to (default: this process's)."""
+        self.url = f"http://127.0.0.1:{port}"
+        with contextlib.ExitStack() as files:
+            output = None if log is None else files.enter_context(log.open("ab"))
+            self.process = subprocess.Popen(
+                [
+                    sys.executable, "-m", "pinbase", "serve", "--port", str(port), *store,
+                    "--log-level", "warning",
+                    "--org-rate-limit", "1000000000", "--import-rate", "1000000",
+                    "--import-burst", "1000000", "--hardware-port", "0", "--mqtt-port", "0",
+                ],
+                stdout=output,
+                stderr=output,
+            )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with status {self.process.returncode}")
+            try:
+                if httpx.get(f"{self.url}/healthz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("server did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)
+
+
+def wrk_command(
+    url: str,
+    script: Path | None,
+    connections: int = WRK_CONNECTIONS,
+    threads: int = 2,
+    seconds: int = WRK_SECONDS,
+) -> list[str]:
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if script is not None:
+        command += ["-s", str(script)]
+    return [*command, url]
+
+
+def requests_per_second(output: str) -> float:
+    """The Requests/sec figure of a wrk report."""
+    for line in output.splitlines():
+        if line.startswith("Requests/sec:"):
+            return float(line.split()[1])
+    raise RuntimeError(output)
+
+
+def wrk(url: str, script: Path | None) -> float:
+    """Requests per second reported by wrk over keep-alive connections."""
+    output = subprocess.run(
+        wrk_command(url, script), capture_output=True, text=True, check=True
+    ).stdout
+    return requests_per_second(output)
