@@ -30,6 +30,13 @@ class Listener:
         assert self.ready.wait(DEADLINE), "the stream did not open"
 
     def _run(self, token: str, params: dict[str, str]) -> None:
+        try:
+            self._read(token, params)
+        except (httpx.HTTPError, OSError):
+            if not self._stop.is_set():  # closing the client ends the read; nothing else may
+                raise
+
+    def _read(self, token: str, params: dict[str, str]) -> None:
         headers = {"Authorization": f"Bearer {token}"}
         with self._client.stream("GET", LIVE, headers=headers, params=params) as response:
             kind = ""
