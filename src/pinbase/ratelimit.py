@@ -15,17 +15,26 @@ class TokenBuckets:
         self.burst = burst
         self._buckets: dict[Hashable, tuple[float, float]] = {}
 
-    def take(self, key: Hashable, now: float | None = None) -> float:
-        """Take one token; return 0 when granted, else the seconds until one is available."""
+    def take(self, key: Hashable, count: int = 1, now: float | None = None) -> float:
+        """Take `count` tokens at once (all or none); 0 when granted, else the seconds to wait.
+
+        A request for more than `burst` tokens takes a full bucket, so it is never refused
+        for ever.
+        """
         now = time.monotonic() if now is None else now
+        need = min(count, self.burst)
         tokens, stamp = self._buckets.get(key, (self.burst, now))
         tokens = min(self.burst, tokens + (now - stamp) * self.rate)
-        if tokens >= 1:
-            self._buckets[key] = (tokens - 1, now)
+        if tokens >= need:
+            self._buckets[key] = (tokens - need, now)
             return 0.0
         self._buckets[key] = (tokens, now)
-        return (1 - tokens) / self.rate if self.rate > 0 else math.inf
+        return (need - tokens) / self.rate if self.rate > 0 else math.inf
+
+
+MAX_RETRY_AFTER = 86_400
 
 
 def retry_after(seconds: float) -> str:
-    return str(max(1, math.ceil(seconds)))
+    """A Retry-After header value: whole seconds, at least 1, at most a day."""
+    return str(max(1, math.ceil(min(seconds, MAX_RETRY_AFTER))))

@@ -36,12 +36,10 @@ def datastream_by_pin(catalog: Catalog, device: Device, pin: str) -> Datastream 
 
 
 def take_quota(services: Services, device: Device, count: int = 1) -> None:
-    """Charge `count` values to the device's rate limit, or raise RateLimited."""
-    limits = services.device_limits
-    for _ in range(count):
-        wait = limits.take(device.id)
-        if wait:
-            raise RateLimited(wait)
+    """Charge `count` values to the device's rate limit (all or none), or raise RateLimited."""
+    wait = services.device_limits.take(device.id, count)
+    if wait:
+        raise RateLimited(wait)
 
 
 async def write_text(

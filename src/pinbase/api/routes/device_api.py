@@ -48,7 +48,6 @@ NO_DATASTREAM_ID = "No datastream setup for that dataStreamId."
 NO_VALUE = "No value stored for that pin."
 
 MAX_TOKEN_LENGTH = 128
-MAX_RETRY_AFTER = 86_400.0
 _PIN = re.compile(r"([vVdDaA]?)([0-9]{1,3})")
 _DATASTREAM_ID = re.compile(r"[0-9]{1,9}")
 _JSON_TYPES = ("application/json",)
@@ -154,7 +153,7 @@ def _one(pairs: list[tuple[str, str]], name: str) -> str | None:
 
 
 def _rate_limited(exc: RateLimited) -> ApiError:
-    return ApiError(429, str(exc), {"Retry-After": retry_after(min(exc.wait, MAX_RETRY_AFTER))})
+    return ApiError(429, str(exc), {"Retry-After": retry_after(exc.wait)})
 
 
 def _charge(svc: AppServices, device: Device, count: int) -> None:
@@ -330,7 +329,7 @@ async def upload_points(svc: AppServices, request: Request) -> Response:
         raise ApiError(
             429,
             "Too many uploads from this device; slow down.",
-            {"Retry-After": retry_after(min(wait, MAX_RETRY_AFTER))},
+            {"Retry-After": retry_after(wait)},
         )
     _charge(svc, device, 1)
     await svc.ingest.import_points(device, ds, points, origin=None)

@@ -1,0 +1,40 @@
+"""Token buckets, driven by an explicit clock."""
+
+from __future__ import annotations
+
+import math
+
+from pinbase.ratelimit import TokenBuckets, retry_after
+
+
+def test_a_burst_is_granted_then_refused_until_refilled() -> None:
+    buckets = TokenBuckets(rate=2.0, burst=3)
+    assert [buckets.take("d", now=0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert buckets.take("d", now=0.0) == 0.5
+    assert buckets.take("d", now=0.5) == 0.0
+    assert buckets.take("other", now=0.5) == 0.0  # buckets are per key
+
+
+def test_several_tokens_are_taken_all_or_none() -> None:
+    buckets = TokenBuckets(rate=1.0, burst=10)
+    assert buckets.take("d", 8, now=0.0) == 0.0
+    assert buckets.take("d", 3, now=0.0) == 1.0  # only 2 left: nothing is taken
+    assert buckets.take("d", 2, now=0.0) == 0.0
+
+
+def test_more_than_a_burst_takes_a_full_bucket() -> None:
+    buckets = TokenBuckets(rate=1.0, burst=5)
+    assert buckets.take("d", 50, now=0.0) == 0.0
+    assert buckets.take("d", 1, now=0.0) == 1.0
+
+
+def test_a_zero_rate_never_refills() -> None:
+    buckets = TokenBuckets(rate=0.0, burst=1)
+    assert buckets.take("d", now=0.0) == 0.0
+    assert math.isinf(buckets.take("d", now=1e9))
+
+
+def test_retry_after_is_a_whole_number_of_seconds_at_least_one() -> None:
+    assert retry_after(0.01) == "1"
+    assert retry_after(2.3) == "3"
+    assert retry_after(math.inf) == "86400"
