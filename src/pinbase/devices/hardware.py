@@ -24,8 +24,8 @@ What the device sends
   increase (a read in the same millisecond as the previous one is stamped a millisecond later),
   so consecutive reads never replace each other's history points. A pin repeated within one read
   follows the store's same-timestamp rule: every value becomes current in turn and reaches live
-  subscribers, and history keeps the last (splitting such reads into one write per repeat cost
-  4x the throughput of a device streaming one pin).
+  subscribers, and history keeps the last (one write per repeat instead cut the throughput of
+  devices streaming one pin to about a quarter).
 - Values beyond the device's rate limit (`uplink.take_quota`) are dropped; like Blynk's server,
   the device is told RESPONSE QUOTA_LIMIT (1) at most once every `QUOTA_WARN_PERIOD` seconds.
 - `vr\\0<pin>[\\0<pin>...]` is answered with HARDWARE `vw\\0<pin>\\0<value>` per pin that has a
@@ -40,7 +40,9 @@ What the device sends
 - PING is answered RESPONSE 200. Any other command is answered ILLEGAL_COMMAND and the
   connection stays up (framing does not depend on the command). A malformed frame (message id
   0, a body larger than the limit) closes the connection. The body limit is the larger of 1024
-  bytes and the `buff-in` the device announced.
+  bytes and the `buff-in` the device announced. (blynklib 0.2.6 numbers its messages 0 after
+  the 65,535th; it is then disconnected and reconnects with fresh ids, as it also does against
+  Blynk's server, whose answer with id 0 it rejects.)
 
 What the device receives
 - Every frame is strictly smaller than the device's `buff-in` (1024 until announced); a value
@@ -57,14 +59,17 @@ What the device receives
     parses only the first message of each socket read and treats PROPERTY as fatal, so it gets
     no PROPERTY frames and each frame must arrive in a read of its own. Timing alone cannot
     promise that (a retransmitted segment, or a slow device, makes the kernel hand two frames
-    over at once), so pinbase uses a read barrier: after each frame it sends a PING
-    (`BARRIER_DELAY` later, so that the two rarely share a read) and sends the next frame only
-    once the device has answered that PING, which proves the device consumed everything before
-    it in an earlier read. If the PING shared a read with the frame, it is lost unanswered: it
-    is sent again after 10 ms, doubling up to `BARRIER_RETRY_MAX`. A device that never answers
-    is given up on after `BARRIER_PROBATION` seconds and falls back to pacing; one that has
-    answered before is waited for up to `BARRIER_GIVE_UP` seconds per frame. The first
-    frame after an idle spell goes out at once, so the barrier costs latency only in bursts.
+    over at once), so pinbase uses a read barrier. After every frame (responses and sync
+    answers included) it sends a PING, `BARRIER_DELAY` later so that the two rarely share a
+    read, and it sends the next frame only once the device has answered that PING. blynklib
+    answers only a message that came first in its read, so the answer proves that everything
+    sent before the PING was consumed by earlier reads. A PING that shared a read with the
+    frame is lost unanswered: it is sent again after 10 ms, then at doubling intervals up to
+    `BARRIER_RETRY_MAX`. A device that never answers is given up on after `BARRIER_PROBATION`
+    seconds and is paced instead (below); one that has answered before is waited for up to
+    `BARRIER_GIVE_UP` seconds per frame. The barrier completes within a round trip, so a frame
+    after an idle spell goes out at once: it costs latency only in bursts (about 1.3 ms per
+    frame on loopback).
   * anything else (no INTERNAL at all, or another library) gets no PROPERTY frames and is paced:
     consecutive frames leave at least `PACING_GAP` seconds apart, so that a client reading one
     message per read still sees each frame alone when it keeps up.
@@ -111,7 +116,7 @@ MAX_OUTBOX = 10_000
 BARRIER_DELAY = 0.001
 BARRIER_RETRY_FIRST = 0.01
 BARRIER_RETRY_MAX = 0.25
-BARRIER_PROBATION = 1.0
+BARRIER_PROBATION = 3.0
 BARRIER_GIVE_UP = 5.0
 PACING_GAP = 0.005
 
@@ -233,8 +238,9 @@ class HardwareConnection(asyncio.Protocol):
     # asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
-        # Pause writing as soon as anything is buffered: "drained" then means in the kernel.
-        self._transport.set_write_buffer_limits(high=0)
+        # Pause writing once bytes stay buffered: "drained" then means handed to the kernel (for
+        # TLS: to the socket transport). high=1, not 0: the TLS transport pauses at size >= high.
+        self._transport.set_write_buffer_limits(high=1, low=0)
         self.server.connections.add(self)
         self._timer = self.loop.call_later(LOGIN_TIMEOUT, self._login_timeout)
         self._task = self.loop.create_task(self._run())

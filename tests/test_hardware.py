@@ -1,0 +1,658 @@
+"""Blynk's hardware protocol end to end: a real `pinbase serve`, the real `blynklib` package and
+raw sockets as devices.
+
+Every test uses its own devices, so tests never see each other's values. Waits are bounded by
+generous deadlines; none of them decides a result by sleeping.
+"""
+
+from __future__ import annotations
+
+import queue
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import blynklib  # type: ignore[import-untyped]
+import pytest
+import yaml
+
+from conftest import Api, Server, apply_fleet, client_token, free_port
+
+DEADLINE = 15.0  # seconds; bounds a wait, never decides a result by itself
+CLIENT = ("hardware-backend", "hardware-secret-0123456789abcdef")
+
+VALUES = "/api/v2/organization/device/datastreams"
+HISTORY = "/api/v1/organization/device/datastream/history"
+UPDATE = "/api/v1/organization/device/datastream"
+UPDATES = "/api/v1/organization/device/datastreams"
+PROPERTY = "/api/v1/organization/device/datastream/property"
+PROPERTIES = "/api/v1/organization/device/datastream/properties"
+STATUS = "/api/v1/organization/device/status"
+
+TEMPERATURE, HUMIDITY, STATUS_DS, POSITION, MODE = 1, 2, 3, 4, 5
+FIRST_DEVICE = 1001
+DEVICES = 260
+RATE_BURST = 100  # values a device may write at once in this server
+
+# commands and statuses, spelled out here rather than imported from the code under test
+RESPONSE, LOGIN, PING, NOTIFY, SYNC, INTERNAL, PROPERTY_CMD, HARDWARE = 0, 2, 6, 14, 16, 17, 19, 20
+HW_LOGIN = 29
+OK, QUOTA_LIMIT, ILLEGAL_COMMAND, INVALID_TOKEN = 200, 1, 2, 9
+
+T = TypeVar("T")
+
+
+def token_of(device_id: int) -> str:
+    """The 32-character auth token the test fleet gives a device."""
+    return f"HwTestToken{device_id:021d}"
+
+
+def fleet() -> dict[str, Any]:
+    return {
+        "organizations": [
+            {
+                "id": 1,
+                "name": "Hardware Farms",
+                "clients": [{"client_id": CLIENT[0], "client_secret": CLIENT[1]}],
+                "products": [
+                    {
+                        "id": 10,
+                        "name": "Weather Station",
+                        "datastreams": [
+                            {"id": 1, "pin": "v1", "label": "Temperature", "type": "double",
+                             "min": -40, "max": 85},
+                            {"id": 2, "pin": "v2", "label": "Humidity", "type": "integer",
+                             "min": 0, "max": 100},
+                            {"id": 3, "pin": "v3", "label": "Status", "type": "string"},
+                            {"id": 4, "pin": "v4", "label": "Position", "type": "location"},
+                            {"id": 5, "pin": "v5", "label": "Mode", "type": "enum",
+                             "options": {0: "Off", 1: "Eco", 2: "Boost"}, "history": False},
+                        ],
+                    }
+                ],
+                "devices": [
+                    {"id": d, "name": f"Device {d}", "product": 10, "token": token_of(d)}
+                    for d in range(FIRST_DEVICE, FIRST_DEVICE + DEVICES)
+                ],
+            }
+        ]
+    }  # fmt: skip
+
+
+def wait_for(what: str, check: Callable[[], T | None], deadline: float = DEADLINE) -> T:
+    """Poll `check()` until it returns something truthy."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# raw devices ------------------------------------------------------------------------------
+def frame(command: int, msg_id: int, *fields: str | bytes) -> bytes:
+    body = b"\0".join(f.encode() if isinstance(f, str) else f for f in fields)
+    return struct.pack("!BHH", command, msg_id, len(body)) + body
+
+
+BLYNKLIB_INFO = ("ver", "0.2.6", "buff-in", "1024", "h-beat", "10", "dev", "python")
+ARDUINO_INFO = ("ver", "1.3.2", "h-beat", "45", "buff-in", "1024", "dev", "ESP32", "build", "x")
+
+
+class RawDevice:
+    """A device on a plain socket: frames in and out, server PINGs answered on the way."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+        self._buffer = b""
+        self._id = 0
+
+    def next_id(self) -> int:
+        self._id = self._id % 65535 + 1
+        return self._id
+
+    def send(self, command: int, *fields: str | bytes, msg_id: int | None = None) -> int:
+        mid = self.next_id() if msg_id is None else msg_id
+        self.sock.sendall(frame(command, mid, *fields))
+        return mid
+
+    def _read(self, size: int) -> bytes:
+        while len(self._buffer) < size:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed by the server")
+            self._buffer += chunk
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def receive(self, skip_pings: bool = True) -> tuple[int, int, Any]:
+        """The next frame as (command, msg_id, status or list of text fields)."""
+        while True:
+            command, msg_id, length = struct.unpack("!BHH", self._read(5))
+            if command == RESPONSE:
+                return command, msg_id, length
+            body = self._read(length)
+            if command == PING and skip_pings:
+                self.sock.sendall(struct.pack("!BHH", RESPONSE, msg_id, OK))
+                continue
+            return command, msg_id, body.decode().split("\0") if body else []
+
+    def expect_response(self, msg_id: int) -> int:
+        command, got_id, status = self.receive()
+        assert (command, got_id) == (RESPONSE, msg_id), (command, got_id, status)
+        return int(status)
+
+    def login(self, token: str, command: int = LOGIN) -> int:
+        return self.expect_response(self.send(command, token))
+
+    def announce(self, *info: str) -> None:
+        assert self.expect_response(self.send(INTERNAL, *info)) == OK
+
+    def ping(self) -> None:
+        """Round trip: everything sent before has been handled by the server."""
+        assert self.expect_response(self.send(PING)) == OK
+
+    def closed_by_server(self) -> bool:
+        """True once the server closed the connection (frames still queued are read past)."""
+        try:
+            while self.sock.recv(65536):
+                pass
+        except ConnectionResetError:
+            pass
+        return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# blynklib devices -------------------------------------------------------------------------
+class BlynkDevice:
+    """The real `blynklib` client, its loop running in a thread."""
+
+    def __init__(self, port: int, token: str, ssl_cert: str | None = None) -> None:
+        self.logs: list[str] = []
+        self.blynk = blynklib.Blynk(
+            token,
+            server="127.0.0.1",
+            port=port,
+            ssl_cert=ssl_cert,
+            heartbeat=10,
+            log=lambda *args: self.logs.append(" ".join(map(str, args))),
+        )
+        self.blynk._events = {}  # blynklib keeps handlers on the class; give each its own
+        self.blynk.RECONNECT_SLEEP = 0
+        self.writes: queue.Queue[tuple[int, list[str]]] = queue.Queue()
+        self.connects = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+        @self.blynk.handle_event("write V*")  # type: ignore[untyped-decorator]
+        def on_write(pin: int, values: list[str]) -> None:
+            self.writes.put((pin, values))
+
+        @self.blynk.handle_event("connect")  # type: ignore[untyped-decorator]
+        def on_connect() -> None:
+            self.connects += 1
+
+    def start(self) -> BlynkDevice:
+        assert self.blynk.connect(timeout=DEADLINE), self.logs
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.blynk.run()
+
+    def next_write(self) -> tuple[int, list[str]]:
+        try:
+            return self.writes.get(timeout=DEADLINE)
+        except queue.Empty:
+            raise AssertionError(f"no write reached blynklib; its log: {self.logs}") from None
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(DEADLINE)
+        self.blynk.disconnect()
+
+
+# the server -------------------------------------------------------------------------------
+class Env:
+    def __init__(self, server: Server, port: int, tls_port: int, cert: Path, api: Api) -> None:
+        self.server = server
+        self.port = port
+        self.tls_port = tls_port
+        self.cert = cert
+        self.api = api
+        self._next = FIRST_DEVICE
+        self._open: list[RawDevice | BlynkDevice] = []
+
+    def take(self, count: int = 1) -> int:
+        """The first of `count` unused fleet devices."""
+        first = self._next
+        self._next += count
+        assert self._next <= FIRST_DEVICE + DEVICES, "add devices to the fleet"
+        return first
+
+    def raw(self) -> RawDevice:
+        device = RawDevice(self.port)
+        self._open.append(device)
+        return device
+
+    def logged_in(self, device_id: int, *info: str) -> RawDevice:
+        device = self.raw()
+        assert device.login(token_of(device_id)) == OK
+        if info:
+            device.announce(*info)
+        return device
+
+    def blynk(self, device_id: int, tls: bool = False) -> BlynkDevice:
+        if tls:
+            device = BlynkDevice(self.tls_port, token_of(device_id), str(self.cert))
+        else:
+            device = BlynkDevice(self.port, token_of(device_id))
+        self._open.append(device)
+        return device.start()
+
+    def close_devices(self) -> None:
+        for device in self._open:
+            if isinstance(device, BlynkDevice):
+                device.stop()
+            else:
+                device.close()
+        self._open.clear()
+
+    def write(self, device_id: int, ds_id: int, value: Any) -> None:
+        body = {"deviceId": device_id, "dataStreamId": ds_id, "value": value}
+        response = self.api.post(UPDATE, body)
+        assert response.status_code == 204, response.text
+
+    def value(self, device_id: int, ds_id: int) -> Any:
+        response = self.api.get(VALUES, deviceId=device_id, dataStreamIds=ds_id)
+        assert response.status_code == 200, response.text
+        (item,) = response.json()
+        return item.get("value")
+
+    def status(self, device_id: int) -> dict[str, Any]:
+        response = self.api.get(STATUS, deviceId=device_id)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def hw_env(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    """One server per store backend with the hardware listeners (TCP and TLS) on."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a TLS certificate")
+    data_dir = tmp_path_factory.mktemp(f"hardware-{backend}")
+    fleet_file = data_dir / "fleet.yaml"
+    fleet_file.write_text(yaml.safe_dump(fleet()))
+    apply_fleet(data_dir, fleet_file)
+    cert, key = self_signed(data_dir)
+    port, tls_port = free_port(), free_port()
+    server = Server(
+        data_dir,
+        "--hardware-port", str(port),
+        "--hardware-tls-port", str(tls_port),
+        "--tls-cert", str(cert),
+        "--tls-key", str(key),
+        "--device-rate", "1",
+        "--device-burst", str(RATE_BURST),
+    ).start()  # fmt: skip
+    api = Api(server.url, client_token(server.url, CLIENT))
+    try:
+        yield Env(server, port, tls_port, cert, api)
+    finally:
+        api.close()
+        server.stop()
+
+
+@pytest.fixture
+def env(hw_env: Env) -> Iterator[Env]:
+    """The module's server; every device a test opens is closed after it."""
+    try:
+        yield hw_env
+    finally:
+        hw_env.close_devices()
+
+
+# blynklib ---------------------------------------------------------------------------------
+def test_blynklib_write_is_read_by_the_organization_api(env: Env) -> None:
+    device_id = env.take()
+    device = env.blynk(device_id)
+    device.blynk.virtual_write(1, 21.5)
+    device.blynk.virtual_write("V2", 40)
+    assert wait_for("V1 stored", lambda: env.value(device_id, TEMPERATURE) == 21.5)
+    assert wait_for("V2 stored", lambda: env.value(device_id, HUMIDITY) == 40)
+    status = env.status(device_id)
+    assert status["connected"] is True and status["protocol"] == "hardware"
+
+
+def test_blynklib_receives_organization_writes_one_by_one(env: Env) -> None:
+    device_id = env.take()
+    device = env.blynk(device_id)
+    env.write(device_id, HUMIDITY, 55)
+    assert device.next_write() == (2, ["55"])
+    # Several changes at once must reach blynklib as separate reads, none lost.
+    body = {"deviceId": device_id, "values": {"1": 20.25, "2": 7, "3": "open", "4": [30.5, 50.25]}}
+    response = env.api.post(UPDATES, body)
+    assert response.status_code == 204, response.text
+    for i in range(20):
+        env.write(device_id, HUMIDITY, i)
+    received = [device.next_write() for _ in range(24)]
+    assert received[:4] == [(1, ["20.25"]), (2, ["7"]), (3, ["open"]), (4, ["30.5", "50.25"])]
+    assert received[4:] == [(2, [str(i)]) for i in range(20)]
+    assert device.connects == 1, device.logs
+
+
+def test_blynklib_sync_delivers_current_values(env: Env) -> None:
+    device_id = env.take()
+    env.write(device_id, TEMPERATURE, 12.5)
+    env.write(device_id, HUMIDITY, 33)
+    env.write(device_id, MODE, 2)
+    device = env.blynk(device_id)
+    device.blynk.virtual_sync(2, 1, 3)  # V3 has no value: nothing comes for it
+    assert [device.next_write(), device.next_write()] == [(2, ["33"]), (1, ["12.5"])]
+    device.blynk.virtual_sync()  # no pins: every datastream that has a value
+    assert [device.next_write() for _ in range(3)] == [(1, ["12.5"]), (2, ["33"]), (5, ["2"])]
+    assert device.writes.empty()
+
+
+def test_blynklib_over_tls(env: Env) -> None:
+    device_id = env.take()
+    device = env.blynk(device_id, tls=True)
+    device.blynk.virtual_write(3, "over tls")
+    assert wait_for("V3 stored", lambda: env.value(device_id, STATUS_DS) == "over tls")
+    for i in range(10):
+        env.write(device_id, HUMIDITY, i)
+    assert [device.next_write() for _ in range(10)] == [(2, [str(i)]) for i in range(10)]
+    assert device.connects == 1, device.logs
+
+
+def test_blynklib_gets_no_property_frames(env: Env) -> None:
+    device_id = env.take()
+    device = env.blynk(device_id)
+    body = {"deviceId": device_id, "dataStreamId": 1, "property": "color", "value": "#FF0000"}
+    assert env.api.post(PROPERTY, body).status_code == 204
+    env.write(device_id, HUMIDITY, 3)
+    assert device.next_write() == (2, ["3"])
+    assert device.connects == 1, device.logs  # a PROPERTY frame would have broken its session
+
+
+# raw sockets: login -----------------------------------------------------------------------
+def test_invalid_token_is_answered_9_and_closed(env: Env) -> None:
+    device = env.raw()
+    assert device.login("x" * 32) == INVALID_TOKEN
+    assert device.closed_by_server()
+
+
+def test_hw_login_is_accepted(env: Env) -> None:
+    device_id = env.take()
+    device = env.raw()
+    assert device.login(token_of(device_id), command=HW_LOGIN) == OK
+    device.ping()
+
+
+def test_first_frame_must_be_a_login(env: Env) -> None:
+    device = env.raw()
+    device.send(PING)
+    assert device.closed_by_server()
+
+
+def test_ping_is_answered_with_its_id(env: Env) -> None:
+    device = env.logged_in(env.take())
+    msg_id = device.send(PING, msg_id=4242)
+    assert device.expect_response(msg_id) == OK
+
+
+def test_a_second_login_replaces_the_first(env: Env) -> None:
+    device_id = env.take()
+    first = env.logged_in(device_id)
+    second = env.logged_in(device_id)
+    assert first.closed_by_server()
+    second.ping()
+    status = env.status(device_id)
+    assert status["connected"] is True and status["protocol"] == "hardware"
+    env.write(device_id, HUMIDITY, 17)
+    assert second.receive() == (HARDWARE, 1, ["vw", "2", "17"])
+
+
+def test_silent_device_is_disconnected_after_its_heartbeat(env: Env) -> None:
+    device_id = env.take()
+    device = env.logged_in(device_id, "ver", "1.0", "h-beat", "1", "buff-in", "1024")
+    assert env.status(device_id)["connected"] is True
+    wait_for("offline", lambda: env.status(device_id)["connected"] is False, deadline=30)
+    assert device.closed_by_server()
+
+
+# raw sockets: malformed input -------------------------------------------------------------
+def test_malformed_frames_close_only_their_connection(env: Env) -> None:
+    bystander = env.logged_in(env.take())
+    zero_id = env.logged_in(env.take())
+    zero_id.sock.sendall(frame(PING, 0))
+    assert zero_id.closed_by_server()
+    oversized = env.logged_in(env.take())
+    oversized.sock.sendall(struct.pack("!BHH", HARDWARE, 9, 60_000) + b"vw\x001\x00")
+    assert oversized.closed_by_server()
+    bystander.ping()
+
+
+def test_body_above_the_default_buffer_is_refused_before_login(env: Env) -> None:
+    device = env.raw()
+    device.send(LOGIN, "x" * 1025)
+    assert device.closed_by_server()
+
+
+def test_unknown_commands_are_illegal_but_harmless(env: Env) -> None:
+    device = env.logged_in(env.take())
+    assert device.expect_response(device.send(NOTIFY, "a notification")) == ILLEGAL_COMMAND
+    assert device.expect_response(device.send(HARDWARE, "dw", "13", "1")) == ILLEGAL_COMMAND
+    device.ping()
+
+
+# raw sockets: values ----------------------------------------------------------------------
+def test_writes_of_every_type_and_pin_spelling(env: Env) -> None:
+    device_id = env.take()
+    device = env.logged_in(device_id)
+    device.send(HARDWARE, "vw", "1", "21.75")
+    device.send(HARDWARE, "vw", "V2", "150")  # clamped to max 100
+    device.send(HARDWARE, "vw", "v3", "héllo wörld")
+    device.send(HARDWARE, "vw", "4", "24.5", "-13.25")
+    device.send(HARDWARE, "vw", "5", "1")
+    device.ping()
+    assert env.value(device_id, TEMPERATURE) == 21.75
+    assert env.value(device_id, HUMIDITY) == 100
+    assert env.value(device_id, STATUS_DS) == "héllo wörld"
+    assert env.value(device_id, POSITION) == [24.5, -13.25]
+    assert env.value(device_id, MODE) == 1
+
+
+def test_mismatched_value_stores_nothing_and_is_illegal(env: Env) -> None:
+    device_id = env.take()
+    device = env.logged_in(device_id)
+    bad = [("vw", "2", "22.7"), ("vw", "5", "7"), ("vw", "4", "200", "1"), ("vw", "9", "1")]
+    for fields in bad:
+        assert device.expect_response(device.send(HARDWARE, *fields)) == ILLEGAL_COMMAND
+    assert env.value(device_id, HUMIDITY) is None
+    assert env.value(device_id, MODE) is None
+    assert env.value(device_id, POSITION) is None
+    # A bad frame among good ones refuses only itself.
+    device.sock.sendall(
+        frame(HARDWARE, 50, "vw", "2", "5")
+        + frame(HARDWARE, 51, "vw", "2", "nope")
+        + frame(HARDWARE, 52, "vw", "1", "-3.5")
+    )
+    assert device.expect_response(51) == ILLEGAL_COMMAND
+    device.ping()
+    assert env.value(device_id, HUMIDITY) == 5
+    assert env.value(device_id, TEMPERATURE) == -3.5
+
+
+def test_many_writes_in_one_read_keep_their_order(env: Env) -> None:
+    device_id = env.take()
+    device = env.logged_in(device_id)
+    start = time.time_ns() // 1_000_000
+    device.sock.sendall(b"".join(frame(HARDWARE, 10 + i, "vw", "2", str(i)) for i in range(50)))
+    device.ping()
+    assert env.value(device_id, HUMIDITY) == 49
+    history = env.api.get(
+        HISTORY, deviceId=device_id, dataStreamId=HUMIDITY, **{"from": start, "to": start + 60_000}
+    )
+    assert history.status_code == 200, history.text
+    assert history.json()["content"][0]["value"] == 49
+
+
+def test_vr_read_answers_with_bare_pins(env: Env) -> None:
+    device_id = env.take()
+    env.write(device_id, TEMPERATURE, 19.5)
+    env.write(device_id, POSITION, [2.25, 48.5])
+    device = env.logged_in(device_id)
+    msg_id = device.send(HARDWARE, "vr", "V1")
+    assert device.receive() == (HARDWARE, msg_id, ["vw", "1", "19.5"])
+    msg_id = device.send(HARDWARE, "vr", "4", "3", "2")  # V2 and V3 have no value
+    assert device.receive() == (HARDWARE, msg_id, ["vw", "4", "2.25", "48.5"])
+    device.ping()
+
+
+def test_raw_sync_of_everything(env: Env) -> None:
+    device_id = env.take()
+    env.write(device_id, STATUS_DS, "ready")
+    env.write(device_id, HUMIDITY, 61)
+    device = env.logged_in(device_id)
+    msg_id = device.send(SYNC)
+    assert device.receive() == (HARDWARE, msg_id, ["vw", "2", "61"])
+    assert device.receive() == (HARDWARE, msg_id, ["vw", "3", "ready"])
+    device.ping()
+
+
+def test_own_write_is_not_echoed(env: Env) -> None:
+    device_id = env.take()
+    device = env.logged_in(device_id)
+    device.send(HARDWARE, "vw", "1", "30.5")
+    device.ping()  # an echo would have been queued before this answer
+    assert env.value(device_id, TEMPERATURE) == 30.5
+    env.write(device_id, HUMIDITY, 44)
+    assert device.receive() == (HARDWARE, 1, ["vw", "2", "44"])
+
+
+def test_rate_limit_answers_quota_limit_once(env: Env) -> None:
+    device_id = env.take()
+    device = env.logged_in(device_id)
+    count = RATE_BURST + 20
+    device.sock.sendall(b"".join(frame(HARDWARE, 100 + i, "vw", "3", str(i)) for i in range(count)))
+    command, msg_id, status = device.receive()
+    assert (command, status) == (RESPONSE, QUOTA_LIMIT)
+    assert 100 + RATE_BURST <= msg_id < 100 + count
+    device.ping()  # no second QUOTA_LIMIT came before this answer
+    assert RATE_BURST - 1 <= int(env.value(device_id, STATUS_DS)) < count - 1
+
+
+def test_device_property_is_stored(env: Env) -> None:
+    device_id = env.take()
+    device = env.logged_in(device_id)
+    device.send(PROPERTY_CMD, "1", "label", "Outside")
+    device.send(PROPERTY_CMD, "2", "labels", "low", "high")
+    assert device.expect_response(device.send(PROPERTY_CMD, "1", "nope", "x")) == ILLEGAL_COMMAND
+    device.ping()
+    response = env.api.get(PROPERTIES, deviceId=device_id, dataStreamIds="1,2")
+    assert response.status_code == 200, response.text
+    assert [item["properties"] for item in response.json()] == [
+        {"label": "Outside"},
+        {"labels": '["low","high"]'},
+    ]
+
+
+# raw sockets: downlink --------------------------------------------------------------------
+def test_arduino_library_gets_property_frames(env: Env) -> None:
+    device_id = env.take()
+    device = env.logged_in(device_id, *ARDUINO_INFO)
+    body = {"deviceId": device_id, "dataStreamId": 1, "property": "color", "value": "#00FF00"}
+    assert env.api.post(PROPERTY, body).status_code == 204
+    command, _, fields = device.receive(skip_pings=False)
+    assert (command, fields) == (PROPERTY_CMD, ["1", "color", "#00FF00"])
+
+
+def test_nothing_is_sent_between_login_and_the_internal_answer(env: Env) -> None:
+    device_id = env.take()
+    device = env.raw()
+    assert device.login(token_of(device_id)) == OK
+    env.write(device_id, HUMIDITY, 12)  # queued until the device's INTERNAL is answered
+    msg_id = device.send(INTERNAL, *BLYNKLIB_INFO)
+    assert device.receive(skip_pings=False) == (RESPONSE, msg_id, OK)
+    assert device.receive() == (HARDWARE, 1, ["vw", "2", "12"])
+
+
+def test_frames_stay_below_the_announced_buffer(env: Env) -> None:
+    device_id = env.take()
+    device = env.logged_in(device_id, "ver", "1.0", "buff-in", "64")
+    env.write(device_id, STATUS_DS, "x" * 54)  # header 5 + "vw\0" "3\0" 5 + 54 = 64: too big
+    env.write(device_id, STATUS_DS, "y" * 53)  # 63 bytes: fits
+    assert device.receive() == (HARDWARE, 2, ["vw", "3", "y" * 53])
+
+
+def test_two_hundred_devices_at_once(env: Env) -> None:
+    first = env.take(200)
+    devices = [env.raw() for _ in range(200)]
+    for offset, device in enumerate(devices):
+        device.send(LOGIN, token_of(first + offset), msg_id=1)
+    for device in devices:
+        assert device.expect_response(1) == OK
+    for offset in range(0, 200, 20):
+        assert env.status(first + offset)["connected"] is True
+    env.write(first + 123, HUMIDITY, 77)
+    assert devices[123].receive() == (HARDWARE, 1, ["vw", "2", "77"])
+    devices[7].ping()
+
+
+# the listener's lifecycle -----------------------------------------------------------------
+def test_stopping_the_server_closes_device_connections(
+    backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    data_dir = tmp_path_factory.mktemp(f"hardware-stop-{backend}")
+    fleet_file = data_dir / "fleet.yaml"
+    fleet_file.write_text(yaml.safe_dump(fleet()))
+    apply_fleet(data_dir, fleet_file)
+    port = free_port()
+    server = Server(data_dir, "--hardware-port", str(port)).start()
+    device = RawDevice(port)
+    try:
+        assert device.login(token_of(FIRST_DEVICE)) == OK
+        device.send(HARDWARE, "vw", "2", "5")
+        device.ping()
+        assert server.stop() == 0
+        assert device.closed_by_server()
+    finally:
+        device.close()
+        if server.process is not None and server.process.poll() is None:
+            server.kill()
+
+
+def test_clients_are_told_apart_by_their_info() -> None:
+    from pinbase.devices.hardware import Client, classify
+
+    def info(*pairs: str) -> dict[str, str]:
+        return dict(zip(pairs[::2], pairs[1::2], strict=True))
+
+    assert classify(info(*ARDUINO_INFO)) is Client.FRAMED
+    assert classify(info(*BLYNKLIB_INFO)) is Client.ONE_PER_READ
+    assert classify(info("dev", "esp32-mpython")) is Client.ONE_PER_READ
+    assert classify(info("ver", "1.0", "dev", "linux-py")) is Client.UNKNOWN
