@@ -28,8 +28,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-bench: $(STAMP)  ## benchmarks; report in bench/README.md
+bench: $(STAMP)  ## benchmarks (SQLite, device protocols, PostgreSQL); report in bench/README.md
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/devices.py
+	$(BIN)/python bench/postgres.py
 
 clean:
 	rm -rf $(VENV) pinbase-data .pytest_cache .mypy_cache .ruff_cache

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import Server, apply_fleet, client_token
+from conftest import Bearer, Server, apply_fleet, client_token
 
 UPDATE = "/api/v1/organization/device/datastream"
 HISTORY = "/api/v1/organization/device/datastream/history"
@@ -19,30 +19,6 @@ STATUS = 3  # the string datastream `Status` of products 10 and 11: every value 
 DEVICES = (101, 102, 103, 105, 106, 107, 108, 110)
 WRITES_PER_DEVICE = 300
 KILL_AFTER = 1000  # acknowledgements over all writers; well below the 2400 writes planned
-
-
-class Bearer:
-    """Calls with one bearer token; unlike conftest's `Api` it keeps no connection open (a
-    leaked socket is a ResourceWarning, which this suite turns into an error)."""
-
-    def __init__(self, base_url: str, token: str) -> None:
-        self.base_url = base_url
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    def get(self, path: str, **params: object) -> httpx.Response:
-        return httpx.get(
-            self.base_url + path,
-            params=params,  # type: ignore[arg-type]
-            headers=self.headers,
-            timeout=30,
-        )
-
-    def post(self, path: str, body: object) -> httpx.Response:
-        return httpx.post(self.base_url + path, json=body, headers=self.headers, timeout=30)
-
-    def raw(self, path: str, content: bytes) -> httpx.Response:
-        headers = {**self.headers, "Content-Type": "application/json"}
-        return httpx.post(self.base_url + path, content=content, headers=headers, timeout=30)
 
 
 def next_millisecond() -> None:

@@ -9,37 +9,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ACME, GLOBEX, PASSWORDS, Server, apply_fleet, client_token, user_token
+from conftest import ACME, GLOBEX, PASSWORDS, Bearer, Server, apply_fleet, client_token, user_token
 
 TOKEN_PATH = "/oauth2/token"
 VALUES = "/api/v2/organization/device/datastreams"
 UPDATE = "/api/v1/organization/device/datastream"
 IMPORT = "/api/v1/organization/device/import/batch"
 TOKEN_KEYS = ("access_token", "refresh_token")
-
-
-class Bearer:
-    """Calls with one bearer token; unlike conftest's `Api` it keeps no connection open (a
-    leaked socket is a ResourceWarning, which this suite turns into an error)."""
-
-    def __init__(self, base_url: str, token: str) -> None:
-        self.base_url = base_url
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    def get(self, path: str, **params: object) -> httpx.Response:
-        return httpx.get(
-            self.base_url + path,
-            params=params,  # type: ignore[arg-type]
-            headers=self.headers,
-            timeout=30,
-        )
-
-    def post(self, path: str, body: object) -> httpx.Response:
-        return httpx.post(self.base_url + path, json=body, headers=self.headers, timeout=30)
-
-    def raw(self, path: str, content: bytes) -> httpx.Response:
-        headers = {**self.headers, "Content-Type": "application/json"}
-        return httpx.post(self.base_url + path, content=content, headers=headers, timeout=30)
 
 
 # --- helpers ------------------------------------------------------------------------------

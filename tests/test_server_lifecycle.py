@@ -19,6 +19,7 @@ from conftest import (
     ACME,
     FLEET,
     STARTUP_DEADLINE,
+    Bearer,
     Server,
     apply_fleet,
     client_token,
@@ -29,30 +30,6 @@ from pinbase.store.sqlite_schema import SCHEMA_VERSION
 UPDATE = "/api/v1/organization/device/datastream"
 HISTORY = "/api/v1/organization/device/datastream/history"
 VALUES = "/api/v2/organization/device/datastreams"
-
-
-class Bearer:
-    """Calls with one bearer token; unlike conftest's `Api` it keeps no connection open (a
-    leaked socket is a ResourceWarning, which this suite turns into an error)."""
-
-    def __init__(self, base_url: str, token: str) -> None:
-        self.base_url = base_url
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    def get(self, path: str, **params: object) -> httpx.Response:
-        return httpx.get(
-            self.base_url + path,
-            params=params,  # type: ignore[arg-type]
-            headers=self.headers,
-            timeout=30,
-        )
-
-    def post(self, path: str, body: object) -> httpx.Response:
-        return httpx.post(self.base_url + path, json=body, headers=self.headers, timeout=30)
-
-    def raw(self, path: str, content: bytes) -> httpx.Response:
-        headers = {**self.headers, "Content-Type": "application/json"}
-        return httpx.post(self.base_url + path, content=content, headers=headers, timeout=30)
 
 
 def clean_env(**extra: str) -> dict[str, str]:

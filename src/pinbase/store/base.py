@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import enum
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 from ..domain.model import Catalog
 from ..ratelimit import TokenBuckets
@@ -141,19 +142,30 @@ class Store(abc.ABC):
         datastreams, devices, current_values, history, properties."""
 
     @abc.abstractmethod
-    def export_current(self, batch: int) -> AsyncIterator[list[tuple[int, int, str, int]]]:
-        """Every current value as (device_id, ds_id, value, updated_at), at most `batch` rows
-        per list, in (device_id, ds_id) order (keyset-paginated: memory stays bounded)."""
+    def _export(
+        self, table: str, key: tuple[str, ...], rest: tuple[str, ...], batch: int
+    ) -> AsyncIterator[list[Any]]:
+        """Rows of `table` as (*key, *rest) tuples in key order, at most `batch` per list,
+        keyset-paginated so that memory stays bounded whatever the table's size."""
 
-    @abc.abstractmethod
-    def export_history(self, batch: int) -> AsyncIterator[list[tuple[int, int, int, str]]]:
-        """Every history point as (device_id, ds_id, ts, value), at most `batch` rows per list,
-        in primary-key order (keyset-paginated: memory stays bounded)."""
+    async def export_current(self, batch: int) -> AsyncIterator[list[tuple[int, int, str, int]]]:
+        """Every current value as (device_id, ds_id, value, updated_at)."""
+        async for rows in self._export(
+            "current_values", ("device_id", "ds_id"), ("value", "updated_at"), batch
+        ):
+            yield rows
 
-    @abc.abstractmethod
-    def export_properties(self, batch: int) -> AsyncIterator[list[tuple[int, int, str, str]]]:
-        """Every widget property as (device_id, ds_id, name, value), at most `batch` rows per
-        list, in primary-key order."""
+    async def export_history(self, batch: int) -> AsyncIterator[list[tuple[int, int, int, str]]]:
+        """Every history point as (device_id, ds_id, ts, value)."""
+        async for rows in self._export("history", ("device_id", "ds_id", "ts"), ("value",), batch):
+            yield rows
+
+    async def export_properties(self, batch: int) -> AsyncIterator[list[tuple[int, int, str, str]]]:
+        """Every widget property as (device_id, ds_id, name, value)."""
+        async for rows in self._export(
+            "properties", ("device_id", "ds_id", "name"), ("value",), batch
+        ):
+            yield rows
 
     @abc.abstractmethod
     async def import_properties(self, rows: Sequence[tuple[int, int, str, str]]) -> None:

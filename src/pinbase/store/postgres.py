@@ -534,22 +534,6 @@ class PostgresStore(Store):
                 return
             last = rows[-1][: len(key)]
 
-    async def export_current(self, batch: int) -> AsyncIterator[list[tuple[int, int, str, int]]]:
-        async for rows in self._export(
-            "current_values", ("device_id", "ds_id"), ("value", "updated_at"), batch
-        ):
-            yield rows
-
-    async def export_history(self, batch: int) -> AsyncIterator[list[tuple[int, int, int, str]]]:
-        async for rows in self._export("history", ("device_id", "ds_id", "ts"), ("value",), batch):
-            yield rows
-
-    async def export_properties(self, batch: int) -> AsyncIterator[list[tuple[int, int, str, str]]]:
-        async for rows in self._export(
-            "properties", ("device_id", "ds_id", "name"), ("value",), batch
-        ):
-            yield rows
-
     async def import_properties(self, rows: Sequence[tuple[int, int, str, str]]) -> None:
         # sorted by key and de-duplicated, like write_values: concurrent writers lock in order
         items = sorted({(d, s, n): v for d, s, n, v in rows}.items())

@@ -674,22 +674,6 @@ class SqliteStore(Store):
 
         return run
 
-    async def export_current(self, batch: int) -> AsyncIterator[list[tuple[int, int, str, int]]]:
-        async for rows in self._export(
-            "current_values", ("device_id", "ds_id"), ("value", "updated_at"), batch
-        ):
-            yield rows
-
-    async def export_history(self, batch: int) -> AsyncIterator[list[tuple[int, int, int, str]]]:
-        async for rows in self._export("history", ("device_id", "ds_id", "ts"), ("value",), batch):
-            yield rows
-
-    async def export_properties(self, batch: int) -> AsyncIterator[list[tuple[int, int, str, str]]]:
-        async for rows in self._export(
-            "properties", ("device_id", "ds_id", "name"), ("value",), batch
-        ):
-            yield rows
-
     async def import_properties(self, rows: Sequence[tuple[int, int, str, str]]) -> None:
         items = [tuple(row) for row in rows]
         if not items:
