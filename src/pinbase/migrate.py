@@ -43,22 +43,15 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from .store import Store, StoreUnavailable, open_store
+from .store.base import COUNTED_TABLES, ENTITY_TABLES
 from .store.records import ProductRow, ValueWrites
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 BATCH = 10_000  # rows per read and per target transaction
-ENTITY_KINDS = (
-    "organizations",
-    "roles",
-    "clients",
-    "users",
-    "products",
-    "datastreams",
-    "devices",
-)
-KINDS = (*ENTITY_KINDS, "current_values", "history", "properties")
+ENTITY_KINDS = ENTITY_TABLES
+KINDS = COUNTED_TABLES
 PHASES = ("entities", "current values", "history", "properties")
 
 

@@ -16,6 +16,10 @@ from ..ratelimit import TokenBuckets
 from ..relay import Channel
 from .records import ClientRow, Entities, StoredValue, TokenRow, UserRow, ValueWrites
 
+ENTITY_TABLES = ("organizations", "roles", "clients", "users", "products", "datastreams", "devices")
+COUNTED_TABLES = (*ENTITY_TABLES, "current_values", "history", "properties")
+"""What `Store.counts()` reports, in copying order."""
+
 
 class StoreUnavailable(Exception):
     """The database cannot be reached or is failing; callers answer 503."""

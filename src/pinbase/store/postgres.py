@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 
 from ..domain.model import Catalog
-from .base import RefreshOutcome, Store, StoreUnavailable
+from .base import COUNTED_TABLES, RefreshOutcome, Store, StoreUnavailable
 from .catalog import CatalogCache, build_catalog
 from .paging import Piece, bucket_bounds, page_window, split
 from .postgres_schema import (
@@ -479,18 +479,6 @@ class PostgresStore(Store):
             return RefreshOutcome.ROTATED, token.family
 
     # migration ----------------------------------------------------------------------------
-    _COUNTED = (
-        "organizations",
-        "roles",
-        "clients",
-        "users",
-        "products",
-        "datastreams",
-        "devices",
-        "current_values",
-        "history",
-        "properties",
-    )
 
     async def counts(self) -> dict[str, int]:
         async with (
@@ -499,7 +487,7 @@ class PostgresStore(Store):
         ):
             return {
                 table: int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
-                for table in self._COUNTED
+                for table in COUNTED_TABLES
             }
 
     async def _export(

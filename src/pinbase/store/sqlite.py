@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..domain.model import Catalog
-from .base import RefreshOutcome, Store, StoreUnavailable
+from .base import COUNTED_TABLES, RefreshOutcome, Store, StoreUnavailable
 from .catalog import CatalogCache, build_catalog
 from .paging import Piece, bucket_bounds, page_window, split
 from .records import (
@@ -612,18 +612,6 @@ class SqliteStore(Store):
         return await self._write(run)
 
     # migration ----------------------------------------------------------------------------
-    _COUNTED = (
-        "organizations",
-        "roles",
-        "clients",
-        "users",
-        "products",
-        "datastreams",
-        "devices",
-        "current_values",
-        "history",
-        "properties",
-    )
 
     async def counts(self) -> dict[str, int]:
         def run(conn: sqlite3.Connection) -> dict[str, int]:
@@ -631,7 +619,7 @@ class SqliteStore(Store):
             try:
                 return {
                     table: int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
-                    for table in self._COUNTED
+                    for table in COUNTED_TABLES
                 }
             finally:
                 conn.execute("COMMIT")
