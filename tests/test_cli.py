@@ -202,6 +202,7 @@ def test_missing_file_is_an_error(tmp_path: Path) -> None:
 # --- apply: idempotence -------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only
 def test_applying_the_same_file_twice_changes_nothing(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     first = pinbase("apply", str(FLEET), "--data-dir", str(data_dir))

@@ -507,18 +507,49 @@ def test_mismatched_value_stores_nothing_and_is_illegal(env: Env) -> None:
     assert env.value(device_id, TEMPERATURE) == -3.5
 
 
-def test_many_writes_in_one_read_keep_their_order(env: Env) -> None:
+def history_of(env: Env, device_id: int, ds_id: int, start: int) -> list[tuple[int, Any]]:
+    """(ts, value) of every history point since `start`, oldest first."""
+    window = {"from": start, "to": start + 600_000}
+    response = env.api.get(
+        HISTORY, deviceId=device_id, dataStreamId=ds_id, order="asc", size=1000, **window
+    )
+    assert response.status_code == 200, response.text
+    return [(point["createdAt"], point["value"]) for point in response.json()["content"]]
+
+
+def test_a_pin_repeated_in_one_packet_keeps_every_value_in_history(env: Env) -> None:
     device_id = env.take()
     device = env.logged_in(device_id)
     start = time.time_ns() // 1_000_000
     device.sock.sendall(b"".join(frame(HARDWARE, 10 + i, "vw", "2", str(i)) for i in range(50)))
     device.ping()
     assert env.value(device_id, HUMIDITY) == 49
-    history = env.api.get(
-        HISTORY, deviceId=device_id, dataStreamId=HUMIDITY, **{"from": start, "to": start + 60_000}
-    )
-    assert history.status_code == 200, history.text
-    assert history.json()["content"][0]["value"] == 49
+    history = history_of(env, device_id, HUMIDITY, start)
+    assert [value for _, value in history] == list(range(50))
+    stamps = [ts for ts, _ in history]
+    assert stamps == sorted(set(stamps))  # strictly increasing
+
+
+def test_interleaved_repeated_pins_in_one_packet_all_reach_history(env: Env) -> None:
+    device_id = env.take()
+    device = env.logged_in(device_id)
+    start = time.time_ns() // 1_000_000
+    frames = []
+    for i in range(10):
+        frames.append(frame(HARDWARE, 100 + 3 * i, "vw", "1", f"{i}.5"))
+        frames.append(frame(HARDWARE, 101 + 3 * i, "vw", "V3", f"s{i}"))
+        frames.append(frame(HARDWARE, 102 + 3 * i, "vw", "v5", str(i % 3)))  # no history
+    device.sock.sendall(b"".join(frames))
+    device.ping()
+    assert env.value(device_id, TEMPERATURE) == 9.5
+    assert env.value(device_id, STATUS_DS) == "s9"
+    assert env.value(device_id, MODE) == 0  # 9 % 3
+    assert [v for _, v in history_of(env, device_id, TEMPERATURE, start)] == [
+        i + 0.5 for i in range(10)
+    ]
+    assert [v for _, v in history_of(env, device_id, STATUS_DS, start)] == [
+        f"s{i}" for i in range(10)
+    ]
 
 
 def test_vr_read_answers_with_bare_pins(env: Env) -> None:

@@ -392,6 +392,59 @@ def test_a_burst_keeps_every_value_in_history(env: Env, devices: list[Device]) -
     assert [point["value"] for point in response.json()["content"]] == list(range(1, 51))
 
 
+def publish_bytes(topic: str, payload: str, packet_id: int | None = None) -> bytes:
+    """One PUBLISH: QoS 1 with a packet id, else QoS 0."""
+    body = _string(topic) + (packet_id.to_bytes(2, "big") if packet_id else b"") + payload.encode()
+    return bytes((0x32 if packet_id else 0x30,)) + encode_remaining_length(len(body)) + body
+
+
+def history_of(env: Env, device_id: int, ds_id: int, start: int) -> list[tuple[int, Any]]:
+    """(ts, value) of every history point since `start`, oldest first."""
+    window = {"from": start, "to": start + 600_000}
+    response = env.api.get(
+        HISTORY, deviceId=device_id, dataStreamId=ds_id, order="asc", size=1000, **window
+    )
+    assert response.status_code == 200, response.text
+    return [(point["createdAt"], point["value"]) for point in response.json()["content"]]
+
+
+def test_a_topic_repeated_in_one_packet_keeps_every_value_in_history(env: Env) -> None:
+    device_id = env.devices.take()
+    start = int(time.time() * 1000)
+    with raw_connect(env, token_of(device_id)) as sock:
+        assert recv_exactly(sock, 4) == b"\x20\x02\x00\x00"
+        sock.sendall(b"".join(publish_bytes("ds/Humidity", str(i), i + 1) for i in range(60)))
+        acks = recv_exactly(sock, 4 * 60)  # sent once the values are durable, in order
+        assert acks == b"".join(b"\x40\x02" + (i + 1).to_bytes(2, "big") for i in range(60))
+    assert env.value(device_id, HUMIDITY) == 59
+    history = history_of(env, device_id, HUMIDITY, start)
+    assert [value for _, value in history] == list(range(60))
+    stamps = [ts for ts, _ in history]
+    assert stamps == sorted(set(stamps))  # strictly increasing
+
+
+def test_interleaved_repeated_topics_in_one_packet_all_reach_history(env: Env) -> None:
+    device_id = env.devices.take()
+    start = int(time.time() * 1000)
+    packets = []
+    for i in range(10):
+        packets.append(publish_bytes("ds/Temperature", f"{i}.5"))
+        packets.append(publish_bytes("batch_ds", f'{{"Status": "s{i}", "Mode": {i % 3}}}'))
+    with raw_connect(env, token_of(device_id)) as sock:
+        assert recv_exactly(sock, 4) == b"\x20\x02\x00\x00"
+        sock.sendall(b"".join(packets) + b"\xc0\x00")  # ... and a PINGREQ
+        assert recv_exactly(sock, 2) == b"\xd0\x00"  # PINGRESP: everything before is stored
+    assert env.value(device_id, TEMPERATURE) == 9.5
+    assert env.value(device_id, STATUS_DS) == "s9"
+    assert env.value(device_id, MODE) == 0
+    assert [v for _, v in history_of(env, device_id, TEMPERATURE, start)] == [
+        i + 0.5 for i in range(10)
+    ]
+    assert [v for _, v in history_of(env, device_id, STATUS_DS, start)] == [
+        f"s{i}" for i in range(10)
+    ]
+
+
 def test_timestamped_batch_lands_in_history(env: Env, devices: list[Device]) -> None:
     device_id = env.devices.take()
     device = connect(env, devices, device_id).wait_connected()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,14 +20,6 @@ TOKEN_KEYS = ("access_token", "refresh_token")
 # --- helpers ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def fleet_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data dir with the test fleet applied once; copied for every server with special flags."""
-    data_dir = tmp_path_factory.mktemp("oauth-template")
-    apply_fleet(data_dir)
-    return data_dir
-
-
 @pytest.fixture
 def special_server() -> Iterator[list[Server]]:
     """Started servers are appended by `start_special` and stopped at teardown."""
@@ -38,8 +29,8 @@ def special_server() -> Iterator[list[Server]]:
         running.kill()
 
 
-def start_special(template: Path, target: Path, started: list[Server], *flags: str) -> Server:
-    shutil.copytree(template, target)
+def start_special(target: Path, started: list[Server], *flags: str) -> Server:
+    apply_fleet(target)  # its own data dir, so its own database on every backend
     running = Server(target, *flags).start()
     started.append(running)
     return running
@@ -347,13 +338,9 @@ def test_missing_or_unknown_bearer_is_401(server: Server, header: str | None) ->
     assert response.json()["error"]["message"]
 
 
-def test_expired_access_token_is_401(
-    fleet_template: Path, tmp_path: Path, special_server: list[Server]
-) -> None:
+def test_expired_access_token_is_401(tmp_path: Path, special_server: list[Server]) -> None:
     # A lifetime of 0 s: every access token is already expired when it is issued.
-    running = start_special(
-        fleet_template, tmp_path / "ttl0", special_server, "--access-token-ttl", "0"
-    )
+    running = start_special(tmp_path / "ttl0", special_server, "--access-token-ttl", "0")
     body = assert_token_body(
         token_request(running.url, params={"grant_type": "client_credentials"}, auth=ACME),
         expires_in=0,
@@ -368,11 +355,9 @@ def test_expired_access_token_is_401(
 
 
 def test_expired_refresh_token_is_invalid_grant(
-    fleet_template: Path, tmp_path: Path, special_server: list[Server]
+    tmp_path: Path, special_server: list[Server]
 ) -> None:
-    running = start_special(
-        fleet_template, tmp_path / "rttl0", special_server, "--refresh-token-ttl", "0"
-    )
+    running = start_special(tmp_path / "rttl0", special_server, "--refresh-token-ttl", "0")
     body = assert_token_body(
         token_request(running.url, params={"grant_type": "client_credentials"}, auth=ACME)
     )
@@ -419,14 +404,10 @@ def test_tokens_and_secrets_are_not_stored_in_the_clear(server: Server) -> None:
 # --- rate limits --------------------------------------------------------------------------
 
 
-def test_organization_rate_limit(
-    fleet_template: Path, tmp_path: Path, special_server: list[Server]
-) -> None:
+def test_organization_rate_limit(tmp_path: Path, special_server: list[Server]) -> None:
     # 5 requests per minute: the bucket refills one request every 12 s, far longer than the
     # six requests below take.
-    running = start_special(
-        fleet_template, tmp_path / "rate", special_server, "--org-rate-limit", "5"
-    )
+    running = start_special(tmp_path / "rate", special_server, "--org-rate-limit", "5")
     acme = Bearer(running.url, client_token(running.url))
     for _ in range(5):
         assert acme.get(VALUES, deviceId=105).status_code == 200
@@ -443,12 +424,9 @@ def test_organization_rate_limit(
     assert other_acme.get(VALUES, deviceId=105).status_code == 429
 
 
-def test_import_rate_limit_per_device(
-    fleet_template: Path, tmp_path: Path, special_server: list[Server]
-) -> None:
+def test_import_rate_limit_per_device(tmp_path: Path, special_server: list[Server]) -> None:
     # A burst of 2, then one request per 1000 s.
     running = start_special(
-        fleet_template,
         tmp_path / "imports",
         special_server,
         "--import-rate",
