@@ -42,7 +42,23 @@ class Ingest:
 
         `origin` is the device session the values came from; it is not sent them back.
         """
-        await self.write_cells([(device, ds, v) for ds, v in values], ts, origin)
+        stamp = now_ms() if ts is None else ts
+        await self._write([(device, ds, v, stamp) for ds, v in values], origin)
+
+    async def write_points(
+        self,
+        device: Device,
+        points: Sequence[tuple[Datastream, Value, int]],
+        origin: object | None = None,
+    ) -> None:
+        """Write values of one device, each at its own timestamp (epoch ms), in one transaction.
+
+        Every point becomes a history point (where its datastream keeps history), and live
+        subscribers get every point in order; the newest point of each datastream becomes
+        current. A datastream's points need distinct timestamps to all stay in history: the
+        same (datastream, timestamp) again replaces the earlier point.
+        """
+        await self._write([(device, ds, v, ts) for ds, v, ts in points], origin)
 
     async def write_cells(
         self,
@@ -51,21 +67,36 @@ class Ingest:
         origin: object | None = None,
     ) -> None:
         """Set current values across devices, all at one timestamp, in one transaction."""
-        if not cells:
-            return
         stamp = now_ms() if ts is None else ts
+        await self._write([(device, ds, v, stamp) for device, ds, v in cells], origin)
+
+    async def _write(
+        self, points: Sequence[tuple[Device, Datastream, Value, int]], origin: object | None
+    ) -> None:
+        """The one value write: (device, datastream, value, ts) points, in one transaction.
+
+        Current values are set unconditionally: a datastream's newest point here (the later one
+        of equal timestamps) replaces whatever is current. History keeps every point; of points
+        sharing a (device, datastream, ts) key the later one wins.
+        """
+        if not points:
+            return
         writes = ValueWrites()
-        current = writes.current
         history = writes.history
-        for device, ds, value in cells:
+        newest: dict[tuple[int, int], tuple[int, int, str, int]] = {}
+        for device, ds, value, ts in points:
             text = _json(value)
-            current.append((device.id, ds.id, text, stamp))
+            key = (device.id, ds.id)
+            held = newest.get(key)
+            if held is None or ts >= held[3]:
+                newest[key] = (device.id, ds.id, text, ts)
             if ds.history:
-                history.append((device.id, ds.id, stamp, text))
+                history.append((device.id, ds.id, ts, text))
+        writes.current = list(newest.values())
         await self.store.write_values(writes)
         self.bus.publish(
-            ValueChanged(device.org_id, device.id, ds.id, ds.pin, value, stamp, origin)
-            for device, ds, value in cells
+            ValueChanged(device.org_id, device.id, ds.id, ds.pin, value, ts, origin)
+            for device, ds, value, ts in points
         )
 
     async def import_points(

@@ -19,13 +19,13 @@ What the device sends
   a malformed body) stores nothing and is answered RESPONSE ILLEGAL_COMMAND (2) with the
   frame's id: the status Blynk's server gives a hardware command it cannot apply, and one that
   every client library tolerates (they log responses and carry on).
-- All writes decoded from one socket read become one ingest write at one timestamp, awaited
-  before the next read (back-pressure through TCP). Each connection's timestamps strictly
-  increase (a read in the same millisecond as the previous one is stamped a millisecond later),
-  so consecutive reads never replace each other's history points. A pin repeated within one read
-  follows the store's same-timestamp rule: every value becomes current in turn and reaches live
-  subscribers, and history keeps the last (one write per repeat instead cut the throughput of
-  devices streaming one pin to about a quarter).
+- All writes decoded from one socket read become one ingest write (one transaction), awaited
+  before the next read (back-pressure through TCP); a read, sync or property request in between
+  first waits for the writes before it. Each value has its own timestamp from the connection's
+  clock (`uplink.Clock`): never going back, and strictly increasing per pin, so every value
+  stays in history even when a read carries one pin many times (a fast device runs ahead of the
+  wall clock by a millisecond per repeat beyond one a millisecond). Live subscribers get every
+  value in order, and the last of each pin becomes current.
 - Values beyond the device's rate limit (`uplink.take_quota`) are dropped; like Blynk's server,
   the device is told RESPONSE QUOTA_LIMIT (1) at most once every `QUOTA_WARN_PERIOD` seconds.
 - `vr\\0<pin>[\\0<pin>...]` is answered with HARDWARE `vw\\0<pin>\\0<value>` per pin that has a
@@ -98,7 +98,7 @@ from ..live import Event, ValueChanged
 from ..services import Services
 from ..store.base import StoreUnavailable
 from . import hardware_codec as codec
-from .uplink import RateLimited, datastream_by_pin, device_for_token, take_quota
+from .uplink import Clock, RateLimited, datastream_by_pin, device_for_token, take_quota
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +136,6 @@ def classify(info: dict[str, str]) -> Client:
     if "python" in info.get("dev", "").lower():
         return Client.ONE_PER_READ
     return Client.UNKNOWN
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class HardwareServer:
@@ -216,7 +212,7 @@ class HardwareConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._heartbeat = float(self.services.settings.heartbeat)
         self._buffer = codec.DEFAULT_BUFFER
-        self._last_stamp = 0
+        self._clock = Clock()
         self._quota_warned = -QUOTA_WARN_PERIOD
         self._pins: dict[bytes, Datastream | None] = {}
         self._pins_generation = -1
@@ -538,9 +534,8 @@ class HardwareConnection(asyncio.Protocol):
             values.append((ds, value))
         if not values:
             return
-        stamp = self._last_stamp = max(_now_ms(), self._last_stamp + 1)
         try:
-            await self.services.ingest.write(device, values, ts=stamp, origin=self)
+            await self.services.ingest.write_points(device, self._clock.stamp(values), origin=self)
         except StoreUnavailable as exc:
             log.warning("hardware device %s: values not stored: %s", device.id, exc)
 

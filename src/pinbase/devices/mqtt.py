@@ -49,12 +49,13 @@ The protocol, as a device sees it:
   QoS 1 PUBLISHes. A device is never sent its own writes back.
 - A malformed packet, or one above 1 MiB, closes that connection only.
 
-Throughput: all PUBLISHes decoded from one socket read become one ingest write, awaited before
-the next read (back-pressure through TCP). A datastream that repeats within a read starts a new
-write, and each connection stamps its writes with strictly increasing milliseconds (as the
-hardware interface does), so no history point of a fast device replaces another; a connection
-writing more often than once a millisecond runs its timestamps ahead of the clock by the
-excess.
+Throughput: all value PUBLISHes decoded from one socket read become one ingest write (one
+transaction), awaited before the next read (back-pressure through TCP); other topics (reads,
+properties, timestamped batches) first wait for the writes before them. Each value has its own
+timestamp from the connection's clock (`uplink.Clock`, as in the hardware interface): never
+going back and strictly increasing per datastream, so a datastream published many times in one
+read keeps every value in history; a connection writing one datastream more often than once a
+millisecond runs its timestamps ahead of the wall clock by the excess.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ from .mqtt_codec import (
     encode_unsuback,
     topic_matches,
 )
-from .uplink import RateLimited, device_for_token, take_quota
+from .uplink import Clock, RateLimited, device_for_token, take_quota
 
 log = logging.getLogger(__name__)
 
@@ -210,11 +211,10 @@ class _Connection:
         self._granted_cache: dict[str, int | None] = {}
         self._packet_id = 0
         self._values: list[tuple[Datastream, Value]] = []
-        self._pending: set[int] = set()
         self._out: list[bytes] = []
         self._diag_since = 0.0
         self._diag_count = 0
-        self._last_stamp = 0
+        self._clock = Clock()
 
     # Session ------------------------------------------------------------------------------
     def deliver(self, event: Event) -> None:
@@ -373,10 +373,9 @@ class _Connection:
                     if topic.startswith("ds/") and (ds := by_label.get(topic[3:])) is not None:
                         value = self._text_value(ds, topic, packet.payload)
                         if value is not None:
-                            await self._add(ds, value)
+                            self._values.append((ds, value))
                     elif topic == "batch_ds":
-                        for ds, value in self._batch_values(packet.payload):
-                            await self._add(ds, value)
+                        self._values.extend(self._batch_values(packet.payload))
                     else:
                         await self._command(topic, packet.payload)
                     if packet.packet_id is not None:
@@ -407,26 +406,19 @@ class _Connection:
         await self._writer.drain()
         return True
 
-    async def _add(self, ds: Datastream, value: Value) -> None:
-        if ds.id in self._pending:
-            await self._flush()
-        self._values.append((ds, value))
-        self._pending.add(ds.id)
-
     async def _flush(self) -> None:
         """Write the values gathered so far; what answers them may be sent once this returns."""
         values = self._values
         if values:
             self._values = []
-            self._pending = set()
             admitted = self._admit(len(values))
             if admitted < len(values):
                 self._diag(f"Too many values: {len(values) - admitted} dropped; slow down.")
                 values = values[:admitted]
             if values:
                 assert self._device is not None
-                stamp = self._last_stamp = max(now_ms(), self._last_stamp + 1)
-                await self._services.ingest.write(self._device, values, ts=stamp, origin=self)
+                points = self._clock.stamp(values)
+                await self._services.ingest.write_points(self._device, points, origin=self)
 
     def _send_out(self) -> None:
         """Send the answers gathered so far (only when everything they answer is durable)."""
