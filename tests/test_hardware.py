@@ -189,6 +189,7 @@ class BlynkDevice:
         self.blynk._events = {}  # blynklib keeps handlers on the class; give each its own
         self.blynk.RECONNECT_SLEEP = 0
         self.writes: queue.Queue[tuple[int, list[str]]] = queue.Queue()
+        self._calls: queue.Queue[Callable[[blynklib.Blynk], object]] = queue.Queue()
         self.connects = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -209,6 +210,13 @@ class BlynkDevice:
     def _loop(self) -> None:
         while not self._stop.is_set():
             self.blynk.run()
+            while not self._calls.empty():
+                self._calls.get()(self.blynk)
+
+    def call(self, action: Callable[[blynklib.Blynk], object]) -> None:
+        """Run `action` on blynklib's own loop thread: its socket (a TLS one above all) must
+        not be used by two threads at once."""
+        self._calls.put(action)
 
     def next_write(self) -> tuple[int, list[str]]:
         try:
@@ -339,8 +347,8 @@ def env(hw_env: Env) -> Iterator[Env]:
 def test_blynklib_write_is_read_by_the_organization_api(env: Env) -> None:
     device_id = env.take()
     device = env.blynk(device_id)
-    device.blynk.virtual_write(1, 21.5)
-    device.blynk.virtual_write("V2", 40)
+    device.call(lambda b: b.virtual_write(1, 21.5))
+    device.call(lambda b: b.virtual_write("V2", 40))
     assert wait_for("V1 stored", lambda: env.value(device_id, TEMPERATURE) == 21.5)
     assert wait_for("V2 stored", lambda: env.value(device_id, HUMIDITY) == 40)
     status = env.status(device_id)
@@ -370,9 +378,9 @@ def test_blynklib_sync_delivers_current_values(env: Env) -> None:
     env.write(device_id, HUMIDITY, 33)
     env.write(device_id, MODE, 2)
     device = env.blynk(device_id)
-    device.blynk.virtual_sync(2, 1, 3)  # V3 has no value: nothing comes for it
+    device.call(lambda b: b.virtual_sync(2, 1, 3))  # V3 has no value: nothing comes for it
     assert [device.next_write(), device.next_write()] == [(2, ["33"]), (1, ["12.5"])]
-    device.blynk.virtual_sync()  # no pins: every datastream that has a value
+    device.call(lambda b: b.virtual_sync())  # no pins: every datastream that has a value
     assert [device.next_write() for _ in range(3)] == [(1, ["12.5"]), (2, ["33"]), (5, ["2"])]
     assert device.writes.empty()
 
@@ -380,7 +388,7 @@ def test_blynklib_sync_delivers_current_values(env: Env) -> None:
 def test_blynklib_over_tls(env: Env) -> None:
     device_id = env.take()
     device = env.blynk(device_id, tls=True)
-    device.blynk.virtual_write(3, "over tls")
+    device.call(lambda b: b.virtual_write(3, "over tls"))
     assert wait_for("V3 stored", lambda: env.value(device_id, STATUS_DS) == "over tls")
     for i in range(10):
         env.write(device_id, HUMIDITY, i)

@@ -228,7 +228,8 @@ class HardwareConnection(asyncio.Protocol):
         self._barrier_attempt = 0
         self._barrier_timer: asyncio.TimerHandle | None = None
         self._barrier_answered = False
-        self._ping_id = 0
+        self._ping_ids: set[int] = set()
+        """PINGs of the current read barrier; an answer to any of them completes it."""
         self._ping_on_drain = False
 
     # asyncio.Protocol ---------------------------------------------------------------------
@@ -691,7 +692,7 @@ class HardwareConnection(asyncio.Protocol):
             return
         waited = self.loop.time() - self._barrier_started
         if waited >= (BARRIER_GIVE_UP if self._barrier_answered else BARRIER_PROBATION):
-            self._ping_id = 0
+            self._ping_ids.clear()
             self._barrier = False
             if not self._barrier_answered:
                 log.info("hardware device %s: no answer to PING; pacing", self.device_id)
@@ -702,8 +703,11 @@ class HardwareConnection(asyncio.Protocol):
             self._ping_on_drain = True
             return
         assert self._transport is not None
-        self._ping_id = self._ids.next()
-        self._transport.write(codec.ping(self._ping_id))
+        # Earlier PINGs of this barrier stay valid: over TLS a PING can wait in the device's
+        # TLS buffer, unread, until the next record arrives and is then answered late.
+        ping_id = self._ids.next()
+        self._ping_ids.add(ping_id)
+        self._transport.write(codec.ping(ping_id))
         delay = min(BARRIER_RETRY_FIRST * 2**self._barrier_attempt, BARRIER_RETRY_MAX)
         self._barrier_attempt += 1
         self._barrier_timer = self.loop.call_later(delay, self._barrier_ping)
@@ -713,10 +717,10 @@ class HardwareConnection(asyncio.Protocol):
         self._pump()
 
     def _on_response(self, frame: codec.Frame) -> None:
-        if self._barrier and self._ping_id and frame.msg_id == self._ping_id:
+        if self._barrier and frame.msg_id in self._ping_ids:
             self._barrier_answered = True
             self._barrier = False
-            self._ping_id = 0
+            self._ping_ids.clear()
             if self._barrier_timer is not None:
                 self._barrier_timer.cancel()
                 self._barrier_timer = None

@@ -135,7 +135,7 @@ class MqttServer:
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None) -> None:
         self._server = await asyncio.start_server(
-            self._accept, host, port, ssl=ssl_context, reuse_address=True
+            self._accept, host, port, ssl=ssl_context, reuse_address=True, backlog=1024
         )
 
     @property
