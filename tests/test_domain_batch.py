@@ -99,7 +99,7 @@ def counters(**nonzero: int) -> dict[str, int]:
 
 
 def applied(outcome: BatchOutcome) -> list[tuple[int, int, Any]]:
-    return [(device_id, ds.id, value) for device_id, ds, value in outcome.cells]
+    return [(device.id, ds.id, value) for device, ds, value in outcome.cells]
 
 
 def test_catalog_fixture_is_what_the_tests_assume() -> None:
@@ -235,7 +235,7 @@ def test_organization_principal_covers_every_device_of_its_organization() -> Non
     rows = [[101, 20.0], [102, 21.0], [105, 22.0], [103, 23.0]]
     outcome = classify(CATALOG, ORG, TEMP_FIELDS, rows)
     assert outcome.counters == counters()
-    assert [device_id for device_id, _, _ in outcome.cells] == [101, 102, 105, 103]
+    assert [device.id for device, _, _ in outcome.cells] == [101, 102, 105, 103]
 
 
 def test_other_organization_sees_its_own_device_and_not_ours() -> None:

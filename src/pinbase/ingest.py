@@ -42,8 +42,34 @@ class Ingest:
 
         `origin` is the device session the values came from; it is not sent them back.
         """
+        await self.write_cells([(device, ds, v) for ds, v in values], ts, origin)
+
+    async def write_cells(
+        self,
+        cells: Sequence[tuple[Device, Datastream, Value]],
+        ts: int | None = None,
+        origin: object | None = None,
+    ) -> None:
+        """Set current values across devices, all at one timestamp, in one transaction.
+
+        Of cells naming the same (device, datastream) the later one wins, in current values
+        and in history alike (they share the timestamp).
+        """
+        if not cells:
+            return
         stamp = now_ms() if ts is None else ts
-        await self._write([(device, ds, v, stamp) for ds, v in values], origin)
+        writes = ValueWrites()
+        current, history = writes.current, writes.history
+        for device, ds, value in cells:
+            text = _json(value)
+            current.append((device.id, ds.id, text, stamp))
+            if ds.history:
+                history.append((device.id, ds.id, stamp, text))
+        await self.store.write_values(writes)
+        self.bus.publish(
+            ValueChanged(device.org_id, device.id, ds.id, ds.pin, value, stamp, origin)
+            for device, ds, value in cells
+        )
 
     async def write_points(
         self,
@@ -55,48 +81,27 @@ class Ingest:
 
         Every point becomes a history point (where its datastream keeps history), and live
         subscribers get every point in order; the newest point of each datastream becomes
-        current. A datastream's points need distinct timestamps to all stay in history: the
-        same (datastream, timestamp) again replaces the earlier point.
-        """
-        await self._write([(device, ds, v, ts) for ds, v, ts in points], origin)
-
-    async def write_cells(
-        self,
-        cells: Sequence[tuple[Device, Datastream, Value]],
-        ts: int | None = None,
-        origin: object | None = None,
-    ) -> None:
-        """Set current values across devices, all at one timestamp, in one transaction."""
-        stamp = now_ms() if ts is None else ts
-        await self._write([(device, ds, v, stamp) for device, ds, v in cells], origin)
-
-    async def _write(
-        self, points: Sequence[tuple[Device, Datastream, Value, int]], origin: object | None
-    ) -> None:
-        """The one value write: (device, datastream, value, ts) points, in one transaction.
-
-        Current values are set unconditionally: a datastream's newest point here (the later one
-        of equal timestamps) replaces whatever is current. History keeps every point; of points
-        sharing a (device, datastream, ts) key the later one wins.
+        current (the later one of equal timestamps). A datastream's points need distinct
+        timestamps to all stay in history: the same (datastream, timestamp) again replaces the
+        earlier point.
         """
         if not points:
             return
         writes = ValueWrites()
         history = writes.history
-        newest: dict[tuple[int, int], tuple[int, int, str, int]] = {}
-        for device, ds, value, ts in points:
+        newest: dict[int, tuple[int, int, str, int]] = {}
+        for ds, value, ts in points:
             text = _json(value)
-            key = (device.id, ds.id)
-            held = newest.get(key)
+            held = newest.get(ds.id)
             if held is None or ts >= held[3]:
-                newest[key] = (device.id, ds.id, text, ts)
+                newest[ds.id] = (device.id, ds.id, text, ts)
             if ds.history:
                 history.append((device.id, ds.id, ts, text))
         writes.current = list(newest.values())
         await self.store.write_values(writes)
         self.bus.publish(
             ValueChanged(device.org_id, device.id, ds.id, ds.pin, value, ts, origin)
-            for device, ds, value, ts in points
+            for ds, value, ts in points
         )
 
     async def import_points(

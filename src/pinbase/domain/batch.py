@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import Invalid, Mismatch
-from .model import INT32_MAX, INT32_MIN, Catalog, Datastream, Schema
+from .model import INT32_MAX, INT32_MIN, Catalog, Datastream, Device, Schema
 from .permissions import Principal
 from .values import Value, parse_json_value
 
@@ -34,7 +34,7 @@ COUNTERS = (
 class BatchOutcome:
     """What a batch update applies and what it skipped."""
 
-    cells: list[tuple[int, Datastream, Value]] = field(default_factory=list)
+    cells: list[tuple[Device, Datastream, Value]] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     reasons: list[str] = field(default_factory=list)
 
@@ -127,7 +127,7 @@ def classify(
             if raw is None:
                 continue
             try:
-                cells.append((device_id, ds, parse_json_value(ds, raw)))
+                cells.append((device, ds, parse_json_value(ds, raw)))
             except Mismatch:
                 continue
     if root is None:

@@ -250,8 +250,7 @@ async def batch_update(ctx: OrgContext, request: Request) -> Response:
     ctx.principal.require(Permission.ORG_DEVICES_CONTROL)
     ctx.principal.require_view()
     outcome = batch.classify(ctx.catalog, ctx.principal, body.fields, body.updates)
-    devices = ctx.catalog.devices
-    await ctx.services.ingest.write_cells([(devices[d], ds, v) for d, ds, v in outcome.cells])
+    await ctx.services.ingest.write_cells(outcome.cells)
     if not outcome.skipped:
         return Response(status_code=204)
     report: dict[str, object] = dict(outcome.counters)
