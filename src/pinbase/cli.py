@@ -71,6 +71,7 @@ def run_server(settings: Settings, host: str, port: int, log_level: str) -> None
         log_level=log_level,
         access_log=False,
         server_header=False,
+        proxy_headers=False,  # pinbase reads no client address; a proxy's headers change nothing
         timeout_graceful_shutdown=30,
         lifespan="on",
     )
