@@ -10,12 +10,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+import yaml
 
 FLEET = Path(__file__).with_name("fleet.yaml")
 ACME = ("acme-backend", "acme-secret-0123456789abcdef")
@@ -170,6 +172,75 @@ class Server:
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+
+def weather_fleet(name: str, client: tuple[str, str], tokens: Mapping[int, str]) -> str:
+    """A fleet file (YAML): one organization with a weather-station product holding one
+    datastream of each type, and one device per id with the given auth token."""
+    document = {
+        "organizations": [
+            {
+                "id": 1,
+                "name": name,
+                "clients": [{"client_id": client[0], "client_secret": client[1]}],
+                "products": [
+                    {
+                        "id": 10,
+                        "name": "Weather Station",
+                        "datastreams": [
+                            {"id": 1, "pin": "v1", "label": "Temperature", "type": "double",
+                             "min": -40, "max": 85},
+                            {"id": 2, "pin": "v2", "label": "Humidity", "type": "integer",
+                             "min": 0, "max": 100},
+                            {"id": 3, "pin": "v3", "label": "Status", "type": "string"},
+                            {"id": 4, "pin": "v4", "label": "Position", "type": "location"},
+                            {"id": 5, "pin": "v5", "label": "Mode", "type": "enum",
+                             "options": {0: "Off", 1: "Eco", 2: "Boost"}, "history": False},
+                        ],
+                    }
+                ],
+                "devices": [
+                    {"id": d, "name": f"Device {d}", "product": 10, "token": token}
+                    for d, token in tokens.items()
+                ],
+            }
+        ]
+    }  # fmt: skip
+    text: str = yaml.safe_dump(document)
+    return text
+
+
+def assert_error(response: httpx.Response, status: int, message: str | None = None) -> str:
+    """The documented error body `{"error": {"message": ...}}`; returns the message."""
+    assert response.status_code == status, response.text[:500]
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert list(body) == ["error"], body
+    assert list(body["error"]) == ["message"], body
+    text = body["error"]["message"]
+    assert isinstance(text, str) and text.strip(), body
+    if message is not None:
+        assert text == message
+    return text
+
+
+def not_found(device_id: int) -> str:
+    return f"Device with identifier {device_id} is not found or belong to another organization."
+
+
+def history_of(api: Api, device_id: int, ds_id: int, start: int) -> list[tuple[int, Any]]:
+    """(ts, value) of every history point in the ten minutes from `start`, oldest first."""
+    window = {"from": start, "to": start + 600_000}
+    response = api.get(
+        "/api/v1/organization/device/datastream/history",
+        deviceId=device_id,
+        dataStreamId=ds_id,
+        order="asc",
+        size=1000,
+        **window,
+    )
+    assert response.status_code == 200, response.text
+    return [(point["createdAt"], point["value"]) for point in response.json()["content"]]
 
 
 def apply_fleet(data_dir: Path, fleet: Path = FLEET) -> None:

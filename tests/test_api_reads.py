@@ -9,10 +9,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
-from conftest import Api, Server
+from conftest import Api, Server, assert_error, not_found
 
 VALUES = "/api/v2/organization/device/datastreams"
 BATCH = "/api/v1/organization/device/datastreams/batch"
@@ -45,22 +44,6 @@ def api(server: Server, tokens: dict[str, str]) -> Iterator[Api]:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def assert_error(response: httpx.Response, status: int, message: str | None = None) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert list(body) == ["error"], body
-    assert list(body["error"]) == ["message"], body
-    text = body["error"]["message"]
-    assert isinstance(text, str) and text, body
-    if message is not None:
-        assert text == message
-    return text
-
-
-def not_found(device_id: int) -> str:
-    return f"Device with identifier {device_id} is not found or belong to another organization."
 
 
 def history(api: Api, device_id: int, start: int, end: int, **params: object) -> dict[str, object]:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from conftest import Api, Server
+from conftest import Api, Server, assert_error, not_found
 
 VALUES = "/api/v2/organization/device/datastreams"
 BATCH = "/api/v1/organization/device/datastreams/batch"
@@ -52,22 +52,6 @@ def now_ms() -> int:
 def window(n: int) -> int:
     """The start of a one-day window of the past that belongs to one test (a day apart)."""
     return 1_150_000_000_000 + 2 * n * DAY_MS
-
-
-def assert_error(response: httpx.Response, status: int, message: str | None = None) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert list(body) == ["error"], body
-    assert list(body["error"]) == ["message"], body
-    text = body["error"]["message"]
-    assert isinstance(text, str) and text, body
-    if message is not None:
-        assert text == message
-    return text
-
-
-def not_found(device_id: int) -> str:
-    return f"Device with identifier {device_id} is not found or belong to another organization."
 
 
 def current(api: Api, device_id: int, ds_id: int) -> dict[str, object]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from conftest import ACME, Api, Server
+from conftest import ACME, Api, Server, assert_error
 
 VALUES = "/api/v2/organization/device/datastreams"
 BATCH = "/api/v1/organization/device/datastreams/batch"
@@ -91,17 +91,6 @@ def send(
     merged.update(headers or {})
     with httpx.Client(base_url=server.url, timeout=60) as client:
         return client.request(method, path, content=content, params=params, headers=merged)  # type: ignore[arg-type]
-
-
-def assert_error(response: httpx.Response, status: int) -> str:
-    assert response.status_code == status, response.text[:500]
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert list(body) == ["error"], body
-    assert list(body["error"]) == ["message"], body
-    message = body["error"]["message"]
-    assert isinstance(message, str) and message.strip(), body
-    return message
 
 
 def snapshot(api: Api) -> tuple[object, ...]:

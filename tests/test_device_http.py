@@ -16,7 +16,7 @@ import httpx
 import orjson
 import pytest
 
-from conftest import Api, Server, apply_fleet, client_token
+from conftest import ACME, Api, Server, apply_fleet, client_token, weather_fleet
 
 SHARED_TOKEN = "f3Kp0cQm9Zt1Yx7Lw2Nv5Rb8Hs4Jd6Ga"  # device 101 of tests/fleet.yaml
 
@@ -39,27 +39,7 @@ def token_of(device_id: int) -> str:
     return f"pinbaseDeviceHttpTest{device_id:03d}".ljust(32, "Q")
 
 
-FLEET = """
-organizations:
-  - id: 1
-    name: Acme Farms
-    clients:
-      - {client_id: acme-backend, client_secret: "acme-secret-0123456789abcdef"}
-    products:
-      - id: 10
-        name: Weather Station
-        datastreams:
-          - {id: 1, pin: v1, label: Temperature, type: double, min: -40, max: 85}
-          - {id: 2, pin: v2, label: Humidity, type: integer, min: 0, max: 100}
-          - {id: 3, pin: v3, label: Status, type: string}
-          - {id: 4, pin: v4, label: Position, type: location}
-          - {id: 5, pin: v5, label: Mode, type: enum, options: {0: "Off", 1: Eco, 2: Boost},
-             history: false}
-    devices:
-"""
-FLEET += "".join(
-    f'      - {{id: {d}, name: D{d}, product: 10, token: "{token_of(d)}"}}\n' for d in DEVICE_IDS
-)
+FLEET = weather_fleet("Acme Farms", ACME, {d: token_of(d) for d in DEVICE_IDS})
 
 
 def start_own_server(tmp_path: Path, *extra: str) -> Server:

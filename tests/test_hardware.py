@@ -20,15 +20,21 @@ from typing import Any, TypeVar
 
 import blynklib  # type: ignore[import-untyped]
 import pytest
-import yaml
 
-from conftest import Api, Server, apply_fleet, client_token, free_port
+from conftest import (
+    Api,
+    Server,
+    apply_fleet,
+    client_token,
+    free_port,
+    history_of,
+    weather_fleet,
+)
 
 DEADLINE = 15.0  # seconds; bounds a wait, never decides a result by itself
 CLIENT = ("hardware-backend", "hardware-secret-0123456789abcdef")
 
 VALUES = "/api/v2/organization/device/datastreams"
-HISTORY = "/api/v1/organization/device/datastream/history"
 UPDATE = "/api/v1/organization/device/datastream"
 UPDATES = "/api/v1/organization/device/datastreams"
 PROPERTY = "/api/v1/organization/device/datastream/property"
@@ -53,36 +59,7 @@ def token_of(device_id: int) -> str:
     return f"HwTestToken{device_id:021d}"
 
 
-def fleet() -> dict[str, Any]:
-    return {
-        "organizations": [
-            {
-                "id": 1,
-                "name": "Hardware Farms",
-                "clients": [{"client_id": CLIENT[0], "client_secret": CLIENT[1]}],
-                "products": [
-                    {
-                        "id": 10,
-                        "name": "Weather Station",
-                        "datastreams": [
-                            {"id": 1, "pin": "v1", "label": "Temperature", "type": "double",
-                             "min": -40, "max": 85},
-                            {"id": 2, "pin": "v2", "label": "Humidity", "type": "integer",
-                             "min": 0, "max": 100},
-                            {"id": 3, "pin": "v3", "label": "Status", "type": "string"},
-                            {"id": 4, "pin": "v4", "label": "Position", "type": "location"},
-                            {"id": 5, "pin": "v5", "label": "Mode", "type": "enum",
-                             "options": {0: "Off", 1: "Eco", 2: "Boost"}, "history": False},
-                        ],
-                    }
-                ],
-                "devices": [
-                    {"id": d, "name": f"Device {d}", "product": 10, "token": token_of(d)}
-                    for d in range(FIRST_DEVICE, FIRST_DEVICE + DEVICES)
-                ],
-            }
-        ]
-    }  # fmt: skip
+DEVICE_TOKENS = {d: token_of(d) for d in range(FIRST_DEVICE, FIRST_DEVICE + DEVICES)}
 
 
 def wait_for(what: str, check: Callable[[], T | None], deadline: float = DEADLINE) -> T:
@@ -313,7 +290,7 @@ def hw_env(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[E
         pytest.skip("needs the openssl command to make a TLS certificate")
     data_dir = tmp_path_factory.mktemp(f"hardware-{backend}")
     fleet_file = data_dir / "fleet.yaml"
-    fleet_file.write_text(yaml.safe_dump(fleet()))
+    fleet_file.write_text(weather_fleet("Hardware Farms", CLIENT, DEVICE_TOKENS))
     apply_fleet(data_dir, fleet_file)
     cert, key = self_signed(data_dir)
     port, tls_port = free_port(), free_port()
@@ -515,16 +492,6 @@ def test_mismatched_value_stores_nothing_and_is_illegal(env: Env) -> None:
     assert env.value(device_id, TEMPERATURE) == -3.5
 
 
-def history_of(env: Env, device_id: int, ds_id: int, start: int) -> list[tuple[int, Any]]:
-    """(ts, value) of every history point since `start`, oldest first."""
-    window = {"from": start, "to": start + 600_000}
-    response = env.api.get(
-        HISTORY, deviceId=device_id, dataStreamId=ds_id, order="asc", size=1000, **window
-    )
-    assert response.status_code == 200, response.text
-    return [(point["createdAt"], point["value"]) for point in response.json()["content"]]
-
-
 def test_a_pin_repeated_in_one_packet_keeps_every_value_in_history(env: Env) -> None:
     device_id = env.take()
     device = env.logged_in(device_id)
@@ -532,7 +499,7 @@ def test_a_pin_repeated_in_one_packet_keeps_every_value_in_history(env: Env) -> 
     device.sock.sendall(b"".join(frame(HARDWARE, 10 + i, "vw", "2", str(i)) for i in range(50)))
     device.ping()
     assert env.value(device_id, HUMIDITY) == 49
-    history = history_of(env, device_id, HUMIDITY, start)
+    history = history_of(env.api, device_id, HUMIDITY, start)
     assert [value for _, value in history] == list(range(50))
     stamps = [ts for ts, _ in history]
     assert stamps == sorted(set(stamps))  # strictly increasing
@@ -552,10 +519,10 @@ def test_interleaved_repeated_pins_in_one_packet_all_reach_history(env: Env) -> 
     assert env.value(device_id, TEMPERATURE) == 9.5
     assert env.value(device_id, STATUS_DS) == "s9"
     assert env.value(device_id, MODE) == 0  # 9 % 3
-    assert [v for _, v in history_of(env, device_id, TEMPERATURE, start)] == [
+    assert [v for _, v in history_of(env.api, device_id, TEMPERATURE, start)] == [
         i + 0.5 for i in range(10)
     ]
-    assert [v for _, v in history_of(env, device_id, STATUS_DS, start)] == [
+    assert [v for _, v in history_of(env.api, device_id, STATUS_DS, start)] == [
         f"s{i}" for i in range(10)
     ]
 
@@ -668,7 +635,7 @@ def test_stopping_the_server_closes_device_connections(
 ) -> None:
     data_dir = tmp_path_factory.mktemp(f"hardware-stop-{backend}")
     fleet_file = data_dir / "fleet.yaml"
-    fleet_file.write_text(yaml.safe_dump(fleet()))
+    fleet_file.write_text(weather_fleet("Hardware Farms", CLIENT, DEVICE_TOKENS))
     apply_fleet(data_dir, fleet_file)
     port = free_port()
     server = Server(data_dir, "--hardware-port", str(port)).start()

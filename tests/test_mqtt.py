@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from conftest import Api, Server, apply_fleet, client_token, free_port
+from conftest import Api, Server, apply_fleet, client_token, free_port, history_of, weather_fleet
 from pinbase.devices.mqtt_codec import encode_remaining_length
 
 CLIENT = ("mqtt-backend", "mqtt-secret-0123456789abcdef")
@@ -43,26 +43,10 @@ def token_of(device_id: int) -> str:
     return f"MqttTestToken{device_id:019d}"
 
 
-FLEET_YAML = """
-organizations:
-  - id: 1
-    name: MQTT Farms
-    clients:
-      - {client_id: mqtt-backend, client_secret: "mqtt-secret-0123456789abcdef"}
-    products:
-      - id: 10
-        name: Weather Station
-        datastreams:
-          - {id: 1, pin: v1, label: Temperature, type: double, min: -40, max: 85}
-          - {id: 2, pin: v2, label: Humidity, type: integer, min: 0, max: 100}
-          - {id: 3, pin: v3, label: Status, type: string}
-          - {id: 4, pin: v4, label: Position, type: location}
-          - {id: 5, pin: v5, label: Mode, type: enum, options: {0: "Off", 1: Eco, 2: Boost},
-             history: false}
-    devices:
-""" + "".join(
-    f"      - {{id: {d}, name: Device {d}, product: 10, token: {token_of(d)}}}\n"
-    for d in range(FIRST_DEVICE, FIRST_DEVICE + DEVICES)
+FLEET_YAML = weather_fleet(
+    "MQTT Farms",
+    CLIENT,
+    {d: token_of(d) for d in range(FIRST_DEVICE, FIRST_DEVICE + DEVICES)},
 )
 
 
@@ -398,16 +382,6 @@ def publish_bytes(topic: str, payload: str, packet_id: int | None = None) -> byt
     return bytes((0x32 if packet_id else 0x30,)) + encode_remaining_length(len(body)) + body
 
 
-def history_of(env: Env, device_id: int, ds_id: int, start: int) -> list[tuple[int, Any]]:
-    """(ts, value) of every history point since `start`, oldest first."""
-    window = {"from": start, "to": start + 600_000}
-    response = env.api.get(
-        HISTORY, deviceId=device_id, dataStreamId=ds_id, order="asc", size=1000, **window
-    )
-    assert response.status_code == 200, response.text
-    return [(point["createdAt"], point["value"]) for point in response.json()["content"]]
-
-
 def test_a_topic_repeated_in_one_packet_keeps_every_value_in_history(env: Env) -> None:
     device_id = env.devices.take()
     start = int(time.time() * 1000)
@@ -417,7 +391,7 @@ def test_a_topic_repeated_in_one_packet_keeps_every_value_in_history(env: Env) -
         acks = recv_exactly(sock, 4 * 60)  # sent once the values are durable, in order
         assert acks == b"".join(b"\x40\x02" + (i + 1).to_bytes(2, "big") for i in range(60))
     assert env.value(device_id, HUMIDITY) == 59
-    history = history_of(env, device_id, HUMIDITY, start)
+    history = history_of(env.api, device_id, HUMIDITY, start)
     assert [value for _, value in history] == list(range(60))
     stamps = [ts for ts, _ in history]
     assert stamps == sorted(set(stamps))  # strictly increasing
@@ -437,10 +411,10 @@ def test_interleaved_repeated_topics_in_one_packet_all_reach_history(env: Env) -
     assert env.value(device_id, TEMPERATURE) == 9.5
     assert env.value(device_id, STATUS_DS) == "s9"
     assert env.value(device_id, MODE) == 0
-    assert [v for _, v in history_of(env, device_id, TEMPERATURE, start)] == [
+    assert [v for _, v in history_of(env.api, device_id, TEMPERATURE, start)] == [
         i + 0.5 for i in range(10)
     ]
-    assert [v for _, v in history_of(env, device_id, STATUS_DS, start)] == [
+    assert [v for _, v in history_of(env.api, device_id, STATUS_DS, start)] == [
         f"s{i}" for i in range(10)
     ]
 

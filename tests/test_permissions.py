@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from conftest import Api, Server
+from conftest import Api, Server, not_found
 
 VALUES = "/api/v2/organization/device/datastreams"
 BATCH = "/api/v1/organization/device/datastreams/batch"
@@ -111,10 +111,6 @@ _unique = itertools.count()
 
 def unique(label: str) -> str:
     return f"{label} #{next(_unique)} {time.time_ns()}"
-
-
-def not_found(device_id: int) -> str:
-    return f"Device with identifier {device_id} is not found or belong to another organization."
 
 
 def error_message(response: httpx.Response) -> str:
