@@ -51,7 +51,7 @@ from typing import Any
 
 import httpx
 
-from common import CLIENT, DEVICES, ROOT, fleet, rss_kib
+from common import CLIENT, DEVICES, ROOT, batch_rows, batch_update, fleet, rss_kib, timed
 from pinbase.cli import apply_document
 from pinbase.config import database_url
 from pinbase.devices import hardware_codec as hw
@@ -474,20 +474,9 @@ class LoadgenProcess:
 
 def batch_update_rate(http: httpx.Client) -> dict[str, float]:
     """The Organization API batch update: 10,000 devices x 2 datastreams per request."""
-    rows = [[d, 20 + d % 10 + 0.5, d % 100] for d in range(1, DEVICES + 1)]
-    body = json.dumps({"fields": ["deviceId", "Temperature", "Humidity"], "updates": rows})
-    samples = []
-    for run in range(BATCH_RUNS + 1):
-        start = time.perf_counter()
-        response = http.post(
-            "/api/v1/organization/product/devices/batch-update",
-            content=body,
-            headers={"Content-Type": "application/json"},
-        )
-        assert response.status_code == 204, response.text
-        if run:  # the first is a warm-up
-            samples.append(time.perf_counter() - start)
-    seconds = statistics.median(samples)
+    send = batch_update(http, batch_rows(DEVICES))
+    send()  # warm-up
+    seconds = statistics.median(timed(send, BATCH_RUNS))
     return {"values_per_s": round(2 * DEVICES / seconds), "request_ms": round(seconds * 1000, 1)}
 
 

@@ -41,6 +41,8 @@ from common import (
     WRK_CONNECTIONS,
     WRK_SECONDS,
     Server,
+    batch_rows,
+    batch_update,
     fleet,
     median_ms,
     requests_per_second,
@@ -414,16 +416,8 @@ def measure(url: str, baseline_admin_url: str, work: Path) -> dict[str, Any]:
             timed(history(DEEP_PAGE), HISTORY_REPEATS)
         )
 
-        rows = [[d, 20 + d % 10 + 0.5, d % 100] for d in range(1, ROWS + 1)]
-        body = json.dumps({"fields": ["deviceId", "Temperature", "Humidity"], "updates": rows})
-
-        def batch() -> None:
-            response = http.post(
-                "/api/v1/organization/product/devices/batch-update",
-                content=body,
-                headers={"Content-Type": "application/json"},
-            )
-            assert response.status_code == 204, response.text
+        rows = batch_rows(ROWS)
+        batch = batch_update(http, rows)
 
         batch()  # warm-up
         results["batch_update_10k_x2_ms"] = median_ms(timed(batch))

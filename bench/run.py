@@ -28,6 +28,8 @@ from common import (
     REPEATS,
     ROOT,
     Server,
+    batch_rows,
+    batch_update,
     fleet,
     median_ms,
     rss_kib,
@@ -173,16 +175,8 @@ def main() -> None:
             assert http.get("/api/v2/organization/device/datastreams?deviceId=1").status_code == 200
             results["rss_after_10k_devices_mib"] = round(rss_kib(server.process.pid) / 1024, 1)
 
-            rows = [[d, 20 + d % 10 + 0.5, d % 100] for d in range(1, ROWS + 1)]
-            body = json.dumps({"fields": ["deviceId", "Temperature", "Humidity"], "updates": rows})
-
-            def batch() -> None:
-                response = http.post(
-                    "/api/v1/organization/product/devices/batch-update",
-                    content=body,
-                    headers={"Content-Type": "application/json"},
-                )
-                assert response.status_code == 204, response.text
+            rows = batch_rows(ROWS)
+            batch = batch_update(http, rows)
 
             batch()  # warm-up
             results["batch_update_10k_x2_ms"] = median_ms(timed(batch))
