@@ -52,10 +52,10 @@ from typing import Any
 import httpx
 
 from common import CLIENT, DEVICES, ROOT, batch_rows, batch_update, fleet, rss_kib, timed
-from pinbase.cli import apply_document
+from pinbase.cli.main import apply_document
 from pinbase.config import database_url
-from pinbase.devices import hardware_codec as hw
-from pinbase.devices import mqtt_codec as mq
+from pinbase.devices.hardware import codec as hw
+from pinbase.devices.mqtt import codec as mq
 
 HOST = "127.0.0.1"
 STREAM_DEVICES = 100

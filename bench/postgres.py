@@ -50,8 +50,8 @@ from common import (
     timed,
     wrk_command,
 )
-from pinbase.cli import apply_document
-from pinbase.store.postgres_schema import ensure_partition, migrate, month_of
+from pinbase.cli.main import apply_document
+from pinbase.store.postgres.schema import ensure_partition, migrate, month_of
 
 ROWS = 10_000
 HISTORY_POINTS = 10_000_000

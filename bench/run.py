@@ -36,9 +36,9 @@ from common import (
     timed,
     wrk,
 )
-from pinbase.cli import apply_document
+from pinbase.cli.main import apply_document
 from pinbase.config import database_url
-from pinbase.store.sqlite_schema import migrate
+from pinbase.store.sqlite.schema import migrate
 
 ROWS = 10_000
 HISTORY_POINTS = 1_000_000

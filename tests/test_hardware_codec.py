@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from pinbase.devices import hardware_codec as codec
-from pinbase.devices.hardware_codec import CodecError, Frame, FrameDecoder, MessageIds
+from pinbase.devices.hardware import codec as codec
+from pinbase.devices.hardware.codec import CodecError, Frame, FrameDecoder, MessageIds
 
 
 def raw(command: int, msg_id: int, body: bytes = b"") -> bytes:

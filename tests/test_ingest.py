@@ -18,14 +18,14 @@ import asyncpg
 import orjson
 import pytest
 
-from pinbase.devices.uplink import Clock
+from pinbase.app.device_session import Clock
+from pinbase.app.ingest import Ingest, now_ms
 from pinbase.domain.model import Datastream, DataType, Device
 from pinbase.domain.values import Value
-from pinbase.ingest import Ingest, now_ms
-from pinbase.live import Bus, Event, ValueChanged
+from pinbase.live.bus import Bus, Event, ValueChanged
 from pinbase.store.base import Store
 from pinbase.store.records import ValueWrites
-from pinbase.store.sqlite import SqliteStore
+from pinbase.store.sqlite.store import SqliteStore
 
 POSTGRES = os.environ.get("PINBASE_TEST_POSTGRES", "")
 STORES = ["sqlite", "postgresql"] if POSTGRES else ["sqlite"]
@@ -84,7 +84,7 @@ async def open_store(kind: str, tmp_path: Path) -> AsyncIterator[Store]:
         finally:
             await sqlite.close()
         return
-    from pinbase.store.postgres import PostgresStore
+    from pinbase.store.postgres.store import PostgresStore
 
     name = "pb_ingest_" + uuid.uuid4().hex[:12]
     admin = await asyncpg.connect(POSTGRES)

@@ -27,10 +27,10 @@ import httpx
 import pytest
 
 import conftest
-from pinbase.migrate import KINDS, NoProgress, migrate, parents_first, verify
-from pinbase.provisioning import apply, load_document
+from pinbase.app.migrate import KINDS, NoProgress, migrate, parents_first, verify
+from pinbase.app.provisioning import apply, load_document
 from pinbase.store.records import ProductRow, ValueWrites
-from pinbase.store.sqlite import SqliteStore
+from pinbase.store.sqlite.store import SqliteStore
 
 POSTGRES = os.environ.get("PINBASE_TEST_POSTGRES", "")
 needs_postgres = pytest.mark.skipif(

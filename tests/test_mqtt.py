@@ -21,7 +21,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from conftest import Api, Server, apply_fleet, client_token, free_port, history_of, weather_fleet
-from pinbase.devices.mqtt_codec import encode_remaining_length
+from pinbase.devices.mqtt.codec import encode_remaining_length
 
 CLIENT = ("mqtt-backend", "mqtt-secret-0123456789abcdef")
 DEADLINE = 15.0  # seconds; bounds a wait, never decides a result by itself

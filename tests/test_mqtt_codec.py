@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pinbase.devices.mqtt_codec import (
+from pinbase.devices.mqtt.codec import (
     PINGRESP,
     CodecError,
     Connect,

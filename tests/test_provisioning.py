@@ -12,11 +12,11 @@ import orjson
 import pytest
 import yaml
 
+from pinbase.app.auth.secrets import digest, verify_password
+from pinbase.app.provisioning import ApplyReport, ProvisioningError, apply, load_document, plan
 from pinbase.domain.model import ALL_PERMISSIONS, DataType, Permission
-from pinbase.provisioning import ApplyReport, ProvisioningError, apply, load_document, plan
-from pinbase.security import digest, verify_password
 from pinbase.store.records import DatastreamRow, DeviceRow, Entities, ProductRow, RoleRow
-from pinbase.store.sqlite import SqliteStore
+from pinbase.store.sqlite.store import SqliteStore
 
 T = TypeVar("T")
 

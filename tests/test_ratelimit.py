@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from pinbase.ratelimit import TokenBuckets, retry_after
+from pinbase.domain.ratelimit import TokenBuckets, retry_after
 
 
 def test_a_burst_is_granted_then_refused_until_refilled() -> None:

@@ -25,7 +25,7 @@ from conftest import (
     client_token,
     pinbase,
 )
-from pinbase.store.sqlite_schema import SCHEMA_VERSION
+from pinbase.store.sqlite.schema import SCHEMA_VERSION
 
 UPDATE = "/api/v1/organization/device/datastream"
 HISTORY = "/api/v1/organization/device/datastream/history"

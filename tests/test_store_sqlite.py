@@ -11,8 +11,8 @@ import pytest
 
 from pinbase.store.paging import page_window
 from pinbase.store.records import ValueWrites
-from pinbase.store.sqlite import SqliteStore, _segments
-from pinbase.store.sqlite_schema import SCHEMA_VERSION, migrate
+from pinbase.store.sqlite.schema import SCHEMA_VERSION, migrate
+from pinbase.store.sqlite.store import SqliteStore, _segments
 
 
 @pytest.fixture

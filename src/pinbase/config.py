@@ -1,12 +1,88 @@
-"""Server settings. The CLI fills them from flags, which fall back to `PINBASE_*` variables."""
+"""Server settings, each declared once: type, default, flag, environment variable and help.
+
+The `serve` command's options and the README's configuration table are generated from these
+declarations (a test holds the README to them); flags win over `PINBASE_*` variables, which win
+over the defaults here.
+"""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal, get_args
 
 DEFAULT_DATA_DIR = Path("./pinbase-data")
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """How one setting is given on the command line and in the environment."""
+
+    help: str
+    shown_default: str | None = None
+    """The default as the README shows it, when the value itself does not say it well."""
+
+    @staticmethod
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", "-")
+
+    @staticmethod
+    def env(name: str) -> str:
+        return "PINBASE_" + name.upper()
+
+
+def setting(default: Any, help: str, shown_default: str | None = None) -> Any:
+    return field(default=default, metadata={"option": Option(help, shown_default)})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a server needs to run. A port of 0 (or a retention of 0 days) means off."""
+
+    host: str = setting("127.0.0.1", "Address the HTTP and device listeners bind.")
+    port: int = setting(8080, "HTTP port (Organization API, device HTTP API, docs).")
+    data_dir: Path = setting(DEFAULT_DATA_DIR, "Directory of the embedded SQLite database.")
+    database: str | None = setting(
+        None, "Database URL: sqlite:///FILE or postgresql://…", "sqlite:///<data-dir>/pinbase.db"
+    )
+    body_limit: int = setting(
+        2 * 1024 * 1024, "Largest request body in bytes; a larger one is answered 413."
+    )
+    org_rate_limit: int = setting(
+        10_000, "Organization API requests per minute per organization (then 429)."
+    )
+    import_rate: float = setting(10.0, "Import requests per second per device, sustained.")
+    import_burst: int = setting(20, "Import requests per device allowed at once.")
+    access_token_ttl: int = setting(86_400, "Access token lifetime in seconds.")
+    refresh_token_ttl: int = setting(30 * 86_400, "Refresh token lifetime in seconds.")
+    hardware_port: int = setting(8442, "Blynk hardware protocol over TCP; 0: off.")
+    hardware_tls_port: int = setting(
+        0, "Blynk hardware protocol over TLS (needs --tls-cert and --tls-key); 0: off."
+    )
+    mqtt_port: int = setting(1883, "MQTT device API over TCP; 0: off.")
+    mqtt_tls_port: int = setting(
+        0, "MQTT device API over TLS (needs --tls-cert and --tls-key); 0: off."
+    )
+    tls_cert: str | None = setting(None, "PEM certificate chain for the TLS ports.")
+    tls_key: str | None = setting(None, "PEM private key for the TLS ports.")
+    device_rate: float = setting(
+        100.0, "Values per second each device may write through the device interfaces."
+    )
+    device_burst: int = setting(1000, "Values a device may write at once before its rate applies.")
+    heartbeat: int = setting(
+        10, "Seconds between heartbeats a device is assumed to send until it announces its own."
+    )
+    history_retention_days: int = setting(
+        0, "Drop history older than this many days, at start-up and hourly; 0: keep all."
+    )
+    log_level: LogLevel = setting("info", "Log level: " + ", ".join(get_args(LogLevel)) + ".")
+
+    @property
+    def database_url(self) -> str:
+        """`database` if given, else the SQLite file in `data_dir`."""
+        return database_url(self.data_dir, self.database)
 
 
 def database_url(data_dir: Path | None, database: str | None) -> str:
@@ -17,44 +93,46 @@ def database_url(data_dir: Path | None, database: str | None) -> str:
     return f"sqlite:///{(directory / 'pinbase.db').resolve()}"
 
 
-def env_default(name: str, default: str) -> str:
-    return os.environ.get(name, default)
-
-
 @dataclass(frozen=True, slots=True)
-class Settings:
-    """Everything the server needs to run."""
+class Declared:
+    """One setting as the command line and the documentation present it."""
 
-    database: str
-    body_limit: int = 2 * 1024 * 1024
-    """Largest accepted request body in bytes (Blynk's limit: 2 MiB)."""
-    org_rate_limit: int = 10_000
-    """Organization API requests per minute per organization."""
-    import_rate: float = 10.0
-    """Import requests per second per device, sustained."""
-    import_burst: int = 20
-    """Import requests per device allowed at once."""
-    access_token_ttl: int = 86_400
-    """Access token lifetime in seconds."""
-    refresh_token_ttl: int = 30 * 86_400
-    """Refresh token lifetime in seconds."""
-    host: str = "127.0.0.1"
-    """Address the device servers bind (the HTTP server's address)."""
-    hardware_port: int | None = None
-    """Blynk hardware protocol over plain TCP (None: off)."""
-    hardware_tls_port: int | None = None
-    """Blynk hardware protocol over TLS (needs tls_cert and tls_key)."""
-    mqtt_port: int | None = None
-    """MQTT device API over plain TCP (None: off)."""
-    mqtt_tls_port: int | None = None
-    """MQTT device API over TLS (needs tls_cert and tls_key)."""
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    device_rate: float = 100.0
-    """Values per second each device may write (sustained) through the device interfaces."""
-    device_burst: int = 1000
-    """Values a device may write at once before its rate applies."""
-    history_retention_days: int | None = None
-    """Drop history older than this many days (checked at start-up and hourly); None: keep."""
-    heartbeat: int = 10
-    """Seconds between heartbeats a device is assumed to send unless it announces its own."""
+    name: str
+    type: Any
+    default: Any
+    option: Option
+
+    @property
+    def flag(self) -> str:
+        return Option.flag(self.name)
+
+    @property
+    def env(self) -> str:
+        return Option.env(self.name)
+
+    @property
+    def shown_default(self) -> str:
+        if self.option.shown_default is not None:
+            return f"`{self.option.shown_default}`"
+        if self.default is None:
+            return "none"
+        return f"`{self.default}`"
+
+
+def declared() -> list[Declared]:
+    """Every setting, in declaration order."""
+    hints = {f.name: f.type for f in dataclasses.fields(Settings)}
+    return [
+        Declared(f.name, hints[f.name], f.default, f.metadata["option"])
+        for f in dataclasses.fields(Settings)
+    ]
+
+
+def markdown_table() -> str:
+    """The README's configuration table."""
+    lines = ["| flag | environment | default | meaning |", "|---|---|---|---|"]
+    for item in declared():
+        lines.append(
+            f"| `{item.flag}` | `{item.env}` | {item.shown_default} | {item.option.help} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import Invalid, Mismatch
-from .model import INT32_MAX, INT32_MIN, Catalog, Datastream, Device, Schema
-from .permissions import Principal
-from .values import Value, parse_json_value
+from pinbase.domain.errors import Invalid, Mismatch
+from pinbase.domain.model import INT32_MAX, INT32_MIN, Catalog, Datastream, Device, Schema
+from pinbase.domain.permissions import Principal
+from pinbase.domain.values import Value, parse_json_value
 
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
 MAX_ROWS = 10_000

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import Forbidden, NotFound
-from .model import Catalog, Device, Permission
+from pinbase.domain.errors import Forbidden, NotFound
+from pinbase.domain.model import Catalog, Device, Permission
 
 VIEW_PERMISSIONS = frozenset({Permission.OWN_DEVICES_VIEW, Permission.ORG_DEVICES_VIEW})
 

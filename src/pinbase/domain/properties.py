@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from .errors import Invalid
+from pinbase.domain.errors import Invalid
 
 MAX_PROPERTY_LENGTH = 200
 

@@ -11,8 +11,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import Mismatch
-from .model import INT32_MAX, INT32_MIN, Datastream, DataType
+from pinbase.domain.errors import Mismatch
+from pinbase.domain.model import INT32_MAX, INT32_MIN, Datastream, DataType
 
 MAX_STRING_LENGTH = 1024
 MAX_NUMBER_TEXT = 400  # longer digit strings are no datastream's number

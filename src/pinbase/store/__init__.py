@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Store, StoreUnavailable
+from pinbase.store.base import Store, StoreUnavailable
 
 
 def open_store(url: str) -> Store:
     """A store for `url` (`sqlite:///FILE` or `postgresql://...`); `await store.open()` next."""
     if url.startswith("sqlite:///"):
-        from .sqlite import SqliteStore
+        from pinbase.store.sqlite.store import SqliteStore
 
         return SqliteStore(Path(url.removeprefix("sqlite:///")))
     if url.startswith(("postgresql://", "postgres://")):
-        from .postgres import PostgresStore
+        from pinbase.store.postgres.store import PostgresStore
 
         return PostgresStore(url)
     scheme = url.split(":", 1)[0]

@@ -9,16 +9,23 @@ from __future__ import annotations
 import abc
 import enum
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from ..domain.model import Catalog
-from ..ratelimit import TokenBuckets
-from ..relay import Channel
-from .records import ClientRow, Entities, StoredValue, TokenRow, UserRow, ValueWrites
+from pinbase.domain.model import Catalog
+from pinbase.domain.ratelimit import TokenBuckets
+from pinbase.store.records import ClientRow, Entities, StoredValue, TokenRow, UserRow, ValueWrites
 
 ENTITY_TABLES = ("organizations", "roles", "clients", "users", "products", "datastreams", "devices")
 COUNTED_TABLES = (*ENTITY_TABLES, "current_values", "history", "properties")
 """What `Store.counts()` reports, in copying order."""
+
+
+class Channel(Protocol):
+    """A broadcast channel between the processes sharing one database."""
+
+    async def notify(self, payload: str) -> None: ...
+
+    def subscribe(self, receive: Callable[[str], None]) -> None: ...
 
 
 class StoreUnavailable(Exception):

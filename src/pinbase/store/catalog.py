@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 
-from ..domain.model import (
+from pinbase.domain.model import (
     DEFAULT_ROLES,
     Catalog,
     Datastream,
@@ -19,7 +19,7 @@ from ..domain.model import (
     Schema,
     User,
 )
-from .records import Entities
+from pinbase.store.records import Entities
 
 
 def build_catalog(generation: int, rows: Entities) -> Catalog:

@@ -1,5 +1,0 @@
-"""The HTTP API: Organization datastream API, OAuth2 token endpoint, health and docs."""
-
-from .app import create_app
-
-__all__ = ["create_app"]

@@ -1,0 +1,905 @@
+"""Provisioning: describe the fleet in one YAML or JSON document and apply it idempotently.
+
+`plan()` checks the whole document against what the store already holds and computes the rows to
+upsert (only new or changed ones); `apply()` writes them in one transaction. Nothing is written
+when any check fails: the first problem raises `ProvisioningError("<path>: <problem>")`, the path
+leading from the document root to the offending key (`organizations[0].devices[1].colour`).
+
+Choices made where the spec (docs: provisioning.md) is silent:
+
+- The document is a mapping whose `organizations` key is required. An optional key whose value
+  is null counts as absent (so a YAML `clients:` with nothing under it is an empty list).
+- An entity the file mentions is described completely: optional fields left out take their
+  defaults (`alias` = label, `history` on, no `min`/`max`/`decimals`/`units`, device without
+  owner, user role `User`), so removing e.g. `owner:` clears it. Secrets are the exception: left
+  out, the stored hash is kept (a new entity gets a generated secret, reported once).
+- Entities the file does not mention are never touched, datastreams included.
+- Datastream `id`s are required: they appear in the API, so they must not depend on file order.
+- A device's `product` is a product id or, so that products with assigned ids can be referenced,
+  the name of a product (root or variant) of the same organization, if that name is unique.
+- Entities without an `id` are matched by name (organization by name, product and device by
+  organization and name); so that this stays unambiguous on the next apply, such a name must not
+  appear twice among its kind in the file (per organization for products and devices), and two
+  stored entities with that name are an error too. New ids are the highest id in use plus one.
+- Organizations, products, devices and clients never move to another organization: an id or
+  client_id that the store holds for another organization is an error.
+- A variant has no datastreams of its own: a stored product that has datastreams or variants
+  cannot be declared a variant. Re-parenting a stored variant under another root is allowed.
+- Datastream pins and labels must stay unique within the product counting the stored
+  datastreams the file does not mention. Labels and emails are compared exactly (the OAuth
+  password grant looks users up by exact email); pins case-insensitively (stored lower-case).
+- `decimals` (0..15) and `units` are for numeric types only, like `min`/`max`; an `integer`
+  datastream's `min`/`max` must be whole int32 numbers. `enum` option keys are int32; in JSON
+  documents they are strings holding an integer ("0"), non-canonical forms ("01") are refused.
+- Role permissions are de-duplicated and stored sorted; a role named Admin, Staff or User
+  overrides that default role for its organization.
+- Device tokens are unique in the server (checked against stored devices too).
+- `ApplyReport.created`/`updated` contain only kinds with a non-zero count; kinds are the
+  `Entities` field names (variants count as `products`). `unchanged` counts the entities of the
+  file whose rows needed no change.
+
+Limits: `apply` reads and then writes, so two concurrent applies may race (run one at a time).
+Swapping the tokens of two devices in one apply fails at write time (the unique token index
+sees the intermediate state; nothing is written): change them in two applies.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import orjson
+import yaml
+
+from pinbase.app.auth.secrets import (
+    digest,
+    hash_password,
+    new_device_token,
+    new_token,
+    verify_password,
+)
+from pinbase.domain.model import DEFAULT_ROLES, INT32_MAX, INT32_MIN, DataType, Permission
+from pinbase.store import open_store
+from pinbase.store.base import Store
+from pinbase.store.records import (
+    ClientRow,
+    DatastreamRow,
+    DeviceRow,
+    Entities,
+    OrgRow,
+    ProductRow,
+    RoleRow,
+    UserRow,
+)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+NUMERIC_TYPES = frozenset({DataType.INTEGER, DataType.DOUBLE})
+MAX_DECIMALS = 15
+MIN_CLIENT_SECRET = 16
+DEFAULT_USER_ROLE = "User"
+
+_PIN = re.compile(r"[vV](0|[1-9][0-9]{0,2})")
+_DEVICE_TOKEN = re.compile(r"[A-Za-z0-9]{32}")
+_OPTION_KEY = re.compile(r"-?(0|[1-9][0-9]*)")
+
+
+class ProvisioningError(Exception):
+    """A document that cannot be applied; `str(err)` is `"<path>: <problem>"`."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+@dataclass
+class ApplyReport:
+    created: dict[str, int] = field(default_factory=dict)
+    updated: dict[str, int] = field(default_factory=dict)
+    unchanged: int = 0
+    secrets: list[tuple[str, str]] = field(default_factory=list)
+    """Generated secrets, to be shown once: (what, secret)."""
+
+    @property
+    def changed(self) -> bool:
+        return any(self.created.values()) or any(self.updated.values())
+
+
+# --- reading the document -----------------------------------------------------------------
+
+
+def load_document(path: Path) -> Any:
+    """Parse a YAML (.yaml, .yml) or JSON (.json) file; errors name the file."""
+    suffix = path.suffix.lower()
+    if suffix not in (".yaml", ".yml", ".json"):
+        raise ProvisioningError(str(path), "unsupported file type (use .yaml, .yml or .json)")
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ProvisioningError(str(path), f"cannot read the file: {exc.strerror}") from exc
+    try:
+        if suffix == ".json":
+            return orjson.loads(text)
+        return yaml.safe_load(text)
+    except orjson.JSONDecodeError as exc:
+        raise ProvisioningError(str(path), f"invalid JSON: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ProvisioningError(str(path), f"invalid YAML: {exc}") from exc
+
+
+def _fail(path: str, problem: str) -> NoReturn:
+    raise ProvisioningError(path or "document", problem)
+
+
+_KINDS: tuple[tuple[type, str], ...] = (
+    (bool, "a boolean"),
+    (int, "an integer"),
+    (float, "a number"),
+    (str, "a string"),
+    (list, "a list"),
+    (dict, "a mapping"),
+)
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    for cls, name in _KINDS:
+        if isinstance(value, cls):
+            return name
+    return type(value).__name__
+
+
+def _show(value: object) -> str:
+    return f'"{value}"' if isinstance(value, str) else str(value)
+
+
+def _child(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+class _Map:
+    """One mapping of the document: reads name their full path, unknown keys are refused."""
+
+    def __init__(self, value: object, path: str, allowed: Iterable[str]) -> None:
+        if not isinstance(value, dict):
+            _fail(path, f"expected a mapping, got {_kind(value)}")
+        known = set(allowed)
+        for key in value:
+            if key not in known:
+                _fail(_child(path, key), "unknown key")
+        self.path = path
+        self._value: dict[Any, Any] = value
+
+    def at(self, key: str) -> str:
+        return _child(self.path, key)
+
+    def required(self, key: str, check: Callable[[Any, str], T]) -> T:
+        if key not in self._value:
+            _fail(self.at(key), "missing (required)")
+        return check(self._value[key], self.at(key))
+
+    def optional(self, key: str, check: Callable[[Any, str], T]) -> T | None:
+        value = self._value.get(key)
+        return None if value is None else check(value, self.at(key))
+
+    def items(self, key: str, *, required: bool = False) -> list[tuple[Any, str]]:
+        """The entries of a list value, each with its path."""
+        if required and key not in self._value:
+            _fail(self.at(key), "missing (required)")
+        value = self._value.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            _fail(self.at(key), f"expected a list, got {_kind(value)}")
+        return [(item, f"{self.at(key)}[{index}]") for index, item in enumerate(value)]
+
+
+def _int(value: Any, path: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail(path, f"expected an integer, got {_kind(value)}")
+    if not low <= value <= high:
+        _fail(path, f"{value} is out of range ({low} to {high})")
+    return value
+
+
+def _id(value: Any, path: str) -> int:
+    return _int(value, path, 1, INT32_MAX)
+
+
+def _bool(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        _fail(path, f"expected true or false, got {_kind(value)}")
+    return value
+
+
+def _number(value: Any, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        _fail(path, f"expected a number, got {_kind(value)}")
+    if not math.isfinite(value):
+        _fail(path, f"expected a finite number, got {value}")
+    return float(value)
+
+
+def _text(value: Any, path: str) -> str:
+    if not isinstance(value, str):
+        _fail(path, f"expected a string, got {_kind(value)}")
+    if not value.strip():
+        _fail(path, "must not be empty")
+    return value
+
+
+def _email(value: Any, path: str) -> str:
+    email = _text(value, path)
+    local, at, domain = email.rpartition("@")
+    if not (at and local and domain) or any(c.isspace() for c in email):
+        _fail(path, f"{_show(email)} is not an email address")
+    return email
+
+
+def _pin(value: Any, path: str) -> str:
+    pin = _text(value, path)
+    match = _PIN.fullmatch(pin)
+    if match is None or int(match.group(1)) > 255:
+        _fail(path, f"invalid pin {_show(pin)} (expected v0 to v255)")
+    return pin.lower()
+
+
+def _data_type(value: Any, path: str) -> DataType:
+    name = _text(value, path)
+    try:
+        return DataType(name)
+    except ValueError:
+        allowed = ", ".join(t.value for t in DataType)
+        _fail(path, f"unknown type {_show(name)} (expected one of {allowed})")
+
+
+def _permission(value: Any, path: str) -> str:
+    name = _text(value, path)
+    if name not in Permission.__members__:
+        allowed = ", ".join(p.value for p in Permission)
+        _fail(path, f"unknown permission {_show(name)} (expected one of {allowed})")
+    return name
+
+
+def _client_id(value: Any, path: str) -> str:
+    client_id = _text(value, path)
+    if any(c.isspace() for c in client_id):
+        _fail(path, "a client_id must not contain white space")
+    return client_id
+
+
+def _client_secret(value: Any, path: str) -> str:
+    secret = _text(value, path)
+    if len(secret) < MIN_CLIENT_SECRET:
+        _fail(path, f"a client secret needs at least {MIN_CLIENT_SECRET} characters")
+    return secret
+
+
+def _device_token(value: Any, path: str) -> str:
+    token = _text(value, path)
+    if _DEVICE_TOKEN.fullmatch(token) is None:
+        _fail(path, "a device token is exactly 32 letters (A-Z, a-z) or digits")
+    return token
+
+
+def _password(value: Any, path: str) -> str:
+    if not isinstance(value, str):
+        _fail(path, f"expected a string, got {_kind(value)}")
+    if not value:
+        _fail(path, "must not be empty")
+    return value
+
+
+def _product_ref(value: Any, path: str) -> int | str:
+    if isinstance(value, str):
+        return _text(value, path)
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail(path, f"expected a product id or name, got {_kind(value)}")
+    return _id(value, path)
+
+
+def _option_key(key: Any, path: str) -> int:
+    if isinstance(key, str) and _OPTION_KEY.fullmatch(key):
+        key = int(key)
+    if isinstance(key, bool) or not isinstance(key, int):
+        _fail(path, f"option key {_show(key)} is not an integer")
+    return _int(key, path, INT32_MIN, INT32_MAX)
+
+
+def _options(value: Any, path: str) -> dict[int, str]:
+    if not isinstance(value, dict) or not value:
+        _fail(path, "expected a non-empty mapping of integer values to labels")
+    options: dict[int, str] = {}
+    for key, label in value.items():
+        at = _child(path, key)
+        number = _option_key(key, at)
+        if not isinstance(label, str):
+            _fail(at, f'expected a string label, got {_kind(label)} (quote "Off", "On" in YAML)')
+        if number in options:
+            _fail(at, f"duplicate option value {number}")
+        options[number] = label
+    return options
+
+
+def _unique(entries: Iterable[tuple[Hashable, str]], what: str, *, secret: bool = False) -> None:
+    """Fail at the second of two entries with the same key: (key, path of the value)."""
+    seen: dict[Hashable, str] = {}
+    for key, path in entries:
+        if key in seen:
+            shown = "" if secret else f" {_show(key)}"
+            _fail(path, f"duplicate {what}{shown} (also at {seen[key]})")
+        seen[key] = path
+
+
+# --- the parsed document ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _DatastreamSpec:
+    path: str
+    id: int
+    pin: str
+    label: str
+    alias: str
+    type: DataType
+    min: float | None
+    max: float | None
+    decimals: int | None
+    units: str | None
+    options: dict[int, str] | None
+    history: bool
+
+
+@dataclass(eq=False)
+class _Named:
+    """An organization, product or device: `given_id` from the file, `id` once resolved."""
+
+    path: str
+    given_id: int | None
+    name: str
+    id: int = field(default=0, init=False)
+
+
+@dataclass(eq=False)
+class _ProductSpec(_Named):
+    parent: _ProductSpec | None
+    datastreams: list[_DatastreamSpec]
+
+
+@dataclass(eq=False)
+class _DeviceSpec(_Named):
+    product: int | str
+    owner: str | None
+    token: str | None
+
+
+@dataclass(frozen=True)
+class _ClientSpec:
+    path: str
+    client_id: str
+    secret: str | None
+
+
+@dataclass(frozen=True)
+class _RoleSpec:
+    path: str
+    name: str
+    permissions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _UserSpec:
+    path: str
+    email: str
+    password: str | None
+    role: str
+
+
+@dataclass(eq=False)
+class _OrgSpec(_Named):
+    clients: list[_ClientSpec]
+    roles: list[_RoleSpec]
+    users: list[_UserSpec]
+    products: list[_ProductSpec]  # roots and variants, each root before its variants
+    devices: list[_DeviceSpec]
+
+
+def _parse_document(document: Any) -> list[_OrgSpec]:
+    root = _Map(document, "", ("organizations",))
+    orgs = [_parse_org(item, path) for item, path in root.items("organizations", required=True)]
+    _unique(((c.client_id, f"{c.path}.client_id") for o in orgs for c in o.clients), "client_id")
+    _unique(
+        ((d.token, f"{d.path}.token") for o in orgs for d in o.devices if d.token is not None),
+        "device token",
+        secret=True,
+    )
+    return orgs
+
+
+def _parse_org(value: Any, path: str) -> _OrgSpec:
+    m = _Map(value, path, ("id", "name", "clients", "roles", "users", "products", "devices"))
+    org = _OrgSpec(
+        path,
+        m.optional("id", _id),
+        m.required("name", _text),
+        clients=[_parse_client(item, at) for item, at in m.items("clients")],
+        roles=[_parse_role(item, at) for item, at in m.items("roles")],
+        users=[_parse_user(item, at) for item, at in m.items("users")],
+        products=[p for item, at in m.items("products") for p in _parse_product(item, at)],
+        devices=[_parse_device(item, at) for item, at in m.items("devices")],
+    )
+    _unique(((r.name, f"{r.path}.name") for r in org.roles), "role")
+    _unique(((u.email, f"{u.path}.email") for u in org.users), "user email")
+    return org
+
+
+def _parse_client(value: Any, path: str) -> _ClientSpec:
+    m = _Map(value, path, ("client_id", "client_secret"))
+    return _ClientSpec(
+        path, m.required("client_id", _client_id), m.optional("client_secret", _client_secret)
+    )
+
+
+def _parse_role(value: Any, path: str) -> _RoleSpec:
+    m = _Map(value, path, ("name", "permissions"))
+    name = m.required("name", _text)
+    permissions = {_permission(item, at) for item, at in m.items("permissions", required=True)}
+    return _RoleSpec(path, name, tuple(sorted(permissions)))
+
+
+def _parse_user(value: Any, path: str) -> _UserSpec:
+    m = _Map(value, path, ("email", "password", "role"))
+    return _UserSpec(
+        path,
+        m.required("email", _email),
+        m.optional("password", _password),
+        m.optional("role", _text) or DEFAULT_USER_ROLE,
+    )
+
+
+def _parse_product(value: Any, path: str, parent: _ProductSpec | None = None) -> list[_ProductSpec]:
+    """A root product followed by its variants (a variant: no datastreams, no variants)."""
+    keys = ("id", "name") if parent else ("id", "name", "datastreams", "variants")
+    m = _Map(value, path, keys)
+    given_id, name = m.optional("id", _id), m.required("name", _text)
+    streams = [_parse_datastream(item, at) for item, at in m.items("datastreams")]
+    _unique(((d.id, f"{d.path}.id") for d in streams), "datastream id")
+    _unique(((d.pin, f"{d.path}.pin") for d in streams), "pin")
+    _unique(((d.label, f"{d.path}.label") for d in streams), "label")
+    product = _ProductSpec(path, given_id, name, parent, datastreams=streams)
+    variants = [v for item, at in m.items("variants") for v in _parse_product(item, at, product)]
+    return [product, *variants]
+
+
+_DATASTREAM_KEYS = (
+    "id",
+    "pin",
+    "label",
+    "alias",
+    "type",
+    "min",
+    "max",
+    "decimals",
+    "units",
+    "options",
+    "history",
+)
+
+
+def _parse_datastream(value: Any, path: str) -> _DatastreamSpec:
+    m = _Map(value, path, _DATASTREAM_KEYS)
+    ds_id, pin = m.required("id", _id), m.required("pin", _pin)
+    label = m.required("label", _text)
+    alias = m.optional("alias", _text) or label
+    data_type = m.required("type", _data_type)
+    low, high = _bounds(m, data_type)
+    decimals = m.optional("decimals", lambda v, at: _int(v, at, 0, MAX_DECIMALS))
+    units = m.optional("units", _text)
+    for key, given in (("decimals", decimals), ("units", units)):
+        if given is not None and data_type not in NUMERIC_TYPES:
+            _fail(m.at(key), f"only numeric datastreams (integer, double) have {key}")
+    options = m.optional("options", _options)
+    if data_type is DataType.ENUM and options is None:
+        _fail(m.at("options"), "missing (required for type enum)")
+    if data_type is not DataType.ENUM and options is not None:
+        _fail(m.at("options"), "only enum datastreams have options")
+    history = m.optional("history", _bool)
+    return _DatastreamSpec(
+        path,
+        ds_id,
+        pin,
+        label,
+        alias,
+        data_type,
+        low,
+        high,
+        decimals,
+        units,
+        options,
+        True if history is None else history,
+    )
+
+
+def _bounds(m: _Map, data_type: DataType) -> tuple[float | None, float | None]:
+    low, high = m.optional("min", _number), m.optional("max", _number)
+    for key, bound in (("min", low), ("max", high)):
+        if bound is None:
+            continue
+        if data_type not in NUMERIC_TYPES:
+            _fail(m.at(key), f"only numeric datastreams (integer, double) have {key}")
+        if data_type is DataType.INTEGER and not (
+            bound.is_integer() and INT32_MIN <= bound <= INT32_MAX
+        ):
+            _fail(m.at(key), f"{_number_text(bound)} is not a whole int32 number")
+    if low is not None and high is not None and low > high:
+        _fail(m.at("min"), f"min {_number_text(low)} is greater than max {_number_text(high)}")
+    return low, high
+
+
+def _number_text(value: float) -> str:
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _parse_device(value: Any, path: str) -> _DeviceSpec:
+    m = _Map(value, path, ("id", "name", "product", "owner", "token"))
+    return _DeviceSpec(
+        path,
+        m.optional("id", _id),
+        m.required("name", _text),
+        product=m.required("product", _product_ref),
+        owner=m.optional("owner", _email),
+        token=m.optional("token", _device_token),
+    )
+
+
+# --- planning -----------------------------------------------------------------------------
+
+
+def _options_text(options: dict[int, str] | None) -> str | None:
+    if options is None:
+        return None
+    return orjson.dumps({str(k): options[k] for k in sorted(options)}).decode()
+
+
+def _canonical_options(text: str | None) -> str | None:
+    if text is None:
+        return None
+    return _options_text({int(k): str(v) for k, v in orjson.loads(text).items()})
+
+
+def _ids_by_name(rows: Iterable[tuple[int, int, str]]) -> dict[tuple[int, str], list[int]]:
+    """(scope, name) -> ids, from (scope, id, name) triples."""
+    found: dict[tuple[int, str], list[int]] = {}
+    for scope, row_id, name in rows:
+        found.setdefault((scope, name), []).append(row_id)
+    return found
+
+
+def _resolve_ids(
+    entries: list[tuple[int, _Named]],
+    what: str,
+    stored_scope: dict[int, int],
+    stored_names: dict[tuple[int, str], list[int]],
+) -> None:
+    """Give every (scope, entity) its id: the given one, a stored one matched by name, or new.
+
+    `stored_scope` maps stored ids to their organization (or 0 for organizations themselves).
+    """
+    claimed: dict[int, str] = {}
+    for scope, spec in entries:
+        if spec.given_id is None:
+            continue
+        at, owner = f"{spec.path}.id", stored_scope.get(spec.given_id, scope)
+        if spec.given_id in claimed:
+            _fail(at, f"duplicate {what} id {spec.given_id} (also at {claimed[spec.given_id]})")
+        if owner != scope:
+            _fail(at, f"{what} {spec.given_id} belongs to organization {owner}")
+        spec.id = spec.given_id
+        claimed[spec.id] = spec.path
+    _match_names(entries, what, stored_names, claimed)
+    next_id = max([*stored_scope, *claimed], default=0) + 1
+    for _, spec in entries:
+        if spec.id == 0:
+            if next_id > INT32_MAX:
+                _fail(spec.path, f"no {what} id left to assign")
+            spec.id, next_id = next_id, next_id + 1
+
+
+def _match_names(
+    entries: list[tuple[int, _Named]],
+    what: str,
+    stored_names: dict[tuple[int, str], list[int]],
+    claimed: dict[int, str],
+) -> None:
+    """Match entities without an id to the stored entity of the same name, if there is one."""
+    in_file = Counter((scope, spec.name) for scope, spec in entries)
+    for scope, spec in entries:
+        if spec.given_id is not None:
+            continue
+        at, name = f"{spec.path}.name", _show(spec.name)
+        if in_file[scope, spec.name] > 1:
+            _fail(at, f"{what} name {name} is used more than once here; give each an id")
+        matches = stored_names.get((scope, spec.name), [])
+        if len(matches) > 1:
+            _fail(at, f"{len(matches)} stored {what}s are named {name}; give an id to choose one")
+        if matches:
+            if matches[0] in claimed:
+                _fail(
+                    at,
+                    f"{name} is the name of {what} {matches[0]}, "
+                    f"which {claimed[matches[0]]} defines too",
+                )
+            spec.id = matches[0]
+            claimed[spec.id] = spec.path
+
+
+class _Planner:
+    """Compares the document with the stored rows; collects the rows that must be written."""
+
+    def __init__(self, existing: Entities) -> None:
+        self.existing = existing
+        self.rows = Entities()
+        self.created: Counter[str] = Counter()
+        self.updated: Counter[str] = Counter()
+        self.unchanged = 0
+        self.secrets: list[tuple[str, str]] = []
+        self.role_names: dict[int, set[str]] = {}
+        self.users: dict[tuple[int, str], UserRow] = {
+            (u.org_id, u.email): u for u in existing.users
+        }
+        self.products: dict[int, ProductRow] = {p.id: p for p in existing.products}
+        self.datastreams: dict[int, dict[int, DatastreamRow]] = {}
+        for ds in existing.datastreams:
+            self.datastreams.setdefault(ds.product_id, {})[ds.id] = ds
+        self.devices: dict[int, DeviceRow] = {d.id: d for d in existing.devices}
+
+    def run(self, orgs: list[_OrgSpec]) -> tuple[Entities, ApplyReport]:
+        self._resolve(orgs)
+        stored_orgs = {o.id: o for o in self.existing.organizations}
+        for org in orgs:
+            self._put("organizations", stored_orgs.get(org.id), OrgRow(org.id, org.name))
+        for org in orgs:
+            self._plan_roles(org)
+        clients = {c.client_id: c for c in self.existing.clients}
+        for org in orgs:
+            for client in org.clients:
+                self._plan_client(org, client, clients.get(client.client_id))
+        for org in orgs:
+            self._plan_users(org)
+        for org in orgs:
+            self._plan_products(org)
+        for org in orgs:
+            for spec in org.devices:
+                self._plan_device(org, spec)
+        self._check_tokens(orgs)
+        self.rows.products.sort(key=lambda p: p.parent_id is not None)  # roots first (FK)
+        report = ApplyReport(
+            created={k: n for k, n in self.created.items() if n},
+            updated={k: n for k, n in self.updated.items() if n},
+            unchanged=self.unchanged,
+            secrets=self.secrets,
+        )
+        return self.rows, report
+
+    def _put(self, kind: str, old: R | None, new: R) -> None:
+        if old == new:
+            self.unchanged += 1
+            return
+        (self.created if old is None else self.updated)[kind] += 1
+        getattr(self.rows, kind).append(new)
+
+    def _secret(self, what: str, make: Callable[[], str]) -> str:
+        secret = make()
+        self.secrets.append((what, secret))
+        return secret
+
+    # ids ----------------------------------------------------------------------------------
+    def _resolve(self, orgs: list[_OrgSpec]) -> None:
+        ex = self.existing
+        _resolve_ids(
+            [(0, org) for org in orgs],
+            "organization",
+            {o.id: 0 for o in ex.organizations},
+            _ids_by_name((0, o.id, o.name) for o in ex.organizations),
+        )
+        _resolve_ids(
+            [(org.id, p) for org in orgs for p in org.products],
+            "product",
+            {p.id: p.org_id for p in ex.products},
+            _ids_by_name((p.org_id, p.id, p.name) for p in ex.products),
+        )
+        _resolve_ids(
+            [(org.id, d) for org in orgs for d in org.devices],
+            "device",
+            {d.id: d.org_id for d in ex.devices},
+            _ids_by_name((d.org_id, d.id, d.name) for d in ex.devices),
+        )
+
+    # roles, clients, users ----------------------------------------------------------------
+    def _plan_roles(self, org: _OrgSpec) -> None:
+        stored = {r.name: r for r in self.existing.roles if r.org_id == org.id}
+        self.role_names[org.id] = {*DEFAULT_ROLES, *stored, *(r.name for r in org.roles)}
+        for spec in org.roles:
+            old = stored.get(spec.name)
+            if old is not None:
+                old = replace(old, permissions=tuple(sorted(set(old.permissions))))
+            self._put("roles", old, RoleRow(org.id, spec.name, spec.permissions))
+
+    def _plan_client(self, org: _OrgSpec, spec: _ClientSpec, old: ClientRow | None) -> None:
+        if old is not None and old.org_id != org.id:
+            _fail(
+                f"{spec.path}.client_id",
+                f"client {_show(spec.client_id)} belongs to organization {old.org_id}",
+            )
+        if spec.secret is not None:
+            secret_hash = digest(spec.secret)
+        elif old is not None:
+            secret_hash = old.secret_hash
+        else:
+            secret_hash = digest(self._secret(f"client {spec.client_id} secret", new_token))
+        self._put("clients", old, ClientRow(spec.client_id, org.id, secret_hash))
+
+    def _plan_users(self, org: _OrgSpec) -> None:
+        next_id = max((u.id for u in self.users.values()), default=0) + 1
+        for spec in org.users:
+            if spec.role not in self.role_names[org.id]:
+                known = ", ".join(sorted(self.role_names[org.id]))
+                _fail(f"{spec.path}.role", f"unknown role {_show(spec.role)} (known: {known})")
+            old = self.users.get((org.id, spec.email))
+            if old is None:
+                user_id, next_id = next_id, next_id + 1
+            else:
+                user_id = old.id
+            row = UserRow(user_id, org.id, spec.email, self._password_hash(spec, old), spec.role)
+            self._put("users", old, row)
+            self.users[org.id, spec.email] = row
+
+    def _password_hash(self, spec: _UserSpec, old: UserRow | None) -> str:
+        if spec.password is None:
+            if old is not None:
+                return old.password_hash
+            return hash_password(self._secret(f"user {spec.email} password", new_token))
+        if old is not None and verify_password(spec.password, old.password_hash):
+            return old.password_hash
+        return hash_password(spec.password)
+
+    # products and datastreams -------------------------------------------------------------
+    def _plan_products(self, org: _OrgSpec) -> None:
+        for spec in org.products:
+            parent_id = spec.parent.id if spec.parent else None
+            row = ProductRow(spec.id, org.id, spec.name, parent_id)
+            self._put("products", self.products.get(spec.id), row)
+            self.products[spec.id] = row
+        for spec in org.products:
+            if spec.parent is None:
+                self._plan_datastreams(spec)
+            else:
+                self._check_variant(spec)
+
+    def _check_variant(self, spec: _ProductSpec) -> None:
+        if self.datastreams.get(spec.id):
+            _fail(
+                spec.path, f"product {spec.id} has datastreams of its own: it cannot be a variant"
+            )
+        children = sorted(p.id for p in self.products.values() if p.parent_id == spec.id)
+        if children:
+            _fail(
+                spec.path, f"product {spec.id} has variants ({children[0]}): it cannot be a variant"
+            )
+
+    def _plan_datastreams(self, product: _ProductSpec) -> None:
+        stored = self.datastreams.setdefault(product.id, {})
+        for spec in product.datastreams:
+            old = stored.get(spec.id)
+            if old is not None:
+                old = replace(old, options=_canonical_options(old.options))
+            row = DatastreamRow(
+                product.id,
+                spec.id,
+                spec.pin,
+                spec.label,
+                spec.alias,
+                spec.type.value,
+                spec.min,
+                spec.max,
+                spec.decimals,
+                spec.units,
+                _options_text(spec.options),
+                spec.history,
+            )
+            self._put("datastreams", old, row)
+            stored[spec.id] = row
+        for spec in product.datastreams:
+            for other in stored.values():
+                if other.id == spec.id:
+                    continue
+                if other.pin.lower() == spec.pin:
+                    _fail(
+                        f"{spec.path}.pin", f"pin {spec.pin} is also used by datastream {other.id}"
+                    )
+                if other.label == spec.label:
+                    _fail(
+                        f"{spec.path}.label",
+                        f"label {_show(spec.label)} is also used by datastream {other.id}",
+                    )
+
+    # devices ------------------------------------------------------------------------------
+    def _plan_device(self, org: _OrgSpec, spec: _DeviceSpec) -> None:
+        product_id = self._device_product(org, spec)
+        owner_id = None
+        if spec.owner is not None:
+            owner = self.users.get((org.id, spec.owner))
+            if owner is None:
+                _fail(f"{spec.path}.owner", f"no user {_show(spec.owner)} in this organization")
+            owner_id = owner.id
+        old = self.devices.get(spec.id)
+        if spec.token is not None:
+            token_hash = digest(spec.token)
+        elif old is not None:
+            token_hash = old.token_hash
+        else:
+            what = f"device {spec.id} ({spec.name}) token"
+            token_hash = digest(self._secret(what, new_device_token))
+        row = DeviceRow(spec.id, org.id, product_id, spec.name, owner_id, token_hash)
+        self._put("devices", old, row)
+        self.devices[spec.id] = row
+
+    def _device_product(self, org: _OrgSpec, spec: _DeviceSpec) -> int:
+        at, ref = f"{spec.path}.product", spec.product
+        if isinstance(ref, int):
+            product = self.products.get(ref)
+            if product is None or product.org_id != org.id:
+                _fail(at, f"no product {ref} in this organization")
+            return ref
+        matches = sorted(
+            p.id for p in self.products.values() if (p.org_id, p.name) == (org.id, ref)
+        )
+        if not matches:
+            _fail(at, f"no product named {_show(ref)} in this organization")
+        if len(matches) > 1:
+            _fail(at, f"{len(matches)} products are named {_show(ref)}; use the product id")
+        return matches[0]
+
+    def _check_tokens(self, orgs: list[_OrgSpec]) -> None:
+        holders: dict[str, list[int]] = {}
+        for device in self.devices.values():
+            holders.setdefault(device.token_hash, []).append(device.id)
+        for org in orgs:
+            for spec in org.devices:
+                if spec.token is None:
+                    continue
+                others = [d for d in holders[digest(spec.token)] if d != spec.id]
+                if others:
+                    _fail(f"{spec.path}.token", f"device {others[0]} already uses this token")
+
+
+def plan(document: Any, existing: Entities) -> tuple[Entities, ApplyReport]:
+    """Check `document` against the stored rows; the rows to upsert (new or changed ones)."""
+    return _Planner(existing).run(_parse_document(document))
+
+
+async def apply(store: Store, document: Any) -> ApplyReport:
+    """Apply `document` to the store in one transaction; nothing is written if it is invalid."""
+    existing = await store.entities()
+    rows, report = plan(document, existing)
+    if not rows.is_empty():
+        await store.upsert_entities(rows)
+    return report
+
+
+async def apply_to_database(url: str, document: Any) -> ApplyReport:
+    """Open the store at `url`, apply `document` to it, and close it again."""
+    store = open_store(url)
+    await store.open()
+    try:
+        return await apply(store, document)
+    finally:
+        await store.close()

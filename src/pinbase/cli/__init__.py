@@ -1,0 +1,5 @@
+"""The `pinbase` command line: the faces people use (serve, apply, demo, migrate)."""
+
+from pinbase.cli.main import app
+
+__all__ = ["app"]

@@ -1,0 +1,244 @@
+"""The `pinbase` command: serve, apply, demo."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import typing
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from pinbase.app.provisioning import (
+    ApplyReport,
+    ProvisioningError,
+    apply_to_database,
+    load_document,
+)
+from pinbase.config import Settings, database_url, declared
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="pinbase: a self-hosted IoT device-data server (Blynk Organization API).",
+)
+console = Console(stderr=True)
+out = Console()
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        envvar="PINBASE_DATA_DIR",
+        help="Directory of the embedded database [default: ./pinbase-data].",
+    ),
+]
+Database = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        envvar="PINBASE_DATABASE",
+        help="Database URL [default: sqlite:///<data-dir>/pinbase.db].",
+    ),
+]
+
+
+def _serve_options() -> list[inspect.Parameter]:
+    """One command-line option per declared setting (pinbase.config)."""
+    hints = typing.get_type_hints(Settings)
+    parameters = []
+    for item in declared():
+        option = typer.Option(
+            item.flag,
+            envvar=item.env,
+            help=item.option.help,
+            show_default=item.option.shown_default or True,
+            case_sensitive=False,
+        )
+        parameters.append(
+            inspect.Parameter(
+                item.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=item.default,
+                annotation=Annotated[hints[item.name], option],
+            )
+        )
+    return parameters
+
+
+def serve(**values: Any) -> None:
+    """Run the HTTP server and the device listeners."""
+    from pinbase import server
+
+    settings = Settings(**values)
+    server.configure_logging(settings.log_level)
+    server.run(server.serve(settings))
+
+
+_parameters = _serve_options()
+serve.__signature__ = inspect.Signature(_parameters)  # type: ignore[attr-defined]
+serve.__annotations__ = {p.name: p.annotation for p in _parameters}
+app.command()(serve)
+
+
+def print_report(report: ApplyReport) -> None:
+    if not report.changed:
+        out.print(f"No changes ({report.unchanged} entities already up to date).")
+    for kind, count in report.created.items():
+        if count:
+            out.print(f"created {count} {kind}")
+    for kind, count in report.updated.items():
+        if count:
+            out.print(f"updated {count} {kind}")
+    if report.secrets:
+        out.print("\nGenerated secrets (shown once, stored only as hashes):")
+        for what, secret in report.secrets:
+            out.print(f"  {what}: {secret}", markup=False, highlight=False)
+
+
+@app.command("apply")
+def apply_command(
+    file: Annotated[Path, typer.Argument(help="Fleet description, YAML or JSON.")],
+    data_dir: DataDir = None,
+    database: Database = None,
+) -> None:
+    """Create or update organizations, clients, users, products and devices from FILE."""
+    try:
+        document = load_document(file)
+        report = asyncio.run(apply_to_database(database_url(data_dir, database), document))
+    except ProvisioningError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        console.print("Nothing was written.")
+        raise typer.Exit(2) from None
+    print_report(report)
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8080,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    hardware_port: Annotated[int, typer.Option(help="Hardware protocol (TCP) port.")] = 8442,
+    mqtt_port: Annotated[int, typer.Option(help="MQTT port.")] = 1883,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where to create the demo database [default: a new temporary dir]."),
+    ] = None,
+) -> None:
+    """Serve a demo fleet whose simulated devices write values every second."""
+    from pinbase.demo.run import run_demo
+
+    run_demo(host, port, hardware_port, mqtt_port, data_dir)
+
+
+@app.command(
+    "migrate",
+    help=(
+        "Copy a whole deployment to another database and verify the row counts.\n\n"
+        "Copies organizations, roles, clients, users, products, datastreams, devices, current "
+        "values, history and widget properties. Every row is upserted by key, so running again "
+        "is safe, copies nothing twice and completes an interrupted run. OAuth tokens are not "
+        "copied: clients and users simply request new ones. Stop the server of the source "
+        "first.\n\n"
+        "Exit status: 0 copied and verified; 1 the copy or the verification failed; 2 a bad "
+        "URL or a database that cannot be reached."
+    ),
+)
+def migrate_command(
+    source: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            help="Database to copy from: sqlite:///FILE or postgresql://USER@HOST:PORT/DB.",
+            show_default=False,
+        ),
+    ],
+    target: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="Database to copy into (its schema is created when missing).",
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """`pinbase migrate --from URL --to URL` (see `pinbase.app.migrate`; help text above)."""
+    import sqlite3
+
+    import asyncpg
+    from rich.markup import escape
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.table import Table
+
+    from pinbase.app.migrate import KINDS, CannotOpen, migrate_databases, redact
+    from pinbase.store import StoreUnavailable
+
+    class Bars:
+        """One rich progress bar per phase, shown once the first phase begins."""
+
+        def __init__(self, bars: Progress) -> None:
+            self.bars = bars
+            self.tasks: dict[str, TaskID] = {}
+
+        def begin(self, phase: str, total: int) -> None:
+            if not self.tasks:
+                self.bars.start()
+            self.tasks[phase] = self.bars.add_task(phase, total=total)
+
+        def advance(self, phase: str, rows: int) -> None:
+            self.bars.advance(self.tasks[phase], rows)
+
+    def fail(code: int, message: str) -> typer.Exit:
+        console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+        return typer.Exit(code)
+
+    bars = Progress(
+        TextColumn("{task.description:<15}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+    try:
+        report = asyncio.run(migrate_databases(source, target, Bars(bars)))
+    except CannotOpen as exc:
+        raise fail(2, str(exc)) from None
+    except StoreUnavailable as exc:
+        raise fail(2, f"{exc}\nWhat was copied so far stays; run the same command again.") from None
+    except (sqlite3.Error, asyncpg.PostgresError) as exc:
+        raise fail(1, f"the copy failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        bars.stop()
+
+    out.print(f"{redact(source)} → {redact(target)}", highlight=False, soft_wrap=True)
+    table = Table()
+    table.add_column("rows")
+    for heading in ("source", "target before", "target after"):
+        table.add_column(heading, justify="right")
+    table.add_column("")
+    for kind in KINDS:
+        want, got = report.source[kind], report.target_after[kind]
+        mark = "[red]✗[/red]" if any(m.startswith(f"{kind}:") for m in report.mismatches) else "✓"
+        table.add_row(
+            kind.replace("_", " "), str(want), str(report.target_before[kind]), str(got), mark
+        )
+    out.print(table)
+    if not report.ok:
+        for mismatch in report.mismatches:
+            console.print(f"[red]mismatch:[/red] {escape(mismatch)}", highlight=False)
+        raise fail(1, "verification failed: the target does not hold every row of the source.")
+    out.print(
+        f"Copied and verified in {report.seconds:.1f} s. OAuth tokens were not copied: "
+        "clients and users request new ones from the target.",
+        highlight=False,
+    )

@@ -1,0 +1,67 @@
+"""Starting and stopping the device-facing listeners configured in `Settings`."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Protocol
+
+from pinbase.app.services import Services
+
+
+class DeviceServer(Protocol):
+    """A listener for one device protocol on one port."""
+
+    @property
+    def port(self) -> int: ...
+
+    async def close(self) -> None:
+        """Stop accepting, close every device connection, and return once they are gone."""
+
+
+def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext:
+    if not cert or not key:
+        raise ValueError("a TLS port needs both --tls-cert and --tls-key")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def start_device_listeners(services: Services) -> list[DeviceServer]:
+    settings = services.settings
+    servers: list[DeviceServer] = []
+    listeners: list[tuple[str, int, ssl.SSLContext | None]] = []
+    if settings.hardware_port:
+        listeners.append(("hardware", settings.hardware_port, None))
+    if settings.hardware_tls_port:
+        listeners.append(
+            (
+                "hardware",
+                settings.hardware_tls_port,
+                tls_context(settings.tls_cert, settings.tls_key),
+            )
+        )
+    if settings.mqtt_port:
+        listeners.append(("mqtt", settings.mqtt_port, None))
+    if settings.mqtt_tls_port:
+        listeners.append(
+            ("mqtt", settings.mqtt_tls_port, tls_context(settings.tls_cert, settings.tls_key))
+        )
+    try:
+        for kind, port, context in listeners:
+            if kind == "hardware":
+                from pinbase.devices.hardware.transport import serve_hardware
+
+                servers.append(await serve_hardware(services, settings.host, port, context))
+            else:
+                from pinbase.devices.mqtt.transport import serve_mqtt
+
+                servers.append(await serve_mqtt(services, settings.host, port, context))
+    except BaseException:
+        await stop_device_listeners(servers)
+        raise
+    return servers
+
+
+async def stop_device_listeners(servers: list[DeviceServer]) -> None:
+    for server in servers:
+        await server.close()

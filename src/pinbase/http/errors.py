@@ -1,0 +1,88 @@
+"""Every non-2xx answer carries `{"error": {"message": ...}}`; this module makes them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from pinbase.domain.errors import DomainError, Forbidden, Invalid, NotFound
+from pinbase.store.base import StoreUnavailable
+
+log = logging.getLogger("pinbase.http")
+
+
+class ApiError(Exception):
+    """An answer decided outside the domain rules (auth, limits, bodies)."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    body = orjson.dumps({"error": {"message": message}})
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+_DOMAIN_STATUS: tuple[tuple[type[DomainError], int], ...] = (
+    (Invalid, 400),
+    (Forbidden, 403),
+    (NotFound, 404),
+)
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:3]:
+        location = [str(p) for p in error.get("loc", ()) if p not in ("query", "body")]
+        name = ".".join(location) or "request"
+        parts.append(f"parameter '{name}': {error.get('msg', 'invalid')}")
+    return "Invalid " + "; ".join(parts) + "."
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return error_response(exc.status, exc.message, exc.headers)
+
+    async def domain_error(request: Request, exc: Exception) -> Response:
+        for kind, status in _DOMAIN_STATUS:
+            if isinstance(exc, kind):
+                return error_response(status, str(exc))
+        return error_response(400, str(exc))
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(400, _describe_validation(exc))
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        message = exc.detail if isinstance(exc.detail, str) else "Request failed."
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"No such endpoint: {request.method} {request.url.path}."
+        return error_response(exc.status_code, message, exc.headers)
+
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        log.error("store unavailable: %s", exc)
+        return error_response(
+            503, "The database is unavailable; retry later.", {"Retry-After": "1"}
+        )
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "Internal server error.")
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(DomainError, domain_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(StoreUnavailable, unavailable)
+    app.add_exception_handler(Exception, unexpected)

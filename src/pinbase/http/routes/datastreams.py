@@ -1,0 +1,326 @@
+"""The eight datastream operations of Blynk's Organization API (organization-api.md)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from pinbase.domain import batch
+from pinbase.domain.errors import Invalid, Mismatch, NotFound
+from pinbase.domain.model import (
+    INT32_MAX,
+    INT32_MIN,
+    INT64_MAX,
+    INT64_MIN,
+    Datastream,
+    Device,
+    Permission,
+    Schema,
+)
+from pinbase.domain.permissions import covered_device
+from pinbase.domain.properties import check_property
+from pinbase.domain.ratelimit import retry_after
+from pinbase.domain.values import Value, parse_json_value
+from pinbase.http.deps import (
+    IdsQuery,
+    Int32Query,
+    Int64Query,
+    OrgContext,
+    StrictInt,
+    decode,
+    int_list,
+    unique,
+)
+from pinbase.http.errors import ApiError
+from pinbase.http.openapi import json_body, responses
+from pinbase.http.schemas import (
+    BatchReport,
+    BatchUpdate,
+    DatastreamProperties,
+    DataStreamValue,
+    DeviceValues,
+    HistoryPage,
+    ImportBatch,
+    PropertyUpdate,
+    UpdateValue,
+    UpdateValues,
+)
+from pinbase.store.records import StoredValue
+
+router = APIRouter(prefix="/api", tags=["Organization datastreams"])
+
+
+_DATASTREAM_ID = re.compile(r"[0-9]{1,10}")
+MAX_BATCH_DEVICES = 10
+
+
+def _json(content: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
+
+
+def _datastream(schema: Schema, ds_id: int) -> Datastream:
+    ds = schema.by_id.get(ds_id)
+    if ds is None:
+        raise NotFound(f"Datastream with identifier {ds_id} is not found.")
+    return ds
+
+
+def _values(
+    schema: Schema, stored: dict[int, StoredValue], wanted: list[int] | None
+) -> list[dict[str, object]]:
+    chosen = set(wanted) if wanted else None
+    result = []
+    for ds in schema.datastreams:
+        if chosen is not None and ds.id not in chosen:
+            continue
+        item: dict[str, object] = {
+            "dataStreamId": ds.id,
+            "pin": ds.pin,
+            "dataStreamLabel": ds.label,
+            "dataStreamAlias": ds.alias,
+        }
+        value = stored.get(ds.id)
+        if value is not None:
+            item["value"] = orjson.Fragment(value.value)
+            item["updatedAt"] = value.updated_at
+        result.append(item)
+    return result
+
+
+@router.get(
+    "/v2/organization/device/datastreams",
+    summary="Get device datastream values",
+    responses=responses(
+        {200: ("Datastream values", list[DataStreamValue])}, (400, 401, 403, 404, 429)
+    ),
+)
+async def device_values(
+    ctx: OrgContext, deviceId: Int32Query, dataStreamIds: IdsQuery = None
+) -> Response:
+    wanted = int_list("dataStreamIds", dataStreamIds, INT32_MIN, INT32_MAX)
+    ctx.principal.require_view()
+    device = covered_device(ctx.catalog, ctx.principal, deviceId)
+    stored = await ctx.services.store.current_values([device.id])
+    return _json(_values(ctx.catalog.schema_of(device), stored[device.id], wanted))
+
+
+@router.get(
+    "/v1/organization/device/datastreams/batch",
+    summary="Get datastream values for up to 10 devices",
+    responses=responses(
+        {200: ("Batch datastream values", list[DeviceValues])}, (400, 401, 403, 429)
+    ),
+)
+async def batch_values(
+    ctx: OrgContext, deviceIds: IdsQuery = None, dataStreamIds: IdsQuery = None
+) -> Response:
+    ids = unique(int_list("deviceIds", deviceIds, INT32_MIN, INT32_MAX))
+    if not ids:
+        raise Invalid("Query parameter 'deviceIds' is required.")
+    if len(ids) > MAX_BATCH_DEVICES:
+        raise Invalid(f"At most {MAX_BATCH_DEVICES} devices can be read at once.")
+    wanted = int_list("dataStreamIds", dataStreamIds, INT32_MIN, INT32_MAX)
+    ctx.principal.require_view()
+    devices = [
+        d
+        for d in (ctx.catalog.devices.get(i) for i in ids)
+        if d is not None and ctx.principal.covers(d)
+    ]
+    stored = await ctx.services.store.current_values([d.id for d in devices])
+    return _json(
+        [
+            {
+                "deviceId": d.id,
+                "dataStreamValues": _values(ctx.catalog.schema_of(d), stored[d.id], wanted),
+            }
+            for d in devices
+        ]
+    )
+
+
+@router.get(
+    "/v1/organization/device/datastream/history",
+    summary="Get datastream history",
+    responses=responses(
+        {200: ("Historical data, newest first", HistoryPage)}, (400, 401, 403, 404, 429)
+    ),
+)
+async def history(
+    ctx: OrgContext,
+    deviceId: Int32Query,
+    from_: Annotated[StrictInt, Query(alias="from", ge=INT64_MIN, le=INT64_MAX)],
+    to: Int64Query,
+    dataStreamId: Annotated[StrictInt | None, Query(ge=INT32_MIN, le=INT32_MAX)] = None,
+    pin: Annotated[
+        str | None, Query(max_length=16, description="Alternative to dataStreamId")
+    ] = None,
+    page: Annotated[StrictInt, Query(ge=0, le=INT32_MAX)] = 0,
+    size: Annotated[StrictInt, Query(ge=1, le=1000)] = 50,
+    order: Annotated[Literal["desc", "asc"], Query(description="Newest first by default")] = "desc",
+) -> Response:
+    if dataStreamId is None and pin is None:
+        raise Invalid("Query parameter 'dataStreamId' or 'pin' is required.")
+    if from_ > to:
+        raise Invalid("Query parameter 'from' must not be after 'to'.")
+    ctx.principal.require_view()
+    device = covered_device(ctx.catalog, ctx.principal, deviceId)
+    schema = ctx.catalog.schema_of(device)
+    if dataStreamId is not None:
+        ds = _datastream(schema, dataStreamId)
+    else:
+        assert pin is not None
+        found = schema.by_pin.get(pin.lower())
+        if found is None:
+            raise NotFound(f"Datastream with pin '{pin}' is not found.")
+        ds = found
+    total, rows = await ctx.services.store.history(
+        device.id, ds.id, from_, to, page * size, size, order == "asc"
+    )
+    content = [{"createdAt": ts, "value": orjson.Fragment(value)} for ts, value in rows]
+    return _json({"totalElements": total, "content": content})
+
+
+def _writable(ctx: OrgContext, device_id: int, permission: Permission) -> Device:
+    ctx.principal.require(permission)
+    ctx.principal.require_view()
+    return covered_device(ctx.catalog, ctx.principal, device_id)
+
+
+@router.post(
+    "/v1/organization/device/datastream",
+    summary="Update single datastream value",
+    status_code=204,
+    openapi_extra=json_body(UpdateValue),
+    responses=responses({204: ("Value stored", None)}),
+)
+async def update_value(ctx: OrgContext, request: Request) -> Response:
+    body = await decode(request, UpdateValue)
+    device = _writable(ctx, body.deviceId, Permission.ORG_DEVICES_CONTROL)
+    ds = _datastream(ctx.catalog.schema_of(device), body.dataStreamId)
+    value = parse_json_value(ds, body.value)
+    await ctx.services.ingest.write(device, [(ds, value)])
+    return Response(status_code=204)
+
+
+@router.post(
+    "/v1/organization/device/datastreams",
+    summary="Update multiple datastream values of one device",
+    status_code=204,
+    openapi_extra=json_body(UpdateValues),
+    responses=responses({204: ("Values stored; unknown ids and mismatched values skipped", None)}),
+)
+async def update_values(ctx: OrgContext, request: Request) -> Response:
+    body = await decode(request, UpdateValues)
+    device = _writable(ctx, body.deviceId, Permission.ORG_DEVICES_CONTROL)
+    schema = ctx.catalog.schema_of(device)
+    accepted: list[tuple[Datastream, Value]] = []
+    for key, raw in body.values.items():
+        text = key.strip()
+        ds = schema.by_id.get(int(text)) if _DATASTREAM_ID.fullmatch(text) else None
+        if ds is None:
+            continue
+        try:
+            accepted.append((ds, parse_json_value(ds, raw)))
+        except Mismatch:
+            continue
+    await ctx.services.ingest.write(device, accepted)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/v1/organization/product/devices/batch-update",
+    summary="Batch update datastream values for devices of one product",
+    openapi_extra=json_body(BatchUpdate),
+    responses=responses(
+        {
+            200: ("Partial success: some rows were skipped", BatchReport),
+            204: ("Every row applied", None),
+        },
+        (400, 401, 403, 413, 429),
+    ),
+)
+async def batch_update(ctx: OrgContext, request: Request) -> Response:
+    body = await decode(request, BatchUpdate)
+    ctx.principal.require(Permission.ORG_DEVICES_CONTROL)
+    ctx.principal.require_view()
+    outcome = batch.classify(ctx.catalog, ctx.principal, body.fields, body.updates)
+    await ctx.services.ingest.write_cells(outcome.cells)
+    if not outcome.skipped:
+        return Response(status_code=204)
+    report: dict[str, object] = dict(outcome.counters)
+    if body.debug:
+        report["skippedRows"] = outcome.reasons
+    return _json(report)
+
+
+@router.post(
+    "/v1/organization/device/import/batch",
+    summary="Import historical data",
+    status_code=204,
+    openapi_extra=json_body(ImportBatch),
+    responses=responses({204: ("Every point stored", None)}),
+)
+async def import_batch(ctx: OrgContext, request: Request) -> Response:
+    body = await decode(request, ImportBatch)
+    device = _writable(ctx, body.deviceId, Permission.ORG_DEVICE_DATA_IMPORT)
+    ds = _datastream(ctx.catalog.schema_of(device), body.dataStreamId)
+    wait = await ctx.services.import_limits.take(device.id)
+    if wait:
+        raise ApiError(
+            429,
+            f"Import rate limit exceeded for device {device.id}; retry later.",
+            {"Retry-After": retry_after(wait)},
+        )
+    points: list[tuple[int, Value]] = []
+    for index, point in enumerate(body.values):
+        try:
+            points.append((point.ts, parse_json_value(ds, point.value)))
+        except Mismatch as exc:
+            raise Invalid(f"values[{index}]: {exc}") from None
+    await ctx.services.ingest.import_points(device, ds, points)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/v1/organization/device/datastream/property",
+    summary="Update datastream widget property",
+    status_code=204,
+    openapi_extra=json_body(PropertyUpdate),
+    responses=responses({204: ("Property stored", None)}),
+)
+async def update_property(ctx: OrgContext, request: Request) -> Response:
+    body = await decode(request, PropertyUpdate)
+    device = _writable(ctx, body.deviceId, Permission.ORG_DEVICES_CONTROL)
+    ds = _datastream(ctx.catalog.schema_of(device), body.dataStreamId)
+    name = body.property.value
+    check_property(name, body.value)
+    await ctx.services.ingest.set_property(device, ds, name, body.value)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/v1/organization/device/datastream/properties",
+    summary="Read widget properties of a device (pinbase extension)",
+    responses=responses(
+        {200: ("Properties by datastream", list[DatastreamProperties])}, (400, 401, 403, 404, 429)
+    ),
+)
+async def read_properties(
+    ctx: OrgContext, deviceId: Int32Query, dataStreamIds: IdsQuery = None
+) -> Response:
+    wanted = set(int_list("dataStreamIds", dataStreamIds, INT32_MIN, INT32_MAX))
+    ctx.principal.require_view()
+    device = covered_device(ctx.catalog, ctx.principal, deviceId)
+    schema = ctx.catalog.schema_of(device)
+    stored = await ctx.services.store.properties(device.id)
+    return _json(
+        [
+            {"dataStreamId": ds.id, "pin": ds.pin, "properties": stored.get(ds.id, {})}
+            for ds in schema.datastreams
+            if not wanted or ds.id in wanted
+        ]
+    )

@@ -1,0 +1,92 @@
+"""Live updates: value and property changes as server-sent events (a pinbase extension).
+
+A script or dashboard keeps one `GET /api/v1/organization/live` open and receives every change
+of the devices its token covers, from whichever interface or server process it came, as
+`event: value` / `event: property` messages whose data is one JSON object. A comment line is
+sent every KEEPALIVE_S seconds so that proxies keep the connection open. A client that cannot
+keep up loses the oldest queued events, never slows writers down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import orjson
+from fastapi import APIRouter
+from starlette.responses import StreamingResponse
+
+from pinbase.domain.model import INT32_MAX, INT32_MIN
+from pinbase.http.deps import IdsQuery, OrgContext, int_list
+from pinbase.live.bus import Event, ValueChanged
+
+router = APIRouter(prefix="/api", tags=["Live updates"])
+
+KEEPALIVE_S = 15.0
+QUEUE_SIZE = 10_000
+
+
+def _message(event: Event) -> bytes:
+    if isinstance(event, ValueChanged):
+        kind = b"value"
+        data = {
+            "deviceId": event.device_id,
+            "dataStreamId": event.ds_id,
+            "pin": event.pin,
+            "value": event.value,
+            "updatedAt": event.ts,
+        }
+    else:
+        kind = b"property"
+        data = {
+            "deviceId": event.device_id,
+            "dataStreamId": event.ds_id,
+            "pin": event.pin,
+            "property": event.name,
+            "value": event.value,
+        }
+    return b"event: " + kind + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+@router.get(
+    "/v1/organization/live",
+    summary="Stream value and property changes as server-sent events (pinbase extension)",
+    response_class=StreamingResponse,
+    responses={200: {"description": "text/event-stream of `value` and `property` events"}},
+)
+async def live(ctx: OrgContext, deviceIds: IdsQuery = None) -> StreamingResponse:
+    wanted = set(int_list("deviceIds", deviceIds, INT32_MIN, INT32_MAX))
+    ctx.principal.require_view()
+    principal, store = ctx.principal, ctx.services.store
+    queue: asyncio.Queue[Event] = asyncio.Queue(QUEUE_SIZE)
+
+    def deliver(event: Event) -> None:
+        if wanted and event.device_id not in wanted:
+            return
+        if queue.full():
+            queue.get_nowait()
+        queue.put_nowait(event)
+
+    unsubscribe = ctx.services.bus.subscribe_org(principal.org_id, deliver)
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            yield b": connected\n\n"
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
+                catalog = await store.catalog()
+                device = catalog.devices.get(event.device_id)
+                if device is not None and principal.covers(device):
+                    yield _message(event)
+        finally:
+            unsubscribe()
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,152 @@
+"""Request and response bodies, declared once: they parse requests and produce OpenAPI."""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta, Struct
+
+from pinbase.domain.batch import MAX_ROWS
+from pinbase.domain.model import INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN
+from pinbase.domain.properties import MAX_PROPERTY_LENGTH, PROPERTY_NAMES
+
+Int32 = Annotated[int, Meta(ge=INT32_MIN, le=INT32_MAX)]
+Int64 = Annotated[int, Meta(ge=INT64_MIN, le=INT64_MAX)]
+
+_VALUE_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        {"type": "string", "description": "String datastream value"},
+        {"type": "number", "format": "double", "description": "Double, integer or enum value"},
+        {
+            "type": "array",
+            "items": {"type": "number", "format": "double"},
+            "minItems": 2,
+            "maxItems": 2,
+            "description": "Location: [longitude, latitude]",
+        },
+    ],
+    "example": 22.2,
+}
+RawValue = Annotated[Any, Meta(extra_json_schema=_VALUE_SCHEMA)]
+
+PropertyName = enum.StrEnum("PropertyName", {name: name for name in PROPERTY_NAMES})  # type: ignore[misc]
+
+
+class _Body(Struct, forbid_unknown_fields=True):
+    pass
+
+
+class UpdateValue(_Body):
+    deviceId: Int32
+    dataStreamId: Int32
+    value: RawValue
+
+
+class UpdateValues(_Body):
+    deviceId: Int32
+    values: Annotated[
+        dict[str, Any],
+        Meta(description="Datastream id (as an object key) → value", examples=[{"1": 22.2}]),
+    ]
+
+
+class BatchUpdate(_Body):
+    fields: Annotated[
+        list[str],
+        Meta(min_length=2, examples=[["deviceId", "Temperature", "Humidity"]]),
+    ]
+    updates: Annotated[
+        list[Any], Meta(max_length=MAX_ROWS, examples=[[[101, 22.5, 40], [102, None, 41]]])
+    ]
+    debug: bool = False
+
+
+class ImportPoint(_Body):
+    ts: Annotated[Int64, Meta(description="Epoch milliseconds")]
+    value: RawValue
+
+
+class ImportBatch(_Body):
+    deviceId: Int32
+    dataStreamId: Int32
+    values: Annotated[list[ImportPoint], Meta(min_length=1, max_length=MAX_ROWS)]
+
+
+class PropertyUpdate(_Body):
+    deviceId: Int32
+    dataStreamId: Int32
+    property: PropertyName
+    value: Annotated[str, Meta(max_length=MAX_PROPERTY_LENGTH)]
+
+
+# --- responses ---------------------------------------------------------------------------
+
+
+class DataStreamValue(Struct, omit_defaults=True):
+    dataStreamId: int
+    pin: str
+    dataStreamLabel: str
+    dataStreamAlias: str
+    value: RawValue | msgspec.UnsetType = msgspec.UNSET
+    updatedAt: int | msgspec.UnsetType = msgspec.UNSET
+
+
+class DeviceValues(Struct):
+    deviceId: int
+    dataStreamValues: list[DataStreamValue]
+
+
+class HistoryPoint(Struct):
+    createdAt: int
+    value: RawValue
+
+
+class HistoryPage(Struct):
+    totalElements: int
+    content: list[HistoryPoint]
+
+
+class BatchReport(Struct, omit_defaults=True):
+    invalidRowSize: int = 0
+    nullDeviceId: int = 0
+    nonNumericDeviceId: int = 0
+    deviceNotFound: int = 0
+    noAccessToDevice: int = 0
+    wrongProduct: int = 0
+    skippedRows: list[str] | msgspec.UnsetType = msgspec.UNSET
+
+
+class DatastreamProperties(Struct):
+    dataStreamId: int
+    pin: str
+    properties: dict[str, str]
+
+
+class ErrorDetail(Struct):
+    message: str
+
+
+class ErrorBody(Struct):
+    error: ErrorDetail
+
+
+class TokenResponse(Struct):
+    access_token: str
+    token_type: str
+    expires_in: int
+    refresh_token: str
+
+
+class OAuthError(Struct):
+    error: str
+    error_description: str
+
+
+class DeviceStatusBody(Struct):
+    deviceId: int
+    connected: bool
+    protocol: str | None
+    connectedSince: int | None
+    lastSeen: int | None

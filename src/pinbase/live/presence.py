@@ -1,0 +1,93 @@
+"""Which devices are connected: one live session per device, and when each was last seen.
+
+A session is anything that speaks to one device (a TCP or MQTT connection). Attaching a session
+for a device that already has one closes the old session: a new login replaces the old one.
+While attached, the session receives the device's value and property changes from the bus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from pinbase.domain.clock import now_ms
+from pinbase.live.bus import Bus, Event
+
+
+class Session(Protocol):
+    device_id: int
+    protocol: str
+
+    def deliver(self, event: Event) -> None:
+        """Queue a change for the device (never blocks)."""
+
+    def replaced(self) -> None:
+        """Another session logged in with the same token: close this one."""
+
+
+@dataclass(slots=True)
+class DeviceStatus:
+    device_id: int
+    connected: bool
+    protocol: str | None
+    connected_since: int | None
+    last_seen: int | None
+
+
+@dataclass(slots=True)
+class _Attached:
+    session: Session
+    since: int
+    unsubscribe: Callable[[], None]
+
+
+class Presence:
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+        self._attached: dict[int, _Attached] = {}
+        self._last_seen: dict[int, int] = {}
+
+    def attach(self, session: Session) -> None:
+        device_id = session.device_id
+        previous = self._attached.pop(device_id, None)
+        if previous is not None:
+            self._release(previous)
+            previous.session.replaced()
+        now = now_ms()
+        unsubscribe = self._bus.subscribe_device(device_id, session.deliver)
+        self._attached[device_id] = _Attached(session, now, unsubscribe)
+        self._last_seen[device_id] = now
+
+    def detach(self, session: Session) -> None:
+        """Forget the session if it is still the device's current one."""
+        current = self._attached.get(session.device_id)
+        if current is not None and current.session is session:
+            del self._attached[session.device_id]
+            self._release(current)
+            self._last_seen[session.device_id] = now_ms()
+
+    @staticmethod
+    def _release(attached: _Attached) -> None:
+        attached.unsubscribe()
+
+    def seen(self, device_id: int) -> None:
+        """The device showed it is alive (any traffic, over any interface)."""
+        self._last_seen[device_id] = now_ms()
+
+    def is_connected(self, device_id: int) -> bool:
+        return device_id in self._attached
+
+    def status(self, device_id: int) -> DeviceStatus:
+        attached = self._attached.get(device_id)
+        return DeviceStatus(
+            device_id=device_id,
+            connected=attached is not None,
+            protocol=attached.session.protocol if attached else None,
+            connected_since=attached.since if attached else None,
+            last_seen=self._last_seen.get(device_id),
+        )
+
+    @property
+    def connected_count(self) -> int:
+        return len(self._attached)
