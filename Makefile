@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench serve clean
+.PHONY: demo test check lint typecheck bench serve clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ serve: $(STAMP)
 
 test: $(STAMP) lint typecheck  ## the whole test suite, on SQLite and on a throwaway PostgreSQL
 	scripts/test
+
+check: $(STAMP) lint typecheck  ## lint, types and the unit tests alone (well under a minute)
+	$(BIN)/pytest -q tests/unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -28,9 +28,10 @@ The protocol, as a device sees it:
 - Uplink topics, datastreams named by label: `ds/<label>` (payload = the value as text; parts
   of a multi-part value such as a location are separated by NUL or, for a location, a comma),
   `batch_ds` (JSON object label -> JSON value), `ds/<label>/timestamped_batch`
-  (`[[ts_ms, value], ...]`, at most 10,000 points; points more than a month in the future are
-  skipped, as on every interface (`Ingest.import_points`); one bad point refuses the whole batch; charged as one import request
-  against the per-device import limit), `ds/<label>/prop/<property>` (widget property),
+  (`[[ts_ms, value], ...]`, at most 10,000 points; points more than a month in the future
+  are skipped, as on every interface (`Ingest.import_points`); one bad point refuses the
+  whole batch; charged as one import request against the per-device import limit),
+  `ds/<label>/prop/<property>` (widget property),
   `get/ds` (comma-separated labels) and `get/ds/all` (answered on `downlink/ds/<label>` for
   every requested datastream that has a value). Blynk's `ds/<label>/erase` is not supported
   (told on `downlink/diag`); other topics (`info/mcu`, ...) are ignored.

@@ -5,8 +5,8 @@ PostgreSQL database with the real command, then serve that database and read eve
 through the Organization API. They need PINBASE_TEST_POSTGRES and are skipped without it; the
 unit tests of the export methods and of `migrate()` between two SQLite stores always run.
 
-`conftest` is used as a module (not its names imported) so that this module runs once, not once
-per store backend: it chooses its databases itself.
+The module is marked `own_backends`: it runs once, not once per store backend, because it
+chooses its databases itself.
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ import asyncpg
 import httpx
 import pytest
 
-import conftest
+import helpers
 from pinbase.app.migrate import KINDS, NoProgress, migrate, parents_first, verify
 from pinbase.app.provisioning import apply, load_document
 from pinbase.store.records import ProductRow, ValueWrites
 from pinbase.store.sqlite.store import SqliteStore
 
 POSTGRES = os.environ.get("PINBASE_TEST_POSTGRES", "")
+pytestmark = pytest.mark.own_backends
 needs_postgres = pytest.mark.skipif(
     not POSTGRES, reason="PINBASE_TEST_POSTGRES is not set (no PostgreSQL server to migrate to)"
 )
@@ -75,7 +76,7 @@ def sqlite_url(data_dir: Path) -> str:
 
 
 def run_migrate(source: str, target: str) -> Any:
-    return conftest.pinbase("migrate", "--from", source, "--to", target)
+    return helpers.pinbase("migrate", "--from", source, "--to", target)
 
 
 # --- row counts, read straight from the databases ---------------------------------------------
@@ -111,7 +112,7 @@ def postgres_admin(sql: str) -> None:
 # --- what the Organization API shows ----------------------------------------------------------
 
 
-def history_pages(api: conftest.Api, device_id: int, ds_id: int) -> list[dict[str, Any]]:
+def history_pages(api: helpers.Api, device_id: int, ds_id: int) -> list[dict[str, Any]]:
     """Every page (size 1000, newest first) of the whole history of one series."""
     pages = []
     page = 0
@@ -135,8 +136,8 @@ def history_pages(api: conftest.Api, device_id: int, ds_id: int) -> list[dict[st
 def snapshot(base_url: str) -> dict[str, Any]:
     """Current values, properties and history of every device, as both clients see them."""
     found: dict[str, Any] = {}
-    acme = conftest.Api(base_url, conftest.client_token(base_url))
-    globex = conftest.Api(base_url, conftest.client_token(base_url, conftest.GLOBEX))
+    acme = helpers.Api(base_url, helpers.client_token(base_url))
+    globex = helpers.Api(base_url, helpers.client_token(base_url, helpers.GLOBEX))
     try:
         for api, devices in ((acme, list(ACME_DEVICES)), (globex, [GLOBEX_DEVICE])):
             for device_id in devices:
@@ -156,8 +157,8 @@ def snapshot(base_url: str) -> dict[str, Any]:
 
 def fill(base_url: str) -> None:
     """Live writes of every datastream type, two imports (2,510 + 700 points), properties."""
-    acme = conftest.Api(base_url, conftest.client_token(base_url))
-    globex = conftest.Api(base_url, conftest.client_token(base_url, conftest.GLOBEX))
+    acme = helpers.Api(base_url, helpers.client_token(base_url))
+    globex = helpers.Api(base_url, helpers.client_token(base_url, helpers.GLOBEX))
     try:
         for device_id, ds_id, value in LIVE_WRITES:
             body = {"deviceId": device_id, "dataStreamId": ds_id, "value": value}
@@ -198,11 +199,11 @@ class Deployment:
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     source_dir = tmp_path_factory.mktemp("migrate-source")
     source = sqlite_url(source_dir)
-    result = conftest.pinbase(
-        "apply", str(conftest.FLEET), "--data-dir", str(source_dir), "--database", source
+    result = helpers.pinbase(
+        "apply", str(helpers.FLEET), "--data-dir", str(source_dir), "--database", source
     )
     assert result.returncode == 0, result.stderr + result.stdout
-    server = conftest.Server(source_dir, "--database", source).start()
+    server = helpers.Server(source_dir, "--database", source).start()
     try:
         fill(server.url)
         before = snapshot(server.url)
@@ -218,8 +219,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         postgres_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def serve_target(deployment: Deployment, tmp_path: Path) -> conftest.Server:
-    return conftest.Server(tmp_path / "target", "--database", deployment.target).start()
+def serve_target(deployment: Deployment, tmp_path: Path) -> helpers.Server:
+    return helpers.Server(tmp_path / "target", "--database", deployment.target).start()
 
 
 @needs_postgres
@@ -248,19 +249,19 @@ def test_the_migrated_database_serves_the_same_data(deployment: Deployment, tmp_
     try:
         assert snapshot(server.url) == deployment.before
         # users and clients authenticate with their old secrets (only tokens were left behind)
-        for email in conftest.PASSWORDS:
-            conftest.user_token(server.url, email)
+        for email in helpers.PASSWORDS:
+            helpers.user_token(server.url, email)
         globex_admin = {"username": "admin@globex.test", "password": "globex-password-1"}
         response = httpx.post(
             f"{server.url}/oauth2/token",
             data={"grant_type": "password", **globex_admin},
-            auth=conftest.GLOBEX,
+            auth=helpers.GLOBEX,
         )
         assert response.status_code == 200, response.text
         wrong = httpx.post(
             f"{server.url}/oauth2/token",
             params={"grant_type": "client_credentials"},
-            auth=(conftest.ACME[0], "not-the-secret-0123456789"),
+            auth=(helpers.ACME[0], "not-the-secret-0123456789"),
         )
         assert wrong.status_code in (400, 401)
     finally:
@@ -341,7 +342,7 @@ def test_bad_urls_exit_2(tmp_path: Path) -> None:
 
 
 def test_migrate_needs_both_urls() -> None:
-    assert conftest.pinbase("migrate", "--from", "sqlite:///x.db").returncode == 2
+    assert helpers.pinbase("migrate", "--from", "sqlite:///x.db").returncode == 2
 
 
 async def _fill_store(store: SqliteStore, rng: random.Random) -> None:
@@ -377,7 +378,7 @@ def test_sqlite_counts_and_exports_stream_in_key_order(tmp_path: Path) -> None:
         try:
             assert await store.counts() == dict.fromkeys(KINDS, 0)
             assert await _collect(store.export_history(10), 10) == []
-            await apply(store, load_document(conftest.FLEET))
+            await apply(store, load_document(helpers.FLEET))
             await _fill_store(store, random.Random(7))
             counts = await store.counts()
             assert set(counts) == set(KINDS)
@@ -447,7 +448,7 @@ def test_migrate_between_sqlite_stores_is_complete_and_repeatable(tmp_path: Path
         await source.open()
         await target.open()
         try:
-            await apply(source, load_document(conftest.FLEET))
+            await apply(source, load_document(helpers.FLEET))
             await _fill_store(source, random.Random(11))
             recorder = Recorder()
             report = await migrate(source, target, recorder, batch=500)

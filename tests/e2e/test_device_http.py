@@ -7,7 +7,6 @@ server is only read (with device 101's token).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from conftest import ACME, Api, Server, apply_fleet, client_token, weather_fleet
+from helpers import ACME, Api, Server, apply_fleet, client_token, now_ms, weather_fleet
 
 SHARED_TOKEN = "f3Kp0cQm9Zt1Yx7Lw2Nv5Rb8Hs4Jd6Ga"  # device 101 of tests/fleet.yaml
 
@@ -161,10 +160,6 @@ def org_history(org: Api, device_id: int, ds_id: int) -> list[dict[str, Any]]:
     assert response.status_code == 200, response.text
     content: list[dict[str, Any]] = response.json()["content"]
     return content
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 # --- writes and reads by pin --------------------------------------------------------------

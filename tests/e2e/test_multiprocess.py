@@ -13,12 +13,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from test_live import Listener  # e2e/test_live.py
 
-import conftest
-from test_live import Listener
+import helpers
 
 POSTGRES = os.environ.get("PINBASE_TEST_POSTGRES", "")
-pytestmark = pytest.mark.skipif(not POSTGRES, reason="needs PINBASE_TEST_POSTGRES")
+pytestmark = [
+    pytest.mark.own_backends,
+    pytest.mark.skipif(not POSTGRES, reason="needs PINBASE_TEST_POSTGRES"),
+]
 UPDATE = "/api/v1/organization/device/datastream"
 VALUES = "/api/v2/organization/device/datastreams"
 HISTORY = "/api/v1/organization/device/datastream/history"
@@ -44,8 +47,8 @@ def fresh_database(name: str) -> str:
 
 
 @pytest.fixture
-def started() -> Iterator[list[conftest.Server]]:
-    running: list[conftest.Server] = []
+def started() -> Iterator[list[helpers.Server]]:
+    running: list[helpers.Server] = []
     yield running
     for server in running:
         if server.process is not None and server.process.poll() is None:
@@ -53,9 +56,9 @@ def started() -> Iterator[list[conftest.Server]]:
 
 
 def start(
-    tmp_path: Path, name: str, url: str, started: list[conftest.Server], *extra: str
-) -> conftest.Server:
-    server = conftest.Server(tmp_path / name, "--database", url, *extra).start()
+    tmp_path: Path, name: str, url: str, started: list[helpers.Server], *extra: str
+) -> helpers.Server:
+    server = helpers.Server(tmp_path / name, "--database", url, *extra).start()
     started.append(server)
     return server
 
@@ -66,10 +69,10 @@ def auth(token: str) -> dict[str, str]:
 
 @pytest.fixture
 def pair(
-    tmp_path: Path, started: list[conftest.Server]
-) -> tuple[conftest.Server, conftest.Server, str]:
+    tmp_path: Path, started: list[helpers.Server]
+) -> tuple[helpers.Server, helpers.Server, str]:
     url = fresh_database(f"mp_{os.getpid()}_{time.monotonic_ns()}")
-    result = conftest.pinbase("apply", str(conftest.FLEET), "--database", url)
+    result = helpers.pinbase("apply", str(helpers.FLEET), "--database", url)
     assert result.returncode == 0, result.stderr
     first = start(tmp_path, "a", url, started)
     second = start(tmp_path, "b", url, started)
@@ -77,10 +80,10 @@ def pair(
 
 
 def test_a_write_through_one_is_read_through_the_other(
-    pair: tuple[conftest.Server, conftest.Server, str],
+    pair: tuple[helpers.Server, helpers.Server, str],
 ) -> None:
     first, second, _ = pair
-    token = conftest.client_token(first.url)  # issued by one process, honoured by the other
+    token = helpers.client_token(first.url)  # issued by one process, honoured by the other
     response = httpx.post(
         first.url + UPDATE,
         json={"deviceId": 105, "dataStreamId": 1, "value": 21.5},
@@ -100,10 +103,10 @@ def test_a_write_through_one_is_read_through_the_other(
 
 
 def test_live_subscribers_of_the_other_process_are_notified(
-    pair: tuple[conftest.Server, conftest.Server, str],
+    pair: tuple[helpers.Server, helpers.Server, str],
 ) -> None:
     first, second, _ = pair
-    token = conftest.client_token(first.url)
+    token = helpers.client_token(first.url)
     listener = Listener(second.url, token, {"deviceIds": "106"})
     try:
         response = httpx.post(
@@ -119,20 +122,20 @@ def test_live_subscribers_of_the_other_process_are_notified(
 
 
 def test_provisioning_reaches_every_process(
-    pair: tuple[conftest.Server, conftest.Server, str], tmp_path: Path
+    pair: tuple[helpers.Server, helpers.Server, str], tmp_path: Path
 ) -> None:
     first, second, url = pair
     fleet = tmp_path / "more.yaml"
     fleet.write_text(
-        conftest.FLEET.read_text().replace(
+        helpers.FLEET.read_text().replace(
             "      - {id: 110, name: Scratch, product: 10}",
             "      - {id: 110, name: Scratch, product: 10}\n"
             "      - {id: 111, name: Added later, product: 10}",
         )
     )
-    assert conftest.pinbase("apply", str(fleet), "--database", url).returncode == 0
+    assert helpers.pinbase("apply", str(fleet), "--database", url).returncode == 0
     for server in (first, second):
-        token = conftest.client_token(server.url)
+        token = helpers.client_token(server.url)
         deadline = time.monotonic() + DEADLINE
         status = 0
         while time.monotonic() < deadline:
@@ -146,13 +149,13 @@ def test_provisioning_reaches_every_process(
 
 
 def test_the_organization_rate_limit_holds_across_processes(
-    tmp_path: Path, started: list[conftest.Server]
+    tmp_path: Path, started: list[helpers.Server]
 ) -> None:
     url = fresh_database(f"mprl_{os.getpid()}_{time.monotonic_ns()}")
-    assert conftest.pinbase("apply", str(conftest.FLEET), "--database", url).returncode == 0
+    assert helpers.pinbase("apply", str(helpers.FLEET), "--database", url).returncode == 0
     first = start(tmp_path, "a", url, started, "--org-rate-limit", "6")
     second = start(tmp_path, "b", url, started, "--org-rate-limit", "6")
-    token = conftest.client_token(first.url)
+    token = helpers.client_token(first.url)
     statuses = [
         httpx.get(server.url + VALUES, params={"deviceId": 101}, headers=auth(token)).status_code
         for server in (first, second) * 4
@@ -162,10 +165,10 @@ def test_the_organization_rate_limit_holds_across_processes(
 
 
 def test_a_killed_process_loses_no_acknowledged_write(
-    pair: tuple[conftest.Server, conftest.Server, str],
+    pair: tuple[helpers.Server, helpers.Server, str],
 ) -> None:
     first, second, _ = pair
-    token = conftest.client_token(first.url)
+    token = helpers.client_token(first.url)
     acknowledged: list[str] = []
     lock = threading.Lock()
     enough = threading.Event()
@@ -208,12 +211,12 @@ def test_a_killed_process_loses_no_acknowledged_write(
 
 
 def test_a_database_outage_answers_503_and_the_server_recovers(
-    tmp_path: Path, started: list[conftest.Server]
+    tmp_path: Path, started: list[helpers.Server]
 ) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="pinbase-outage-"))
     workdir.chmod(0o755)  # the cluster runs as the postgres user
     cluster = workdir / "pg"
-    port = conftest.free_port()
+    port = helpers.free_port()
     url = subprocess.run(
         [str(SCRIPTS / "pg-cluster"), "start", str(cluster), str(port)],
         check=True,
@@ -221,9 +224,9 @@ def test_a_database_outage_answers_503_and_the_server_recovers(
         text=True,
     ).stdout.strip()
     try:
-        assert conftest.pinbase("apply", str(conftest.FLEET), "--database", url).returncode == 0
+        assert helpers.pinbase("apply", str(helpers.FLEET), "--database", url).returncode == 0
         server = start(tmp_path, "data", url, started)
-        token = conftest.client_token(server.url)
+        token = helpers.client_token(server.url)
         ok = httpx.post(
             server.url + UPDATE,
             json={"deviceId": 105, "dataStreamId": 1, "value": 1.5},

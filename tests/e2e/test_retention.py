@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import Server, apply_fleet, client_token
+from helpers import Server, apply_fleet, client_token
 
 IMPORT = "/api/v1/organization/device/import/batch"
 HISTORY = "/api/v1/organization/device/datastream/history"

@@ -6,12 +6,11 @@ range no other test uses), so they never depend on other tests' writes or on the
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
 
-from conftest import Api, Server, assert_error, not_found
+from helpers import Api, Server, assert_error, not_found, now_ms
 
 VALUES = "/api/v2/organization/device/datastreams"
 BATCH = "/api/v1/organization/device/datastreams/batch"
@@ -40,10 +39,6 @@ def api(server: Server, tokens: dict[str, str]) -> Iterator[Api]:
     client = Api(server.url, tokens["org"])
     yield client
     client.http.close()
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def history(api: Api, device_id: int, start: int, end: int, **params: object) -> dict[str, object]:

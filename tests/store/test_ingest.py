@@ -7,28 +7,22 @@ server URL (each test then gets a database of its own).
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import orjson
 import pytest
 
+from helpers import fresh_store
 from pinbase.app.device_session import Clock
-from pinbase.app.ingest import Ingest, now_ms
+from pinbase.app.ingest import Ingest
+from pinbase.domain.clock import now_ms
 from pinbase.domain.model import Datastream, DataType, Device
 from pinbase.domain.values import Value
 from pinbase.live.bus import Bus, Event, ValueChanged
 from pinbase.store.base import Store
 from pinbase.store.records import ValueWrites
-from pinbase.store.sqlite.store import SqliteStore
-
-POSTGRES = os.environ.get("PINBASE_TEST_POSTGRES", "")
-STORES = ["sqlite", "postgresql"] if POSTGRES else ["sqlite"]
 
 DEVICE = Device(id=7, org_id=1, product_id=10, root_product_id=10, name="Station", owner_id=None)
 OTHER = Device(id=8, org_id=1, product_id=10, root_product_id=10, name="Other", owner_id=None)
@@ -74,46 +68,13 @@ class Harness:
         ]
 
 
-@asynccontextmanager
-async def open_store(kind: str, tmp_path: Path) -> AsyncIterator[Store]:
-    if kind == "sqlite":
-        sqlite = SqliteStore(tmp_path / "ingest.db")
-        await sqlite.open()
-        try:
-            yield sqlite
-        finally:
-            await sqlite.close()
-        return
-    from pinbase.store.postgres.store import PostgresStore
-
-    name = "pb_ingest_" + uuid.uuid4().hex[:12]
-    admin = await asyncpg.connect(POSTGRES)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-    finally:
-        await admin.close()
-    postgres = PostgresStore(POSTGRES.rsplit("/", 1)[0] + "/" + name)
-    try:
-        await postgres.open()
-        try:
-            yield postgres
-        finally:
-            await postgres.close()
-    finally:
-        admin = await asyncpg.connect(POSTGRES)
-        try:
-            await admin.execute(f"DROP DATABASE IF EXISTS {name}")
-        finally:
-            await admin.close()
-
-
-@pytest.fixture(params=STORES)
-def run(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[Scenario], None]]:
-    """Run a scenario against a fresh store of the parametrized kind."""
+@pytest.fixture
+def run(backend: str, tmp_path: Path) -> Iterator[Callable[[Scenario], None]]:
+    """Run a scenario against a fresh store of the current backend."""
 
     def runner(scenario: Scenario) -> None:
         async def main() -> None:
-            async with open_store(request.param, tmp_path) as store:
+            async with fresh_store(backend, tmp_path) as store:
                 await scenario(Harness(store))
 
         asyncio.run(main())

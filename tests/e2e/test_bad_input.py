@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from conftest import ACME, Api, Server, assert_error
+from helpers import ACME, Api, Server, assert_error
 
 VALUES = "/api/v2/organization/device/datastreams"
 BATCH = "/api/v1/organization/device/datastreams/batch"

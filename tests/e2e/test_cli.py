@@ -11,7 +11,7 @@ import httpx
 import pytest
 import yaml
 
-from conftest import ACME, FLEET, Server, apply_fleet, client_token, pinbase
+from helpers import ACME, FLEET, Server, apply_fleet, client_token, pinbase
 
 VALUES = "/api/v2/organization/device/datastreams"
 ENTITY_TABLES = (

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Server
+from helpers import Server
 
 OPERATIONS = {
     ("get", "/api/v2/organization/device/datastreams"),

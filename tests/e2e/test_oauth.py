@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ACME, GLOBEX, PASSWORDS, Bearer, Server, apply_fleet, client_token, user_token
+from helpers import ACME, GLOBEX, PASSWORDS, Bearer, Server, apply_fleet, client_token, user_token
 
 TOKEN_PATH = "/oauth2/token"
 VALUES = "/api/v2/organization/device/datastreams"

@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from conftest import Api, Server, apply_fleet, client_token, free_port, history_of, weather_fleet
+from helpers import Api, Server, apply_fleet, client_token, free_port, history_of, weather_fleet
 from pinbase.devices.mqtt.codec import encode_remaining_length
 
 CLIENT = ("mqtt-backend", "mqtt-secret-0123456789abcdef")

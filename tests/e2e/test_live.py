@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from conftest import Server
+from helpers import Server
 
 UPDATE = "/api/v1/organization/device/datastream"
 LIVE = "/api/v1/organization/live"

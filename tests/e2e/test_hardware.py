@@ -21,13 +21,14 @@ from typing import Any, TypeVar
 import blynklib  # type: ignore[import-untyped]
 import pytest
 
-from conftest import (
+from helpers import (
     Api,
     Server,
     apply_fleet,
     client_token,
     free_port,
     history_of,
+    wait_for,
     weather_fleet,
 )
 
@@ -60,17 +61,6 @@ def token_of(device_id: int) -> str:
 
 
 DEVICE_TOKENS = {d: token_of(d) for d in range(FIRST_DEVICE, FIRST_DEVICE + DEVICES)}
-
-
-def wait_for(what: str, check: Callable[[], T | None], deadline: float = DEADLINE) -> T:
-    """Poll `check()` until it returns something truthy."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # raw devices ------------------------------------------------------------------------------

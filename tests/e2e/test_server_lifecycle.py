@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import (
+from helpers import (
     ACME,
     FLEET,
     STARTUP_DEADLINE,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import Bearer, Server, apply_fleet, client_token
+from helpers import Bearer, Server, apply_fleet, client_token
 
 UPDATE = "/api/v1/organization/device/datastream"
 HISTORY = "/api/v1/organization/device/datastream/history"

@@ -6,13 +6,12 @@ itself; history checks use a timestamp window owned by the test.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from conftest import Api, Server, assert_error, not_found
+from helpers import Api, Server, assert_error, not_found, now_ms
 
 VALUES = "/api/v2/organization/device/datastreams"
 BATCH = "/api/v1/organization/device/datastreams/batch"
@@ -43,10 +42,6 @@ def api(server: Server, tokens: dict[str, str]) -> Iterator[Api]:
     client = Api(server.url, tokens["org"])
     yield client
     client.http.close()
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def window(n: int) -> int:

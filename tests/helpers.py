@@ -1,0 +1,355 @@
+"""What the tests share: the real `pinbase` CLI and server as child processes, the test fleet,
+its credentials, HTTP clients, the documented error body, and polling with a deadline.
+
+The fixtures that use these live in `conftest.py`."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+import httpx
+import yaml
+
+from pinbase.domain.clock import now_ms
+from pinbase.store.base import Store
+from pinbase.store.sqlite.store import SqliteStore
+
+__all__ = ["now_ms"]  # re-exported: tests stamp and compare times as the server does
+
+T = TypeVar("T")
+
+FLEET = Path(__file__).with_name("fleet.yaml")
+ACME = ("acme-backend", "acme-secret-0123456789abcdef")
+GLOBEX = ("globex-backend", "globex-secret-0123456789abcdef")
+PASSWORDS = {
+    "admin@acme.test": "admin-password-1",
+    "staff@acme.test": "staff-password-1",
+    "user@acme.test": "user-password-1",
+    "other@acme.test": "other-password-1",
+    "auditor@acme.test": "auditor-password-1",
+    "importer@acme.test": "importer-password-1",
+    "blind@acme.test": "blind-password-1",  # may write and import, but sees no device
+}
+DEADLINE = 30.0
+"""Seconds a test waits for something that must happen; it bounds a hang, never decides a result."""
+STARTUP_DEADLINE = 60.0  # seconds; only bounds a hung start, never decides a result
+
+
+# The end-to-end suite runs once per store backend. PostgreSQL runs when PINBASE_TEST_POSTGRES
+# holds a server URL (`make test` starts a throwaway cluster and sets it).
+POSTGRES = os.environ.get("PINBASE_TEST_POSTGRES", "")
+BACKENDS = ["sqlite", "postgresql"] if POSTGRES else ["sqlite"]
+_current = {"backend": "sqlite"}
+
+
+def use_backend(name: str) -> None:
+    """Start the servers and stores of the tests that follow on `name` (sqlite or postgresql)."""
+    _current["backend"] = name
+
+
+def current_backend() -> str:
+    return _current["backend"]
+
+
+def database_for(data_dir: Path) -> str | None:
+    """The database of a data directory: its SQLite file, or its own PostgreSQL database."""
+    if _current["backend"] == "sqlite":
+        return None
+    name = "pb_" + hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:16]
+
+    async def create() -> None:
+        conn = await asyncpg.connect(POSTGRES)
+        try:
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                await conn.execute(f"CREATE DATABASE {name}")
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    return POSTGRES.rsplit("/", 1)[0] + "/" + name
+
+
+def database_args(data_dir: Path) -> list[str]:
+    url = database_for(data_dir)
+    return ["--database", url] if url else []
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def pinbase(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI and capture its output (on the current backend's database)."""
+    extra: list[str] = []
+    if "--data-dir" in args and "--database" not in args:
+        extra = database_args(Path(args[args.index("--data-dir") + 1]))
+    return subprocess.run(
+        [sys.executable, "-m", "pinbase", *args, *extra],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+class Server:
+    """A `pinbase serve` child process."""
+
+    def __init__(self, data_dir: Path, *extra: str) -> None:
+        self.data_dir = data_dir
+        self.extra = extra
+        self.port = free_port()
+        self.hardware_port = 0  # device listeners: off until the modules land
+        self.mqtt_port = 0
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = data_dir / "server.log"
+
+    def start(self) -> Server:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "pinbase",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--hardware-port",
+                    str(self.hardware_port),
+                    "--mqtt-port",
+                    str(self.mqtt_port),
+                    "--log-level",
+                    "warning",
+                    *database_args(self.data_dir),
+                    *self.extra,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + STARTUP_DEADLINE
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server did not become ready: {self.log.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=60)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+def weather_fleet(name: str, client: tuple[str, str], tokens: Mapping[int, str]) -> str:
+    """A fleet file (YAML): one organization with a weather-station product holding one
+    datastream of each type, and one device per id with the given auth token."""
+    document = {
+        "organizations": [
+            {
+                "id": 1,
+                "name": name,
+                "clients": [{"client_id": client[0], "client_secret": client[1]}],
+                "products": [
+                    {
+                        "id": 10,
+                        "name": "Weather Station",
+                        "datastreams": [
+                            {"id": 1, "pin": "v1", "label": "Temperature", "type": "double",
+                             "min": -40, "max": 85},
+                            {"id": 2, "pin": "v2", "label": "Humidity", "type": "integer",
+                             "min": 0, "max": 100},
+                            {"id": 3, "pin": "v3", "label": "Status", "type": "string"},
+                            {"id": 4, "pin": "v4", "label": "Position", "type": "location"},
+                            {"id": 5, "pin": "v5", "label": "Mode", "type": "enum",
+                             "options": {0: "Off", 1: "Eco", 2: "Boost"}, "history": False},
+                        ],
+                    }
+                ],
+                "devices": [
+                    {"id": d, "name": f"Device {d}", "product": 10, "token": token}
+                    for d, token in tokens.items()
+                ],
+            }
+        ]
+    }  # fmt: skip
+    text: str = yaml.safe_dump(document)
+    return text
+
+
+def assert_error(response: httpx.Response, status: int, message: str | None = None) -> str:
+    """The documented error body `{"error": {"message": ...}}`; returns the message."""
+    assert response.status_code == status, response.text[:500]
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert list(body) == ["error"], body
+    assert list(body["error"]) == ["message"], body
+    text = body["error"]["message"]
+    assert isinstance(text, str) and text.strip(), body
+    if message is not None:
+        assert text == message
+    return text
+
+
+def not_found(device_id: int) -> str:
+    return f"Device with identifier {device_id} is not found or belong to another organization."
+
+
+def history_of(api: Api, device_id: int, ds_id: int, start: int) -> list[tuple[int, Any]]:
+    """(ts, value) of every history point in the ten minutes from `start`, oldest first."""
+    window = {"from": start, "to": start + 600_000}
+    response = api.get(
+        "/api/v1/organization/device/datastream/history",
+        deviceId=device_id,
+        dataStreamId=ds_id,
+        order="asc",
+        size=1000,
+        **window,
+    )
+    assert response.status_code == 200, response.text
+    return [(point["createdAt"], point["value"]) for point in response.json()["content"]]
+
+
+def apply_fleet(data_dir: Path, fleet: Path = FLEET) -> None:
+    result = pinbase("apply", str(fleet), "--data-dir", str(data_dir))
+    assert result.returncode == 0, result.stderr + result.stdout
+
+
+def client_token(base_url: str, credentials: tuple[str, str] = ACME) -> str:
+    response = httpx.post(
+        f"{base_url}/oauth2/token",
+        params={"grant_type": "client_credentials"},
+        auth=credentials,
+    )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+def user_token(base_url: str, email: str, credentials: tuple[str, str] = ACME) -> str:
+    response = httpx.post(
+        f"{base_url}/oauth2/token",
+        data={"grant_type": "password", "username": email, "password": PASSWORDS[email]},
+        auth=credentials,
+    )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+class Bearer:
+    """Calls with one bearer token; unlike `Api` it keeps no connection open (a
+    leaked socket is a ResourceWarning, which this suite turns into an error)."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self.base_url = base_url
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    def get(self, path: str, **params: object) -> httpx.Response:
+        return httpx.get(
+            self.base_url + path,
+            params=params,  # type: ignore[arg-type]
+            headers=self.headers,
+            timeout=30,
+        )
+
+    def post(self, path: str, body: object) -> httpx.Response:
+        return httpx.post(self.base_url + path, json=body, headers=self.headers, timeout=30)
+
+    def raw(self, path: str, content: bytes) -> httpx.Response:
+        headers = {**self.headers, "Content-Type": "application/json"}
+        return httpx.post(self.base_url + path, content=content, headers=headers, timeout=30)
+
+
+class Api:
+    """An httpx client bound to one server and one bearer token."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self.http = httpx.Client(
+            base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+
+    def get(self, path: str, **params: object) -> httpx.Response:
+        return self.http.get(path, params=params)  # type: ignore[arg-type]
+
+    def post(self, path: str, body: object) -> httpx.Response:
+        return self.http.post(path, json=body)
+
+    def raw(self, path: str, content: bytes) -> httpx.Response:
+        return self.http.post(path, content=content, headers={"Content-Type": "application/json"})
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def wait_for(what: str, check: Callable[[], T | None], deadline: float = DEADLINE) -> T:
+    """Poll `check()` until it returns something truthy; fail after `deadline` seconds."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@asynccontextmanager
+async def fresh_store(kind: str, tmp_path: Path) -> AsyncIterator[Store]:
+    """An opened store of `kind` (sqlite or postgresql) in a new database, closed (and its
+    PostgreSQL database dropped) on exit."""
+    if kind == "sqlite":
+        sqlite = SqliteStore(tmp_path / "store.db")
+        await sqlite.open()
+        try:
+            yield sqlite
+        finally:
+            await sqlite.close()
+        return
+    from pinbase.store.postgres.store import PostgresStore
+
+    name = "pb_store_" + uuid.uuid4().hex[:12]
+    admin = await asyncpg.connect(POSTGRES)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    postgres = PostgresStore(POSTGRES.rsplit("/", 1)[0] + "/" + name)
+    try:
+        await postgres.open()
+        try:
+            yield postgres
+        finally:
+            await postgres.close()
+    finally:
+        admin = await asyncpg.connect(POSTGRES)
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        finally:
+            await admin.close()

@@ -1,0 +1,154 @@
+"""The package's layers: data flows one way, and no module imports itself back.
+
+Each top-level part of `pinbase` sits in a layer and may import only from its own part and from
+lower layers:
+
+    domain  <  config  <  store  <  live  <  app  <  http | devices  <  server  <  demo  <  cli
+
+`http` and `devices` are faces side by side: neither imports the other. Every import counts,
+including those inside functions and under TYPE_CHECKING.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import pinbase
+
+PACKAGE = Path(pinbase.__file__).parent
+LAYERS: list[set[str]] = [
+    {"domain"},
+    {"config"},
+    {"store"},
+    {"live"},
+    {"app"},
+    {"http", "devices"},
+    {"server"},
+    {"demo"},
+    {"cli"},
+    {"__main__"},
+]
+RANK = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> Iterator[str]:
+    """The pinbase modules `path` imports (`from a import b` may name a module b)."""
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names if alias.name.startswith("pinbase"))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pinbase"):
+            yield node.module
+            for alias in node.names:
+                candidate = f"{node.module}.{alias.name}"
+                if candidate in MODULES:
+                    yield candidate
+
+
+def part(module: str) -> str:
+    names = module.split(".")
+    return names[1] if len(names) > 1 else ""
+
+
+MODULES = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+GRAPH = {module: sorted(set(imports(path)) - {module}) for module, path in MODULES.items()}
+
+
+def test_every_part_has_a_layer() -> None:
+    parts = {part(module) for module in MODULES} - {""}
+    assert parts <= set(RANK), f"parts without a layer: {sorted(parts - set(RANK))}"
+
+
+def test_imports_only_go_down() -> None:
+    wrong = []
+    for module, targets in GRAPH.items():
+        source = part(module)
+        for target in targets:
+            goal = part(target)
+            if not source or not goal or goal == source:
+                continue
+            if RANK[goal] >= RANK[source]:
+                wrong.append(f"{module} -> {target}")
+    assert not wrong, "imports against the layers:\n" + "\n".join(wrong)
+
+
+def test_no_import_cycles() -> None:
+    """Tarjan's strongly connected components over the module graph: each must be one module."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for target in GRAPH.get(module, ()):
+            if target not in MODULES:
+                continue
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in on_stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == module:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for module in MODULES:
+        if module not in index:
+            visit(module)
+    assert not cycles, f"import cycles: {cycles}"
+
+
+def test_the_domain_does_no_io_and_knows_no_framework() -> None:
+    forbidden = ("fastapi", "starlette", "uvicorn", "asyncpg", "sqlite3", "asyncio", "socket")
+    found = []
+    for module, path in MODULES.items():
+        if part(module) != "domain":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            found += [f"{module}: {n}" for n in names if n.split(".")[0] in forbidden]
+    assert not found, found
+
+
+@pytest.mark.xfail(strict=True, reason="migrate still catches driver errors")
+def test_the_store_raises_only_its_own_errors_to_callers() -> None:
+    """Nothing above the store imports a database driver to catch its exceptions."""
+    drivers = ("sqlite3", "asyncpg")
+    found = []
+    for module, path in MODULES.items():
+        if part(module) in ("domain", "store"):
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            found += [f"{module}: {n}" for n in names if n.split(".")[0] in drivers]
+    assert not found, found
