@@ -103,6 +103,8 @@ class ChannelRelay:
     def _receive(self, payload: str) -> None:
         try:
             message = orjson.loads(payload)
+            if not isinstance(message, dict):
+                raise TypeError("not an object")
             if message.get("s") == self.sender:
                 return
             events = [decode(item) for item in message["e"]]

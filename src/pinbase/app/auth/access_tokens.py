@@ -9,6 +9,7 @@ once; one made by another process sharing the database is seen within `REVALIDAT
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from pinbase.store.base import Store
 from pinbase.store.records import TokenRow
@@ -18,14 +19,15 @@ MAX_ENTRIES = 50_000
 
 
 class AccessTokens:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, clock: Callable[[], float] = time.monotonic) -> None:
         self._store = store
+        self._clock = clock
         self._cache: dict[str, tuple[TokenRow, float]] = {}
 
     async def find(self, token_hash: str, now_ms: int) -> TokenRow | None:
         """The valid access token with this hash, or None."""
         cached = self._cache.get(token_hash)
-        clock = time.monotonic()
+        clock = self._clock()
         if cached is not None and clock - cached[1] < REVALIDATE_S:
             known = cached[0]
             return known if known.expires_at > now_ms else None
