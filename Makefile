@@ -30,6 +30,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy --strict bench
 
 bench: $(STAMP)  ## benchmarks (SQLite, device protocols, PostgreSQL); report in bench/README.md
 	$(BIN)/python bench/run.py
