@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import asyncpg
 import httpx
@@ -121,30 +121,40 @@ class Server:
         self.process: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "server.log"
 
-    def start(self) -> Server:
+    cwd: Path | None = None
+    env: dict[str, str] | None = None
+
+    def arguments(self) -> list[str]:
+        """The `pinbase serve` command line."""
+        return [
+            sys.executable,
+            "-m",
+            "pinbase",
+            "serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            "--hardware-port",
+            str(self.hardware_port),
+            "--mqtt-port",
+            str(self.mqtt_port),
+            "--log-level",
+            "warning",
+            *database_args(self.data_dir),
+            *self.extra,
+        ]
+
+    def start(self) -> Self:
+        """Start the process and wait until it answers /healthz."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "pinbase",
-                    "serve",
-                    "--port",
-                    str(self.port),
-                    "--data-dir",
-                    str(self.data_dir),
-                    "--hardware-port",
-                    str(self.hardware_port),
-                    "--mqtt-port",
-                    str(self.mqtt_port),
-                    "--log-level",
-                    "warning",
-                    *database_args(self.data_dir),
-                    *self.extra,
-                ],
+                self.arguments(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                cwd=self.cwd,
+                env=self.env,
             )
         deadline = time.monotonic() + STARTUP_DEADLINE
         while time.monotonic() < deadline:

@@ -7,7 +7,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -18,7 +17,6 @@ import pytest
 from helpers import (
     ACME,
     FLEET,
-    STARTUP_DEADLINE,
     Bearer,
     Server,
     apply_fleet,
@@ -48,31 +46,12 @@ class CustomServer(Server):
         self.cwd = workdir
         self.env = clean_env() if env is None else env
 
-    def start(self) -> CustomServer:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+    def arguments(self) -> list[str]:
         command = [sys.executable, "-m", "pinbase", "serve", "--port", str(self.port)]
         # Device listeners as `Server` configures them (fixed default ports would collide).
         command += ["--hardware-port", str(self.hardware_port)]
         command += ["--mqtt-port", str(self.mqtt_port)]
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [*command, "--log-level", "warning", *self.flags],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.cwd,
-                env=self.env,
-            )
-        deadline = time.monotonic() + STARTUP_DEADLINE
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"server did not become ready: {self.log.read_text()}")
+        return [*command, "--log-level", "warning", *self.flags]
 
 
 @pytest.fixture

@@ -63,6 +63,16 @@ MODULES = {module_name(path): path for path in PACKAGE.rglob("*.py")}
 GRAPH = {module: sorted(set(imports(path)) - {module}) for module, path in MODULES.items()}
 
 
+def all_imports() -> Iterator[tuple[str, str]]:
+    """(module, imported name) for every import of every pinbase module."""
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                yield from ((module, alias.name) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                yield module, node.module
+
+
 def test_every_part_has_a_layer() -> None:
     parts = {part(module) for module in MODULES} - {""}
     assert parts <= set(RANK), f"parts without a layer: {sorted(parts - set(RANK))}"
@@ -120,18 +130,11 @@ def test_no_import_cycles() -> None:
 
 def test_the_domain_does_no_io_and_knows_no_framework() -> None:
     forbidden = ("fastapi", "starlette", "uvicorn", "asyncpg", "sqlite3", "asyncio", "socket")
-    found = []
-    for module, path in MODULES.items():
-        if part(module) != "domain":
-            continue
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            found += [f"{module}: {n}" for n in names if n.split(".")[0] in forbidden]
+    found = [
+        f"{module}: {name}"
+        for module, name in all_imports()
+        if part(module) == "domain" and name.split(".")[0] in forbidden
+    ]
     assert not found, found
 
 
@@ -139,16 +142,9 @@ def test_the_domain_does_no_io_and_knows_no_framework() -> None:
 def test_the_store_raises_only_its_own_errors_to_callers() -> None:
     """Nothing above the store imports a database driver to catch its exceptions."""
     drivers = ("sqlite3", "asyncpg")
-    found = []
-    for module, path in MODULES.items():
-        if part(module) in ("domain", "store"):
-            continue
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            found += [f"{module}: {n}" for n in names if n.split(".")[0] in drivers]
+    found = [
+        f"{module}: {name}"
+        for module, name in all_imports()
+        if part(module) not in ("domain", "store") and name.split(".")[0] in drivers
+    ]
     assert not found, found
