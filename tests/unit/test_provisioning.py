@@ -707,7 +707,7 @@ STORED_CONFLICTS: list[tuple[dict[str, Any], str]] = [
     ),
     (
         {**GLOBEX, "devices": [{"id": 201, "name": "Lab", "product": 30, "token": TOKEN}]},
-        "organizations[0].devices[0].token: device 101 already uses this token",
+        "organizations[0].devices[0].token: device 201's token is already the token of device 101",
     ),
     (
         {

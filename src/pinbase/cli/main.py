@@ -104,12 +104,20 @@ def apply_command(
     data_dir: DataDir = None,
     database: Database = None,
 ) -> None:
-    """Create or update organizations, clients, users, products and devices from FILE."""
+    """Create or update organizations, clients, users, products and devices from FILE.
+
+    Exit status 2, with one `error:` line and nothing written, for a file that cannot be applied
+    (including one that conflicts with the stored entities) or a database that cannot be used.
+    """
+    from rich.markup import escape
+
+    from pinbase.store import StoreError
+
     try:
         document = load_document(file)
         report = asyncio.run(apply_to_database(database_url(data_dir, database), document))
-    except ProvisioningError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+    except (ProvisioningError, StoreError) as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         console.print("Nothing was written.")
         raise typer.Exit(2) from None
     print_report(report)
@@ -164,9 +172,6 @@ def migrate_command(
     ],
 ) -> None:
     """`pinbase migrate --from URL --to URL` (see `pinbase.app.migrate`; help text above)."""
-    import sqlite3
-
-    import asyncpg
     from rich.markup import escape
     from rich.progress import (
         BarColumn,
@@ -180,7 +185,7 @@ def migrate_command(
     from rich.table import Table
 
     from pinbase.app.migrate import KINDS, CannotOpen, migrate_databases, redact
-    from pinbase.store import StoreUnavailable
+    from pinbase.store import Corrupt, StoreError, StoreUnavailable
 
     class Bars:
         """One rich progress bar per phase, shown once the first phase begins."""
@@ -213,10 +218,12 @@ def migrate_command(
         report = asyncio.run(migrate_databases(source, target, Bars(bars)))
     except CannotOpen as exc:
         raise fail(2, str(exc)) from None
+    except Corrupt as exc:
+        raise fail(1, f"the copy failed: {exc}") from None
     except StoreUnavailable as exc:
         raise fail(2, f"{exc}\nWhat was copied so far stays; run the same command again.") from None
-    except (sqlite3.Error, asyncpg.PostgresError) as exc:
-        raise fail(1, f"the copy failed: {type(exc).__name__}: {exc}") from None
+    except StoreError as exc:
+        raise fail(1, f"the copy failed: {exc}") from None
     finally:
         bars.stop()
 
