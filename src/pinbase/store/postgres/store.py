@@ -33,6 +33,7 @@ from pinbase.store.catalog import CatalogCache, build_catalog
 from pinbase.store.errors import Conflict, Corrupt, StoreError, StoreUnavailable
 from pinbase.store.paging import page_window, piece_params
 from pinbase.store.postgres.schema import (
+    FIRST_YEAR,
     drop_partitions_before,
     ensure_partition,
     migrate,
@@ -194,8 +195,10 @@ class PostgresStore(Store):
             for name in await drop_partitions_before(conn, cutoff):
                 self._months.discard((int(name[9:13]), int(name[14:16])))
                 log.info("retention: dropped %s", name)
-            async with conn.transaction():
-                await conn.execute("DELETE FROM history_default WHERE ts < $1", cutoff)
+            # through the parent, so that the counting trigger sees the rows go; the bound
+            # leaves only the default partition's old points (before the monthly ones) to scan
+            first_month = month_bounds(FIRST_YEAR, 1)[0]
+            await conn.execute("DELETE FROM history WHERE ts < $1", min(cutoff, first_month))
 
     async def _ensure_month(self, conn: asyncpg.Connection, year: int, month: int) -> None:
         if (year, month) not in self._months:
