@@ -25,7 +25,7 @@ pytestmark = [
 UPDATE = "/api/v1/organization/device/datastream"
 VALUES = "/api/v2/organization/device/datastreams"
 HISTORY = "/api/v1/organization/device/datastream/history"
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 DEADLINE = 30.0  # bounds waiting for something that must happen; never decides a result
 
 
