@@ -422,3 +422,19 @@ def test_an_email_may_be_used_in_two_organizations(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr + result.stdout
     emails = [(u.org_id, u.email) for u in stored_entities(data_dir)["users"]]
     assert (1, "admin@acme.test") in emails and (2, "admin@acme.test") in emails
+
+
+@pytest.mark.sqlite_only
+def test_a_damaged_database_is_one_error_line(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "pinbase.db").write_bytes(b"not a database, " * 512)
+    message = "error: the database file is damaged or is not a database (file is not a database)"
+
+    applied = pinbase("apply", str(FLEET), "--data-dir", str(data_dir))
+    assert applied.returncode == 2
+    assert applied.stderr.splitlines() == [message, "Nothing was written."]
+
+    served = pinbase("serve", "--data-dir", str(data_dir), "--port", "0", "--hardware-port", "0")
+    assert served.returncode == 2
+    assert served.stderr.splitlines() == [message]
