@@ -315,21 +315,25 @@ def device_tokens(data_dir: Path) -> dict[int, str]:
     return {d.id: d.token_hash for d in stored_entities(data_dir)["devices"]}
 
 
+def org(index: int, **changes: Any) -> dict[str, Any]:
+    """One organization of the fleet file, with some keys replaced."""
+    organizations = fleet_document()["organizations"]
+    assert isinstance(organizations, list)
+    found: dict[str, Any] = {**organizations[index], **changes}
+    return found
+
+
 def test_two_devices_swap_tokens_in_one_apply(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     apply_fleet(data_dir)
-    document = fleet_document()
-    organizations = document["organizations"]
-    assert isinstance(organizations, list)
-    roof, barn = organizations[0]["devices"][:2]
+    acme = org(0)
+    roof, barn = acme["devices"][:2]
     barn["token"] = "B" * 32
-    first = pinbase(
-        "apply", str(write_yaml(tmp_path / "b.yaml", document)), "--data-dir", str(data_dir)
-    )
-    assert first.returncode == 0, first.stderr
-    roof["token"], barn["token"] = barn["token"], roof["token"]
+    fleet = write_yaml(tmp_path / "fleet.yaml", {"organizations": [acme]})
+    assert pinbase("apply", str(fleet), "--data-dir", str(data_dir)).returncode == 0
 
-    swapped = write_yaml(tmp_path / "swapped.yaml", document)
+    roof["token"], barn["token"] = barn["token"], roof["token"]
+    swapped = write_yaml(tmp_path / "swapped.yaml", {"organizations": [acme]})
     result = pinbase("apply", str(swapped), "--data-dir", str(data_dir))
 
     assert result.returncode == 0, result.stderr + result.stdout
@@ -344,14 +348,6 @@ def fleet_dir(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Path:
     data_dir = tmp_path_factory.mktemp(f"refused-{backend}")
     apply_fleet(data_dir)
     return data_dir
-
-
-def org(index: int, **changes: Any) -> dict[str, Any]:
-    """One organization of the fleet file, with some keys replaced."""
-    organizations = fleet_document()["organizations"]
-    assert isinstance(organizations, list)
-    found: dict[str, Any] = {**organizations[index], **changes}
-    return found
 
 
 REFUSED: list[tuple[str, list[dict[str, Any]], str]] = [

@@ -112,7 +112,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def drop_history_before(self, cutoff: int) -> None:
-        """Retention: forget history points older than `cutoff` (epoch ms)."""
+        """Retention: forget history points older than `cutoff` (epoch ms).
+
+        Points that share a partition with `cutoff` may stay until a later call (PostgreSQL
+        drops whole calendar months; SQLite forgets exactly the older points).
+        """
 
     @abc.abstractmethod
     async def current_values(self, device_ids: Sequence[int]) -> dict[int, dict[int, StoredValue]]:
