@@ -1,17 +1,22 @@
-"""The `pinbase` command line: help, `apply` validation and idempotence, live catalog reload."""
+"""The `pinbase` command line: help, `apply` validation, conflicts and idempotence, live catalog
+reload."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import yaml
 
-from helpers import ACME, FLEET, Server, apply_fleet, client_token, pinbase
+from helpers import ACME, FLEET, Server, apply_fleet, client_token, database_for, pinbase
+from pinbase.store import open_store
 
 VALUES = "/api/v2/organization/device/datastreams"
 ENTITY_TABLES = (
@@ -24,6 +29,7 @@ ENTITY_TABLES = (
     "devices",
 )
 INITECH = ("initech-backend", "initech-secret-0123456789abcdef")
+ROOF_TOKEN = "f3Kp0cQm9Zt1Yx7Lw2Nv5Rb8Hs4Jd6Ga"  # device 101's token in the fleet file
 
 
 def read_device(base_url: str, token: str, device_id: int) -> httpx.Response:
@@ -41,6 +47,30 @@ def catalog_snapshot(data_dir: Path) -> dict[str, list[tuple[object, ...]]]:
             table: sorted(conn.execute(f"SELECT * FROM {table}").fetchall(), key=repr)
             for table in ENTITY_TABLES
         }
+
+
+def stored_entities(data_dir: Path) -> dict[str, list[Any]]:
+    """Every entity row, read through the store (so on either backend), in a fixed order."""
+    url = database_for(data_dir) or f"sqlite:///{data_dir / 'pinbase.db'}"
+
+    async def read() -> dict[str, list[Any]]:
+        store = open_store(url)
+        await store.open()
+        try:
+            rows = await store.entities()
+        finally:
+            await store.close()
+        return {kind: sorted(getattr(rows, kind), key=repr) for kind in ENTITY_TABLES}
+
+    return asyncio.run(read())
+
+
+def assert_refused(result: Any, message: str) -> None:
+    """`apply` refused the file: exit status 2, one error line, no traceback, nothing else."""
+    assert result.returncode == 2, result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [f"error: {message}", "Nothing was written."]
+    assert result.stdout == ""
 
 
 def write_yaml(path: Path, document: object) -> Path:
@@ -272,3 +302,135 @@ def test_apply_is_picked_up_by_a_running_server(tmp_path: Path, started: list[Se
     ]
     # Entities the file did not mention are untouched.
     assert read_device(running.url, token, 105).status_code == 200
+
+
+# --- apply: conflicts with what is stored --------------------------------------------------
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def device_tokens(data_dir: Path) -> dict[int, str]:
+    return {d.id: d.token_hash for d in stored_entities(data_dir)["devices"]}
+
+
+def org(index: int, **changes: Any) -> dict[str, Any]:
+    """One organization of the fleet file, with some keys replaced."""
+    organizations = fleet_document()["organizations"]
+    assert isinstance(organizations, list)
+    found: dict[str, Any] = {**organizations[index], **changes}
+    return found
+
+
+def test_two_devices_swap_tokens_in_one_apply(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    apply_fleet(data_dir)
+    acme = org(0)
+    roof, barn = acme["devices"][:2]
+    barn["token"] = "B" * 32
+    fleet = write_yaml(tmp_path / "fleet.yaml", {"organizations": [acme]})
+    assert pinbase("apply", str(fleet), "--data-dir", str(data_dir)).returncode == 0
+
+    roof["token"], barn["token"] = barn["token"], roof["token"]
+    swapped = write_yaml(tmp_path / "swapped.yaml", {"organizations": [acme]})
+    result = pinbase("apply", str(swapped), "--data-dir", str(data_dir))
+
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "updated 2 devices" in result.stdout
+    tokens = device_tokens(data_dir)
+    assert (tokens[101], tokens[102]) == (sha256("B" * 32), sha256(ROOF_TOKEN))
+
+
+@pytest.fixture(scope="module")
+def fleet_dir(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Path:
+    """The test fleet, applied once per backend for the refused files below (they write nothing)."""
+    data_dir = tmp_path_factory.mktemp(f"refused-{backend}")
+    apply_fleet(data_dir)
+    return data_dir
+
+
+REFUSED: list[tuple[str, list[dict[str, Any]], str]] = [
+    (
+        "token-of-a-device-not-in-the-file",
+        [org(0, devices=[{"id": 102, "name": "Barn", "product": 11, "token": ROOF_TOKEN}])],
+        "organizations[0].devices[0].token: device 102's token is already the token of device 101",
+    ),
+    (
+        "token-of-a-device-that-keeps-it",
+        [
+            org(
+                0,
+                devices=[
+                    {"id": 101, "name": "Roof", "product": 10, "token": ROOF_TOKEN},
+                    {"id": 105, "name": "Silo", "product": 10, "token": ROOF_TOKEN},
+                ],
+            )
+        ],
+        "organizations[0].devices[1].token: duplicate device token (also at "
+        "organizations[0].devices[0].token)",
+    ),
+    (
+        "client-id-of-another-organization",
+        [org(1, clients=[{"client_id": ACME[0]}])],
+        'organizations[0].clients[0].client_id: client "acme-backend" belongs to organization 1',
+    ),
+    (
+        "client-id-twice-across-organizations",
+        [
+            org(0, clients=[{"client_id": "shared"}]),
+            org(1, clients=[{"client_id": "shared"}]),
+        ],
+        'organizations[1].clients[0].client_id: duplicate client_id "shared" '
+        "(also at organizations[0].clients[0].client_id)",
+    ),
+    (
+        "email-twice-in-one-organization",
+        [org(1, users=[{"email": "a@globex.test"}, {"email": "a@globex.test"}])],
+        'organizations[0].users[1].email: duplicate user email "a@globex.test" '
+        "(also at organizations[0].users[0].email)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("organizations", "message"), [r[1:] for r in REFUSED], ids=[r[0] for r in REFUSED]
+)
+def test_a_conflicting_file_is_refused_in_one_line(
+    fleet_dir: Path, tmp_path: Path, organizations: list[dict[str, Any]], message: str
+) -> None:
+    before = stored_entities(fleet_dir)
+    refused = write_yaml(tmp_path / "refused.yaml", {"organizations": organizations})
+    result = pinbase("apply", str(refused), "--data-dir", str(fleet_dir))
+    assert_refused(result, message)
+    assert stored_entities(fleet_dir) == before
+
+
+def test_an_email_may_be_used_in_two_organizations(tmp_path: Path) -> None:
+    """Emails are unique per organization (the password grant looks a user up in the client's)."""
+    data_dir = tmp_path / "data"
+    apply_fleet(data_dir)
+    shared = write_yaml(
+        tmp_path / "shared.yaml",
+        {"organizations": [org(1, users=[{"email": "admin@acme.test", "role": "Admin"}])]},
+    )
+    result = pinbase("apply", str(shared), "--data-dir", str(data_dir))
+    assert result.returncode == 0, result.stderr + result.stdout
+    emails = [(u.org_id, u.email) for u in stored_entities(data_dir)["users"]]
+    assert (1, "admin@acme.test") in emails and (2, "admin@acme.test") in emails
+
+
+@pytest.mark.sqlite_only
+def test_a_damaged_database_is_one_error_line(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "pinbase.db").write_bytes(b"not a database, " * 512)
+    message = "error: the database file is damaged or is not a database (file is not a database)"
+
+    applied = pinbase("apply", str(FLEET), "--data-dir", str(data_dir))
+    assert applied.returncode == 2
+    assert applied.stderr.splitlines() == [message, "Nothing was written."]
+
+    served = pinbase("serve", "--data-dir", str(data_dir), "--port", "0", "--hardware-port", "0")
+    assert served.returncode == 2
+    assert served.stderr.splitlines() == [message]

@@ -27,9 +27,9 @@ import httpx
 import pytest
 
 import helpers
-from pinbase.app.migrate import KINDS, NoProgress, migrate, parents_first, verify
+from pinbase.app.migrate import KINDS, NoProgress, migrate, verify
 from pinbase.app.provisioning import apply, load_document
-from pinbase.store.records import ProductRow, ValueWrites
+from pinbase.store.records import ValueWrites
 from pinbase.store.sqlite.store import SqliteStore
 
 POSTGRES = os.environ.get("PINBASE_TEST_POSTGRES", "")
@@ -487,16 +487,3 @@ def test_verification_rules() -> None:
     assert missing.startswith("history:")
     [extra] = verify(source, dict.fromkeys(KINDS, 0), {**source, "properties": 6})
     assert extra.startswith("properties:")
-
-
-def test_variants_are_written_after_their_parents() -> None:
-    products = [
-        ProductRow(3, 1, "variant of 7", 7),
-        ProductRow(7, 1, "variant of 9", 9),
-        ProductRow(9, 1, "base", None),
-        ProductRow(1, 1, "other", None),
-    ]
-    ordered = parents_first(products)
-    assert sorted(ordered, key=lambda p: p.id) == sorted(products, key=lambda p: p.id)
-    position = {p.id: i for i, p in enumerate(ordered)}
-    assert position[9] < position[7] < position[3]

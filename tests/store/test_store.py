@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pinbase.store.errors import Corrupt, SchemaTooNew, StoreError
 from pinbase.store.paging import page_window
 from pinbase.store.records import ValueWrites
 from pinbase.store.sqlite.schema import SCHEMA_VERSION, migrate
@@ -110,7 +111,8 @@ def test_a_failing_write_does_not_undo_the_others_in_its_group(tmp_path: Path) -
 
     results, total = asyncio.run(scenario())
     assert results[0] == 0 and results[2] == 0  # history only: no current value set
-    assert isinstance(results[1], sqlite3.OperationalError)
+    assert type(results[1]) is StoreError  # the store's own error, not the driver's
+    assert "no_such_table" in str(results[1])
     assert total == 2  # the broken function's first insert was rolled back
 
 
@@ -120,5 +122,14 @@ def test_schema_version_is_recorded_and_migration_is_idempotent(tmp_path: Path) 
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert migrate(conn) == SCHEMA_VERSION
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(RuntimeError, match="newer"):
+    with pytest.raises(SchemaTooNew, match="newer"):
         migrate(conn)
+
+
+def test_a_damaged_file_is_corrupt_not_a_driver_error(tmp_path: Path) -> None:
+    path = tmp_path / "damaged.db"
+    path.write_bytes(b"not a database, " * 512)
+    store = SqliteStore(path)
+    with pytest.raises(Corrupt, match="damaged or is not a database"):
+        store.open_sync()
+    store.close_sync()

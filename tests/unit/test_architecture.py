@@ -15,8 +15,6 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 import pinbase
 
 PACKAGE = Path(pinbase.__file__).parent
@@ -138,7 +136,6 @@ def test_the_domain_does_no_io_and_knows_no_framework() -> None:
     assert not found, found
 
 
-@pytest.mark.xfail(strict=True, reason="migrate still catches driver errors")
 def test_the_store_raises_only_its_own_errors_to_callers() -> None:
     """Nothing above the store imports a database driver to catch its exceptions."""
     drivers = ("sqlite3", "asyncpg")

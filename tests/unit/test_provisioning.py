@@ -707,7 +707,7 @@ STORED_CONFLICTS: list[tuple[dict[str, Any], str]] = [
     ),
     (
         {**GLOBEX, "devices": [{"id": 201, "name": "Lab", "product": 30, "token": TOKEN}]},
-        "organizations[0].devices[0].token: device 101 already uses this token",
+        "organizations[0].devices[0].token: device 201's token is already the token of device 101",
     ),
     (
         {
@@ -769,6 +769,56 @@ def test_conflicts_with_stored_rows_write_nothing(
         apply_doc(db, {"organizations": [copy.deepcopy(org)]})
 
     assert str(caught.value).startswith(message)
+    assert stored(db) == before
+    assert generation(db) == generation_before
+
+
+def test_two_devices_swap_tokens_in_one_apply(db: Path) -> None:
+    other = "A" * 32
+    document = example()
+    roof, barn = document["organizations"][0]["devices"]
+    barn["token"] = other
+    apply_doc(db, document)
+    roof["token"], barn["token"] = other, TOKEN
+
+    report = apply_doc(db, document)
+
+    assert report.updated == {"devices": 2}
+    tokens = {d.id: d.token_hash for d in stored(db).devices}
+    assert tokens == {101: digest(other), 102: digest(TOKEN)}
+
+
+def test_a_conflict_the_store_finds_is_the_same_one_line_error(db: Path) -> None:
+    """The planner read the stored rows before another apply added device 101: the store's
+    conflict is the backstop, and nothing is written."""
+    apply_doc(db, example())
+    before, generation_before = stored(db), generation(db)
+    stale = Entities(
+        organizations=before.organizations,
+        products=before.products,
+        datastreams=before.datastreams,
+    )
+    document = {
+        "organizations": [
+            {"id": 1, "name": "Acme Farms", "devices": [{"id": 150, "name": "New", "product": 10}]}
+        ]
+    }
+    document["organizations"][0]["devices"][0]["token"] = TOKEN
+
+    async def body(store: SqliteStore) -> ApplyReport:
+        reads = [stale]  # the planner's read is stale; the store's own reads are not
+        current = store.entities
+
+        async def entities() -> Entities:
+            return reads.pop() if reads else await current()
+
+        store.entities = entities  # type: ignore[method-assign]
+        return await apply(store, document)
+
+    with pytest.raises(ProvisioningError) as caught:
+        run_with_store(db, body)
+
+    assert str(caught.value) == "database: device 150's token is already the token of device 101"
     assert stored(db) == before
     assert generation(db) == generation_before
 

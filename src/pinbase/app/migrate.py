@@ -33,18 +33,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
-
-from pinbase.store import Store, StoreUnavailable, open_store
-from pinbase.store.base import COUNTED_TABLES, ENTITY_TABLES
-from pinbase.store.records import ProductRow, ValueWrites
+from pinbase.store import Store, StoreError, open_store
+from pinbase.store.records import ValueWrites
+from pinbase.store.sql import COUNTED_TABLES, ENTITY_TABLES
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -107,26 +104,6 @@ def verify(source: dict[str, int], before: dict[str, int], after: dict[str, int]
     return problems
 
 
-def parents_first(products: list[ProductRow]) -> list[ProductRow]:
-    """Products ordered so that every variant follows its parent (foreign keys hold row by row)."""
-    by_id = {p.id: p for p in products}
-    ordered: list[ProductRow] = []
-    placed: set[int] = set()
-
-    def place(product: ProductRow, seen: frozenset[int]) -> None:
-        if product.id in placed:
-            return
-        parent = by_id.get(product.parent_id) if product.parent_id is not None else None
-        if parent is not None and parent.id not in seen:
-            place(parent, seen | {product.id})
-        placed.add(product.id)
-        ordered.append(product)
-
-    for product in sorted(products, key=lambda p: p.id):
-        place(product, frozenset())
-    return ordered
-
-
 async def _next(batches: AsyncIterator[T]) -> T | None:
     try:
         return await anext(batches)
@@ -157,7 +134,7 @@ async def migrate(
 ) -> MigrationReport:
     """Copy every entity, current value, history point and property of `source` to `target`.
 
-    Both stores must be open. Raises what the stores raise (`StoreUnavailable` when a database
+    Both stores must be open. Raises the stores' own errors (`StoreUnavailable` when a database
     goes away); whatever was written until then stays, and running again completes the copy.
     """
     progress = progress if progress is not None else NoProgress()
@@ -166,8 +143,7 @@ async def migrate(
     before = await target.counts()
     report = MigrationReport(source=counts, target_before=before, target_after={})
 
-    entities = await source.entities()
-    entities = dataclasses.replace(entities, products=parents_first(entities.products))
+    entities = await source.entities()  # the target orders them (variants after parents)
     total = sum(len(getattr(entities, kind)) for kind in ENTITY_KINDS)
     progress.begin("entities", total)
     if not entities.is_empty():
@@ -246,13 +222,8 @@ def same_database(first: str, second: str) -> bool:
 
 
 _OPEN_FAILURES: tuple[type[BaseException], ...] = (
-    StoreUnavailable,
-    OSError,
-    ValueError,
-    RuntimeError,  # a schema newer than this pinbase
-    sqlite3.Error,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
+    StoreError,  # unreachable, damaged, or a schema newer than this pinbase
+    ValueError,  # a URL the driver cannot parse
 )
 
 

@@ -33,14 +33,21 @@ Choices made where the spec (docs: provisioning.md) is silent:
   documents they are strings holding an integer ("0"), non-canonical forms ("01") are refused.
 - Role permissions are de-duplicated and stored sorted; a role named Admin, Staff or User
   overrides that default role for its organization.
-- Device tokens are unique in the server (checked against stored devices too).
+- Device tokens are unique in the server, checked against the stored devices as they will be
+  after the apply: two devices of one file may swap tokens, or one may take over a token that
+  another gives up in the same file. The swap is applied atomically (the store moves unique
+  values between the rows of one upsert; see `pinbase.store.sql`). A token that a device keeps
+  while the file gives it to another is refused, naming both devices.
+- The planner checks every conflict it can against the stored rows before writing. The store's
+  `Conflict` is the backstop (another apply that wrote between this one's read and write): it
+  becomes the same one-line `ProvisioningError` ("database: <the store's message>"), and
+  nothing is written either.
 - `ApplyReport.created`/`updated` contain only kinds with a non-zero count; kinds are the
   `Entities` field names (variants count as `products`). `unchanged` counts the entities of the
   file whose rows needed no change.
 
-Limits: `apply` reads and then writes, so two concurrent applies may race (run one at a time).
-Swapping the tokens of two devices in one apply fails at write time (the unique token index
-sees the intermediate state; nothing is written): change them in two applies.
+Limits: `apply` reads and then writes, so two concurrent applies may race (run one at a time);
+the loser of such a race fails with the store's conflict rather than writing a broken state.
 """
 
 from __future__ import annotations
@@ -64,8 +71,7 @@ from pinbase.app.auth.secrets import (
     verify_password,
 )
 from pinbase.domain.model import DEFAULT_ROLES, INT32_MAX, INT32_MIN, DataType, Permission
-from pinbase.store import open_store
-from pinbase.store.base import Store
+from pinbase.store import Conflict, Store, open_store
 from pinbase.store.records import (
     ClientRow,
     DatastreamRow,
@@ -680,7 +686,6 @@ class _Planner:
             for spec in org.devices:
                 self._plan_device(org, spec)
         self._check_tokens(orgs)
-        self.rows.products.sort(key=lambda p: p.parent_id is not None)  # roots first (FK)
         report = ApplyReport(
             created={k: n for k, n in self.created.items() if n},
             updated={k: n for k, n in self.updated.items() if n},
@@ -878,7 +883,10 @@ class _Planner:
                     continue
                 others = [d for d in holders[digest(spec.token)] if d != spec.id]
                 if others:
-                    _fail(f"{spec.path}.token", f"device {others[0]} already uses this token")
+                    _fail(
+                        f"{spec.path}.token",
+                        f"device {spec.id}'s token is already the token of device {others[0]}",
+                    )
 
 
 def plan(document: Any, existing: Entities) -> tuple[Entities, ApplyReport]:
@@ -891,7 +899,10 @@ async def apply(store: Store, document: Any) -> ApplyReport:
     existing = await store.entities()
     rows, report = plan(document, existing)
     if not rows.is_empty():
-        await store.upsert_entities(rows)
+        try:
+            await store.upsert_entities(rows)
+        except Conflict as exc:  # the stored rows changed since they were read
+            raise ProvisioningError("database", str(exc)) from exc
     return report
 
 

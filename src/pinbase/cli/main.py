@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from pinbase.app.provisioning import (
     ApplyReport,
@@ -26,6 +27,12 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 out = Console()
+
+
+def print_error(message: str) -> None:
+    """An `error:` line on stderr, never wrapped (scripts and tests read it whole)."""
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+
 
 DataDir = Annotated[
     Path | None,
@@ -71,10 +78,15 @@ def _serve_options() -> list[inspect.Parameter]:
 def serve(**values: Any) -> None:
     """Run the HTTP server and the device listeners."""
     from pinbase import server
+    from pinbase.store import StoreError
 
     settings = Settings(**values)
     server.configure_logging(settings.log_level)
-    server.run(server.serve(settings))
+    try:
+        server.run(server.serve(settings))
+    except StoreError as exc:  # the database could not be opened (once running, errors are 503s)
+        print_error(str(exc))
+        raise typer.Exit(2) from None
 
 
 _parameters = _serve_options()
@@ -104,12 +116,18 @@ def apply_command(
     data_dir: DataDir = None,
     database: Database = None,
 ) -> None:
-    """Create or update organizations, clients, users, products and devices from FILE."""
+    """Create or update organizations, clients, users, products and devices from FILE.
+
+    Exit status 2, with one `error:` line and nothing written, for a file that cannot be applied
+    (including one that conflicts with the stored entities) or a database that cannot be used.
+    """
+    from pinbase.store import StoreError
+
     try:
         document = load_document(file)
         report = asyncio.run(apply_to_database(database_url(data_dir, database), document))
-    except ProvisioningError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+    except (ProvisioningError, StoreError) as exc:
+        print_error(str(exc))
         console.print("Nothing was written.")
         raise typer.Exit(2) from None
     print_report(report)
@@ -164,10 +182,6 @@ def migrate_command(
     ],
 ) -> None:
     """`pinbase migrate --from URL --to URL` (see `pinbase.app.migrate`; help text above)."""
-    import sqlite3
-
-    import asyncpg
-    from rich.markup import escape
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -180,7 +194,7 @@ def migrate_command(
     from rich.table import Table
 
     from pinbase.app.migrate import KINDS, CannotOpen, migrate_databases, redact
-    from pinbase.store import StoreUnavailable
+    from pinbase.store import Corrupt, StoreError, StoreUnavailable
 
     class Bars:
         """One rich progress bar per phase, shown once the first phase begins."""
@@ -198,7 +212,7 @@ def migrate_command(
             self.bars.advance(self.tasks[phase], rows)
 
     def fail(code: int, message: str) -> typer.Exit:
-        console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+        print_error(message)
         return typer.Exit(code)
 
     bars = Progress(
@@ -213,10 +227,12 @@ def migrate_command(
         report = asyncio.run(migrate_databases(source, target, Bars(bars)))
     except CannotOpen as exc:
         raise fail(2, str(exc)) from None
+    except Corrupt as exc:
+        raise fail(1, f"the copy failed: {exc}") from None
     except StoreUnavailable as exc:
         raise fail(2, f"{exc}\nWhat was copied so far stays; run the same command again.") from None
-    except (sqlite3.Error, asyncpg.PostgresError) as exc:
-        raise fail(1, f"the copy failed: {type(exc).__name__}: {exc}") from None
+    except StoreError as exc:
+        raise fail(1, f"the copy failed: {exc}") from None
     finally:
         bars.stop()
 

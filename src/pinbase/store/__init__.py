@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pinbase.store.base import Store, StoreUnavailable
+from pinbase.store.base import Store
+from pinbase.store.errors import Conflict, Corrupt, SchemaTooNew, StoreError, StoreUnavailable
 
 
 def open_store(url: str) -> Store:
@@ -24,4 +25,12 @@ def open_store(url: str) -> Store:
     )
 
 
-__all__ = ["Store", "StoreUnavailable", "open_store"]
+__all__ = [
+    "Conflict",
+    "Corrupt",
+    "SchemaTooNew",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "open_store",
+]

@@ -1,23 +1,36 @@
 """The storage interface every backend implements.
 
-The store persists; it makes no policy decisions. Every write method returns only after its
-transaction is durable, so a caller may acknowledge the write as soon as the await completes.
+The store persists; it makes no policy decisions (refresh-token rotation and reuse detection, for
+one, live in `pinbase.app.auth.refresh`, composed from the token primitives here). Every write
+method returns only after its transaction is durable, so a caller may acknowledge the write as
+soon as the await completes.
+
+A store raises only its own errors (`pinbase.store.errors`, re-exported here): never a database
+driver's. What the backends share lives here and in `sql`, `paging`, `integrity` and `catalog`;
+each backend keeps only its dialect's own code.
 """
 
 from __future__ import annotations
 
 import abc
-import enum
+import dataclasses
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from pinbase.domain.model import Catalog
 from pinbase.domain.ratelimit import TokenBuckets
-from pinbase.store.records import ClientRow, Entities, StoredValue, TokenRow, UserRow, ValueWrites
-
-ENTITY_TABLES = ("organizations", "roles", "clients", "users", "products", "datastreams", "devices")
-COUNTED_TABLES = (*ENTITY_TABLES, "current_values", "history", "properties")
-"""What `Store.counts()` reports, in copying order."""
+from pinbase.store.errors import Conflict, StoreError, StoreUnavailable
+from pinbase.store.integrity import explain_conflict, parents_first
+from pinbase.store.records import (
+    ClientRow,
+    Entities,
+    StoredValue,
+    TokenRow,
+    TokenState,
+    UserRow,
+    ValueWrites,
+)
+from pinbase.store.sql import COUNTED_TABLES, CURRENT, HISTORY, PROPERTIES, Statements, Table
 
 
 class Channel(Protocol):
@@ -28,17 +41,9 @@ class Channel(Protocol):
     def subscribe(self, receive: Callable[[str], None]) -> None: ...
 
 
-class StoreUnavailable(Exception):
-    """The database cannot be reached or is failing; callers answer 503."""
-
-
-class RefreshOutcome(enum.Enum):
-    ROTATED = "rotated"
-    UNKNOWN = "unknown"  # no such token, wrong client, or expired
-    REUSED = "reused"  # presented a second time: its whole family is now revoked
-
-
 class Store(abc.ABC):
+    SQL: ClassVar[Statements]
+    """The shared statements in the backend's dialect."""
     _buckets: dict[tuple[float, float], TokenBuckets]
 
     @abc.abstractmethod
@@ -76,9 +81,25 @@ class Store(abc.ABC):
     async def entities(self) -> Entities:
         """Every catalog row, secrets' hashes included (for provisioning)."""
 
-    @abc.abstractmethod
     async def upsert_entities(self, rows: Entities) -> None:
-        """Insert or update the given rows in one transaction and bump the catalog generation."""
+        """Insert or update the given rows in one transaction and bump the catalog generation.
+
+        The rows are applied as one set: their order does not matter (variants are written
+        after their parents), and a device token or user email may move from one row of the set
+        to another (two devices may swap tokens). A set that breaks a rule of the database
+        (a token or an email in use twice, a reference to nothing) raises `Conflict` naming
+        the entities, and writes nothing.
+        """
+        rows = dataclasses.replace(rows, products=parents_first(rows.products))
+        try:
+            await self._upsert_entities(rows)
+        except Conflict as exc:
+            explained = explain_conflict(rows, await self.entities())
+            raise Conflict(explained or f"the rows break a rule of the database: {exc}") from exc
+
+    @abc.abstractmethod
+    async def _upsert_entities(self, rows: Entities) -> None:
+        """Run `SQL.entity_writes(rows)` in one transaction."""
 
     # values -------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -91,7 +112,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def drop_history_before(self, cutoff: int) -> None:
-        """Retention: forget history points older than `cutoff` (epoch ms)."""
+        """Retention: forget history points older than `cutoff` (epoch ms).
+
+        Points that share a partition with `cutoff` may stay until a later call (PostgreSQL
+        drops whole calendar months; SQLite forgets exactly the older points).
+        """
 
     @abc.abstractmethod
     async def current_values(self, device_ids: Sequence[int]) -> dict[int, dict[int, StoredValue]]:
@@ -133,51 +158,75 @@ class Store(abc.ABC):
         """The unexpired, unrevoked access token with this hash."""
 
     @abc.abstractmethod
-    async def rotate_refresh(
-        self,
-        token_hash: str,
-        client_id: str,
-        now: int,
-        successors: Callable[[TokenRow], Sequence[TokenRow]],
-    ) -> tuple[RefreshOutcome, str | None]:
-        """Atomically consume a refresh token and store `successors(consumed)` in its place.
+    async def refresh_token(self, token_hash: str) -> TokenState | None:
+        """The refresh token with this hash, whatever its state (None when there is none)."""
 
-        A token presented a second time revokes every token of its family. Returns the outcome
-        and the family of the presented token (None when it is unknown).
+    @abc.abstractmethod
+    async def consume_refresh(
+        self, token: TokenRow, now: int, successors: Sequence[TokenRow]
+    ) -> bool:
+        """Mark the refresh token `token` used and insert `successors`, in one transaction, if
+        it is still unused, unrevoked and unexpired at `now`; else write nothing and return False.
+
+        Atomic across processes: of concurrent calls for one token, at most one returns True,
+        and a `revoke_family` of its family either precedes it (then it returns False) or sees
+        the successors it inserted.
         """
 
-    # migration (`pinbase migrate`) ---------------------------------------------------------
     @abc.abstractmethod
-    async def counts(self) -> dict[str, int]:
-        """Rows per kind, read in one snapshot: organizations, roles, clients, users, products,
-        datastreams, devices, current_values, history, properties."""
+    async def revoke_family(self, family: str) -> None:
+        """Revoke every token of a family (see `consume_refresh` for concurrency)."""
 
     @abc.abstractmethod
-    def _export(
-        self, table: str, key: tuple[str, ...], rest: tuple[str, ...], batch: int
-    ) -> AsyncIterator[list[Any]]:
-        """Rows of `table` as (*key, *rest) tuples in key order, at most `batch` per list,
-        keyset-paginated so that memory stays bounded whatever the table's size."""
+    async def drop_tokens_expired_before(self, cutoff: int) -> None:
+        """Forget every token that expired before `cutoff` (epoch ms)."""
+
+    # migration (`pinbase migrate`) ---------------------------------------------------------
+    async def counts(self) -> dict[str, int]:
+        """Rows per kind (`sql.COUNTED_TABLES`), read in one snapshot (one statement)."""
+        (row,) = await self._fetch(self.SQL.counts, ())
+        return {table: int(count) for table, count in zip(COUNTED_TABLES, row, strict=True)}
+
+    @abc.abstractmethod
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """The rows of one read statement, on a connection meant for long reads."""
+
+    async def _export(self, table: Table, batch: int) -> AsyncIterator[list[Any]]:
+        """Rows of `table` as tuples of its columns in key order, at most `batch` per list.
+
+        Keyset-paginated: each batch is one indexed range read (`(key) > (last key)`) and no
+        connection is held between batches, so memory stays bounded whatever the table's size.
+        """
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        first, after = self.SQL.export[table.name]
+        width = len(table.key)
+        rows = await self._fetch(first, (batch,))
+        while True:
+            if rows:
+                yield rows
+            if len(rows) < batch:
+                return
+            rows = await self._fetch(after, (*rows[-1][:width], batch))
 
     async def export_current(self, batch: int) -> AsyncIterator[list[tuple[int, int, str, int]]]:
         """Every current value as (device_id, ds_id, value, updated_at)."""
-        async for rows in self._export(
-            "current_values", ("device_id", "ds_id"), ("value", "updated_at"), batch
-        ):
+        async for rows in self._export(CURRENT, batch):
             yield rows
 
     async def export_history(self, batch: int) -> AsyncIterator[list[tuple[int, int, int, str]]]:
         """Every history point as (device_id, ds_id, ts, value)."""
-        async for rows in self._export("history", ("device_id", "ds_id", "ts"), ("value",), batch):
+        async for rows in self._export(HISTORY, batch):
             yield rows
 
     async def export_properties(self, batch: int) -> AsyncIterator[list[tuple[int, int, str, str]]]:
         """Every widget property as (device_id, ds_id, name, value)."""
-        async for rows in self._export(
-            "properties", ("device_id", "ds_id", "name"), ("value",), batch
-        ):
+        async for rows in self._export(PROPERTIES, batch):
             yield rows
 
     @abc.abstractmethod
     async def import_properties(self, rows: Sequence[tuple[int, int, str, str]]) -> None:
         """Insert or replace (device_id, ds_id, name, value) rows in one transaction."""
+
+
+__all__ = ["Channel", "Conflict", "Store", "StoreError", "StoreUnavailable"]

@@ -1,31 +1,31 @@
 """History paging shared by every backend: counting by bucket and skipping whole buckets.
 
 Backends keep, per series, the number of points in each bucket of 2**BUCKET_SHIFT ms (about 70
-minutes). A range [start, end] is cut into pieces: the partial buckets at both ends (counted in
-the index) and the whole buckets between them (counted from the bucket table). The total is
-their sum, and a deep page skips whole pieces instead of walking an OFFSET through them.
+minutes; see `sql`). A range [start, end] is cut into pieces: the partial buckets at both ends
+(counted in the index) and the whole buckets between them (counted from the bucket table), all
+read by one statement (`sql.Statements.history_pieces`). The total is their sum, and a deep page
+skips whole pieces instead of walking an OFFSET through them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-BUCKET_SHIFT = 22
+from pinbase.store.sql import BUCKET_SHIFT
 
 Piece = tuple[int, int, int]
 """(low ts, high ts, points), inclusive bounds."""
 
 
-def bucket_bounds(bucket: int) -> tuple[int, int]:
-    return bucket << BUCKET_SHIFT, ((bucket + 1) << BUCKET_SHIFT) - 1
-
-
-def split(start: int, end: int) -> tuple[int, int, tuple[int, int], tuple[int, int]] | None:
-    """(first bucket, last bucket, head range, tail range), or None for a short range."""
+def piece_params(device_id: int, ds_id: int, start: int, end: int) -> tuple[int, ...]:
+    """The parameters of the pieces statement: the series, the head range, the whole buckets
+    strictly between (first, last), and the tail range. A short range is all head."""
     first, last = start >> BUCKET_SHIFT, end >> BUCKET_SHIFT
     if last - first < 2:
-        return None
-    return first, last, (start, bucket_bounds(first)[1]), (bucket_bounds(last)[0], end)
+        return device_id, ds_id, start, end, 0, 0, end + 1, end
+    head_end = ((first + 1) << BUCKET_SHIFT) - 1
+    tail_start = last << BUCKET_SHIFT
+    return device_id, ds_id, start, head_end, first, last, tail_start, end
 
 
 def page_window(

@@ -107,6 +107,15 @@ class TokenRow:
     expires_at: int  # epoch ms
 
 
+@dataclass(frozen=True, slots=True)
+class TokenState:
+    """A stored refresh token and what has happened to it."""
+
+    token: TokenRow
+    used: bool  # redeemed once already
+    revoked: bool  # its family was revoked
+
+
 @dataclass(slots=True)
 class ValueWrites:
     """Rows of one write: the values are JSON text, timestamps epoch ms."""

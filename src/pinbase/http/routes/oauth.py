@@ -14,12 +14,12 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from pinbase.app.auth.refresh import RefreshOutcome, rotate
 from pinbase.app.auth.secrets import digest, hash_password, new_token, same_digest, verify_password
 from pinbase.domain.clock import now_ms
 from pinbase.http.deps import AppServices
 from pinbase.http.openapi import schema_of
 from pinbase.http.schemas import OAuthError, TokenResponse
-from pinbase.store.base import RefreshOutcome
 from pinbase.store.records import ClientRow, TokenRow
 
 router = APIRouter(tags=["OAuth2"])
@@ -179,12 +179,10 @@ async def _grant(svc: AppServices, request: Request) -> dict[str, object]:
         issued.update(body)
         return rows
 
-    outcome, presented_family = await svc.store.rotate_refresh(
-        digest(presented), client.client_id, now_ms(), successors
+    outcome = await rotate(
+        svc.store, svc.tokens, digest(presented), client.client_id, now_ms(), successors
     )
     if outcome is RefreshOutcome.REUSED:
-        assert presented_family is not None
-        svc.tokens.forget_family(presented_family)
         raise OAuthFailure(
             "invalid_grant", "Refresh token was already used; its tokens have been revoked."
         )

@@ -14,8 +14,11 @@ import datetime as dt
 
 import asyncpg
 
+from pinbase.store.errors import SchemaTooNew
+from pinbase.store.sql import BUCKET_SHIFT
+
 MIGRATIONS: tuple[str, ...] = (
-    """
+    f"""
     CREATE TABLE meta (key text PRIMARY KEY, value bigint NOT NULL);
     INSERT INTO meta VALUES ('catalog_generation', 0);
 
@@ -95,7 +98,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE FUNCTION history_counted() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         INSERT INTO history_counts (device_id, ds_id, bucket, n)
-        SELECT device_id, ds_id, ts >> 22, count(*) FROM inserted
+        SELECT device_id, ds_id, ts >> {BUCKET_SHIFT}, count(*) FROM inserted
         GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
         ON CONFLICT (device_id, ds_id, bucket) DO UPDATE SET n = history_counts.n + EXCLUDED.n;
         RETURN NULL;
@@ -103,7 +106,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE FUNCTION history_uncounted() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         UPDATE history_counts c SET n = c.n - d.n
-        FROM (SELECT device_id, ds_id, ts >> 22 AS bucket, count(*) AS n FROM deleted
+        FROM (SELECT device_id, ds_id, ts >> {BUCKET_SHIFT} AS bucket, count(*) AS n FROM deleted
               GROUP BY 1, 2, 3) d
         WHERE c.device_id = d.device_id AND c.ds_id = d.ds_id AND c.bucket = d.bucket;
         RETURN NULL;
@@ -177,7 +180,7 @@ async def migrate(conn: asyncpg.Connection) -> int:
         await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
         version = await conn.fetchval("SELECT max(version) FROM schema_version") or 0
         if version > SCHEMA_VERSION:
-            raise RuntimeError(
+            raise SchemaTooNew(
                 f"database schema version {version} is newer than this pinbase ({SCHEMA_VERSION})"
             )
         for number in range(version + 1, SCHEMA_VERSION + 1):
@@ -239,18 +242,17 @@ async def drop_partitions_before(conn: asyncpg.Connection, cutoff: int) -> list[
             await conn.execute(f"DROP TABLE {name}")
             # buckets wholly inside the month go; the two it shares with its neighbours
             # are recounted from the points that remain
+            edges = low >> BUCKET_SHIFT, (high - 1) >> BUCKET_SHIFT
             await conn.execute(
-                "DELETE FROM history_counts WHERE bucket > $1 AND bucket < $2",
-                low >> 22,
-                (high - 1) >> 22,
+                "DELETE FROM history_counts WHERE bucket > $1 AND bucket < $2", *edges
             )
             await conn.execute(
                 "UPDATE history_counts c SET n = (SELECT count(*) FROM history h "
                 "WHERE h.device_id = c.device_id AND h.ds_id = c.ds_id "
-                "AND h.ts >= c.bucket << 22 AND h.ts < (c.bucket + 1) << 22) "
+                f"AND h.ts >= c.bucket << {BUCKET_SHIFT} "
+                f"AND h.ts < (c.bucket + 1) << {BUCKET_SHIFT}) "
                 "WHERE c.bucket IN ($1, $2)",
-                low >> 22,
-                (high - 1) >> 22,
+                *edges,
             )
         dropped.append(name)
     return dropped

@@ -4,8 +4,15 @@ asyncpg with a connection pool; statements are prepared and cached per connectio
 A value write is one statement (data-modifying CTEs over `unnest` arrays), so it commits in one
 round trip and several server processes may write at once; rows are de-duplicated and sorted by
 key first, so concurrent writers always lock rows in the same order. History is partitioned by
-month (see `postgres_schema`). Lost connections surface as `StoreUnavailable` (HTTP 503); the
-pool reconnects by itself when the database is back.
+month (see `postgres_schema`).
+
+asyncpg's errors never leave this module (`_translated`): lost connections and an unreachable
+or failing server surface as `StoreUnavailable` (HTTP 503; the pool reconnects by itself when
+the database is back), integrity violations as `Conflict`, corruption as `Corrupt`.
+
+Refresh tokens of one family are serialised by a transaction-scoped advisory lock on the family
+(`consume_refresh`, `revoke_family`): under READ COMMITTED a revocation running while a rotation
+inserts successors would otherwise miss the successors, which commit after its snapshot.
 """
 
 from __future__ import annotations
@@ -14,17 +21,19 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import astuple, fields
+from dataclasses import astuple
 from typing import Any
 
 import asyncpg
 
 from pinbase.domain.clock import now_ms
 from pinbase.domain.model import Catalog
-from pinbase.store.base import COUNTED_TABLES, RefreshOutcome, Store, StoreUnavailable
+from pinbase.store.base import Store
 from pinbase.store.catalog import CatalogCache, build_catalog
-from pinbase.store.paging import Piece, bucket_bounds, page_window, split
+from pinbase.store.errors import Conflict, Corrupt, StoreError, StoreUnavailable
+from pinbase.store.paging import page_window, piece_params
 from pinbase.store.postgres.schema import (
+    FIRST_YEAR,
     drop_partitions_before,
     ensure_partition,
     migrate,
@@ -33,16 +42,22 @@ from pinbase.store.postgres.schema import (
 )
 from pinbase.store.records import (
     ClientRow,
-    DatastreamRow,
-    DeviceRow,
     Entities,
-    OrgRow,
-    ProductRow,
-    RoleRow,
     StoredValue,
     TokenRow,
+    TokenState,
     UserRow,
     ValueWrites,
+)
+from pinbase.store.sql import (
+    CURRENT,
+    ENTITIES,
+    HISTORY,
+    ONLY_NEWER,
+    POSTGRES,
+    PROPERTIES,
+    Statements,
+    upsert,
 )
 
 log = logging.getLogger("pinbase.store.postgres.store")
@@ -53,52 +68,66 @@ CATALOG_RECHECK_S = 1.0  # a fallback: catalog changes are also notified
 ACQUIRE_TIMEOUT_S = 10.0
 PARTITIONS_AHEAD = 3  # months created ahead of time at start-up
 
-_UNAVAILABLE: tuple[type[BaseException], ...] = (
+_UNREACHABLE: tuple[type[BaseException], ...] = (
     OSError,
     ConnectionError,
     asyncio.TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
-    asyncpg.OperatorInterventionError,
 )
+_FAILING: tuple[type[BaseException], ...] = (
+    asyncpg.OperatorInterventionError,  # shutting down, statement cancelled
+    asyncpg.InsufficientResourcesError,  # disk full, out of memory, too many connections
+    asyncpg.InvalidCatalogNameError,  # no such database
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.TransactionRollbackError,  # deadlock or serialization failure: retry
+    asyncpg.ReadOnlySQLTransactionError,  # a standby
+    asyncpg.LockNotAvailableError,
+)
+_CORRUPT: tuple[type[BaseException], ...] = (
+    asyncpg.DataCorruptedError,
+    asyncpg.IndexCorruptedError,
+)
+_DRIVER_ERRORS: tuple[type[BaseException], ...] = (*_UNREACHABLE, asyncpg.PostgresError)
 
-_HISTORY = (
-    "INSERT INTO history (device_id, ds_id, ts, value) "
-    "SELECT * FROM unnest($1::integer[], $2::integer[], $3::bigint[], $4::text[]) "
-    "ON CONFLICT (device_id, ds_id, ts) DO UPDATE SET value = EXCLUDED.value"
+
+def _translated(exc: BaseException) -> StoreError:
+    """The store's own error for an error of asyncpg or of the connection under it."""
+    error: StoreError
+    if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+        detail = getattr(exc, "detail", None)
+        error = Conflict(f"{exc} ({detail})" if detail else str(exc))
+    elif isinstance(exc, _CORRUPT):
+        error = Corrupt(f"the database is damaged ({exc})")
+    elif isinstance(exc, _UNREACHABLE):
+        error = StoreUnavailable(f"cannot reach PostgreSQL: {exc}")
+    elif isinstance(exc, _FAILING):
+        error = StoreUnavailable(f"PostgreSQL is unavailable: {exc}")
+    else:
+        error = StoreError(f"PostgreSQL refused a statement: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+SQL = Statements(POSTGRES)
+_HISTORY = upsert(
+    HISTORY, "SELECT * FROM unnest($1::integer[], $2::integer[], $3::bigint[], $4::text[])"
 )
-_CURRENT = (
-    "INSERT INTO current_values (device_id, ds_id, value, updated_at) "
-    "SELECT * FROM unnest($5::integer[], $6::integer[], $7::text[], $8::bigint[]) "
-    "ON CONFLICT (device_id, ds_id) DO UPDATE SET "
-    "value = EXCLUDED.value, updated_at = EXCLUDED.updated_at"
+_CURRENT = upsert(
+    CURRENT, "SELECT * FROM unnest($5::integer[], $6::integer[], $7::text[], $8::bigint[])"
 )
 _WRITE = {
     # one statement, one round trip, one transaction
-    False: f"WITH h AS ({_HISTORY} RETURNING 1), c AS ({_CURRENT} RETURNING 1) "
-    "SELECT (SELECT count(*) FROM h), (SELECT count(*) FROM c)",
-    True: f"WITH h AS ({_HISTORY} RETURNING 1), c AS ({_CURRENT} "
-    "WHERE EXCLUDED.updated_at >= current_values.updated_at RETURNING 1) "
-    "SELECT (SELECT count(*) FROM h), (SELECT count(*) FROM c)",
+    only_newer: f"WITH h AS ({_HISTORY} RETURNING 1), "
+    f"c AS ({_CURRENT}{ONLY_NEWER if only_newer else ''} RETURNING 1) "
+    "SELECT (SELECT count(*) FROM h), (SELECT count(*) FROM c)"
+    for only_newer in (False, True)
 }
-_COUNT_RANGE = (
-    "SELECT count(*) FROM history WHERE device_id = $1 AND ds_id = $2 AND ts BETWEEN $3 AND $4"
+_IMPORT_PROPERTIES = upsert(
+    PROPERTIES, "SELECT * FROM unnest($1::integer[], $2::integer[], $3::text[], $4::text[])"
 )
-_BUCKETS = (
-    "SELECT bucket, n FROM history_counts WHERE device_id = $1 AND ds_id = $2 "
-    "AND bucket > $3 AND bucket < $4 ORDER BY bucket"
-)
-
-_TABLES: tuple[tuple[str, str, type[Any]], ...] = (
-    ("organizations", "id", OrgRow),
-    ("roles", "org_id, name", RoleRow),
-    ("clients", "client_id", ClientRow),
-    ("users", "id", UserRow),
-    ("products", "id", ProductRow),
-    ("datastreams", "product_id, id", DatastreamRow),
-    ("devices", "id", DeviceRow),
-)
+_FAMILY_LOCK = "SELECT pg_advisory_xact_lock(1953459819, hashtext($1))"  # 1953459819: 'toke'
 
 
 class _PooledConnection(asyncpg.Connection):  # type: ignore[misc]
@@ -108,28 +137,13 @@ class _PooledConnection(asyncpg.Connection):  # type: ignore[misc]
         return ""
 
 
-def _upsert_sql(table: str, key: str, row_type: type[Any]) -> str:
-    columns = [f.name for f in fields(row_type)]
-    keys = {k.strip() for k in key.split(",")}
-    marks = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in keys)
-    return (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) "
-        f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
-    )
-
-
-def _row_values(row: Any) -> tuple[Any, ...]:
-    if isinstance(row, RoleRow):
-        return (row.org_id, row.name, ",".join(row.permissions))
-    return astuple(row)
-
-
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
     return [[row[i] for row in rows] for i in range(width)]
 
 
 class PostgresStore(Store):
+    SQL = SQL
+
     def __init__(self, url: str) -> None:
         self.url = url
         self._pool: asyncpg.Pool | None = None
@@ -151,8 +165,8 @@ class PostgresStore(Store):
             async with self._pool.acquire() as conn:
                 await migrate(conn)
                 await self._prepare_partitions(conn)
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}") from exc
+        except _DRIVER_ERRORS as exc:
+            raise _translated(exc) from exc
         self._listener = asyncio.create_task(self._listen(), name="pinbase-pg-listener")
 
     async def close(self) -> None:
@@ -181,8 +195,10 @@ class PostgresStore(Store):
             for name in await drop_partitions_before(conn, cutoff):
                 self._months.discard((int(name[9:13]), int(name[14:16])))
                 log.info("retention: dropped %s", name)
-            async with conn.transaction():
-                await conn.execute("DELETE FROM history_default WHERE ts < $1", cutoff)
+            # through the parent, so that the counting trigger sees the rows go; the bound
+            # leaves only the default partition's old points (before the monthly ones) to scan
+            first_month = month_bounds(FIRST_YEAR, 1)[0]
+            await conn.execute("DELETE FROM history WHERE ts < $1", min(cutoff, first_month))
 
     async def _ensure_month(self, conn: asyncpg.Connection, year: int, month: int) -> None:
         if (year, month) not in self._months:
@@ -194,12 +210,12 @@ class PostgresStore(Store):
         while True:
             try:
                 conn = await asyncpg.connect(self.url)
-            except _UNAVAILABLE:
+            except _DRIVER_ERRORS:
                 await asyncio.sleep(1.0)
                 continue
             try:
                 await self._listen_on(conn)
-            except _UNAVAILABLE:
+            except _DRIVER_ERRORS:
                 pass
             finally:
                 with contextlib.suppress(Exception):
@@ -241,23 +257,23 @@ class PostgresStore(Store):
         try:
             async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
                 yield conn
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
+        except _DRIVER_ERRORS as exc:
+            raise _translated(exc) from exc
+
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        async with self._conn() as conn:
+            return [tuple(r) for r in await conn.fetch(sql, *params)]
 
     # catalog ------------------------------------------------------------------------------
     async def catalog(self) -> Catalog:
         async def generation() -> int:
             async with self._conn() as conn:
-                value: int = await conn.fetchval(
-                    "SELECT value FROM meta WHERE key = 'catalog_generation'"
-                )
+                value: int = await conn.fetchval(SQL.generation)
                 return value
 
         async def load() -> Catalog:
             async with self._conn() as conn, conn.transaction(isolation="repeatable_read"):
-                value = await conn.fetchval(
-                    "SELECT value FROM meta WHERE key = 'catalog_generation'"
-                )
+                value = await conn.fetchval(SQL.generation)
                 rows = await self._entities(conn)
             return build_catalog(int(value), rows)
 
@@ -265,36 +281,24 @@ class PostgresStore(Store):
 
     @staticmethod
     async def _entities(conn: asyncpg.Connection) -> Entities:
-        async def rows(table: str, row_type: type[Any]) -> list[Any]:
-            columns = ", ".join(f.name for f in fields(row_type))
-            return [tuple(r) for r in await conn.fetch(f"SELECT {columns} FROM {table}")]
-
         return Entities(
-            organizations=[OrgRow(*r) for r in await rows("organizations", OrgRow)],
-            roles=[
-                RoleRow(r[0], r[1], tuple(p for p in r[2].split(",") if p))
-                for r in await rows("roles", RoleRow)
-            ],
-            clients=[ClientRow(*r) for r in await rows("clients", ClientRow)],
-            users=[UserRow(*r) for r in await rows("users", UserRow)],
-            products=[ProductRow(*r) for r in await rows("products", ProductRow)],
-            datastreams=[DatastreamRow(*r) for r in await rows("datastreams", DatastreamRow)],
-            devices=[DeviceRow(*r) for r in await rows("devices", DeviceRow)],
+            **{
+                table.name: [
+                    table.row(r) for r in await conn.fetch(SQL.select_entities[table.name])
+                ]
+                for table in ENTITIES
+            }
         )
 
     async def entities(self) -> Entities:
         async with self._conn() as conn:
             return await self._entities(conn)
 
-    async def upsert_entities(self, rows: Entities) -> None:
+    async def _upsert_entities(self, rows: Entities) -> None:
+        writes = SQL.entity_writes(rows)
         async with self._conn() as conn, conn.transaction():
-            for table, key, row_type in _TABLES:
-                items = getattr(rows, table)
-                if items:
-                    await conn.executemany(
-                        _upsert_sql(table, key, row_type), [_row_values(r) for r in items]
-                    )
-            await conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'catalog_generation'")
+            for statement, params in writes:
+                await conn.executemany(statement, params)
             await conn.execute(f"NOTIFY {CATALOG_CHANNEL}")
         self._catalog.invalidate()
 
@@ -358,169 +362,30 @@ class PostgresStore(Store):
         limit: int,
         ascending: bool,
     ) -> tuple[int, list[tuple[int, str]]]:
-        order = "ASC" if ascending else "DESC"
         async with self._conn() as conn, conn.transaction(isolation="repeatable_read"):
-            pieces = await self._segments(conn, device_id, ds_id, start, end)
+            pieces = [
+                (low, high, points)
+                for low, high, points in await conn.fetch(
+                    SQL.history_pieces, *piece_params(device_id, ds_id, start, end)
+                )
+            ]
             low, high, skip = page_window(pieces, start, end, offset, ascending)
             rows = await conn.fetch(
-                "SELECT ts, value FROM history WHERE device_id = $1 AND ds_id = $2 "
-                f"AND ts BETWEEN $3 AND $4 ORDER BY ts {order} LIMIT $5 OFFSET $6",
-                device_id,
-                ds_id,
-                low,
-                high,
-                limit,
-                skip,
+                SQL.history_page[ascending], device_id, ds_id, low, high, limit, skip
             )
         return sum(p[2] for p in pieces), [(r[0], r[1]) for r in rows]
 
-    @staticmethod
-    async def _segments(
-        conn: asyncpg.Connection, device_id: int, ds_id: int, start: int, end: int
-    ) -> list[Piece]:
-        async def count(low: int, high: int) -> int:
-            value: int = await conn.fetchval(_COUNT_RANGE, device_id, ds_id, low, high)
-            return value
-
-        parts = split(start, end)
-        if parts is None:
-            return [(start, end, await count(start, end))]
-        first, last, head, tail = parts
-        pieces: list[Piece] = [(*head, await count(*head))]
-        for bucket, points in await conn.fetch(_BUCKETS, device_id, ds_id, first, last):
-            if points:
-                pieces.append((*bucket_bounds(bucket), points))
-        pieces.append((*tail, await count(*tail)))
-        return pieces
-
     async def set_property(self, device_id: int, ds_id: int, name: str, value: str) -> None:
         async with self._conn() as conn:
-            await conn.execute(
-                "INSERT INTO properties (device_id, ds_id, name, value) VALUES ($1, $2, $3, $4) "
-                "ON CONFLICT (device_id, ds_id, name) DO UPDATE SET value = EXCLUDED.value",
-                device_id,
-                ds_id,
-                name,
-                value,
-            )
+            await conn.execute(SQL.set_property, device_id, ds_id, name, value)
 
     async def properties(self, device_id: int) -> dict[int, dict[str, str]]:
         async with self._conn() as conn:
-            rows = await conn.fetch(
-                "SELECT ds_id, name, value FROM properties WHERE device_id = $1 "
-                "ORDER BY ds_id, name",
-                device_id,
-            )
+            rows = await conn.fetch(SQL.properties, device_id)
         result: dict[int, dict[str, str]] = {}
         for ds_id, name, value in rows:
             result.setdefault(ds_id, {})[name] = value
         return result
-
-    # OAuth --------------------------------------------------------------------------------
-    async def client(self, client_id: str) -> ClientRow | None:
-        async with self._conn() as conn:
-            row = await conn.fetchrow(
-                "SELECT client_id, org_id, secret_hash FROM clients WHERE client_id = $1",
-                client_id,
-            )
-        return ClientRow(*row) if row else None
-
-    async def user_by_email(self, org_id: int, email: str) -> UserRow | None:
-        async with self._conn() as conn:
-            row = await conn.fetchrow(
-                "SELECT id, org_id, email, password_hash, role FROM users "
-                "WHERE org_id = $1 AND email = $2",
-                org_id,
-                email,
-            )
-        return UserRow(*row) if row else None
-
-    async def insert_tokens(self, tokens: Sequence[TokenRow]) -> None:
-        async with self._conn() as conn:
-            await conn.executemany(_INSERT_TOKEN, [astuple(t) for t in tokens])
-
-    async def access_token(self, token_hash: str, now: int) -> TokenRow | None:
-        async with self._conn() as conn:
-            row = await conn.fetchrow(
-                "SELECT hash, kind, client_id, org_id, user_id, family, expires_at "
-                "FROM oauth_tokens WHERE hash = $1 AND kind = 'access' AND NOT revoked "
-                "AND expires_at > $2",
-                token_hash,
-                now,
-            )
-        return TokenRow(*row) if row else None
-
-    async def rotate_refresh(
-        self,
-        token_hash: str,
-        client_id: str,
-        now: int,
-        successors: Callable[[TokenRow], Sequence[TokenRow]],
-    ) -> tuple[RefreshOutcome, str | None]:
-        async with self._conn() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "SELECT hash, kind, client_id, org_id, user_id, family, expires_at, used, revoked "
-                "FROM oauth_tokens WHERE hash = $1 AND kind = 'refresh' FOR UPDATE",
-                token_hash,
-            )
-            if row is None or row["client_id"] != client_id:
-                return RefreshOutcome.UNKNOWN, None
-            token = TokenRow(*tuple(row)[:7])
-            if row["used"] or row["revoked"]:
-                await conn.execute(
-                    "UPDATE oauth_tokens SET revoked = true WHERE family = $1", token.family
-                )
-                return RefreshOutcome.REUSED, token.family
-            if token.expires_at <= now:
-                return RefreshOutcome.UNKNOWN, token.family
-            await conn.execute("UPDATE oauth_tokens SET used = true WHERE hash = $1", token_hash)
-            await conn.executemany(_INSERT_TOKEN, [astuple(t) for t in successors(token)])
-            await conn.execute("DELETE FROM oauth_tokens WHERE expires_at < $1", now - 86_400_000)
-            return RefreshOutcome.ROTATED, token.family
-
-    # migration ----------------------------------------------------------------------------
-
-    async def counts(self) -> dict[str, int]:
-        async with (
-            self._conn() as conn,
-            conn.transaction(isolation="repeatable_read", readonly=True),
-        ):
-            return {
-                table: int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
-                for table in COUNTED_TABLES
-            }
-
-    async def _export(
-        self, table: str, key: tuple[str, ...], rest: tuple[str, ...], batch: int
-    ) -> AsyncIterator[list[Any]]:
-        """Rows of `table` as (*key, *rest) tuples in key order, `batch` at a time.
-
-        One keyset query per batch (`(key) > (last key)`, an index range scan of the primary
-        key, merged across history partitions); no connection is held between batches.
-        """
-        if batch < 1:
-            raise ValueError("batch must be at least 1")
-        columns = ", ".join((*key, *rest))
-        order = ", ".join(key)
-        marks = ", ".join(f"${i}" for i in range(1, len(key) + 1))
-        first = f"SELECT {columns} FROM {table} ORDER BY {order} LIMIT $1"
-        after = (
-            f"SELECT {columns} FROM {table} WHERE ({order}) > ({marks}) "
-            f"ORDER BY {order} LIMIT ${len(key) + 1}"
-        )
-        last: tuple[Any, ...] | None = None
-        while True:
-            async with self._conn() as conn:
-                if last is None:
-                    records = await conn.fetch(first, batch)
-                else:
-                    records = await conn.fetch(after, *last, batch)
-            rows = [tuple(r) for r in records]
-            if rows:
-                yield rows
-            if len(rows) < batch:
-                return
-            last = rows[-1][: len(key)]
 
     async def import_properties(self, rows: Sequence[tuple[int, int, str, str]]) -> None:
         # sorted by key and de-duplicated, like write_values: concurrent writers lock in order
@@ -529,19 +394,56 @@ class PostgresStore(Store):
             return
         async with self._conn() as conn:
             await conn.execute(
-                "INSERT INTO properties (device_id, ds_id, name, value) "
-                "SELECT * FROM unnest($1::integer[], $2::integer[], $3::text[], $4::text[]) "
-                "ON CONFLICT (device_id, ds_id, name) DO UPDATE SET value = EXCLUDED.value",
+                _IMPORT_PROPERTIES,
                 [d for (d, _, _), _ in items],
                 [s for (_, s, _), _ in items],
                 [n for (_, _, n), _ in items],
                 [v for _, v in items],
             )
 
+    # OAuth --------------------------------------------------------------------------------
+    async def _one(self, sql: str, *params: Any) -> Any:
+        async with self._conn() as conn:
+            return await conn.fetchrow(sql, *params)
 
-_INSERT_TOKEN = (
-    "INSERT INTO oauth_tokens (hash, kind, client_id, org_id, user_id, family, expires_at) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7)"
-)
+    async def client(self, client_id: str) -> ClientRow | None:
+        row = await self._one(SQL.client, client_id)
+        return ClientRow(*row) if row else None
+
+    async def user_by_email(self, org_id: int, email: str) -> UserRow | None:
+        row = await self._one(SQL.user_by_email, org_id, email)
+        return UserRow(*row) if row else None
+
+    async def insert_tokens(self, tokens: Sequence[TokenRow]) -> None:
+        async with self._conn() as conn:
+            await conn.executemany(SQL.insert_token, [astuple(t) for t in tokens])
+
+    async def access_token(self, token_hash: str, now: int) -> TokenRow | None:
+        row = await self._one(SQL.access_token, token_hash, now)
+        return TokenRow(*row) if row else None
+
+    async def refresh_token(self, token_hash: str) -> TokenState | None:
+        row = await self._one(SQL.refresh_token, token_hash)
+        return TokenState(TokenRow(*tuple(row)[:7]), row["used"], row["revoked"]) if row else None
+
+    async def consume_refresh(
+        self, token: TokenRow, now: int, successors: Sequence[TokenRow]
+    ) -> bool:
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(_FAMILY_LOCK, token.family)
+            if await conn.execute(SQL.consume_refresh, token.hash, now) != "UPDATE 1":
+                return False
+            await conn.executemany(SQL.insert_token, [astuple(t) for t in successors])
+            return True
+
+    async def revoke_family(self, family: str) -> None:
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(_FAMILY_LOCK, family)
+            await conn.execute(SQL.revoke_family, family)
+
+    async def drop_tokens_expired_before(self, cutoff: int) -> None:
+        async with self._conn() as conn:
+            await conn.execute(SQL.drop_tokens, cutoff)
+
 
 __all__ = ["PostgresStore", "month_bounds"]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 
+from pinbase.store.errors import SchemaTooNew
+from pinbase.store.sql import BUCKET_SHIFT
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: the whole initial schema
-    """
+    f"""
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
     INSERT INTO meta VALUES ('catalog_generation', 0);
 
@@ -74,7 +77,7 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL,
         PRIMARY KEY (device_id, ds_id, ts)
     ) WITHOUT ROWID;
-    -- Points per series and bucket of 2^22 ms (paging.BUCKET_SHIFT), kept by triggers, so
+    -- Points per series and bucket of 2^BUCKET_SHIFT ms (see sql.py), kept by triggers, so
     -- that totalElements of a history page sums buckets instead of scanning a long range.
     CREATE TABLE history_counts (
         device_id INTEGER NOT NULL,
@@ -85,12 +88,12 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE TRIGGER history_counted AFTER INSERT ON history BEGIN
         INSERT INTO history_counts (device_id, ds_id, bucket, n)
-        VALUES (NEW.device_id, NEW.ds_id, NEW.ts >> 22, 1)
+        VALUES (NEW.device_id, NEW.ds_id, NEW.ts >> {BUCKET_SHIFT}, 1)
         ON CONFLICT (device_id, ds_id, bucket) DO UPDATE SET n = n + 1;
     END;
     CREATE TRIGGER history_uncounted AFTER DELETE ON history BEGIN
         UPDATE history_counts SET n = n - 1
-        WHERE device_id = OLD.device_id AND ds_id = OLD.ds_id AND bucket = OLD.ts >> 22;
+        WHERE device_id = OLD.device_id AND ds_id = OLD.ds_id AND bucket = OLD.ts >> {BUCKET_SHIFT};
     END;
     CREATE TABLE properties (
         device_id INTEGER NOT NULL,
@@ -139,7 +142,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     """Apply every migration newer than the file's version, each in its own transaction."""
     version: int = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
-        raise RuntimeError(
+        raise SchemaTooNew(
             f"database schema version {version} is newer than this pinbase ({SCHEMA_VERSION})"
         )
     for number in range(version + 1, SCHEMA_VERSION + 1):

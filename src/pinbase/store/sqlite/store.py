@@ -5,36 +5,41 @@ function that is waiting in one transaction (group commit), each inside its own 
 one failing function does not undo the others, commits with `synchronous=FULL` (the WAL is
 fsynced), and only then resolves the callers' futures. Readers use their own connections: short
 point lookups run on the event loop's connection, long scans on a small pool of threads.
+
+`sqlite3` errors never leave this module: the writer settles futures with the store's own errors
+and every read translates (`_translated`, by SQLite's result code: a constraint is a `Conflict`,
+a damaged file `Corrupt`, busy/locked/I/O/full/read-only `StoreUnavailable`, anything else a
+plain `StoreError`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import astuple
 from pathlib import Path
+from types import TracebackType
 from typing import Any, TypeVar
 
 from pinbase.domain.model import Catalog
-from pinbase.store.base import COUNTED_TABLES, RefreshOutcome, Store, StoreUnavailable
+from pinbase.store.base import Store
 from pinbase.store.catalog import CatalogCache, build_catalog
-from pinbase.store.paging import Piece, bucket_bounds, page_window, split
+from pinbase.store.errors import Conflict, Corrupt, StoreError, StoreUnavailable
+from pinbase.store.paging import Piece, page_window, piece_params
 from pinbase.store.records import (
     ClientRow,
-    DatastreamRow,
-    DeviceRow,
     Entities,
-    OrgRow,
-    ProductRow,
-    RoleRow,
     StoredValue,
     TokenRow,
+    TokenState,
     UserRow,
     ValueWrites,
 )
+from pinbase.store.sql import ENTITIES, SQLITE, Statements
 from pinbase.store.sqlite.schema import migrate
 
 T = TypeVar("T")
@@ -42,6 +47,60 @@ WriteFn = Callable[[sqlite3.Connection], Any]
 
 MAX_GROUP = 512  # functions per group commit
 CATALOG_RECHECK_S = 0.25
+SQL = Statements(SQLITE)
+
+_CORRUPT = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+_UNAVAILABLE = {
+    sqlite3.SQLITE_PERM,
+    sqlite3.SQLITE_BUSY,
+    sqlite3.SQLITE_LOCKED,
+    sqlite3.SQLITE_NOMEM,
+    sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_INTERRUPT,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_PROTOCOL,
+    sqlite3.SQLITE_NOLFS,
+    sqlite3.SQLITE_AUTH,
+}
+
+
+def _translated(exc: sqlite3.Error) -> StoreError:
+    """The store's own error for a `sqlite3` error, chosen by its primary result code."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    error: StoreError
+    if isinstance(exc, sqlite3.IntegrityError) or code == sqlite3.SQLITE_CONSTRAINT:
+        error = Conflict(str(exc))
+    elif code in _CORRUPT:
+        error = Corrupt(f"the database file is damaged or is not a database ({exc})")
+    elif code in _UNAVAILABLE:
+        error = StoreUnavailable(f"the database is unavailable ({exc})")
+    else:
+        error = StoreError(f"the database refused a statement ({exc})")
+    error.__cause__ = exc
+    return error
+
+
+class _Translating:
+    """`with _driver_errors:` re-raises `sqlite3` errors as the store's own."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, sqlite3.Error):
+            raise _translated(exc)
+
+
+_driver_errors = _Translating()
 
 
 def _connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -76,7 +135,7 @@ class _Writer(threading.Thread):
         self.start()
         self._ready.wait()
         if self._error is not None:
-            raise self._error
+            raise self._error  # translated by the caller
 
     def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
@@ -119,11 +178,11 @@ class _Writer(threading.Thread):
     def _commit(self, conn: sqlite3.Connection, group: list[Any]) -> None:
         try:
             outcomes = self._run_group(conn, group)
-        except sqlite3.Error as exc:
+        except sqlite3.Error as exc:  # BEGIN or COMMIT failed: nothing of the group is stored
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            failure = StoreUnavailable(f"database write failed: {exc}")
-            outcomes = [(None, failure)] * len(group)
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            outcomes = [(None, _translated(exc))] * len(group)
         settled: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         for (_, future, loop), (result, error) in zip(group, outcomes, strict=True):
             settled.setdefault(loop, []).append((future, result, error))
@@ -150,7 +209,7 @@ class _Writer(threading.Thread):
             except Exception as exc:
                 conn.execute("ROLLBACK TO item")
                 conn.execute("RELEASE item")
-                outcomes.append((None, exc))
+                outcomes.append((None, _translated(exc) if isinstance(exc, sqlite3.Error) else exc))
             else:
                 conn.execute("RELEASE item")
                 outcomes.append((result, None))
@@ -170,17 +229,6 @@ def _settle_all(items: list[tuple[asyncio.Future[Any], Any, BaseException | None
 
 # --- write functions (run on the writer thread) ------------------------------------------
 
-_SET_CURRENT = (
-    "INSERT INTO current_values (device_id, ds_id, value, updated_at) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (device_id, ds_id) DO UPDATE SET "
-    "value = excluded.value, updated_at = excluded.updated_at"
-)
-_SET_CURRENT_IF_NEWER = _SET_CURRENT + " WHERE excluded.updated_at >= current_values.updated_at"
-_ADD_HISTORY = (
-    "INSERT INTO history (device_id, ds_id, ts, value) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (device_id, ds_id, ts) DO UPDATE SET value = excluded.value"
-)
-
 
 class _WriteValues:
     """A value write; consecutive ones in a group are merged into one set of statements."""
@@ -194,11 +242,11 @@ class _WriteValues:
         writes = self.writes
         changed = 0
         if writes.history:
-            conn.executemany(_ADD_HISTORY, writes.history)
+            conn.executemany(SQL.add_history, writes.history)
         if writes.current:
-            changed += conn.executemany(_SET_CURRENT, writes.current).rowcount
+            changed += conn.executemany(SQL.set_current, writes.current).rowcount
         if writes.current_if_newer:
-            changed += conn.executemany(_SET_CURRENT_IF_NEWER, writes.current_if_newer).rowcount
+            changed += conn.executemany(SQL.set_current_if_newer, writes.current_if_newer).rowcount
         return changed
 
 
@@ -225,92 +273,17 @@ def _run_merged(
     return results
 
 
-_UPSERTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("organizations", "id", ("id", "name")),
-    ("roles", "org_id, name", ("org_id", "name", "permissions")),
-    ("clients", "client_id", ("client_id", "org_id", "secret_hash")),
-    ("users", "id", ("id", "org_id", "email", "password_hash", "role")),
-    ("products", "id", ("id", "org_id", "name", "parent_id")),
-    (
-        "datastreams",
-        "product_id, id",
-        (
-            "product_id",
-            "id",
-            "pin",
-            "label",
-            "alias",
-            "type",
-            "min",
-            "max",
-            "decimals",
-            "units",
-            "options",
-            "history",
-        ),
-    ),
-    ("devices", "id", ("id", "org_id", "product_id", "name", "owner_id", "token_hash")),
-)
-
-
-def _upsert_sql(table: str, key: str, columns: tuple[str, ...]) -> str:
-    keys = {k.strip() for k in key.split(",")}
-    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
-    marks = ", ".join("?" for _ in columns)
-    return (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) "
-        f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
-    )
-
-
-def _row_values(row: Any) -> tuple[Any, ...]:
-    if isinstance(row, RoleRow):
-        return (row.org_id, row.name, ",".join(row.permissions))
-    return astuple(row)
-
-
-def _upsert_entities(rows: Entities) -> WriteFn:
-    def run(conn: sqlite3.Connection) -> None:
-        for table, key, columns in _UPSERTS:
-            items = getattr(rows, table)
-            if items:
-                conn.executemany(_upsert_sql(table, key, columns), [_row_values(r) for r in items])
-        conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'catalog_generation'")
-
-    return run
-
-
-_COUNT_RANGE = (
-    "SELECT count(*) FROM history WHERE device_id = ? AND ds_id = ? AND ts BETWEEN ? AND ?"
-)
-_BUCKETS = (
-    "SELECT bucket, n FROM history_counts "
-    "WHERE device_id = ? AND ds_id = ? AND bucket > ? AND bucket < ? ORDER BY bucket"
-)
-
-
 def _segments(
     conn: sqlite3.Connection, device_id: int, ds_id: int, start: int, end: int
 ) -> list[Piece]:
     """[start, end] cut into counted pieces, ascending (see `paging`)."""
-    series = (device_id, ds_id)
-
-    def count(low: int, high: int) -> int:
-        return int(conn.execute(_COUNT_RANGE, (*series, low, high)).fetchone()[0])
-
-    parts = split(start, end)
-    if parts is None:
-        return [(start, end, count(start, end))]
-    first, last, head, tail = parts
-    pieces = [(*head, count(*head))]
-    for bucket, points in conn.execute(_BUCKETS, (*series, first, last)):
-        if points:
-            pieces.append((*bucket_bounds(bucket), points))
-    pieces.append((*tail, count(*tail)))
-    return pieces
+    rows = conn.execute(SQL.history_pieces, piece_params(device_id, ds_id, start, end))
+    return [(low, high, points) for low, high, points in rows]
 
 
 class SqliteStore(Store):
+    SQL = SQL
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._writer: _Writer | None = None
@@ -322,15 +295,19 @@ class SqliteStore(Store):
 
     # lifecycle ----------------------------------------------------------------------------
     def open_sync(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = _connect(self.path)
         try:
-            migrate(conn)
-        finally:
-            conn.close()
-        self._writer = _Writer(self.path)
-        self._writer.start_and_wait()
-        self._conn = _connect(self.path, readonly=True)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot create {self.path.parent}: {exc.strerror}") from exc
+        with _driver_errors:
+            conn = _connect(self.path)
+            try:
+                migrate(conn)
+            finally:
+                conn.close()
+            self._writer = _Writer(self.path)
+            self._writer.start_and_wait()
+            self._conn = _connect(self.path, readonly=True)
 
     async def open(self) -> None:
         self.open_sync()
@@ -363,97 +340,68 @@ class SqliteStore(Store):
 
     async def _read_in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def run() -> T:
-            try:
-                conn = self._pool.get_nowait()
-            except queue.Empty:
-                conn = _connect(self.path, readonly=True)
-                with self._pool_lock:
-                    self._pooled.append(conn)
-            try:
-                return fn(conn)
-            finally:
-                self._pool.put(conn)
+            with _driver_errors:
+                try:
+                    conn = self._pool.get_nowait()
+                except queue.Empty:
+                    conn = _connect(self.path, readonly=True)
+                    with self._pool_lock:
+                        self._pooled.append(conn)
+                try:
+                    return fn(conn)
+                finally:
+                    self._pool.put(conn)
 
         return await asyncio.to_thread(run)
 
-    # catalog ------------------------------------------------------------------------------
-    @staticmethod
-    def _generation(conn: sqlite3.Connection) -> int:
-        row = conn.execute("SELECT value FROM meta WHERE key = 'catalog_generation'").fetchone()
-        return int(row[0])
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        def run(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return conn.execute(sql, params).fetchall()
 
+        return await self._read_in_thread(run)
+
+    # catalog ------------------------------------------------------------------------------
     def _load_catalog(self, conn: sqlite3.Connection) -> Catalog:
         conn.execute("BEGIN")
         try:
-            generation = self._generation(conn)
+            generation = conn.execute(SQL.generation).fetchone()[0]
             rows = self._entities(conn)
         finally:
             conn.execute("COMMIT")
-        return build_catalog(generation, rows)
+        return build_catalog(int(generation), rows)
 
     async def catalog(self) -> Catalog:
         async def generation() -> int:
-            return self._generation(self._read_conn())
+            with _driver_errors:
+                return int(self._read_conn().execute(SQL.generation).fetchone()[0])
 
         async def load() -> Catalog:
-            return self._load_catalog(self._read_conn())
+            with _driver_errors:
+                return self._load_catalog(self._read_conn())
 
         return await self._catalog.get(generation, load)
 
     @staticmethod
     def _entities(conn: sqlite3.Connection) -> Entities:
-        def rows(sql: str) -> list[Any]:
-            return conn.execute(sql).fetchall()
-
         return Entities(
-            organizations=[OrgRow(*r) for r in rows("SELECT id, name FROM organizations")],
-            roles=[
-                RoleRow(r[0], r[1], tuple(p for p in r[2].split(",") if p))
-                for r in rows("SELECT org_id, name, permissions FROM roles")
-            ],
-            clients=[
-                ClientRow(*r) for r in rows("SELECT client_id, org_id, secret_hash FROM clients")
-            ],
-            users=[
-                UserRow(*r)
-                for r in rows("SELECT id, org_id, email, password_hash, role FROM users")
-            ],
-            products=[
-                ProductRow(*r) for r in rows("SELECT id, org_id, name, parent_id FROM products")
-            ],
-            datastreams=[
-                DatastreamRow(
-                    product_id=r[0],
-                    id=r[1],
-                    pin=r[2],
-                    label=r[3],
-                    alias=r[4],
-                    type=r[5],
-                    min=r[6],
-                    max=r[7],
-                    decimals=r[8],
-                    units=r[9],
-                    options=r[10],
-                    history=bool(r[11]),
-                )
-                for r in rows(
-                    "SELECT product_id, id, pin, label, alias, type, min, max, decimals, units, "
-                    "options, history FROM datastreams"
-                )
-            ],
-            devices=[
-                DeviceRow(*r)
-                for r in rows(
-                    "SELECT id, org_id, product_id, name, owner_id, token_hash FROM devices"
-                )
-            ],
+            **{
+                table.name: [table.row(r) for r in conn.execute(SQL.select_entities[table.name])]
+                for table in ENTITIES
+            }
         )
 
     async def entities(self) -> Entities:
-        return self._entities(self._read_conn())
+        with _driver_errors:
+            return self._entities(self._read_conn())
 
-    async def upsert_entities(self, rows: Entities) -> None:
-        await self._write(_upsert_entities(rows))
+    async def _upsert_entities(self, rows: Entities) -> None:
+        writes = SQL.entity_writes(rows)
+
+        def run(conn: sqlite3.Connection) -> None:
+            for statement, params in writes:
+                conn.executemany(statement, params)
+
+        await self._write(run)
         self._catalog.invalidate()
 
     # values -------------------------------------------------------------------------------
@@ -469,13 +417,14 @@ class SqliteStore(Store):
         await self._write(run)
 
     async def current_values(self, device_ids: Sequence[int]) -> dict[int, dict[int, StoredValue]]:
-        conn = self._read_conn()
         result: dict[int, dict[int, StoredValue]] = {d: {} for d in device_ids}
         sql = "SELECT ds_id, value, updated_at FROM current_values WHERE device_id = ?"
-        for device_id in result:
-            values = result[device_id]
-            for ds_id, value, updated_at in conn.execute(sql, (device_id,)):
-                values[ds_id] = StoredValue(value, updated_at)
+        with _driver_errors:
+            conn = self._read_conn()
+            for device_id in result:
+                values = result[device_id]
+                for ds_id, value, updated_at in conn.execute(sql, (device_id,)):
+                    values[ds_id] = StoredValue(value, updated_at)
         return result
 
     async def history(
@@ -488,19 +437,14 @@ class SqliteStore(Store):
         limit: int,
         ascending: bool,
     ) -> tuple[int, list[tuple[int, str]]]:
-        order = "ASC" if ascending else "DESC"
+        page_sql = SQL.history_page[ascending]
 
         def run(conn: sqlite3.Connection) -> tuple[int, list[tuple[int, str]]]:
             conn.execute("BEGIN")
             try:
                 pieces = _segments(conn, device_id, ds_id, start, end)
                 low, high, skip = page_window(pieces, start, end, offset, ascending)
-                page = conn.execute(
-                    "SELECT ts, value FROM history "
-                    "WHERE device_id = ? AND ds_id = ? AND ts BETWEEN ? AND ? "
-                    f"ORDER BY ts {order} LIMIT ? OFFSET ?",
-                    (device_id, ds_id, low, high, limit, skip),
-                ).fetchall()
+                page = conn.execute(page_sql, (device_id, ds_id, low, high, limit, skip)).fetchall()
             finally:
                 conn.execute("COMMIT")
             return sum(points for _, _, points in pieces), page
@@ -509,158 +453,16 @@ class SqliteStore(Store):
 
     async def set_property(self, device_id: int, ds_id: int, name: str, value: str) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO properties (device_id, ds_id, name, value) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (device_id, ds_id, name) DO UPDATE SET value = excluded.value",
-                (device_id, ds_id, name, value),
-            )
+            conn.execute(SQL.set_property, (device_id, ds_id, name, value))
 
         await self._write(run)
 
     async def properties(self, device_id: int) -> dict[int, dict[str, str]]:
         result: dict[int, dict[str, str]] = {}
-        for ds_id, name, value in self._read_conn().execute(
-            "SELECT ds_id, name, value FROM properties WHERE device_id = ? ORDER BY ds_id, name",
-            (device_id,),
-        ):
-            result.setdefault(ds_id, {})[name] = value
+        with _driver_errors:
+            for ds_id, name, value in self._read_conn().execute(SQL.properties, (device_id,)):
+                result.setdefault(ds_id, {})[name] = value
         return result
-
-    # OAuth --------------------------------------------------------------------------------
-    async def client(self, client_id: str) -> ClientRow | None:
-        row = (
-            self._read_conn()
-            .execute(
-                "SELECT client_id, org_id, secret_hash FROM clients WHERE client_id = ?",
-                (client_id,),
-            )
-            .fetchone()
-        )
-        return ClientRow(*row) if row else None
-
-    async def user_by_email(self, org_id: int, email: str) -> UserRow | None:
-        row = (
-            self._read_conn()
-            .execute(
-                "SELECT id, org_id, email, password_hash, role FROM users "
-                "WHERE org_id = ? AND email = ?",
-                (org_id, email),
-            )
-            .fetchone()
-        )
-        return UserRow(*row) if row else None
-
-    async def insert_tokens(self, tokens: Sequence[TokenRow]) -> None:
-        rows = [astuple(t) for t in tokens]
-
-        def run(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "INSERT INTO oauth_tokens "
-                "(hash, kind, client_id, org_id, user_id, family, expires_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-
-        await self._write(run)
-
-    async def access_token(self, token_hash: str, now: int) -> TokenRow | None:
-        row = (
-            self._read_conn()
-            .execute(
-                "SELECT hash, kind, client_id, org_id, user_id, family, expires_at "
-                "FROM oauth_tokens WHERE hash = ? AND kind = 'access' AND revoked = 0 "
-                "AND expires_at > ?",
-                (token_hash, now),
-            )
-            .fetchone()
-        )
-        return TokenRow(*row) if row else None
-
-    async def rotate_refresh(
-        self,
-        token_hash: str,
-        client_id: str,
-        now: int,
-        successors: Callable[[TokenRow], Sequence[TokenRow]],
-    ) -> tuple[RefreshOutcome, str | None]:
-        def run(conn: sqlite3.Connection) -> tuple[RefreshOutcome, str | None]:
-            row = conn.execute(
-                "SELECT hash, kind, client_id, org_id, user_id, family, expires_at, used, revoked "
-                "FROM oauth_tokens WHERE hash = ? AND kind = 'refresh'",
-                (token_hash,),
-            ).fetchone()
-            if row is None or row[2] != client_id:
-                return RefreshOutcome.UNKNOWN, None
-            token = TokenRow(*row[:7])
-            if row[7] or row[8]:
-                conn.execute(
-                    "UPDATE oauth_tokens SET revoked = 1 WHERE family = ?", (token.family,)
-                )
-                return RefreshOutcome.REUSED, token.family
-            if token.expires_at <= now:
-                return RefreshOutcome.UNKNOWN, token.family
-            conn.execute("UPDATE oauth_tokens SET used = 1 WHERE hash = ?", (token_hash,))
-            conn.executemany(
-                "INSERT INTO oauth_tokens "
-                "(hash, kind, client_id, org_id, user_id, family, expires_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [astuple(t) for t in successors(token)],
-            )
-            conn.execute("DELETE FROM oauth_tokens WHERE expires_at < ?", (now - 86_400_000,))
-            return RefreshOutcome.ROTATED, token.family
-
-        return await self._write(run)
-
-    # migration ----------------------------------------------------------------------------
-
-    async def counts(self) -> dict[str, int]:
-        def run(conn: sqlite3.Connection) -> dict[str, int]:
-            conn.execute("BEGIN")  # one snapshot for every table
-            try:
-                return {
-                    table: int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
-                    for table in COUNTED_TABLES
-                }
-            finally:
-                conn.execute("COMMIT")
-
-        return await self._read_in_thread(run)
-
-    async def _export(
-        self, table: str, key: tuple[str, ...], rest: tuple[str, ...], batch: int
-    ) -> AsyncIterator[list[Any]]:
-        """Rows of `table` as (*key, *rest) tuples in key order, `batch` at a time.
-
-        Each batch is one indexed range read (`(key) > (last key)`) on a pooled reader thread,
-        so a table of any size is streamed without holding it, or the event loop.
-        """
-        if batch < 1:
-            raise ValueError("batch must be at least 1")
-        columns = ", ".join((*key, *rest))
-        order = ", ".join(key)
-        first = f"SELECT {columns} FROM {table} ORDER BY {order} LIMIT ?"
-        after = (
-            f"SELECT {columns} FROM {table} WHERE ({order}) > ({', '.join('?' for _ in key)}) "
-            f"ORDER BY {order} LIMIT ?"
-        )
-        last: tuple[Any, ...] | None = None
-        while True:
-            if last is None:
-                rows = await self._read_in_thread(self._fetcher(first, (batch,)))
-            else:
-                rows = await self._read_in_thread(self._fetcher(after, (*last, batch)))
-            if rows:
-                yield rows
-            if len(rows) < batch:
-                return
-            last = tuple(rows[-1][: len(key)])
-
-    @staticmethod
-    def _fetcher(sql: str, params: tuple[Any, ...]) -> Callable[[sqlite3.Connection], list[Any]]:
-        def run(conn: sqlite3.Connection) -> list[Any]:
-            return conn.execute(sql, params).fetchall()
-
-        return run
 
     async def import_properties(self, rows: Sequence[tuple[int, int, str, str]]) -> None:
         items = [tuple(row) for row in rows]
@@ -668,10 +470,61 @@ class SqliteStore(Store):
             return
 
         def run(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "INSERT INTO properties (device_id, ds_id, name, value) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (device_id, ds_id, name) DO UPDATE SET value = excluded.value",
-                items,
-            )
+            conn.executemany(SQL.set_property, items)
+
+        await self._write(run)
+
+    # OAuth --------------------------------------------------------------------------------
+    def _one(self, sql: str, *params: Any) -> Any:
+        with _driver_errors:
+            return self._read_conn().execute(sql, params).fetchone()
+
+    async def client(self, client_id: str) -> ClientRow | None:
+        row = self._one(SQL.client, client_id)
+        return ClientRow(*row) if row else None
+
+    async def user_by_email(self, org_id: int, email: str) -> UserRow | None:
+        row = self._one(SQL.user_by_email, org_id, email)
+        return UserRow(*row) if row else None
+
+    async def insert_tokens(self, tokens: Sequence[TokenRow]) -> None:
+        rows = [astuple(t) for t in tokens]
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.executemany(SQL.insert_token, rows)
+
+        await self._write(run)
+
+    async def access_token(self, token_hash: str, now: int) -> TokenRow | None:
+        row = self._one(SQL.access_token, token_hash, now)
+        return TokenRow(*row) if row else None
+
+    async def refresh_token(self, token_hash: str) -> TokenState | None:
+        row = self._one(SQL.refresh_token, token_hash)
+        return TokenState(TokenRow(*row[:7]), bool(row[7]), bool(row[8])) if row else None
+
+    async def consume_refresh(
+        self, token: TokenRow, now: int, successors: Sequence[TokenRow]
+    ) -> bool:
+        rows = [astuple(t) for t in successors]
+
+        def run(conn: sqlite3.Connection) -> bool:
+            # the single writer (BEGIN IMMEDIATE across processes) makes this check-and-set atomic
+            if conn.execute(SQL.consume_refresh, (token.hash, now)).rowcount != 1:
+                return False
+            conn.executemany(SQL.insert_token, rows)
+            return True
+
+        return await self._write(run)
+
+    async def revoke_family(self, family: str) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(SQL.revoke_family, (family,))
+
+        await self._write(run)
+
+    async def drop_tokens_expired_before(self, cutoff: int) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(SQL.drop_tokens, (cutoff,))
 
         await self._write(run)

@@ -1,0 +1,252 @@
+"""The SQL both backends share: table specs, and every statement that only differs in how
+parameters are written.
+
+Both schemas hold the same tables with the same columns, so statements are generated here once
+from the table specs and a `Dialect` (SQLite numbers parameters `?1`, PostgreSQL `$1`); each
+backend keeps only what is genuinely its own (SQLite's group-commit writer, PostgreSQL's `unnest`
+array writes, partitions and notifications). Decisions:
+
+- The history bucket width, `2**BUCKET_SHIFT` ms (about 70 minutes), is defined here and nowhere
+  else: both schemas' counting triggers and the paging statement are generated from it. It is
+  baked into every stored `history_counts` row, so changing it needs a migration that rebuilds
+  that table.
+- An entity's columns are its record's fields (`records.py`), in order; the stored form differs
+  only for role permissions (comma-joined text) and a datastream's history flag (0/1 in SQLite).
+- `upsert_entities` applies its rows as one set: a unique value (a device's token, a user's
+  e-mail) may move from one row of the set to another, as in a swap of two devices' tokens. The
+  rows that change such a value first take a placeholder (`moving:<id>`, never a real SHA-256
+  hex digest or e-mail), then the upsert gives every row its final value, all in one transaction.
+- A history range is counted in one statement (see `paging`): the partial buckets at both ends
+  from the points, the whole buckets between them from `history_counts`.
+- The schemas themselves stay written out per backend (`sqlite/schema.py`, `postgres/schema.py`):
+  a migration records what was applied and must not change when a spec here does. Only the
+  bucket width is substituted into them. The column lists here must match those schemas; the
+  store contract tests round-trip every column on both backends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass, fields
+from typing import Any
+
+from pinbase.store.records import (
+    ClientRow,
+    DatastreamRow,
+    DeviceRow,
+    Entities,
+    OrgRow,
+    ProductRow,
+    RoleRow,
+    TokenRow,
+    UserRow,
+)
+
+BUCKET_SHIFT = 22
+"""History points are counted per series in buckets of 2**BUCKET_SHIFT ms."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """How a backend writes statement parameters: `?1` (SQLite) or `$1` (PostgreSQL)."""
+
+    mark: str
+
+    def param(self, number: int) -> str:
+        return f"{self.mark}{number}"
+
+    def params(self, count: int) -> str:
+        return ", ".join(self.param(n) for n in range(1, count + 1))
+
+
+SQLITE = Dialect("?")
+POSTGRES = Dialect("$")
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    name: str
+    key: tuple[str, ...]
+    columns: tuple[str, ...]
+    """Every column, key columns included, in the order of the rows exchanged with callers."""
+
+
+@dataclass(frozen=True, slots=True)
+class EntityTable(Table):
+    """A catalog table: its rows are `row_type` records."""
+
+    row_type: type[Any]
+    movable: str | None = None
+    """A unique column whose values may move between the rows of one upsert."""
+
+    def values(self, row: Any) -> tuple[Any, ...]:
+        """The stored form of a record."""
+        if isinstance(row, RoleRow):
+            return (row.org_id, row.name, ",".join(row.permissions))
+        return astuple(row)
+
+    def row(self, values: Any) -> Any:
+        """The record of a stored row."""
+        if self.row_type is RoleRow:
+            return RoleRow(values[0], values[1], tuple(p for p in values[2].split(",") if p))
+        if self.row_type is DatastreamRow:
+            stored = list(values)
+            stored[-1] = bool(stored[-1])  # history: 0/1 in SQLite
+            return DatastreamRow(*stored)
+        return self.row_type(*values)
+
+
+def _entity(
+    name: str, key: tuple[str, ...], row_type: type[Any], movable: str | None = None
+) -> EntityTable:
+    return EntityTable(name, key, tuple(f.name for f in fields(row_type)), row_type, movable)
+
+
+ENTITIES: tuple[EntityTable, ...] = (
+    # in an order that keeps foreign keys satisfied row by row
+    _entity("organizations", ("id",), OrgRow),
+    _entity("roles", ("org_id", "name"), RoleRow),
+    _entity("clients", ("client_id",), ClientRow),
+    _entity("users", ("id",), UserRow, movable="email"),
+    _entity("products", ("id",), ProductRow),
+    _entity("datastreams", ("product_id", "id"), DatastreamRow),
+    _entity("devices", ("id",), DeviceRow, movable="token_hash"),
+)
+CURRENT = Table(
+    "current_values", ("device_id", "ds_id"), ("device_id", "ds_id", "value", "updated_at")
+)
+HISTORY = Table("history", ("device_id", "ds_id", "ts"), ("device_id", "ds_id", "ts", "value"))
+PROPERTIES = Table(
+    "properties", ("device_id", "ds_id", "name"), ("device_id", "ds_id", "name", "value")
+)
+EXPORTED = (CURRENT, HISTORY, PROPERTIES)
+"""The value tables `pinbase migrate` streams (`Store.export`)."""
+TOKENS = Table("oauth_tokens", ("hash",), tuple(f.name for f in fields(TokenRow)))
+
+ENTITY = {table.name: table for table in ENTITIES}
+ENTITY_TABLES = tuple(ENTITY)
+COUNTED_TABLES = (*ENTITY_TABLES, CURRENT.name, HISTORY.name, PROPERTIES.name)
+"""What `Store.counts()` reports, in copying order."""
+
+
+def upsert(table: Table, source: str) -> str:
+    """Insert the rows of `source` (VALUES or a SELECT) into `table`, updating rows by key."""
+    updates = ", ".join(f"{c} = excluded.{c}" for c in table.columns if c not in table.key)
+    return (
+        f"INSERT INTO {table.name} ({', '.join(table.columns)}) {source} "
+        f"ON CONFLICT ({', '.join(table.key)}) DO UPDATE SET {updates}"
+    )
+
+
+ONLY_NEWER = " WHERE excluded.updated_at >= current_values.updated_at"
+"""Appended to the current values' upsert: an older value does not replace a newer one."""
+
+
+def _select(table: Table, where: str = "") -> str:
+    return f"SELECT {', '.join(table.columns)} FROM {table.name}{where}"
+
+
+def _history_pieces(d: Dialect) -> str:
+    p = d.param
+
+    def count(low: str, high: str) -> str:
+        return (
+            f"(SELECT count(*) FROM history WHERE device_id = {p(1)} AND ds_id = {p(2)} "
+            f"AND ts BETWEEN {low} AND {high})"
+        )
+
+    return (
+        "SELECT lo, hi, n FROM ("
+        f"SELECT CAST({p(3)} AS BIGINT) AS lo, CAST({p(4)} AS BIGINT) AS hi, "
+        f"{count(p(3), p(4))} AS n "
+        f"UNION ALL SELECT bucket << {BUCKET_SHIFT}, ((bucket + 1) << {BUCKET_SHIFT}) - 1, n "
+        f"FROM history_counts WHERE device_id = {p(1)} AND ds_id = {p(2)} "
+        f"AND bucket > {p(5)} AND bucket < {p(6)} "
+        f"UNION ALL SELECT CAST({p(7)} AS BIGINT), CAST({p(8)} AS BIGINT), {count(p(7), p(8))}"
+        ") AS pieces WHERE n > 0 ORDER BY lo"
+    )
+
+
+class Statements:
+    """Every shared statement, written for one dialect (built once per backend)."""
+
+    def __init__(self, d: Dialect) -> None:
+        p = d.param
+        self.upsert_entities = {
+            t.name: upsert(t, f"VALUES ({d.params(len(t.columns))})") for t in ENTITIES
+        }
+        self.select_entities = {t.name: _select(t) for t in ENTITIES}
+        # a changing unique value first takes a placeholder (see the module docstring)
+        self.release = {
+            t.name: f"UPDATE {t.name} SET {t.movable} = 'moving:' || {t.key[0]} "
+            f"WHERE {t.key[0]} = {p(1)} AND {t.movable} <> {p(2)}"
+            for t in ENTITIES
+            if t.movable is not None
+        }
+        self.generation = "SELECT value FROM meta WHERE key = 'catalog_generation'"
+        self.bump_generation = "UPDATE meta SET value = value + 1 WHERE key = 'catalog_generation'"
+        self.counts = "SELECT " + ", ".join(f"(SELECT count(*) FROM {t})" for t in COUNTED_TABLES)
+
+        values = f"VALUES ({d.params(4)})"
+        self.set_current = upsert(CURRENT, values)
+        self.set_current_if_newer = self.set_current + ONLY_NEWER
+        self.add_history = upsert(HISTORY, values)
+        self.set_property = upsert(PROPERTIES, values)
+        self.properties = (
+            f"SELECT ds_id, name, value FROM properties WHERE device_id = {p(1)} "
+            "ORDER BY ds_id, name"
+        )
+        self.history_pieces = _history_pieces(d)
+        self.history_page = {
+            ascending: "SELECT ts, value FROM history "
+            f"WHERE device_id = {p(1)} AND ds_id = {p(2)} AND ts BETWEEN {p(3)} AND {p(4)} "
+            f"ORDER BY ts {'ASC' if ascending else 'DESC'} LIMIT {p(5)} OFFSET {p(6)}"
+            for ascending in (True, False)
+        }
+
+        self.client = _select(ENTITY["clients"], f" WHERE client_id = {p(1)}")
+        self.user_by_email = _select(ENTITY["users"], f" WHERE org_id = {p(1)} AND email = {p(2)}")
+        tokens = ", ".join(TOKENS.columns)
+        self.insert_token = (
+            f"INSERT INTO oauth_tokens ({tokens}) VALUES ({d.params(len(TOKENS.columns))})"
+        )
+        self.access_token = _select(
+            TOKENS,
+            f" WHERE hash = {p(1)} AND kind = 'access' AND NOT revoked AND expires_at > {p(2)}",
+        )
+        self.refresh_token = (
+            f"SELECT {tokens}, used, revoked FROM oauth_tokens "
+            f"WHERE hash = {p(1)} AND kind = 'refresh'"
+        )
+        self.consume_refresh = (
+            f"UPDATE oauth_tokens SET used = TRUE WHERE hash = {p(1)} AND kind = 'refresh' "
+            f"AND NOT used AND NOT revoked AND expires_at > {p(2)}"
+        )
+        self.revoke_family = f"UPDATE oauth_tokens SET revoked = TRUE WHERE family = {p(1)}"
+        self.drop_tokens = f"DELETE FROM oauth_tokens WHERE expires_at < {p(1)}"
+
+        # keyset pagination in key order: (first batch, the batch after a key)
+        self.export: dict[str, tuple[str, str]] = {}
+        for table in EXPORTED:
+            order = ", ".join(table.key)
+            self.export[table.name] = (
+                f"{_select(table)} ORDER BY {order} LIMIT {p(1)}",
+                f"{_select(table)} WHERE ({order}) > ({d.params(len(table.key))}) "
+                f"ORDER BY {order} LIMIT {p(len(table.key) + 1)}",
+            )
+
+    def entity_writes(self, rows: Entities) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        """The statements of one `upsert_entities`, each with its parameter rows, in order:
+        changing unique values released, every table upserted, the catalog generation bumped."""
+        writes: list[tuple[str, list[tuple[Any, ...]]]] = []
+        for table in ENTITIES:
+            items = getattr(rows, table.name)
+            if items and table.movable is not None:
+                key, movable = table.key[0], table.movable
+                params = [(getattr(r, key), getattr(r, movable)) for r in items]
+                writes.append((self.release[table.name], params))
+        for table in ENTITIES:
+            items = getattr(rows, table.name)
+            if items:
+                writes.append((self.upsert_entities[table.name], [table.values(r) for r in items]))
+        writes.append((self.bump_generation, [()]))
+        return writes

@@ -1,0 +1,543 @@
+"""The `Store` contract, the same tests on every backend.
+
+Each test gets a fresh store of the current backend (`helpers.fresh_store`): SQLite in a temporary
+directory, and PostgreSQL too when PINBASE_TEST_POSTGRES names a server (a database per test).
+Timestamps are fixed numbers, so nothing here depends on the clock or on timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers import fresh_store
+from pinbase.app.auth.access_tokens import AccessTokens
+from pinbase.app.auth.refresh import RefreshOutcome, rotate
+from pinbase.store import Conflict, Store, StoreUnavailable, open_store
+from pinbase.store.postgres.store import PostgresStore
+from pinbase.store.records import (
+    ClientRow,
+    DatastreamRow,
+    DeviceRow,
+    Entities,
+    OrgRow,
+    ProductRow,
+    RoleRow,
+    StoredValue,
+    TokenRow,
+    UserRow,
+    ValueWrites,
+)
+from pinbase.store.sql import BUCKET_SHIFT, COUNTED_TABLES
+from pinbase.store.sqlite.store import SqliteStore
+
+Body = Callable[[Store], Awaitable[None]]
+NOW = 1_700_000_000_000  # epoch ms: "now" for every token test
+BUCKET = 1 << BUCKET_SHIFT
+JAN_2020, FEB_15_2020, MAR_2020 = 1_577_836_800_000, 1_581_724_800_000, 1_583_020_800_000
+
+
+@pytest.fixture
+def run(backend: str, tmp_path: Path) -> Iterator[Callable[[Body], None]]:
+    """Run a test body against a fresh store of the current backend."""
+
+    def runner(body: Body) -> None:
+        async def main() -> None:
+            async with fresh_store(backend, tmp_path) as store:
+                await body(store)
+
+        asyncio.run(main())
+
+    yield runner
+
+
+def fleet() -> Entities:
+    """Two organizations with a row of every kind, every optional column both set and unset."""
+    return Entities(
+        organizations=[OrgRow(1, "Acme"), OrgRow(2, "Globex")],
+        roles=[
+            RoleRow(1, "Auditor", ("ORG_DEVICES_VIEW", "OWN_DEVICES_VIEW")),
+            RoleRow(2, "X", ()),
+        ],
+        clients=[ClientRow("acme", 1, "c" * 64), ClientRow("globex", 2, "d" * 64)],
+        users=[
+            UserRow(1, 1, "admin@acme.test", "hash-1", "Admin"),
+            UserRow(2, 1, "user@acme.test", "hash-2", "User"),
+            UserRow(3, 2, "admin@acme.test", "hash-3", "Admin"),  # one email, two organizations
+        ],
+        products=[
+            ProductRow(10, 1, "Station", None),
+            ProductRow(11, 1, "Station Pro", 10),
+            ProductRow(30, 2, "Sensor", None),
+        ],
+        datastreams=[
+            DatastreamRow(
+                10, 1, "v1", "Temperature", "temp", "double", -40.0, 85.5, 1, "C", None, True
+            ),
+            DatastreamRow(
+                10, 5, "v5", "Mode", "mode", "enum", None, None, None, None, '{"0":"Off"}', False
+            ),
+            DatastreamRow(
+                30, 1, "v1", "Temperature", "t", "integer", 0.0, 100.0, None, None, None, True
+            ),
+        ],
+        devices=[
+            DeviceRow(101, 1, 10, "Roof", 2, "a" * 64),
+            DeviceRow(102, 1, 11, "Barn", None, "b" * 64),
+            DeviceRow(201, 2, 30, "Lab", 3, "e" * 64),
+        ],
+    )
+
+
+def table(entities: Entities) -> dict[str, list[Any]]:
+    """Every row by kind, in a fixed order (stores return rows in any order)."""
+    return {
+        f.name: sorted(getattr(entities, f.name), key=repr) for f in dataclasses.fields(entities)
+    }
+
+
+async def generation(store: Store) -> int:
+    return (await store.catalog()).generation
+
+
+# --- entities and the catalog -------------------------------------------------------------------
+
+
+def test_upserted_entities_read_back_column_for_column(run: Callable[[Body], None]) -> None:
+    async def body(store: Store) -> None:
+        assert table(await store.entities()) == table(Entities())
+        before = await generation(store)
+        await store.upsert_entities(fleet())
+        assert table(await store.entities()) == table(fleet())
+        catalog = await store.catalog()
+        assert catalog.generation == before + 1
+        assert catalog.devices[102].root_product_id == 10
+        assert catalog.device_tokens == {"a" * 64: 101, "b" * 64: 102, "e" * 64: 201}
+        assert [ds.id for ds in catalog.schema_of(catalog.devices[102]).datastreams] == [1, 5]
+        assert await store.client("acme") == ClientRow("acme", 1, "c" * 64)
+        assert await store.client("nobody") is None
+        assert await store.user_by_email(2, "admin@acme.test") == fleet().users[2]
+        assert await store.user_by_email(2, "user@acme.test") is None
+
+    run(body)
+
+
+def test_an_upsert_updates_by_key_and_leaves_other_rows(run: Callable[[Body], None]) -> None:
+    async def body(store: Store) -> None:
+        await store.upsert_entities(fleet())
+        before = await generation(store)
+        renamed = DeviceRow(102, 1, 10, "Barn (moved)", 1, "b" * 64)
+        added = DeviceRow(103, 1, 10, "Field", None, "f" * 64)
+        role = RoleRow(1, "Auditor", ())
+        await store.upsert_entities(Entities(roles=[role], devices=[renamed, added]))
+        expected = fleet()
+        expected.roles[0] = role
+        expected.devices[1:2] = [renamed, added]
+        assert table(await store.entities()) == table(expected)
+        assert await generation(store) == before + 1
+
+    run(body)
+
+
+def test_variants_listed_before_their_parents_are_written(run: Callable[[Body], None]) -> None:
+    async def body(store: Store) -> None:
+        products = [
+            ProductRow(3, 1, "variant of 7", 7),
+            ProductRow(7, 1, "variant of 9", 9),
+            ProductRow(9, 1, "base", None),
+            ProductRow(1, 1, "other", None),
+        ]
+        await store.upsert_entities(Entities(organizations=[OrgRow(1, "Acme")], products=products))
+        assert table(await store.entities())["products"] == sorted(products, key=repr)
+
+    run(body)
+
+
+def test_unique_values_may_move_between_the_rows_of_one_upsert(
+    run: Callable[[Body], None],
+) -> None:
+    async def body(store: Store) -> None:
+        await store.upsert_entities(fleet())
+        roof, barn, lab = fleet().devices
+        admin, user = fleet().users[:2]
+        # two devices swap tokens, a third takes a token the first gives up: a rotation
+        swapped = [
+            dataclasses.replace(roof, token_hash=barn.token_hash),
+            dataclasses.replace(barn, token_hash="z" * 64),
+            dataclasses.replace(lab, token_hash=roof.token_hash),
+        ]
+        emails = [
+            dataclasses.replace(admin, email=user.email),
+            dataclasses.replace(user, email=admin.email),
+        ]
+        await store.upsert_entities(Entities(users=emails, devices=swapped))
+        stored = await store.entities()
+        assert sorted(stored.devices, key=repr) == sorted(swapped, key=repr)
+        assert sorted((u for u in stored.users if u.org_id == 1), key=repr) == sorted(
+            emails, key=repr
+        )
+        tokens = (await store.catalog()).device_tokens
+        assert tokens == {"b" * 64: 101, "z" * 64: 102, "a" * 64: 201}
+
+    run(body)
+
+
+CONFLICTS: list[tuple[Entities, str]] = [
+    (
+        Entities(devices=[DeviceRow(102, 1, 11, "Barn", None, "a" * 64)]),
+        "device 102's token is already the token of device 101",
+    ),
+    (
+        Entities(devices=[DeviceRow(150, 1, 10, "New", None, "e" * 64)]),
+        "device 150's token is already the token of device 201",
+    ),
+    (
+        Entities(users=[UserRow(9, 1, "user@acme.test", "h", "User")]),
+        'user 9\'s email "user@acme.test" is already the email of user 2 in organization 1',
+    ),
+    (
+        Entities(devices=[DeviceRow(150, 1, 99, "New", None, "f" * 64)]),
+        "device 150 refers to product 99, which does not exist",
+    ),
+    (
+        Entities(devices=[DeviceRow(150, 1, 10, "New", 42, "f" * 64)]),
+        "device 150 refers to user 42, which does not exist",
+    ),
+    (
+        Entities(products=[ProductRow(40, 7, "Orphan", None)]),
+        "product 40 refers to organization 7, which does not exist",
+    ),
+    (
+        Entities(products=[ProductRow(40, 1, "Variant", 39)]),
+        "product 40 refers to parent product 39, which does not exist",
+    ),
+    (
+        Entities(datastreams=[DatastreamRow(99, 1, "v1", "T", "T", "double", *[None] * 5, True)]),
+        "datastream 1 of product 99 refers to product 99, which does not exist",
+    ),
+    (
+        Entities(clients=[ClientRow("initech", 7, "x" * 64)]),
+        'client "initech" refers to organization 7, which does not exist',
+    ),
+]
+
+
+@pytest.mark.parametrize(("rows", "message"), CONFLICTS, ids=lambda v: str(v)[:30])
+def test_a_conflicting_upsert_names_the_entities_and_writes_nothing(
+    run: Callable[[Body], None], rows: Entities, message: str
+) -> None:
+    async def body(store: Store) -> None:
+        await store.upsert_entities(fleet())
+        before, stored = await generation(store), table(await store.entities())
+        # valid rows in the same upsert are not written either
+        rows.organizations.append(OrgRow(3, "Initech"))
+        with pytest.raises(Conflict) as caught:
+            await store.upsert_entities(rows)
+        assert str(caught.value) == message
+        assert table(await store.entities()) == stored
+        assert await generation(store) == before
+
+    run(body)
+
+
+# --- values ---------------------------------------------------------------------------------
+
+
+def test_write_values_counts_the_current_values_it_set(run: Callable[[Body], None]) -> None:
+    async def body(store: Store) -> None:
+        writes = ValueWrites(
+            current=[(1, 1, "10", 100), (1, 2, '"a"', 100)],
+            history=[(1, 1, 100, "10"), (1, 1, 50, "5")],
+        )
+        assert await store.write_values(writes) == 2
+        assert await store.write_values(ValueWrites(history=[(1, 1, 100, "11")])) == 0
+        newer = ValueWrites(current_if_newer=[(1, 1, "9", 99), (1, 2, '"b"', 100), (2, 1, "1", 1)])
+        assert await store.write_values(newer) == 2  # an older value sets nothing; a tie does
+        # plain current values replace whatever is stored, older or not
+        assert await store.write_values(ValueWrites(current=[(2, 1, "0", 0)])) == 1
+        assert await store.current_values([1, 2, 3]) == {
+            1: {1: StoredValue("10", 100), 2: StoredValue('"b"', 100)},
+            2: {1: StoredValue("0", 0)},
+            3: {},
+        }
+        total, page = await store.history(1, 1, 0, 1000, 0, 10, True)
+        assert (total, page) == (2, [(50, "5"), (100, "11")])  # the same key replaced the point
+
+    run(body)
+
+
+def reference_points() -> list[int]:
+    """Timestamps over hundreds of buckets, sometimes several a bucket, on bucket edges too,
+    and before 2000 (PostgreSQL's default partition) and before 1970."""
+    rng = random.Random(5)
+    base = 1_600_000_000_000
+    stamps = {base + rng.randrange(0, 400 * BUCKET) for _ in range(2500)}
+    stamps |= {(base // BUCKET + k) * BUCKET + edge for k in range(5, 400, 37) for edge in (-1, 0)}
+    stamps |= {rng.randrange(-(2**30), 2**30) for _ in range(100)}
+    return sorted(stamps)
+
+
+def test_history_pages_match_a_plain_scan(run: Callable[[Body], None]) -> None:
+    stamps = reference_points()
+    rng = random.Random(6)
+    bucket_edges = [stamps[0], stamps[-1], (stamps[1500] >> BUCKET_SHIFT) << BUCKET_SHIFT]
+    ranges = [(stamps[0] - 1, stamps[-1] + 1), (stamps[10], stamps[10])]
+    ranges += [(edge, edge + k * BUCKET - 1) for edge in bucket_edges for k in (1, 2, 3, 50)]
+    ranges += [tuple(sorted(rng.sample(stamps, 2))) for _ in range(40)]  # type: ignore[misc]
+    ranges += [tuple(sorted(rng.randrange(-(2**31), 2**41) for _ in range(2))) for _ in range(20)]  # type: ignore[misc]
+
+    async def body(store: Store) -> None:
+        rows = [(7, 1, ts, str(ts)) for ts in stamps]
+        rng.shuffle(rows)
+        for start in range(0, len(rows), 1000):
+            await store.write_values(ValueWrites(history=rows[start : start + 1000]))
+        await store.write_values(ValueWrites(history=[(7, 2, stamps[5], "other series")]))
+        for start, end in ranges:
+            inside = [ts for ts in stamps if start <= ts <= end]
+            for ascending in (True, False):
+                ordered = inside if ascending else inside[::-1]
+                for offset in sorted({0, 1, len(inside) // 2, max(len(inside) - 3, 0)}):
+                    total, page = await store.history(7, 1, start, end, offset, 50, ascending)
+                    assert total == len(inside), (start, end)
+                    want = [(ts, str(ts)) for ts in ordered[offset : offset + 50]]
+                    assert page == want, (start, end, offset, ascending)
+        total, page = await store.history(7, 1, stamps[0], stamps[-1], len(stamps), 10, True)
+        assert (total, page) == (len(stamps), [])  # past the last point
+
+    run(body)
+
+
+def test_dropping_old_history_keeps_newer_points_and_counts(run: Callable[[Body], None]) -> None:
+    """Points in the cutoff's own month are left out: PostgreSQL drops whole months."""
+
+    async def body(store: Store) -> None:
+        old = [JAN_2020 + k * 3_600_000 for k in range(100)] + [-5, 900_000_000_000]
+        new = [MAR_2020 + k * 3_600_000 for k in range(100)]
+        await store.write_values(ValueWrites(history=[(1, 1, ts, "1") for ts in old + new]))
+        await store.drop_history_before(FEB_15_2020)
+        total, page = await store.history(1, 1, -(2**40), 2**42, 0, 1000, True)
+        assert (total, [ts for ts, _ in page]) == (100, new)
+        total, _ = await store.history(1, 1, JAN_2020, MAR_2020 + 50 * 3_600_000, 0, 1, True)
+        assert total == 51
+        assert (await store.counts())["history"] == 100
+
+    run(body)
+
+
+def test_properties_are_set_replaced_and_imported(run: Callable[[Body], None]) -> None:
+    async def body(store: Store) -> None:
+        await store.set_property(1, 2, "label", "Roof")
+        await store.set_property(1, 2, "label", "Roof temperature")
+        await store.set_property(1, 1, "color", "#FF0000")
+        await store.import_properties([(1, 1, "color", "#00FF00"), (1, 1, "min", "0")])
+        await store.import_properties([])
+        assert await store.properties(1) == {
+            1: {"color": "#00FF00", "min": "0"},
+            2: {"label": "Roof temperature"},
+        }
+        assert await store.properties(2) == {}
+
+    run(body)
+
+
+# --- tokens ---------------------------------------------------------------------------------
+
+
+def token(
+    name: str, kind: str = "access", family: str = "f1", expires_at: int = NOW + 1
+) -> TokenRow:
+    return TokenRow(f"{name:x<64}", kind, "acme", 1, 2, family, expires_at)
+
+
+def test_access_tokens_expire_and_are_revoked_with_their_family(
+    run: Callable[[Body], None],
+) -> None:
+    async def body(store: Store) -> None:
+        live, expired = token("live"), token("old", expires_at=NOW)
+        other = token("other", family="f2")
+        refresh = token("refresh", kind="refresh")
+        await store.insert_tokens([live, expired, other, refresh])
+        assert await store.access_token(live.hash, NOW) == live
+        assert await store.access_token(expired.hash, NOW) is None  # expired at NOW
+        assert await store.access_token(refresh.hash, NOW) is None  # not an access token
+        assert await store.access_token("unknown", NOW) is None
+        await store.revoke_family("f1")
+        assert await store.access_token(live.hash, NOW) is None
+        assert await store.access_token(other.hash, NOW) == other
+        with pytest.raises(Conflict):
+            await store.insert_tokens([other])  # a hash is stored once
+
+    run(body)
+
+
+def test_a_refresh_token_is_consumed_once(run: Callable[[Body], None]) -> None:
+    async def body(store: Store) -> None:
+        refresh = token("refresh", kind="refresh", expires_at=NOW + 10)
+        await store.insert_tokens([refresh])
+        state = await store.refresh_token(refresh.hash)
+        assert state is not None and (state.token, state.used, state.revoked) == (
+            refresh,
+            False,
+            False,
+        )
+        assert await store.refresh_token(token("absent").hash) is None
+        first = [token("access-1"), token("refresh-1", kind="refresh")]
+        assert await store.consume_refresh(refresh, NOW, first)
+        assert await store.access_token(first[0].hash, NOW) == first[0]
+        again = [token("access-2")]
+        assert not await store.consume_refresh(refresh, NOW, again)
+        assert await store.access_token(again[0].hash, NOW) is None  # nothing written
+        state = await store.refresh_token(refresh.hash)
+        assert state is not None and (state.used, state.revoked) == (True, False)
+
+    run(body)
+
+
+def test_an_expired_or_revoked_refresh_token_is_not_consumed(run: Callable[[Body], None]) -> None:
+    async def body(store: Store) -> None:
+        expired = token("expired", kind="refresh", expires_at=NOW)
+        revoked = token("revoked", kind="refresh", family="f2")
+        await store.insert_tokens([expired, revoked])
+        assert not await store.consume_refresh(expired, NOW, [token("a1")])
+        await store.revoke_family("f2")
+        assert not await store.consume_refresh(revoked, NOW, [token("a2", family="f2")])
+        state = await store.refresh_token(revoked.hash)
+        assert state is not None and (state.used, state.revoked) == (False, True)
+        assert await store.access_token(token("a1").hash, NOW) is None
+
+    run(body)
+
+
+def test_expired_tokens_are_dropped(run: Callable[[Body], None]) -> None:
+    async def body(store: Store) -> None:
+        old = token("old", kind="refresh", expires_at=NOW - 5)
+        recent = token("recent", kind="refresh", expires_at=NOW - 1)
+        await store.insert_tokens([old, recent])
+        await store.drop_tokens_expired_before(NOW - 1)
+        assert await store.refresh_token(old.hash) is None
+        assert await store.refresh_token(recent.hash) is not None
+
+    run(body)
+
+
+def second_store(store: Store) -> Store:
+    """Another store on the same database, as another server process would hold."""
+    if isinstance(store, SqliteStore):
+        return open_store(f"sqlite:///{store.path}")
+    assert isinstance(store, PostgresStore)
+    return open_store(store.url)
+
+
+def test_concurrent_redemptions_let_exactly_one_through(run: Callable[[Body], None]) -> None:
+    async def body(store: Store) -> None:
+        other = second_store(store)
+        await other.open()
+        try:
+            refresh = token("refresh", kind="refresh")
+            await store.insert_tokens([refresh])
+            attempts = [
+                (store if n % 2 else other).consume_refresh(refresh, NOW, [token(f"a{n}")])
+                for n in range(8)
+            ]
+            results = await asyncio.gather(*attempts)
+            assert sorted(results) == [False] * 7 + [True]
+            winner = results.index(True)
+            for n in range(8):
+                found = await store.access_token(token(f"a{n}").hash, NOW)
+                assert (found is not None) == (n == winner)
+        finally:
+            await other.close()
+
+    run(body)
+
+
+def test_rotation_policy_on_the_store(run: Callable[[Body], None]) -> None:
+    """`app.auth.refresh.rotate` composed from the primitives: reuse revokes the family, even
+    when two redemptions race."""
+
+    async def body(store: Store) -> None:
+        cache = AccessTokens(store)
+        refresh = token("refresh", kind="refresh")
+        await store.insert_tokens([refresh])
+        issued: list[TokenRow] = []
+
+        def successors(consumed: TokenRow) -> list[TokenRow]:
+            rows = [token(f"s{len(issued)}", family=consumed.family)]
+            issued.extend(rows)
+            return rows
+
+        async def redeem(client: str = "acme") -> RefreshOutcome:
+            return await rotate(store, cache, refresh.hash, client, NOW, successors)
+
+        assert await redeem("globex") is RefreshOutcome.UNKNOWN  # another client's: untouched
+        outcomes = await asyncio.gather(redeem(), redeem())
+        assert sorted(o.value for o in outcomes) == ["reused", "rotated"]
+        for row in issued:  # whoever won, the reuse revoked what it was given
+            assert await store.access_token(row.hash, NOW) is None
+        assert await redeem() is RefreshOutcome.REUSED
+        unknown = await rotate(store, cache, "absent", "acme", NOW, successors)
+        assert unknown is RefreshOutcome.UNKNOWN
+
+    run(body)
+
+
+# --- migration: counts and exports ----------------------------------------------------------
+
+
+def test_counts_and_exports_cover_every_row_in_key_order(run: Callable[[Body], None]) -> None:
+    async def body(store: Store) -> None:
+        assert await store.counts() == dict.fromkeys(COUNTED_TABLES, 0)
+        await store.upsert_entities(fleet())
+        history = [(d, s, ts, str(ts)) for d in (102, 101) for s in (2, 1) for ts in (9, -3, 4)]
+        current = [(d, s, "1", 5) for d in (102, 101) for s in (2, 1)]
+        await store.write_values(ValueWrites(current=current, history=history))
+        await store.import_properties([(101, 1, "b", "2"), (101, 1, "a", "1"), (7, 0, "x", "y")])
+        counts = await store.counts()
+        assert counts == {
+            "organizations": 2,
+            "roles": 2,
+            "clients": 2,
+            "users": 3,
+            "products": 3,
+            "datastreams": 3,
+            "devices": 3,
+            "current_values": 4,
+            "history": 12,
+            "properties": 3,
+        }
+
+        async def collect(batches: Any, size: int) -> list[Any]:
+            rows: list[Any] = []
+            async for batch in batches:
+                assert 0 < len(batch) <= size
+                rows.extend(tuple(row) for row in batch)
+            return rows
+
+        for size in (1, 5, 12, 100):
+            assert await collect(store.export_history(size), size) == sorted(history)
+        assert await collect(store.export_current(3), 3) == sorted(current)
+        assert await collect(store.export_properties(2), 2) == [
+            (7, 0, "x", "y"),
+            (101, 1, "a", "1"),
+            (101, 1, "b", "2"),
+        ]
+        with pytest.raises(ValueError):
+            await collect(store.export_history(0), 0)
+
+    run(body)
+
+
+def test_an_unreachable_postgresql_is_unavailable() -> None:
+    async def body() -> None:
+        store = PostgresStore("postgresql://nobody@127.0.0.1:1/nothing")
+        with pytest.raises(StoreUnavailable, match="cannot reach PostgreSQL"):
+            await store.open()
+        await store.close()
+
+    asyncio.run(body())
