@@ -12,12 +12,10 @@ from fastapi.security import HTTPBearer
 from pydantic import BeforeValidator
 from starlette.requests import ClientDisconnect
 
-from pinbase.app.auth.secrets import digest
+from pinbase.app.auth.bearer import Unauthorized, authenticate
 from pinbase.app.services import Services
-from pinbase.domain.clock import now_ms
 from pinbase.domain.errors import Invalid
 from pinbase.domain.model import (
-    ALL_PERMISSIONS,
     INT32_MAX,
     INT32_MIN,
     INT64_MAX,
@@ -61,20 +59,13 @@ class OrganizationBearer(HTTPBearer):
     async def __call__(self, request: Request) -> Context:  # type: ignore[override]
         svc: Services = request.app.state.services
         scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not credentials.strip():
-            raise ApiError(401, "Missing bearer access token.", _CHALLENGE)
-        token = await svc.tokens.find(digest(credentials.strip()), now_ms())
-        if token is None:
-            raise ApiError(401, "Invalid or expired access token.", _CHALLENGE)
-        catalog = await svc.store.catalog()
-        if token.user_id is None:
-            principal = Principal(token.org_id, None, ALL_PERMISSIONS)
-        else:
-            user = catalog.users.get(token.user_id)
-            if user is None or user.org_id != token.org_id:
-                raise ApiError(401, "Invalid or expired access token.", _CHALLENGE)
-            principal = Principal(token.org_id, user.id, catalog.permissions_of(user))
-        wait = await svc.org_limits.take(token.org_id)
+        if scheme.lower() != "bearer":
+            credentials = ""
+        try:
+            principal, catalog = await authenticate(svc, credentials)
+        except Unauthorized as exc:
+            raise ApiError(401, str(exc), _CHALLENGE) from None
+        wait = await svc.org_limits.take(principal.org_id)
         if wait:
             raise ApiError(
                 429,

@@ -1,0 +1,162 @@
+"""OAuth2 grants (RFC 6749) as pinbase issues them: client credentials, user credentials
+(`password`, and Blynk's `user_credentials`), and refresh-token rotation.
+
+The HTTP route only reads the request (form, query string, Basic header) into a
+`TokenRequest` and writes the answer; everything decided about credentials is here. Failures
+are `OAuthFailure`s carrying OAuth's error code, a description and the HTTP status.
+
+Decisions:
+- Client secrets and tokens are compared by SHA-256 digest in constant time; passwords with
+  argon2, off the event loop. An unknown user is verified against a dummy hash, so an unknown
+  e-mail and a wrong password take as long and answer alike.
+- Every grant starts a new token family; a refresh keeps the family of the token it redeems.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import secrets
+from dataclasses import dataclass
+
+from pinbase.app.auth.refresh import RefreshOutcome, rotate
+from pinbase.app.auth.secrets import digest, hash_password, new_token, same_digest, verify_password
+from pinbase.app.services import Services
+from pinbase.domain.clock import now_ms
+from pinbase.store.records import ClientRow, TokenRow
+
+GRANT_TYPES = ("client_credentials", "user_credentials", "password", "refresh_token")
+
+
+class OAuthFailure(Exception):
+    """A token request refused, in OAuth's terms (`error`, `error_description`)."""
+
+    def __init__(self, code: str, description: str, status: int = 400) -> None:
+        super().__init__(description)
+        self.code = code
+        self.description = description
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRequest:
+    """A token request as the route read it; absent parameters are None."""
+
+    grant_type: str | None
+    client_id: str | None
+    client_secret: str | None
+    username: str | None = None
+    password: str | None = None
+    refresh_token: str | None = None
+
+
+async def grant(svc: Services, request: TokenRequest) -> dict[str, object]:
+    """The token response body for `request`, or OAuthFailure."""
+    grant_type = request.grant_type
+    if not grant_type:
+        raise OAuthFailure("invalid_request", "Parameter 'grant_type' is required.")
+    if grant_type not in GRANT_TYPES:
+        raise OAuthFailure("unsupported_grant_type", f"Grant type '{grant_type}' is not supported.")
+    client = await authenticate_client(svc, request.client_id, request.client_secret)
+    if grant_type == "client_credentials":
+        return await _issue_new(svc, client, None)
+    if grant_type in ("user_credentials", "password"):
+        user_id = await _authenticate_user(svc, client, request.username, request.password)
+        return await _issue_new(svc, client, user_id)
+    return await _refresh(svc, client, request.refresh_token)
+
+
+async def authenticate_client(
+    svc: Services, client_id: str | None, secret: str | None
+) -> ClientRow:
+    if not client_id or not secret:
+        raise OAuthFailure("invalid_client", "Client authentication is required.", 401)
+    client = await svc.store.client(client_id)
+    if client is None or not same_digest(secret, client.secret_hash):
+        raise OAuthFailure("invalid_client", "Unknown client or wrong client secret.", 401)
+    return client
+
+
+async def _authenticate_user(
+    svc: Services, client: ClientRow, username: str | None, password: str | None
+) -> int:
+    if not username or password is None:
+        raise OAuthFailure("invalid_request", "Parameters 'username' and 'password' are required.")
+    user = await svc.store.user_by_email(client.org_id, username)
+    hashed = user.password_hash if user is not None else _dummy_hash()
+    valid = await asyncio.to_thread(verify_password, password, hashed)
+    if user is None or not valid:
+        raise OAuthFailure("invalid_grant", "Wrong username or password.")
+    return user.id
+
+
+async def _issue_new(svc: Services, client: ClientRow, user_id: int | None) -> dict[str, object]:
+    rows, body = _tokens(svc, client.client_id, client.org_id, user_id, secrets.token_hex(16))
+    await svc.store.insert_tokens(rows)
+    return body
+
+
+async def _refresh(svc: Services, client: ClientRow, presented: str | None) -> dict[str, object]:
+    if not presented:
+        raise OAuthFailure("invalid_request", "Parameter 'refresh_token' is required.")
+    issued: dict[str, object] = {}
+
+    def successors(consumed: TokenRow) -> list[TokenRow]:
+        rows, body = _tokens(
+            svc, client.client_id, consumed.org_id, consumed.user_id, consumed.family
+        )
+        issued.update(body)
+        return rows
+
+    outcome = await rotate(
+        svc.store, svc.tokens, digest(presented), client.client_id, now_ms(), successors
+    )
+    if outcome is RefreshOutcome.REUSED:
+        raise OAuthFailure(
+            "invalid_grant", "Refresh token was already used; its tokens have been revoked."
+        )
+    if outcome is not RefreshOutcome.ROTATED:
+        raise OAuthFailure("invalid_grant", "Unknown or expired refresh token.")
+    return issued
+
+
+def _tokens(
+    svc: Services, client_id: str, org_id: int, user_id: int | None, family: str
+) -> tuple[list[TokenRow], dict[str, object]]:
+    """A new access and refresh token of `family`: the rows to store and the response body."""
+    now = now_ms()
+    settings = svc.settings
+    access, refresh = new_token(), new_token()
+    rows = [
+        TokenRow(
+            digest(access),
+            "access",
+            client_id,
+            org_id,
+            user_id,
+            family,
+            now + settings.access_token_ttl * 1000,
+        ),
+        TokenRow(
+            digest(refresh),
+            "refresh",
+            client_id,
+            org_id,
+            user_id,
+            family,
+            now + settings.refresh_token_ttl * 1000,
+        ),
+    ]
+    body = {
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": settings.access_token_ttl,
+        "refresh_token": refresh,
+    }
+    return rows, body
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the user is unknown, so both failures take as long."""
+    return hash_password(secrets.token_hex(8))
