@@ -268,7 +268,9 @@ class HardwareSession:
         # writing
         self._direct: list[bytes] = []
         """Frames to write now, ahead of the outbox and regardless of the gate and pacing."""
-        self._outbox: deque[bytes] = deque()
+        self._outbox: deque[bytes] | None = None
+        """Frames waiting for the gate, pacing or the barrier; made on the first one (an idle
+        connection spares the deque's memory)."""
         self._gate_open = False
         self._grace_deadline = 0.0
         self._write_paused = False
@@ -308,7 +310,7 @@ class HardwareSession:
         self.close_detail = detail
         self._inbox = []
         self._inbox_pos = 0
-        self._outbox.clear()
+        self._outbox = None
         self._barrier = False
         self._barrier_deadline = None
 
@@ -547,6 +549,8 @@ class HardwareSession:
         if self.state is State.CLOSED or len(frame) >= self._buffer:
             return False
         outbox = self._outbox
+        if outbox is None:
+            outbox = self._outbox = deque()
         outbox.append(frame)
         if len(outbox) > MAX_OUTBOX:
             self.close(CloseReason.OUTBOX_FULL)

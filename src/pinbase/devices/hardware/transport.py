@@ -5,15 +5,15 @@ the sans-IO `session` module, whose docstring records its choices; framing lives
 This module moves bytes and time between a socket and the session and performs the session's
 requests against the app layer (`DeviceSession`):
 
-- Back-pressure through TCP: once frames wait for the app layer, reading pauses until every
-  received frame is handled. The requests of one connection are performed one at a time, in
-  order, by one task; so all writes decoded from one socket read become one ingest write (one
-  transaction), awaited before the next read, and a read, sync or property request after writes
-  waits for them. Each value has its own timestamp from the connection's clock
-  (`device_session.Clock`): never going back, and strictly increasing per pin, so every value
-  stays in history even when a read carries one pin many times (a fast device runs ahead of the
-  wall clock by a millisecond per repeat beyond one a millisecond). Live subscribers get every
-  value in order, and the last of each pin becomes current.
+- Back-pressure through TCP: frames that arrive while the connection is busy with earlier ones
+  pause reading until every received frame is handled. The requests of one connection are
+  performed one at a time, in order, by one task; so all writes decoded from one socket read
+  become one ingest write (one transaction), awaited before the next read, and a read, sync or
+  property request after writes waits for them. Each value has its own timestamp from the
+  connection's clock (`device_session.Clock`): never going back, and strictly increasing per
+  pin, so every value stays in history even when a read carries one pin many times (a fast
+  device runs ahead of the wall clock by a millisecond per repeat beyond one a millisecond).
+  Live subscribers get every value in order, and the last of each pin becomes current.
 - Values beyond the device's rate limit (`DeviceSession.admit`, charged one value at a time) are
   dropped. The catalog is followed (`DeviceSession.refresh`) once per batch of frames; a
   connection whose token no longer opens its device is closed.
