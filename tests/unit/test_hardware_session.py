@@ -88,6 +88,7 @@ class Device:
         found = []
         while (request := self.request()) is not None:
             found.append(request)
+        assert not self.session.pending or self.session.state is State.AUTHENTICATING
         return found
 
     def received(self) -> list[Sent]:

@@ -240,6 +240,7 @@ class HardwareSession:
         "client",
         "close_detail",
         "close_reason",
+        "pending",
         "state",
     )
 
@@ -258,6 +259,8 @@ class HardwareSession:
         self._inbox: list[Frame] = []
         self._inbox_pos = 0
         """Frames before this index in `_inbox` are handled."""
+        self.pending = False
+        """Frames received and not yet handled: `next_request` has work (read-only)."""
         self._busy = False
         """A request is out with the app layer."""
         self._last_rx = now
@@ -291,9 +294,11 @@ class HardwareSession:
         return self.state is State.CLOSED
 
     @property
-    def pending(self) -> bool:
-        """Frames received and not yet handled: `next_request` has work."""
-        return self._inbox_pos < len(self._inbox)
+    def has_output(self) -> bool:
+        """`data_to_send` may have bytes (pacing may still hold a queued frame back)."""
+        return bool(self._direct) or bool(
+            self._outbox and self._gate_open and not self._write_paused and not self._barrier
+        )
 
     @property
     def heartbeat_deadline(self) -> float:
@@ -310,6 +315,7 @@ class HardwareSession:
         self.close_detail = detail
         self._inbox = []
         self._inbox_pos = 0
+        self.pending = False
         self._outbox = None
         self._barrier = False
         self._barrier_deadline = None
@@ -333,12 +339,14 @@ class HardwareSession:
         inbox = self._inbox
         if self.state is not State.ACTIVE:
             inbox.extend(frames)
+            self.pending = True
             return True
         for frame in frames:
             if frame.command == codec.RESPONSE:
                 self._on_response(frame)
             else:
                 inbox.append(frame)
+        self.pending = self._inbox_pos < len(inbox)
         return True
 
     def next_request(self, now: float) -> Request | None:
@@ -347,16 +355,18 @@ class HardwareSession:
 
         The adapter performs each request (and answers it) before asking for the next."""
         request: Request | None = None
-        if self.state is State.ACTIVE:
-            request = self._next_active(now)
-        elif self.state is State.LOGIN and self.pending:
-            request = self._login_request()
+        if self.pending:
+            if self.state is State.ACTIVE:
+                request = self._next_active(now)
+            elif self.state is State.LOGIN:
+                request = self._login_request()
         self._busy = request is not None
         return request
 
     def _login_request(self) -> Login | None:
         frame = self._inbox[self._inbox_pos]
         self._inbox_pos += 1
+        self.pending = self._inbox_pos < len(self._inbox)
         if frame.command not in (codec.LOGIN, codec.HW_LOGIN):
             self.close(CloseReason.NOT_LOGIN, f"command {frame.command}")
             return None
@@ -410,6 +420,7 @@ class HardwareSession:
             else:
                 inbox.clear()
                 self._inbox_pos = 0
+                self.pending = False
         # Writes decoded before the session closed are still stored.
         return Write(values) if values is not None else request
 
@@ -495,6 +506,7 @@ class HardwareSession:
         rest = [f for f in self._inbox[self._inbox_pos :] if f.command != codec.RESPONSE]
         self._inbox = rest
         self._inbox_pos = 0
+        self.pending = bool(rest)
 
     def refuse_login(self) -> None:
         """No device has that token: RESPONSE 9, then the connection closes."""

@@ -50,6 +50,7 @@ from pinbase.devices.hardware.session import (
     Request,
     Rtc,
     SetProperty,
+    State,
     Write,
 )
 from pinbase.devices.hardware.session import classify as classify
@@ -196,7 +197,12 @@ class HardwareConnection(asyncio.Protocol):
             elif not self._reading_paused and self._transport is not None:
                 self._reading_paused = True
                 self._transport.pause_reading()
-        self._flush()
+            # The runner flushes once it has handled the frames; a PONG that completed the read
+            # barrier releases the next frame now.
+            if session.has_output:
+                self._flush()
+        else:
+            self._flush()  # a malformed frame, RESPONSEs alone, part of a frame
 
     def eof_received(self) -> bool | None:
         return None
@@ -261,7 +267,7 @@ class HardwareConnection(asyncio.Protocol):
         data = session.data_to_send(self.loop.time())
         if data and self._transport is not None:
             self._transport.write(data)
-        if session.closed:
+        if session.state is State.CLOSED:
             reason = session.close_reason
             if reason is not CloseReason.LOCAL:
                 level = logging.WARNING if reason is CloseReason.OUTBOX_FULL else logging.INFO
@@ -280,6 +286,12 @@ class HardwareConnection(asyncio.Protocol):
             timer.cancel()
         self._timer_at = deadline
         self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _send_queued(self) -> None:
+        """Before waiting for the app layer: send what is queued (the runner flushes fully
+        once the batch is handled)."""
+        if self.session.has_output:
+            self._flush()
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -329,13 +341,13 @@ class HardwareConnection(asyncio.Protocol):
                     if device.catalog.generation != self._pins_generation:
                         self._pins.clear()
                         self._pins_generation = device.catalog.generation
+                # Each request flushes what is queued before it waits for the app layer.
                 while not self._closing:
                     request = session.next_request(self.loop.time())
-                    self._flush()
                     if request is None:
                         break
                     await self._perform(request)
-                    self._flush()
+                self._flush()
         except Exception:
             log.exception("hardware device %s: connection failed", self.device_id)
             self.close()
@@ -408,7 +420,7 @@ class HardwareConnection(asyncio.Protocol):
             del points[admitted:]
         if not points:
             return
-        self._flush()  # refusals go out before the write is awaited
+        self._send_queued()  # refusals go out before the write is awaited
         try:
             await device.write(points)
         except StoreUnavailable as exc:
@@ -418,6 +430,7 @@ class HardwareConnection(asyncio.Protocol):
         """Answer a `vr` or a sync with one HARDWARE `vw` per requested pin that has a value."""
         device = self.device
         assert device is not None
+        self._send_queued()
         wanted = None
         if request.pins is not None:
             wanted = [ds for p in request.pins if (ds := self._datastream(device, p)) is not None]
@@ -438,6 +451,7 @@ class HardwareConnection(asyncio.Protocol):
         if ds is None:
             self.session.refuse(request.msg_id)
             return
+        self._send_queued()
         try:
             await device.set_properties(ds, [(request.name, request.value)])
         except RateLimited:
