@@ -511,10 +511,12 @@ def test_one_per_read_client_sends_the_next_frame_only_after_the_pong() -> None:
     session.send_value("v2", ["2"])
     assert not session.send_property("v2", "color", "#FFFFFF")
     assert device.received() == []  # the barrier of the INTERNAL answer
+    assert not session.has_output
     assert session.next_deadline() == pytest.approx(T0 + BARRIER_DELAY)
     assert device.at(T0 + BARRIER_DELAY) == [(PING, 3, [])]
     device.now = T0 + 0.002
     device.send(codec.response(3, OK))
+    assert session.has_output
     assert device.received() == [(HARDWARE, 1, ["vw", "2", "1"])]
     assert device.at(device.now + BARRIER_DELAY) == [(PING, 4, [])]
     device.send(codec.response(4, OK))

@@ -260,7 +260,9 @@ class HardwareConnection(asyncio.Protocol):
     # the session's output and time ----------------------------------------------------------
     def _flush(self) -> None:
         """Write what the session releases, close if it closed, and keep the timer at its next
-        deadline. Called after every interaction with the session."""
+        deadline. Called after each interaction with the session that can change them; the
+        runner calls it once a batch of frames is handled (and before an app-layer wait when
+        answers are queued), not after every request."""
         if self._closing:
             return
         session = self.session
