@@ -78,6 +78,8 @@ class Frame(NamedTuple):
 class FrameDecoder:
     """Feed bytes as they arrive; get every frame completed so far."""
 
+    __slots__ = ("_buffer", "max_body")
+
     def __init__(self, max_body: int = DEFAULT_BUFFER) -> None:
         self.max_body = max_body
         self._buffer = bytearray()
@@ -134,6 +136,8 @@ class FrameDecoder:
 
 class MessageIds:
     """Message ids for frames a server starts: 1..65535, then 1 again; never 0."""
+
+    __slots__ = ("_last",)
 
     def __init__(self) -> None:
         self._last = 0

@@ -1,98 +1,59 @@
-"""Blynk's hardware protocol over TCP (and TLS), as spoken by Blynk firmware and `blynklib`.
+"""Blynk's hardware protocol over TCP (and TLS): the asyncio adapter around `HardwareSession`.
 
-Framing lives in `hardware_codec`; this module is the server. Choices where Blynk's protocol
-description is silent:
+The protocol itself (login, frames, downlink gating, pacing, the read barrier, timeouts) lives in
+the sans-IO `session` module, whose docstring records its choices; framing lives in `codec`.
+This module moves bytes and time between a socket and the session and performs the session's
+requests against the app layer (`DeviceSession`):
 
-Login and session
-- The first frame must be LOGIN (2) or HW_LOGIN (29) whose first body field is the device token:
-  RESPONSE 200, or RESPONSE 9 (invalid token) and the connection is closed. Any other first
-  frame closes the connection. A connection that has not logged in within `LOGIN_TIMEOUT`
-  seconds is closed. A LOGIN after login is answered ILLEGAL_COMMAND.
-- One session per device: a new login with the same token closes the older connection. Traffic
-  marks the device seen; a device silent for 1.5 x its heartbeat (the `h-beat` it announced,
-  else `Settings.heartbeat`) is disconnected, and the end of the connection marks it offline.
-
-What the device sends
-- HARDWARE `vw\\0<pin>\\0<value>[\\0<value>]` writes through the one write path (pin `1`, `v1`
-  or `V1`). Blynk acknowledges nothing on success, and neither does pinbase. A write that
-  cannot be stored (no datastream on that pin, a value that does not match the datastream type,
-  a malformed body) stores nothing and is answered RESPONSE ILLEGAL_COMMAND (2) with the
-  frame's id: the status Blynk's server gives a hardware command it cannot apply, and one that
-  every client library tolerates (they log responses and carry on).
-- All writes decoded from one socket read become one ingest write (one transaction), awaited
-  before the next read (back-pressure through TCP); a read, sync or property request in between
-  first waits for the writes before it. Each value has its own timestamp from the connection's
-  clock (`device_session.Clock`): never going back, and strictly increasing per pin, so every value
-  stays in history even when a read carries one pin many times (a fast device runs ahead of the
-  wall clock by a millisecond per repeat beyond one a millisecond). Live subscribers get every
-  value in order, and the last of each pin becomes current.
-- Values beyond the device's rate limit (`DeviceSession.admit`) are dropped; like Blynk's server,
-  the device is told RESPONSE QUOTA_LIMIT (1) at most once every `QUOTA_WARN_PERIOD` seconds.
-- `vr\\0<pin>[\\0<pin>...]` is answered with HARDWARE `vw\\0<pin>\\0<value>` per pin that has a
-  value (pins travel as bare numbers). HARDWARE_SYNC with an empty body, or just `vr`, means every
-  datastream that has a value; `vr\\0<pin>...` names pins. One HARDWARE message per pin, carrying
-  the request's id. Pins without a value or datastream get nothing, as in Blynk.
-- A location travels as two fields, `vw\\0<pin>\\0<lon>\\0<lat>`, the way devices send one.
-- INTERNAL (17) `ver..h-beat..buff-in..dev..` sets the heartbeat and receive buffer and is
-  answered RESPONSE 200; INTERNAL `rtc` is answered INTERNAL `rtc\\0<unix seconds>` as Blynk does.
-- PROPERTY (19) `<pin>\\0<property>\\0<value>[\\0<value>...]` from a device sets a widget property
-  (several values become a JSON array of strings, Blynk's `labels` form).
-- PING is answered RESPONSE 200. Any other command is answered ILLEGAL_COMMAND and the
-  connection stays up (framing does not depend on the command). A malformed frame (message id
-  0, a body larger than the limit) closes the connection. The body limit is the larger of 1024
-  bytes and the `buff-in` the device announced. (blynklib 0.2.6 numbers its messages 0 after
-  the 65,535th; it is then disconnected and reconnects with fresh ids, as it also does against
-  Blynk's server, whose answer with id 0 it rejects.)
-
-What the device receives
-- Every frame is strictly smaller than the device's `buff-in` (1024 until announced); a value
-  whose frame would not fit is not sent (Blynk's libraries reject such frames and reconnect).
-- Nothing is sent between the RESPONSE to LOGIN and the RESPONSE to the device's INTERNAL info
-  (blynklib expects each as the very next frame). The downlink opens after that INTERNAL, after
-  the first other frame, or `HANDSHAKE_GRACE` seconds after login, whichever comes first;
-  changes meanwhile wait in order.
-- Clients are told apart by the INTERNAL info they send after login:
-  * the Arduino/C++ library always sends a `build` key. It reads the stream frame by frame
-    and handles PROPERTY, so it gets property changes, and frames go out as fast as the socket
-    takes them.
-  * `blynklib` (PyPI) announces `dev` = `python` (`...-mpython` for its MicroPython twin). It
-    parses only the first message of each socket read and treats PROPERTY as fatal, so it gets
-    no PROPERTY frames and each frame must arrive in a read of its own. Timing alone cannot
-    promise that (a retransmitted segment, or a slow device, makes the kernel hand two frames
-    over at once), so pinbase uses a read barrier. After every frame (responses and sync
-    answers included) it sends a PING, `BARRIER_DELAY` later so that the two rarely share a
-    read, and it sends the next frame only once the device has answered that PING. blynklib
-    answers only a message that came first in its read, so the answer proves that everything
-    sent before the PING was consumed by earlier reads. A PING that shared a read with the
-    frame is lost unanswered: it is sent again after 10 ms, then at doubling intervals up to
-    `BARRIER_RETRY_MAX`. A device that never answers is given up on after `BARRIER_PROBATION`
-    seconds and is paced instead (below); one that has answered before is waited for up to
-    `BARRIER_GIVE_UP` seconds per frame. The barrier completes within a round trip, so a frame
-    after an idle spell goes out at once: it costs latency only in bursts (about 1.3 ms per
-    frame on loopback).
-  * anything else (no INTERNAL at all, or another library) gets no PROPERTY frames and is paced:
-    consecutive frames leave at least `PACING_GAP` seconds apart, so that a client reading one
-    message per read still sees each frame alone when it keeps up.
-- A device whose outgoing queue exceeds `MAX_OUTBOX` frames (it stopped reading) is
-  disconnected.
+- Back-pressure through TCP: frames that arrive while the connection is busy with earlier ones
+  pause reading until every received frame is handled. The requests of one connection are
+  performed one at a time, in order, by one task; so all writes decoded from one socket read
+  become one ingest write (one transaction), awaited before the next read, and a read, sync or
+  property request after writes waits for them. Each value has its own timestamp from the
+  connection's clock (`device_session.Clock`): never going back, and strictly increasing per
+  pin, so every value stays in history even when a read carries one pin many times (a fast
+  device runs ahead of the wall clock by a millisecond per repeat beyond one a millisecond).
+  Live subscribers get every value in order, and the last of each pin becomes current.
+- Values beyond the device's rate limit (`DeviceSession.admit`, charged one value at a time) are
+  dropped. The catalog is followed (`DeviceSession.refresh`) once per batch of frames; a
+  connection whose token no longer opens its device is closed.
+- One loop timer per connection, at `session.next_deadline()`. It is moved only when the deadline
+  comes earlier; a timer that fires early finds nothing due and is set again, so traffic (which
+  pushes the heartbeat deadline back) costs no timer operations.
+- Writes pause once bytes stay buffered in the transport (write buffer limits high=1, low=0), so
+  "drained" means handed to the kernel (for TLS: to the socket transport); the session holds its
+  queue meanwhile.
+- The connection is the device's presence `Session` once logged in: it queues the device's value
+  and property changes (except those it wrote itself) into the session.
+- A store that is unavailable loses that batch's values, reads or property (logged); the
+  connection stays up.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import ssl
 import time
-from collections import deque
-from collections.abc import Sequence
 from typing import cast
-
-import orjson
 
 from pinbase.app.device_session import DeviceSession, RateLimited
 from pinbase.app.services import Services
-from pinbase.devices.hardware import codec as codec
+
+# Client and classify are re-exported: the end-to-end tests import them from here.
+from pinbase.devices.hardware.session import Client as Client
+from pinbase.devices.hardware.session import (
+    CloseReason,
+    HardwareSession,
+    Login,
+    Read,
+    Request,
+    Rtc,
+    SetProperty,
+    State,
+    Write,
+)
+from pinbase.devices.hardware.session import classify as classify
 from pinbase.domain.errors import DomainError
 from pinbase.domain.model import Datastream
 from pinbase.domain.values import Value, parse_text_value, to_text
@@ -102,39 +63,8 @@ from pinbase.store.base import StoreUnavailable
 log = logging.getLogger(__name__)
 
 PROTOCOL = "hardware"
-LOGIN_TIMEOUT = 10.0
-"""Seconds a new connection has to log in."""
-HANDSHAKE_GRACE = 1.0
-"""Seconds after login the downlink waits for the device's INTERNAL info."""
-HEARTBEAT_FACTOR = 1.5
-MIN_HEARTBEAT = 1
-MAX_HEARTBEAT = 3600
-MIN_BUFFER = 16
-QUOTA_WARN_PERIOD = 60.0
-MAX_OUTBOX = 10_000
-BARRIER_DELAY = 0.001
-BARRIER_RETRY_FIRST = 0.01
-BARRIER_RETRY_MAX = 0.25
-BARRIER_PROBATION = 3.0
-BARRIER_GIVE_UP = 5.0
-PACING_GAP = 0.005
-
-
-class Client(enum.Enum):
-    UNKNOWN = "unknown"
-    FRAMED = "framed"
-    """Reads frame by frame and handles PROPERTY (the Arduino/C++ library)."""
-    ONE_PER_READ = "one-per-read"
-    """Parses only the first message of each socket read (blynklib)."""
-
-
-def classify(info: dict[str, str]) -> Client:
-    """Which kind of client sent this INTERNAL info."""
-    if "build" in info:
-        return Client.FRAMED
-    if "python" in info.get("dev", "").lower():
-        return Client.ONE_PER_READ
-    return Client.UNKNOWN
+MAX_PIN_CACHE = 1024
+"""Pin spellings remembered per connection (a device naming endless pins cannot grow it)."""
 
 
 class HardwareServer:
@@ -183,69 +113,72 @@ async def serve_hardware(
     return server
 
 
+def texts_of(value: Value) -> list[str]:
+    """A value as the fields of a `vw` (a location is two)."""
+    return [str(v) for v in value] if isinstance(value, list) else [to_text(value)]
+
+
 class HardwareConnection(asyncio.Protocol):
     """One device connection; a presence `Session` once logged in."""
 
     protocol = PROTOCOL
 
+    __slots__ = (
+        "_closing",
+        "_lost",
+        "_pins",
+        "_pins_generation",
+        "_reading_paused",
+        "_task",
+        "_timer",
+        "_timer_at",
+        "_transport",
+        "_waiter",
+        "device",
+        "device_id",
+        "finished",
+        "loop",
+        "server",
+        "services",
+        "session",
+    )
+
     def __init__(self, server: HardwareServer) -> None:
         self.server = server
         self.services = server.services
-        self.device_id = 0
-        self.client = Client.UNKNOWN
-        self._classified = False
         self.loop = asyncio.get_running_loop()
+        self.session = HardwareSession(float(self.services.settings.heartbeat), self.loop.time())
+        self.device: DeviceSession | None = None
+        """The app-layer session, once logged in."""
+        self.device_id = 0
         self.finished: asyncio.Future[None] = self.loop.create_future()
         self._transport: asyncio.Transport | None = None
-        self._decoder = codec.FrameDecoder(codec.DEFAULT_BUFFER)
-        self._ids = codec.MessageIds()
         self._closing = False
         self._lost = False
-        self._logged_in = False
-        # reading
-        self._inbox: deque[codec.Frame] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._reading_paused = False
         self._task: asyncio.Task[None] | None = None
-        self._last_rx = self.loop.time()
         self._timer: asyncio.TimerHandle | None = None
-        self._heartbeat = float(self.services.settings.heartbeat)
-        self._buffer = codec.DEFAULT_BUFFER
-        self.session: DeviceSession | None = None
-        self._quota_warned = -QUOTA_WARN_PERIOD
+        self._timer_at = 0.0
         self._pins: dict[bytes, Datastream | None] = {}
         self._pins_generation = -1
-        # writing
-        self._outbox: deque[bytes] = deque()
-        self._gate_open = False
-        self._write_paused = False
-        self._grace: asyncio.TimerHandle | None = None
-        self._next_send = 0.0
-        self._pace: asyncio.TimerHandle | None = None
-        self._barrier = False
-        self._barrier_started = 0.0
-        self._barrier_attempt = 0
-        self._barrier_timer: asyncio.TimerHandle | None = None
-        self._barrier_answered = False
-        self._ping_ids: set[int] = set()
-        """PINGs of the current read barrier; an answer to any of them completes it."""
-        self._ping_on_drain = False
 
-    # asyncio.Protocol ---------------------------------------------------------------------
+    # asyncio.Protocol -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
         # Pause writing once bytes stay buffered: "drained" then means handed to the kernel (for
         # TLS: to the socket transport). high=1, not 0: the TLS transport pauses at size >= high.
         self._transport.set_write_buffer_limits(high=1, low=0)
         self.server.connections.add(self)
-        self._timer = self.loop.call_later(LOGIN_TIMEOUT, self._login_timeout)
+        self._flush()  # arms the login timeout
         self._task = self.loop.create_task(self._run())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         self._closing = True
-        self._cancel_timers()
-        if self._logged_in:
+        self.session.close()
+        self._cancel_timer()
+        if self.device is not None:
             self.services.presence.detach(self)
         self._wake()
         self.server.connections.discard(self)
@@ -255,154 +188,168 @@ class HardwareConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
-        self._last_rx = self.loop.time()
-        try:
-            frames = self._decoder.feed(data)
-        except codec.CodecError as exc:
-            log.info("hardware device %s: malformed frame (%s); closing", self.device_id, exc)
-            self.close()
-            return
-        if not frames:
-            return
-        if self._logged_in:
-            self.services.presence.seen(self.device_id)
-            for frame in frames:
-                if frame.command == codec.RESPONSE:
-                    self._on_response(frame)
-                else:
-                    self._inbox.append(frame)
+        session = self.session
+        if session.receive_data(data, self.loop.time()) and self.device is not None:
+            self.device.seen()
+        if session.pending:
+            if self._waiter is not None:
+                self._wake()
+            elif not self._reading_paused and self._transport is not None:
+                self._reading_paused = True
+                self._transport.pause_reading()
+            # The runner flushes once it has handled the frames; a PONG that completed the read
+            # barrier releases the next frame now.
+            if session.has_output:
+                self._flush()
         else:
-            self._inbox.extend(frames)
-        if not self._inbox:
-            return
-        if self._waiter is not None:
-            self._wake()
-        elif not self._reading_paused:
-            self._reading_paused = True
-            assert self._transport is not None
-            self._transport.pause_reading()
+            self._flush()  # a malformed frame, RESPONSEs alone, part of a frame
 
     def eof_received(self) -> bool | None:
         return None
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self.session.pause_writing()
 
     def resume_writing(self) -> None:
-        self._write_paused = False
-        if self._ping_on_drain:
-            self._ping_on_drain = False
-            self._barrier_timer = self.loop.call_later(BARRIER_DELAY, self._barrier_ping)
-        self._pump()
+        self.session.resume_writing(self.loop.time())
+        self._flush()
 
-    # Session ------------------------------------------------------------------------------
+    # Session ----------------------------------------------------------------------------------
     def deliver(self, event: Event) -> None:
         if event.origin is self or self._closing:
             return
-        pin = codec.bare_pin(event.pin)
         if isinstance(event, ValueChanged):
-            value = event.value
-            texts = [str(v) for v in value] if isinstance(value, list) else [to_text(value)]
-            frame = codec.hardware_write(self._ids.next(), pin, texts)
-        elif self.client is Client.FRAMED:
-            frame = codec.property_message(self._ids.next(), pin, event.name, event.value)
+            self._send_value(event.pin, texts_of(event.value))
         else:
-            return
-        self._send(frame)
+            self.session.send_property(event.pin, event.name, event.value)
+        self._flush()
 
     def replaced(self) -> None:
         log.info("hardware device %s: logged in again elsewhere; closing", self.device_id)
         self.close()
 
-    # closing ------------------------------------------------------------------------------
+    # closing ----------------------------------------------------------------------------------
     def close(self) -> None:
         """Close after sending what is already written to the transport."""
         if self._closing:
             return
-        self._closing = True
-        self._cancel_timers()
-        self._outbox.clear()
-        if self._transport is not None:
-            self._transport.close()
-        self._wake()
+        self.session.close()
+        self._shut()
 
     def abort(self) -> None:
         self._closing = True
         if self._transport is not None:
             self._transport.abort()
 
-    def _cancel_timers(self) -> None:
-        for handle in (self._timer, self._grace, self._pace, self._barrier_timer):
-            if handle is not None:
-                handle.cancel()
-        self._timer = self._grace = self._pace = self._barrier_timer = None
+    def _shut(self) -> None:
+        self._closing = True
+        self._cancel_timer()
+        if self._transport is not None:
+            self._transport.close()
+        self._wake()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _finish(self) -> None:
         if not self.finished.done():
             self.finished.set_result(None)
 
-    def _login_timeout(self) -> None:
-        if not self._logged_in:
-            log.info("hardware connection: no login within %ss; closing", LOGIN_TIMEOUT)
-            self.close()
+    # the session's output and time ----------------------------------------------------------
+    def _flush(self) -> None:
+        """Write what the session releases, close if it closed, and keep the timer at its next
+        deadline. Called after each interaction with the session that can change them; the
+        runner calls it once a batch of frames is handled (and before an app-layer wait when
+        answers are queued), not after every request."""
+        if self._closing:
+            return
+        session = self.session
+        data = session.data_to_send(self.loop.time())
+        if data and self._transport is not None:
+            self._transport.write(data)
+        if session.state is State.CLOSED:
+            reason = session.close_reason
+            if reason is not CloseReason.LOCAL:
+                level = logging.WARNING if reason is CloseReason.OUTBOX_FULL else logging.INFO
+                detail = f" ({session.close_detail})" if session.close_detail else ""
+                text = reason.value if reason is not None else ""
+                log.log(level, "hardware device %s: %s%s; closing", self.device_id, text, detail)
+            self._shut()
+            return
+        deadline = session.next_deadline()
+        if deadline is None:
+            return
+        timer = self._timer
+        if timer is not None:
+            if deadline >= self._timer_at:
+                return
+            timer.cancel()
+        self._timer_at = deadline
+        self._timer = self.loop.call_at(deadline, self._on_timer)
 
-    def _check_heartbeat(self) -> None:
+    def _send_queued(self) -> None:
+        """Before waiting for the app layer: send what is queued (the runner flushes fully
+        once the batch is handled)."""
+        if self.session.has_output:
+            self._flush()
+
+    def _on_timer(self) -> None:
         self._timer = None
         if self._closing:
             return
-        now = self.loop.time()
-        if self._reading_paused or self._inbox:
-            self._last_rx = now  # its frames wait for the server, not the other way round
-        deadline = self._last_rx + HEARTBEAT_FACTOR * self._heartbeat
-        if now >= deadline:
-            log.info("hardware device %s: heartbeat timeout; closing", self.device_id)
-            self.close()
-        else:
-            self._timer = self.loop.call_at(deadline, self._check_heartbeat)
+        session = self.session
+        client = session.client
+        session.on_timer(self.loop.time())
+        if session.client is not client:
+            log.info("hardware device %s: no answer to PING; pacing", self.device_id)
+        self._flush()
 
-    def _arm_heartbeat(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        deadline = self._last_rx + HEARTBEAT_FACTOR * self._heartbeat
-        self._timer = self.loop.call_at(deadline, self._check_heartbeat)
-
-    # reading ------------------------------------------------------------------------------
+    # reading ----------------------------------------------------------------------------------
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def _take(self) -> list[codec.Frame] | None:
-        """Every frame received so far (waiting for some), or None once the connection ends."""
-        while not self._inbox:
-            if self._closing:
-                return None
-            if self._reading_paused and self._transport is not None:
-                self._reading_paused = False
-                self._transport.resume_reading()
-            self._waiter = self.loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        if self._closing:
-            return None
-        frames = list(self._inbox)
-        self._inbox.clear()
-        return frames
+    async def _wait(self) -> None:
+        """Until frames arrive or the connection ends; reading resumes meanwhile."""
+        if self._reading_paused and self._transport is not None:
+            self._reading_paused = False
+            self._transport.resume_reading()
+        self._waiter = self.loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
 
     async def _run(self) -> None:
+        """Perform the session's requests, in order, one at a time."""
+        session = self.session
         try:
-            frames = await self._take()
-            if frames is None:
-                return
-            rest = await self._login(frames)
-            if rest is None:
-                return
-            if rest:
-                await self._handle(rest)
-            while (frames := await self._take()) is not None:
-                await self._handle(frames)
+            while not self._closing:
+                if not session.pending:
+                    await self._wait()
+                    continue
+                device = self.device
+                if device is not None:
+                    if not await device.refresh():
+                        log.info(
+                            "hardware device %s: its token no longer opens it; closing",
+                            self.device_id,
+                        )
+                        self.close()
+                        return
+                    if device.catalog.generation != self._pins_generation:
+                        self._pins.clear()
+                        self._pins_generation = device.catalog.generation
+                # Each request flushes what is queued before it waits for the app layer.
+                while not self._closing:
+                    request = session.next_request(self.loop.time())
+                    if request is None:
+                        break
+                    await self._perform(request)
+                self._flush()
         except Exception:
             log.exception("hardware device %s: connection failed", self.device_id)
             self.close()
@@ -410,303 +357,112 @@ class HardwareConnection(asyncio.Protocol):
             if self._lost:
                 self._finish()
 
-    async def _login(self, frames: list[codec.Frame]) -> list[codec.Frame] | None:
-        first = frames[0]
-        if first.command not in (codec.LOGIN, codec.HW_LOGIN):
-            log.info("hardware connection: first frame is command %s, not login", first.command)
-            self.close()
-            return None
-        fields = first.fields()
-        try:
-            token = fields[0].decode() if fields else ""
-        except UnicodeDecodeError:
-            token = ""
-        session = await DeviceSession.login(self.services, token, origin=self)
+    async def _perform(self, request: Request) -> None:
+        if type(request) is Write:
+            await self._write(request)
+        elif type(request) is Login:
+            await self._login(request)
+        elif type(request) is Read:
+            await self._read(request)
+        elif type(request) is SetProperty:
+            await self._property(request)
+        elif type(request) is Rtc:
+            self.session.answer_rtc(request.msg_id, int(time.time()))
+
+    async def _login(self, request: Login) -> None:
+        device = await DeviceSession.login(self.services, request.token, origin=self)
         if self._closing:
-            return None
-        assert self._transport is not None
-        if session is None:
-            self._transport.write(codec.response(first.msg_id, codec.INVALID_TOKEN))
-            self.close()
-            return None
-        self.session = session
-        self.device_id = session.device_id
-        self._logged_in = True
-        self._arm_heartbeat()
-        self.services.presence.attach(self)
-        self._transport.write(codec.response(first.msg_id, codec.OK))
-        self._grace = self.loop.call_later(HANDSHAKE_GRACE, self._open_gate)
-        rest = [f for f in frames[1:] if f.command != codec.RESPONSE]
-        for frame in frames[1:]:
-            if frame.command == codec.RESPONSE:
-                self._on_response(frame)
-        return rest
-
-    async def _handle(self, frames: list[codec.Frame]) -> None:
-        session = self.session
-        assert session is not None
-        if not await session.refresh():
-            log.info("hardware device %s: its token no longer opens it; closing", self.device_id)
-            self.close()
             return
-        if session.catalog.generation != self._pins_generation:
-            self._pins.clear()
-            self._pins_generation = session.catalog.generation
-        writes: list[tuple[Datastream, Value, int]] = []
-        for frame in frames:
-            if self._closing:
-                break  # what was decoded before is still stored
-            command = frame.command
-            if not self._gate_open and command != codec.INTERNAL:
-                self._open_gate()
-            if command == codec.HARDWARE:
-                fields = frame.fields()
-                if len(fields) >= 3 and fields[0] == b"vw":
-                    self._parse_write(session, frame, fields, writes)
-                    continue
-                if writes:
-                    await self._write(session, writes)
-                    writes = []
-                if len(fields) >= 2 and fields[0] == b"vr":
-                    await self._read(session, frame, fields[1:])
-                else:
-                    self._answer(frame.msg_id, codec.ILLEGAL_COMMAND)
-                continue
-            if writes:
-                await self._write(session, writes)
-                writes = []
-            if command == codec.PING:
-                self._answer(frame.msg_id, codec.OK)
-            elif command == codec.HARDWARE_SYNC:
-                fields = frame.fields()
-                if fields and fields[0] == b"vr":
-                    fields = fields[1:]
-                await self._read(session, frame, fields, everything=not fields)
-            elif command == codec.INTERNAL:
-                self._internal(frame)
-            elif command == codec.PROPERTY:
-                await self._property(session, frame)
-            else:
-                self._answer(frame.msg_id, codec.ILLEGAL_COMMAND)
-        if writes:
-            await self._write(session, writes)
+        if device is None:
+            self.session.refuse_login()
+            return
+        self.device = device
+        self.device_id = device.device_id
+        self._pins_generation = device.catalog.generation
+        self.session.accept_login(self.loop.time())
+        self.services.presence.attach(self)
 
-    def _datastream(self, session: DeviceSession, pin: bytes) -> Datastream | None:
+    def _datastream(self, device: DeviceSession, pin: bytes) -> Datastream | None:
         try:
             return self._pins[pin]
         except KeyError:
             pass
         try:
-            ds = session.by_pin(pin.decode("ascii"))
+            ds = device.by_pin(pin.decode("ascii"))
         except UnicodeDecodeError:
             ds = None
-        if len(self._pins) < 1024:
+        if len(self._pins) < MAX_PIN_CACHE:
             self._pins[pin] = ds
         return ds
 
-    def _parse_write(
-        self,
-        session: DeviceSession,
-        frame: codec.Frame,
-        fields: list[bytes],
-        writes: list[tuple[Datastream, Value, int]],
-    ) -> None:
-        ds = self._datastream(session, fields[1])
-        if ds is None:
-            self._answer(frame.msg_id, codec.ILLEGAL_COMMAND)
+    async def _write(self, request: Write) -> None:
+        """Store the values of one run of `vw` frames in one write, charged to the device's
+        rate limit."""
+        device = self.device
+        assert device is not None
+        session = self.session
+        datastream = self._datastream
+        points: list[tuple[Datastream, Value]] = []
+        ids: list[int] = []
+        for msg_id, pin, texts in request.values:
+            ds = datastream(device, pin)
+            if ds is None:
+                session.refuse(msg_id)
+                continue
+            try:
+                value = parse_text_value(ds, texts)
+            except DomainError:
+                session.refuse(msg_id)
+                continue
+            points.append((ds, value))
+            ids.append(msg_id)
+        admitted = device.admit(len(points))
+        if admitted < len(points):
+            session.quota_exceeded(ids[admitted], self.loop.time())
+            del points[admitted:]
+        if not points:
             return
+        self._send_queued()  # refusals go out before the write is awaited
         try:
-            value = parse_text_value(ds, [f.decode() for f in fields[2:]])
-        except (DomainError, UnicodeDecodeError):
-            self._answer(frame.msg_id, codec.ILLEGAL_COMMAND)
-            return
-        writes.append((ds, value, frame.msg_id))
-
-    async def _write(
-        self, session: DeviceSession, writes: list[tuple[Datastream, Value, int]]
-    ) -> None:
-        """Store the values of one read in one write, charged to the device's rate limit."""
-        admitted = session.admit(len(writes))
-        if admitted < len(writes):
-            self._warn_quota(writes[admitted][2])
-        if not admitted:
-            return
-        try:
-            await session.write([(ds, value) for ds, value, _ in writes[:admitted]])
+            await device.write(points)
         except StoreUnavailable as exc:
-            log.warning("hardware device %s: values not stored: %s", session.device_id, exc)
+            log.warning("hardware device %s: values not stored: %s", self.device_id, exc)
 
-    def _warn_quota(self, msg_id: int) -> None:
-        now = self.loop.time()
-        if now - self._quota_warned >= QUOTA_WARN_PERIOD:
-            self._quota_warned = now
-            self._answer(msg_id, codec.QUOTA_LIMIT)
-
-    async def _read(
-        self,
-        session: DeviceSession,
-        frame: codec.Frame,
-        pins: Sequence[bytes],
-        everything: bool = False,
-    ) -> None:
+    async def _read(self, request: Read) -> None:
         """Answer a `vr` or a sync with one HARDWARE `vw` per requested pin that has a value."""
+        device = self.device
+        assert device is not None
+        self._send_queued()
         wanted = None
-        if not everything:
-            wanted = [ds for p in pins if (ds := self._datastream(session, p)) is not None]
+        if request.pins is not None:
+            wanted = [ds for p in request.pins if (ds := self._datastream(device, p)) is not None]
             if not wanted:
                 return
         try:
-            found = await session.read(wanted)
+            found = await device.read(wanted)
         except StoreUnavailable as exc:
-            log.warning("hardware device %s: cannot read values: %s", session.device_id, exc)
+            log.warning("hardware device %s: cannot read values: %s", self.device_id, exc)
             return
         for ds, value in found:
-            texts = [str(v) for v in value] if isinstance(value, list) else [to_text(value)]
-            self._send(codec.hardware_write(frame.msg_id, codec.bare_pin(ds.pin), texts))
+            self._send_value(ds.pin, texts_of(value), request.msg_id)
 
-    def _internal(self, frame: codec.Frame) -> None:
-        fields = frame.fields()
-        if fields and fields[0] == b"rtc":
-            self._send(codec.message(codec.INTERNAL, frame.msg_id, ("rtc", str(int(time.time())))))
-            return
-        info = codec.key_values(fields)
-        self._configure(info)
-        if info and not self._classified:
-            self._classified = True
-            self.client = classify(info)
-        if not self._gate_open:
-            assert self._transport is not None
-            # The answer must be the very next frame the device sees: it bypasses the queue.
-            self._transport.write(codec.response(frame.msg_id, codec.OK))
-            self._open_gate(after_frame=True)
-        else:
-            self._answer(frame.msg_id, codec.OK)
-
-    def _configure(self, info: dict[str, str]) -> None:
-        beat = info.get("h-beat", "")
-        if beat.isdigit() and MIN_HEARTBEAT <= int(beat) <= MAX_HEARTBEAT:
-            self._heartbeat = float(int(beat))
-            self._arm_heartbeat()
-        size = info.get("buff-in", "")
-        if size.isdigit() and int(size) >= MIN_BUFFER:
-            self._buffer = min(int(size), codec.HEADER_SIZE + codec.MAX_BODY + 1)
-            self._decoder.max_body = min(max(self._buffer, codec.DEFAULT_BUFFER), codec.MAX_BODY)
-
-    async def _property(self, session: DeviceSession, frame: codec.Frame) -> None:
-        fields = frame.fields()
-        ds = self._datastream(session, fields[0]) if len(fields) >= 3 else None
+    async def _property(self, request: SetProperty) -> None:
+        device = self.device
+        assert device is not None
+        ds = self._datastream(device, request.pin)
         if ds is None:
-            self._answer(frame.msg_id, codec.ILLEGAL_COMMAND)
+            self.session.refuse(request.msg_id)
             return
+        self._send_queued()
         try:
-            name = fields[1].decode()
-            texts = [f.decode() for f in fields[2:]]
-            value = texts[0] if len(texts) == 1 else orjson.dumps(texts).decode()
-            await session.set_properties(ds, [(name, value)])
+            await device.set_properties(ds, [(request.name, request.value)])
         except RateLimited:
-            self._warn_quota(frame.msg_id)
-        except (DomainError, UnicodeDecodeError):
-            self._answer(frame.msg_id, codec.ILLEGAL_COMMAND)
+            self.session.quota_exceeded(request.msg_id, self.loop.time())
+        except DomainError:
+            self.session.refuse(request.msg_id)
         except StoreUnavailable as exc:
-            log.warning("hardware device %s: property not stored: %s", session.device_id, exc)
+            log.warning("hardware device %s: property not stored: %s", self.device_id, exc)
 
-    # writing ------------------------------------------------------------------------------
-    def _answer(self, msg_id: int, status: int) -> None:
-        self._send(codec.response(msg_id, status))
-
-    def _send(self, frame: bytes) -> None:
-        """Queue a frame for the device: sent in order, as its kind of client can take them."""
-        if self._closing:
-            return
-        if len(frame) >= self._buffer:
+    def _send_value(self, pin: str, texts: list[str], msg_id: int | None = None) -> None:
+        if not self.session.send_value(pin, texts, msg_id) and not self.session.closed:
             log.debug("hardware device %s: frame too large for its buffer", self.device_id)
-            return
-        self._outbox.append(frame)
-        if len(self._outbox) > MAX_OUTBOX:
-            log.warning("hardware device %s: not reading its downlink; closing", self.device_id)
-            self.close()
-            return
-        self._pump()
-
-    def _open_gate(self, after_frame: bool = False) -> None:
-        if self._gate_open:
-            return
-        self._gate_open = True
-        if self._grace is not None:
-            self._grace.cancel()
-            self._grace = None
-        if after_frame:
-            self._after_send()
-        self._pump()
-
-    def _pump(self) -> None:
-        transport = self._transport
-        outbox = self._outbox
-        if transport is None or not self._gate_open:
-            return
-        while outbox and not self._closing and not self._write_paused and not self._barrier:
-            if self.client is Client.FRAMED:
-                transport.write(b"".join(outbox))
-                outbox.clear()
-                return
-            if self.client is Client.UNKNOWN:
-                now = self.loop.time()
-                if now < self._next_send:
-                    if self._pace is None:
-                        self._pace = self.loop.call_at(self._next_send, self._paced)
-                    return
-            transport.write(outbox.popleft())
-            self._after_send()
-
-    def _paced(self) -> None:
-        self._pace = None
-        self._pump()
-
-    def _after_send(self) -> None:
-        if self.client is Client.ONE_PER_READ:
-            self._barrier = True
-            self._barrier_started = self.loop.time()
-            self._barrier_attempt = 0
-            self._barrier_timer = self.loop.call_later(BARRIER_DELAY, self._barrier_ping)
-        elif self.client is Client.UNKNOWN:
-            self._next_send = self.loop.time() + PACING_GAP
-
-    def _barrier_ping(self) -> None:
-        self._barrier_timer = None
-        if self._closing or not self._barrier:
-            return
-        waited = self.loop.time() - self._barrier_started
-        if waited >= (BARRIER_GIVE_UP if self._barrier_answered else BARRIER_PROBATION):
-            self._ping_ids.clear()
-            self._barrier = False
-            if not self._barrier_answered:
-                log.info("hardware device %s: no answer to PING; pacing", self.device_id)
-                self.client = Client.UNKNOWN
-            self._after_send_fallback()
-            return
-        if self._write_paused:
-            self._ping_on_drain = True
-            return
-        assert self._transport is not None
-        # Earlier PINGs of this barrier stay valid: over TLS a PING can wait in the device's
-        # TLS buffer, unread, until the next record arrives and is then answered late.
-        ping_id = self._ids.next()
-        self._ping_ids.add(ping_id)
-        self._transport.write(codec.ping(ping_id))
-        delay = min(BARRIER_RETRY_FIRST * 2**self._barrier_attempt, BARRIER_RETRY_MAX)
-        self._barrier_attempt += 1
-        self._barrier_timer = self.loop.call_later(delay, self._barrier_ping)
-
-    def _after_send_fallback(self) -> None:
-        self._next_send = self.loop.time() + PACING_GAP
-        self._pump()
-
-    def _on_response(self, frame: codec.Frame) -> None:
-        if self._barrier and frame.msg_id in self._ping_ids:
-            self._barrier_answered = True
-            self._barrier = False
-            self._ping_ids.clear()
-            if self._barrier_timer is not None:
-                self._barrier_timer.cancel()
-                self._barrier_timer = None
-            self._pump()

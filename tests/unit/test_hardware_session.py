@@ -1,0 +1,651 @@
+"""The hardware protocol's session state machine, without sockets or clocks: bytes and explicit
+times in, requests and bytes out."""
+
+from __future__ import annotations
+
+import pytest
+
+from pinbase.devices.hardware import codec as codec
+from pinbase.devices.hardware.session import (
+    BARRIER_DELAY,
+    BARRIER_GIVE_UP,
+    BARRIER_PROBATION,
+    BARRIER_RETRY_FIRST,
+    BARRIER_RETRY_MAX,
+    HANDSHAKE_GRACE,
+    LOGIN_TIMEOUT,
+    MAX_OUTBOX,
+    PACING_GAP,
+    QUOTA_WARN_PERIOD,
+    Client,
+    CloseReason,
+    HardwareSession,
+    Login,
+    Read,
+    Request,
+    Rtc,
+    SetProperty,
+    State,
+    Write,
+    classify,
+)
+
+T0 = 1000.0
+HEARTBEAT = 10.0
+TOKEN = "t" * 32
+RESPONSE, PING, HARDWARE, INTERNAL, PROPERTY = (
+    codec.RESPONSE,
+    codec.PING,
+    codec.HARDWARE,
+    codec.INTERNAL,
+    codec.PROPERTY,
+)
+OK, QUOTA_LIMIT, ILLEGAL, INVALID_TOKEN = (
+    codec.OK,
+    codec.QUOTA_LIMIT,
+    codec.ILLEGAL_COMMAND,
+    codec.INVALID_TOKEN,
+)
+ARDUINO = ("ver", "1.3.2", "h-beat", "45", "buff-in", "1024", "dev", "ESP32", "build", "x")
+BLYNKLIB = ("ver", "0.2.6", "buff-in", "1024", "h-beat", "10", "dev", "python")
+OTHER = ("ver", "1.0", "dev", "linux")
+
+Sent = tuple[int, int, "int | list[str]"]
+
+
+def frame(command: int, msg_id: int, *fields: str | bytes) -> bytes:
+    return codec.message(command, msg_id, fields)
+
+
+def frames_of(data: bytes) -> list[Sent]:
+    """Bytes the session sent, as (command, msg_id, status or text fields)."""
+    decoded = codec.FrameDecoder(codec.MAX_BODY).feed(data)
+    return [
+        (
+            f.command,
+            f.msg_id,
+            f.status if f.command == RESPONSE else [x.decode() for x in f.fields()],
+        )
+        for f in decoded
+    ]
+
+
+class Device:
+    """The far end of one session, with a hand-driven clock."""
+
+    def __init__(self, heartbeat: float = HEARTBEAT) -> None:
+        self.now = T0
+        self.session = HardwareSession(heartbeat, self.now)
+
+    def send(self, *frames: bytes) -> bool:
+        return self.session.receive_data(b"".join(frames), self.now)
+
+    def request(self) -> Request | None:
+        return self.session.next_request(self.now)
+
+    def requests(self) -> list[Request]:
+        """Every request the received frames become (none of them answered)."""
+        found = []
+        while (request := self.request()) is not None:
+            found.append(request)
+        assert not self.session.pending or self.session.state is State.AUTHENTICATING
+        return found
+
+    def received(self) -> list[Sent]:
+        return frames_of(self.session.data_to_send(self.now))
+
+    def at(self, now: float) -> list[Sent]:
+        """Move the clock to `now`, fire the timer, and take what may be sent then."""
+        self.now = now
+        self.session.on_timer(now)
+        return self.received()
+
+    def login(self, *info: str) -> HardwareSession:
+        self.send(frame(codec.LOGIN, 1, TOKEN))
+        assert self.request() == Login(1, TOKEN)
+        self.session.accept_login(self.now)
+        assert self.received() == [(RESPONSE, 1, OK)]
+        if info:
+            self.send(frame(INTERNAL, 2, *info))
+            assert self.requests() == []
+            assert self.received()[0] == (RESPONSE, 2, OK)
+        return self.session
+
+
+def logged_in(*info: str) -> Device:
+    device = Device()
+    device.login(*info)
+    return device
+
+
+def framed() -> Device:
+    return logged_in(*ARDUINO)
+
+
+# login ------------------------------------------------------------------------------------
+def test_login_accepted() -> None:
+    device = Device()
+    assert device.session.state is State.LOGIN
+    assert device.send(frame(codec.LOGIN, 7, TOKEN))
+    assert device.request() == Login(7, TOKEN)
+    assert device.session.state is State.AUTHENTICATING
+    assert device.request() is None  # frames wait for the answer
+    device.session.accept_login(device.now)
+    assert device.session.state is State.ACTIVE
+    assert device.received() == [(RESPONSE, 7, OK)]
+
+
+def test_hw_login_is_a_login_too() -> None:
+    device = Device()
+    device.send(frame(codec.HW_LOGIN, 3, TOKEN))
+    assert device.request() == Login(3, TOKEN)
+
+
+def test_login_without_a_readable_token_asks_with_an_empty_one() -> None:
+    device = Device()
+    device.send(frame(codec.LOGIN, 1, b"\xff\xfe"))
+    assert device.request() == Login(1, "")
+
+
+def test_login_refused_is_answered_9_and_closes() -> None:
+    device = Device()
+    device.send(frame(codec.LOGIN, 4, TOKEN), frame(PING, 5))
+    assert isinstance(device.request(), Login)
+    device.session.refuse_login()
+    assert device.session.closed and device.session.close_reason is CloseReason.INVALID_TOKEN
+    assert device.received() == [(RESPONSE, 4, INVALID_TOKEN)]
+    assert device.request() is None
+    assert device.session.next_deadline() is None
+
+
+def test_frames_after_the_login_follow_once_it_is_accepted() -> None:
+    device = Device()
+    device.send(frame(codec.LOGIN, 1, TOKEN), frame(PING, 2), codec.response(3, OK))
+    assert isinstance(device.request(), Login)
+    device.send(frame(HARDWARE, 4, "vw", "1", "5"))
+    device.session.accept_login(device.now)
+    assert device.requests() == [Write([(4, b"1", ["5"])])]
+    assert device.received() == [(RESPONSE, 1, OK), (RESPONSE, 2, OK)]
+
+
+def test_no_login_within_the_timeout_closes() -> None:
+    device = Device()
+    assert device.session.next_deadline() == T0 + LOGIN_TIMEOUT
+    device.at(T0 + LOGIN_TIMEOUT - 0.001)
+    assert not device.session.closed
+    device.at(T0 + LOGIN_TIMEOUT)
+    assert device.session.close_reason is CloseReason.LOGIN_TIMEOUT
+
+
+def test_a_login_still_being_checked_times_out_too() -> None:
+    device = Device()
+    device.send(frame(codec.LOGIN, 1, TOKEN))
+    assert isinstance(device.request(), Login)
+    device.at(T0 + LOGIN_TIMEOUT)
+    assert device.session.close_reason is CloseReason.LOGIN_TIMEOUT
+    device.session.accept_login(device.now)  # too late: ignored
+    assert device.received() == []
+
+
+def test_first_frame_must_be_a_login() -> None:
+    device = Device()
+    device.send(frame(PING, 1), frame(codec.LOGIN, 2, TOKEN))
+    assert device.request() is None
+    assert device.session.close_reason is CloseReason.NOT_LOGIN
+    assert device.session.close_detail == f"command {PING}"
+    assert device.received() == []
+
+
+def test_a_second_login_is_illegal() -> None:
+    device = logged_in()
+    device.send(frame(codec.LOGIN, 9, TOKEN))
+    assert device.requests() == []
+    assert device.received() == [(RESPONSE, 9, ILLEGAL)]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        frame(PING, 0),
+        codec.HEADER.pack(HARDWARE, 9, 60_000) + b"vw\x001\x00",
+    ],
+    ids=["message id 0", "body above the limit"],
+)
+def test_a_malformed_frame_closes(data: bytes) -> None:
+    device = logged_in()
+    assert not device.send(data)
+    assert device.session.close_reason is CloseReason.MALFORMED
+    assert device.session.close_detail
+    assert not device.send(frame(PING, 3))  # nothing more is read
+
+
+def test_a_body_above_the_default_buffer_closes_before_login() -> None:
+    device = Device()
+    device.send(frame(codec.LOGIN, 1, "x" * 1025))
+    assert device.session.close_reason is CloseReason.MALFORMED
+
+
+# what the device sends ----------------------------------------------------------------------
+def test_writes_of_one_read_become_one_request_per_pin_spelling() -> None:
+    device = logged_in()
+    device.send(
+        frame(HARDWARE, 10, "vw", "1", "21.5"),
+        frame(HARDWARE, 11, "vw", "V2", "40"),
+        frame(HARDWARE, 12, "vw", "v3", "héllo"),
+        frame(HARDWARE, 13, "vw", "4", "24.5", "-13.25"),
+    )
+    assert device.requests() == [
+        Write(
+            [
+                (10, b"1", ["21.5"]),
+                (11, b"V2", ["40"]),
+                (12, b"v3", ["héllo"]),
+                (13, b"4", ["24.5", "-13.25"]),
+            ]
+        )
+    ]
+    assert device.received() == []  # writes are not acknowledged
+
+
+def test_other_frames_end_a_run_of_writes_and_wait_for_it() -> None:
+    device = logged_in()
+    device.send(
+        frame(HARDWARE, 10, "vw", "1", "1"),
+        frame(PING, 11),
+        frame(HARDWARE, 12, "vw", "1", "2"),
+        frame(HARDWARE, 13, "vr", "1"),
+    )
+    assert device.request() == Write([(10, b"1", ["1"])])
+    assert device.received() == []  # the PING is answered once the write is done
+    assert device.request() == Write([(12, b"1", ["2"])])
+    assert device.received() == [(RESPONSE, 11, OK)]
+    assert device.request() == Read(13, [b"1"])
+    assert device.request() is None
+
+
+def test_frames_that_arrive_while_a_request_is_out_are_handled_next() -> None:
+    device = logged_in()
+    device.send(frame(HARDWARE, 10, "vw", "1", "1"))
+    assert device.request() == Write([(10, b"1", ["1"])])
+    assert not device.session.pending
+    device.send(frame(HARDWARE, 11, "vw", "1", "2"), frame(PING, 12))
+    assert device.session.pending
+    assert device.requests() == [Write([(11, b"1", ["2"])])]
+    assert device.received() == [(RESPONSE, 12, OK)]
+
+
+def test_a_write_that_cannot_be_stored_is_illegal_with_its_id() -> None:
+    device = framed()
+    device.send(
+        frame(HARDWARE, 50, "vw", "2", "5"),
+        frame(HARDWARE, 51, "vw", "2", b"\xff"),  # not UTF-8: refused by the session
+        frame(HARDWARE, 52, "vw", "9", "1"),
+    )
+    request = device.request()
+    assert request == Write([(50, b"2", ["5"]), (52, b"9", ["1"])])
+    device.session.refuse(52)  # the app layer found no datastream on V9
+    assert device.received() == [(RESPONSE, 51, ILLEGAL), (RESPONSE, 52, ILLEGAL)]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [("vw", "1"), ("vr",), ("dw", "13", "1"), ()],
+    ids=["vw without value", "vr without pin", "digital write", "empty"],
+)
+def test_other_hardware_commands_are_illegal(fields: tuple[str, ...]) -> None:
+    device = logged_in()
+    device.send(frame(HARDWARE, 20, *fields))
+    assert device.requests() == []
+    assert device.received() == [(RESPONSE, 20, ILLEGAL)]
+
+
+def test_unknown_commands_are_illegal_and_harmless() -> None:
+    device = framed()
+    device.send(frame(codec.NOTIFY, 21, "hello"), frame(PING, 22))
+    assert device.requests() == []
+    assert device.received() == [(RESPONSE, 21, ILLEGAL), (RESPONSE, 22, OK)]
+    assert not device.session.closed
+
+
+def test_quota_warning_at_most_once_per_period() -> None:
+    device = framed()
+    device.session.quota_exceeded(100, device.now)
+    device.session.quota_exceeded(101, device.now + 1)
+    assert device.received() == [(RESPONSE, 100, QUOTA_LIMIT)]
+    device.now = T0 + QUOTA_WARN_PERIOD - 0.001
+    device.session.quota_exceeded(102, device.now)
+    assert device.received() == []
+    device.now = T0 + QUOTA_WARN_PERIOD
+    device.session.quota_exceeded(103, device.now)
+    assert device.received() == [(RESPONSE, 103, QUOTA_LIMIT)]
+
+
+def test_vr_asks_for_pins_and_is_answered_with_bare_pins_and_its_id() -> None:
+    device = framed()
+    device.send(frame(HARDWARE, 30, "vr", "V1", "4", "v9"))
+    assert device.requests() == [Read(30, [b"V1", b"4", b"v9"])]
+    device.session.send_value("v1", ["19.5"], 30)
+    device.session.send_value("4", ["2.25", "48.5"], 30)
+    assert device.received() == [
+        (HARDWARE, 30, ["vw", "1", "19.5"]),
+        (HARDWARE, 30, ["vw", "4", "2.25", "48.5"]),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "pins"),
+    [((), None), (("vr",), None), (("vr", "2", "V3"), [b"2", b"V3"])],
+    ids=["empty", "vr", "vr pins"],
+)
+def test_sync(fields: tuple[str, ...], pins: list[bytes] | None) -> None:
+    device = logged_in()
+    device.send(frame(codec.HARDWARE_SYNC, 31, *fields))
+    assert device.requests() == [Read(31, pins)]
+
+
+def test_internal_rtc_is_answered_with_the_time_the_app_gives() -> None:
+    device = framed()
+    device.send(frame(INTERNAL, 40, "rtc"))
+    assert device.requests() == [Rtc(40)]
+    device.session.answer_rtc(40, 1_700_000_000)
+    assert device.received() == [(INTERNAL, 40, ["rtc", "1700000000"])]
+
+
+def test_device_property_request() -> None:
+    device = framed()
+    device.send(
+        frame(PROPERTY, 60, "1", "label", "Outside"),
+        frame(PROPERTY, 61, "V2", "labels", "low", "high"),
+        frame(PROPERTY, 62, "1", "label"),
+        frame(PROPERTY, 63, "1", b"\xff", "x"),
+    )
+    assert device.requests() == [
+        SetProperty(60, b"1", "label", "Outside"),
+        SetProperty(61, b"V2", "labels", '["low","high"]'),
+    ]
+    assert device.received() == [(RESPONSE, 62, ILLEGAL), (RESPONSE, 63, ILLEGAL)]
+
+
+def test_internal_info_sets_heartbeat_and_buffer() -> None:
+    device = logged_in("ver", "1.0", "h-beat", "20", "buff-in", "4096")
+    assert device.session.heartbeat_deadline == T0 + 1.5 * 20
+    body = "x" * 3000  # above the default limit of 1024, below the announced 4096
+    assert device.send(frame(HARDWARE, 3, "vw", "3", body))
+    assert device.requests() == [Write([(3, b"3", [body])])]
+
+
+@pytest.mark.parametrize("beat", ["0", "3601", "ten", "-5"])
+def test_heartbeat_out_of_range_is_ignored(beat: str) -> None:
+    device = logged_in("h-beat", beat)
+    assert device.session.heartbeat_deadline == T0 + 1.5 * HEARTBEAT
+
+
+def test_clients_are_told_apart_by_their_first_info() -> None:
+    assert classify(dict(zip(ARDUINO[::2], ARDUINO[1::2], strict=True))) is Client.FRAMED
+    assert classify(dict(zip(BLYNKLIB[::2], BLYNKLIB[1::2], strict=True))) is Client.ONE_PER_READ
+    assert classify({"dev": "esp32-mpython"}) is Client.ONE_PER_READ
+    assert classify({"ver": "1.0", "dev": "linux-py"}) is Client.UNKNOWN
+    device = logged_in(*ARDUINO)
+    assert device.session.client is Client.FRAMED
+    device.send(frame(INTERNAL, 3, *BLYNKLIB))  # later info does not reclassify
+    device.requests()
+    assert device.session.client is Client.FRAMED
+    assert device.received() == [(RESPONSE, 3, OK)]
+    assert logged_in().session.client is Client.UNKNOWN
+
+
+# heartbeat ----------------------------------------------------------------------------------
+def test_heartbeat_deadline_is_one_and_a_half_beats_after_the_last_bytes() -> None:
+    device = logged_in(*OTHER)
+    assert device.session.next_deadline() == T0 + 1.5 * HEARTBEAT
+    device.now = T0 + 4
+    device.send(frame(PING, 5)[:2])  # any bytes count, even part of a frame
+    assert device.session.next_deadline() == T0 + 4 + 1.5 * HEARTBEAT
+    device.at(T0 + 4 + 1.5 * HEARTBEAT - 0.001)
+    assert not device.session.closed
+    device.at(T0 + 4 + 1.5 * HEARTBEAT)
+    assert device.session.close_reason is CloseReason.HEARTBEAT
+
+
+def test_a_device_whose_frames_wait_for_the_server_is_not_silent() -> None:
+    device = logged_in(*OTHER)
+    device.send(frame(HARDWARE, 5, "vw", "1", "1"))
+    assert isinstance(device.request(), Write)  # the app layer is slow with it
+    device.at(T0 + 1.5 * HEARTBEAT)
+    assert not device.session.closed
+    assert device.session.next_deadline() == T0 + 3 * HEARTBEAT
+    assert device.request() is None  # done; silence counts from the last check
+    device.at(T0 + 3 * HEARTBEAT)
+    assert device.session.close_reason is CloseReason.HEARTBEAT
+
+
+# the downlink gate --------------------------------------------------------------------------
+def test_nothing_is_sent_between_login_and_the_internal_answer() -> None:
+    device = logged_in()
+    device.session.send_value("v2", ["12"])
+    assert device.received() == []
+    device.send(frame(INTERNAL, 2, *ARDUINO))
+    device.requests()
+    assert device.received() == [(RESPONSE, 2, OK), (HARDWARE, 1, ["vw", "2", "12"])]
+
+
+def test_the_first_other_frame_opens_the_gate() -> None:
+    device = logged_in()
+    device.session.send_value("v2", ["12"])
+    device.send(frame(PING, 2))
+    assert device.requests() == []
+    assert device.received() == [(HARDWARE, 1, ["vw", "2", "12"])]
+    assert device.at(T0 + PACING_GAP) == [(RESPONSE, 2, OK)]  # no INTERNAL: paced
+
+
+def test_internal_rtc_does_not_open_the_gate() -> None:
+    device = logged_in()
+    device.send(frame(INTERNAL, 2, "rtc"))
+    assert device.requests() == [Rtc(2)]
+    device.session.answer_rtc(2, 5)
+    assert device.received() == []
+
+
+def test_the_gate_opens_after_the_grace() -> None:
+    device = logged_in()
+    device.session.send_value("v2", ["12"])
+    assert device.session.next_deadline() == T0 + HANDSHAKE_GRACE
+    assert device.at(T0 + HANDSHAKE_GRACE - 0.001) == []
+    assert device.at(T0 + HANDSHAKE_GRACE) == [(HARDWARE, 1, ["vw", "2", "12"])]
+
+
+# kinds of clients ---------------------------------------------------------------------------
+def test_framed_client_gets_everything_at_once_including_properties() -> None:
+    device = framed()
+    session = device.session
+    session.send_value("v1", ["1"])
+    assert session.send_property("v1", "color", "#00FF00")
+    session.send_value("v2", ["2", "3"])
+    assert device.received() == [
+        (HARDWARE, 1, ["vw", "1", "1"]),
+        (PROPERTY, 2, ["1", "color", "#00FF00"]),
+        (HARDWARE, 3, ["vw", "2", "2", "3"]),
+    ]
+    assert session.next_deadline() == T0 + 1.5 * 45  # nothing else to time
+
+
+def test_unknown_client_is_paced_and_gets_no_properties() -> None:
+    device = logged_in(*OTHER)
+    session = device.session
+    assert not session.send_property("v1", "color", "#00FF00")
+    for i in range(3):
+        session.send_value("v2", [str(i)])
+    # the INTERNAL answer went out at T0: the next frame waits for the gap
+    assert device.received() == []
+    assert session.next_deadline() == pytest.approx(T0 + PACING_GAP)
+    assert device.at(T0 + PACING_GAP) == [(HARDWARE, 1, ["vw", "2", "0"])]
+    assert device.at(T0 + PACING_GAP * 1.5) == []
+    assert session.next_deadline() == pytest.approx(T0 + 2 * PACING_GAP)
+    assert device.at(T0 + 2 * PACING_GAP) == [(HARDWARE, 2, ["vw", "2", "1"])]
+    assert device.at(T0 + 3 * PACING_GAP) == [(HARDWARE, 3, ["vw", "2", "2"])]
+    assert session.next_deadline() == T0 + 1.5 * HEARTBEAT
+
+
+def test_a_frame_after_an_idle_spell_leaves_at_once() -> None:
+    device = logged_in(*OTHER)
+    device.now = T0 + 1
+    device.session.send_value("v2", ["1"])
+    assert device.received() == [(HARDWARE, 1, ["vw", "2", "1"])]
+
+
+def blynklib() -> Device:
+    """A ONE_PER_READ device whose INTERNAL answer just went out (its barrier is up)."""
+    device = Device()
+    device.login()
+    device.send(frame(INTERNAL, 2, *BLYNKLIB))
+    assert device.requests() == []
+    assert device.received() == [(RESPONSE, 2, OK)]
+    assert device.session.client is Client.ONE_PER_READ
+    return device
+
+
+def test_one_per_read_client_sends_the_next_frame_only_after_the_pong() -> None:
+    device = blynklib()
+    session = device.session
+    session.send_value("v2", ["1"])
+    session.send_value("v2", ["2"])
+    assert not session.send_property("v2", "color", "#FFFFFF")
+    assert device.received() == []  # the barrier of the INTERNAL answer
+    assert not session.has_output
+    assert session.next_deadline() == pytest.approx(T0 + BARRIER_DELAY)
+    assert device.at(T0 + BARRIER_DELAY) == [(PING, 3, [])]
+    device.now = T0 + 0.002
+    device.send(codec.response(3, OK))
+    assert session.has_output
+    assert device.received() == [(HARDWARE, 1, ["vw", "2", "1"])]
+    assert device.at(device.now + BARRIER_DELAY) == [(PING, 4, [])]
+    device.send(codec.response(4, OK))
+    assert device.received() == [(HARDWARE, 2, ["vw", "2", "2"])]
+
+
+def test_the_barrier_completes_while_the_app_layer_is_busy() -> None:
+    device = blynklib()
+    device.send(frame(HARDWARE, 5, "vw", "1", "1"))
+    assert isinstance(device.request(), Write)
+    device.session.send_value("v2", ["1"])
+    assert device.at(T0 + BARRIER_DELAY) == [(PING, 2, [])]
+    device.send(codec.response(2, OK))  # PONG while the write is out
+    assert device.received() == [(HARDWARE, 1, ["vw", "2", "1"])]
+
+
+def test_an_answer_to_an_earlier_ping_of_the_barrier_counts() -> None:
+    device = blynklib()
+    device.session.send_value("v2", ["1"])
+    assert device.at(T0 + BARRIER_DELAY) == [(PING, 2, [])]
+    assert device.at(T0 + BARRIER_DELAY + BARRIER_RETRY_FIRST) == [(PING, 3, [])]
+    device.send(codec.response(2, OK))
+    assert device.received() == [(HARDWARE, 1, ["vw", "2", "1"])]
+
+
+def test_barrier_pings_are_retried_at_doubling_intervals_up_to_the_maximum() -> None:
+    device = blynklib()
+    device.session.send_value("v2", ["1"])
+    t = T0 + BARRIER_DELAY
+    pings = []
+    delays = []
+    while t < T0 + 2.0:
+        pings += device.at(t)
+        deadline = device.session.next_deadline()
+        assert deadline is not None
+        delays.append(round(deadline - t, 6))
+        t = deadline
+    assert all(command == PING for command, _, _ in pings)
+    assert delays[:6] == [0.01, 0.02, 0.04, 0.08, 0.16, BARRIER_RETRY_MAX]
+    assert set(delays[5:]) == {BARRIER_RETRY_MAX}
+
+
+def test_a_device_that_never_answers_is_paced_after_the_probation() -> None:
+    device = blynklib()
+    session = device.session
+    session.send_value("v2", ["1"])
+    session.send_value("v2", ["2"])
+    t = T0 + BARRIER_DELAY
+    while t < T0 + BARRIER_PROBATION:
+        assert all(command == PING for command, _, _ in device.at(t))
+        deadline = session.next_deadline()
+        assert deadline is not None
+        t = deadline
+    device.at(t)  # the first deadline past the probation
+    assert session.client is Client.UNKNOWN
+    start = device.now
+    assert device.received() == []  # the pacing gap first
+    assert device.at(start + PACING_GAP) == [(HARDWARE, 1, ["vw", "2", "1"])]
+    assert device.at(start + 2 * PACING_GAP) == [(HARDWARE, 2, ["vw", "2", "2"])]
+
+
+def test_a_device_that_answered_before_is_waited_for_up_to_the_give_up() -> None:
+    device = blynklib()
+    session = device.session
+    assert device.at(T0 + BARRIER_DELAY) == [(PING, 1, [])]
+    device.send(codec.response(1, OK))  # it answers: no probation from now on
+    device.now = T0 + 1
+    session.send_value("v2", ["1"])
+    session.send_value("v2", ["2"])
+    assert device.received() == [(HARDWARE, 2, ["vw", "2", "1"])]
+    start = device.now
+    assert device.at(start + BARRIER_PROBATION) == [(PING, 4, [])]
+    assert session.client is Client.ONE_PER_READ
+    assert device.at(start + BARRIER_GIVE_UP) == [(HARDWARE, 3, ["vw", "2", "2"])]
+    assert session.client is Client.ONE_PER_READ
+
+
+def test_a_barrier_ping_waits_while_the_socket_takes_no_more() -> None:
+    device = blynklib()
+    session = device.session
+    session.send_value("v2", ["1"])
+    session.pause_writing()
+    assert device.at(T0 + BARRIER_DELAY) == []
+    assert session.next_deadline() == T0 + 1.5 * HEARTBEAT
+    device.now = T0 + 0.5
+    session.resume_writing(device.now)
+    assert session.next_deadline() == pytest.approx(T0 + 0.5 + BARRIER_DELAY)
+    assert device.at(T0 + 0.5 + BARRIER_DELAY) == [(PING, 2, [])]
+
+
+def test_queued_frames_wait_while_the_socket_takes_no_more() -> None:
+    device = framed()
+    session = device.session
+    session.pause_writing()
+    session.send_value("v2", ["1"])
+    assert device.received() == []
+    session.resume_writing(device.now)
+    assert device.received() == [(HARDWARE, 1, ["vw", "2", "1"])]
+
+
+# limits -----------------------------------------------------------------------------------
+def test_frames_too_large_for_the_device_buffer_are_dropped() -> None:
+    device = logged_in("ver", "1.0", "buff-in", "64", "build", "x")
+    session = device.session
+    assert not session.send_value("v3", ["x" * 54])  # 5 + "vw\0" "3\0" 5 + 54 = 64: too big
+    assert session.send_value("v3", ["y" * 53])
+    assert device.received() == [(HARDWARE, 2, ["vw", "3", "y" * 53])]  # id 1 was used up
+
+
+def test_a_device_that_stops_reading_is_closed_at_max_outbox() -> None:
+    device = framed()
+    session = device.session
+    session.pause_writing()
+    for i in range(MAX_OUTBOX):
+        assert session.send_value("v2", [str(i)])
+    assert not session.closed
+    assert not session.send_value("v2", ["one more"])
+    assert session.close_reason is CloseReason.OUTBOX_FULL
+    session.resume_writing(device.now)
+    assert device.received() == []
+
+
+def test_a_closed_session_takes_and_sends_nothing() -> None:
+    device = framed()
+    session = device.session
+    session.close()
+    assert session.close_reason is CloseReason.LOCAL
+    assert not device.send(frame(PING, 5))
+    assert device.request() is None
+    assert not session.send_value("v2", ["1"])
+    assert device.received() == []
+    assert session.next_deadline() is None
