@@ -643,7 +643,7 @@ def test_stopping_the_server_closes_device_connections(
 
 
 def test_clients_are_told_apart_by_their_info() -> None:
-    from pinbase.devices.hardware.transport import Client, classify
+    from pinbase.devices.hardware.session import Client, classify
 
     def info(*pairs: str) -> dict[str, str]:
         return dict(zip(pairs[::2], pairs[1::2], strict=True))

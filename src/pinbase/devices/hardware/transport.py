@@ -39,9 +39,6 @@ from typing import cast
 
 from pinbase.app.device_session import DeviceSession, RateLimited
 from pinbase.app.services import Services
-
-# Client and classify are re-exported: the end-to-end tests import them from here.
-from pinbase.devices.hardware.session import Client as Client
 from pinbase.devices.hardware.session import (
     CloseReason,
     HardwareSession,
@@ -53,7 +50,6 @@ from pinbase.devices.hardware.session import (
     State,
     Write,
 )
-from pinbase.devices.hardware.session import classify as classify
 from pinbase.domain.errors import DomainError
 from pinbase.domain.model import Datastream
 from pinbase.domain.values import Value, parse_text_value, to_text
