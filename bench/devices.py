@@ -52,7 +52,7 @@ from typing import Any
 import httpx
 
 from common import CLIENT, DEVICES, ROOT, batch_rows, batch_update, fleet, rss_kib, timed
-from pinbase.cli.main import apply_document
+from pinbase.app.provisioning import apply_to_database
 from pinbase.config import database_url
 from pinbase.devices.hardware import codec as hw
 from pinbase.devices.mqtt import codec as mq
@@ -669,7 +669,7 @@ def main() -> None:
     }
     try:
         clean = work / "clean"
-        asyncio.run(apply_document(database_url(clean, None), device_fleet()))
+        asyncio.run(apply_to_database(database_url(clean, None), device_fleet()))
         data = {name: work / name for name in ("uplink", "tcp", "mqtt")}
         for path in data.values():
             shutil.copytree(clean, path)

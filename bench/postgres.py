@@ -50,7 +50,7 @@ from common import (
     timed,
     wrk_command,
 )
-from pinbase.cli.main import apply_document
+from pinbase.app.provisioning import apply_to_database
 from pinbase.store.postgres.schema import ensure_partition, migrate, month_of
 
 ROWS = 10_000
@@ -366,7 +366,7 @@ def ingest_rate(
 def sqlite_single_update_rps(work: Path) -> int:
     """The same single-value ingest against one SQLite-backed server, for comparison."""
     data_dir = work / "sqlite"
-    asyncio.run(apply_document(f"sqlite:///{data_dir / 'pinbase.db'}", fleet()))
+    asyncio.run(apply_to_database(f"sqlite:///{data_dir / 'pinbase.db'}", fleet()))
     server = Server(free_port(), "--data-dir", str(data_dir), log=work / "servers.log")
     try:
         http = login(server)
@@ -514,7 +514,7 @@ def main() -> None:
             results["machine"].update(asyncio.run(server_facts(admin)))
             with database(admin, f"pinbase_bench_{secrets.token_hex(4)}") as url:
                 start = time.perf_counter()
-                asyncio.run(apply_document(url, fleet()))
+                asyncio.run(apply_to_database(url, fleet()))
                 results["provision_10k_devices_s"] = round(time.perf_counter() - start, 2)
                 results.update(asyncio.run(seed_history(url)))
                 print(f"seeded: {json.dumps(results)}", flush=True)

@@ -36,7 +36,7 @@ from common import (
     timed,
     wrk,
 )
-from pinbase.cli.main import apply_document
+from pinbase.app.provisioning import apply_to_database
 from pinbase.config import database_url
 from pinbase.store.sqlite.schema import migrate
 
@@ -161,7 +161,7 @@ def main() -> None:
     try:
         url = database_url(data_dir, None)
         start = time.perf_counter()
-        asyncio.run(apply_document(url, fleet()))
+        asyncio.run(apply_to_database(url, fleet()))
         results["provision_10k_devices_s"] = round(time.perf_counter() - start, 2)
         seed_history(data_dir / "pinbase.db")
 
