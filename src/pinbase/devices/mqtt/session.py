@@ -55,7 +55,8 @@ How the machine is driven:
 - Everything the session answers by itself (PUBACK, PINGRESP, SUBACK, UNSUBACK, diagnostics) is
   held until the requests before it are done: the caller reports each with `done(request,
   now)`, in order, once its writes are durable. So a PUBACK (or PINGRESP) follows every write
-  its packet came after, and answers keep the order of what they answer.
+  its packet came after, and answers keep the order of what they answer. A subscription
+  counts from the moment its SUBSCRIBE is read (MQTT lets a server publish before the SUBACK).
 - `publish_value` / `publish_property` (downlink, honouring subscriptions and granted QoS, with
   packet ids 1..65535 that wrap), `diag` (rate limited) and the CONNACKs queue bytes at once;
   `data_to_send()` takes whatever is ready, in order.
