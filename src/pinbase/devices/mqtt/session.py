@@ -227,7 +227,7 @@ class MqttSession(Generic[D]):
         self.datastreams: Mapping[str, D] = {}
         """Label -> datastream of the logged-in device; the caller keeps it current."""
         self.keep_alive = 0
-        """The keep-alive in force, seconds (0 until connected)."""
+        """The keep-alive in force, seconds (0 until the CONNECT)."""
         self._decoder = Decoder()
         self._deadline: float | None = now + CONNECT_TIMEOUT
         self._timeout = 0.0
