@@ -68,8 +68,11 @@ class Connect:
     will_retain: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Publish:
+    """Not frozen, unlike the other packets: one is made per value a device sends, and a frozen
+    dataclass takes several times as long to construct."""
+
     topic: str
     payload: bytes
     qos: int = 0

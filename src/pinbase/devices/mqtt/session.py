@@ -1,0 +1,516 @@
+"""One MQTT device connection as a sans-IO state machine: bytes and time in, requests and bytes
+out (in the manner of h11's `Connection`). Nothing here touches a socket, an event loop or a
+clock: whatever needs the time takes `now`, in monotonic seconds. `transport` moves the bytes,
+enforces the deadlines and performs the requests with the app layer.
+
+The protocol, as a device sees it:
+
+- CONNECT with user name `device` and the device's auth token as password; anything else is
+  CONNACK 4 (bad user name or password) and the connection is closed. A protocol level other
+  than 4 (MQTT 3.1.1) is CONNACK 1; an empty client id without a clean session is CONNACK 2.
+  Sessions are always clean: CONNACK says no session is present, and nothing survives a
+  connection (no queued QoS 1 messages, no subscriptions, no will message: devices are not
+  routed to each other). A first packet other than CONNECT, a second CONNECT, or no CONNECT
+  within `CONNECT_TIMEOUT` seconds closes the connection (a second CONNECT once the packets
+  before it are handled).
+- One connection per device: a new CONNECT with the same token closes the older connection.
+  The end of the TCP connection, whether or not a DISCONNECT came first, marks the device
+  offline. A connection silent for 1.5 x its keep-alive is closed (a keep-alive of 0, "off",
+  or above 10 minutes counts as 10 minutes, so that a device that vanished is seen offline);
+  the time the server spends on what the device sent does not count as silence.
+- Uplink topics, datastreams named by label: `ds/<label>` (payload = the value as text; parts
+  of a multi-part value such as a location are separated by NUL or, for a location, a comma),
+  `batch_ds` (JSON object label -> JSON value), `ds/<label>/timestamped_batch`
+  (`[[ts_ms, value], ...]`, at most 10,000 points; points more than a month in the future
+  are skipped, as on every interface (`Ingest.import_points`); one bad point refuses the
+  whole batch; charged as one import request against the per-device import limit),
+  `ds/<label>/prop/<property>` (widget property),
+  `get/ds` (comma-separated labels) and `get/ds/all` (answered on `downlink/ds/<label>` for
+  every requested datastream that has a value). Blynk's `ds/<label>/erase` is not supported
+  (told on `downlink/diag`); other topics (`info/mcu`, ...) are ignored.
+- Every PUBLISH at QoS 0 or 1 goes through the one write path; a QoS 1 PUBACK is sent only once
+  the write is durable, and PUBACKs keep the order of their PUBLISHes. QoS 2 closes the
+  connection. The retain flag is ignored.
+- What cannot be stored is dropped, and QoS 1 PUBLISHes are still acknowledged (an MQTT 3.1.1
+  PUBACK cannot refuse): mismatched values, unknown labels, bad properties and values beyond the
+  device's rate limit (`DeviceSession.admit`). The device is told on `downlink/diag`, the topic
+  Blynk uses for server diagnostics, which like Blynk's reaches the device without a
+  subscription, at QoS 0: one line of text such as
+  `ds/Humidity: Value doesn't match the Datastream data type.` (at most 10 a second).
+- Downlink: value changes go to `downlink/ds/<label>`, property changes to
+  `downlink/ds/<label>/prop/<property>`, only when a subscription of the device matches (`+`
+  and `#` work). SUBACK grants the requested QoS capped at 1; a QoS 1 subscription receives
+  QoS 1 PUBLISHes. A device is never sent its own writes back.
+- A malformed packet, or one above 1 MiB, closes that connection only; nothing of the read it
+  arrived in is acted on.
+
+How the machine is driven:
+
+- `receive_data(data, now)` decodes and returns the *requests* the app layer must perform, in
+  order. Before the login the only request is `Login`, answered by `accept()` or `refuse()`.
+  Then: consecutive `ds/<label>` values become one `WriteValues`; `batch_ds` is `BatchValues`;
+  `TimestampedBatch`, `SetProperty` and `GetCurrent` follow. Label lookups use `datastreams`,
+  a mapping the app layer keeps current, whose values the session only passes through (so it
+  knows nothing of the domain). Unknown labels and `erase` are told on `downlink/diag` here.
+- Everything the session answers by itself (PUBACK, PINGRESP, SUBACK, UNSUBACK, diagnostics) is
+  held until the requests before it are done: the caller reports each with `done(request,
+  now)`, in order, once its writes are durable. So a PUBACK (or PINGRESP) follows every write
+  its packet came after, and answers keep the order of what they answer. A subscription
+  counts from the moment its SUBSCRIBE is read (MQTT lets a server publish before the SUBACK).
+- `publish_value` / `publish_property` (downlink, honouring subscriptions and granted QoS, with
+  packet ids 1..65535 that wrap), `diag` (rate limited) and the CONNACKs queue bytes at once;
+  `data_to_send()` takes whatever is ready, in order.
+- `next_deadline()` is when `expire(now)` should be called: the CONNECT timeout, then the
+  keep-alive; None while the caller is performing requests or deciding a login. The session is
+  `closed` after a refusal, a protocol violation, a DISCONNECT, an expiry or `close()`, with a
+  `reason` for the log; requests already returned are still to be performed and `done`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Generic, TypeAlias, TypeVar
+
+from pinbase.devices.mqtt.codec import (
+    ACCEPTED,
+    BAD_USERNAME_OR_PASSWORD,
+    IDENTIFIER_REJECTED,
+    PINGRESP,
+    UNACCEPTABLE_PROTOCOL_VERSION,
+    CodecError,
+    Connect,
+    Decoder,
+    Disconnect,
+    Packet,
+    PingReq,
+    PubAck,
+    Publish,
+    Subscribe,
+    Unsubscribe,
+    UnsupportedProtocol,
+    encode_connack,
+    encode_puback,
+    encode_publish,
+    encode_suback,
+    encode_unsuback,
+    topic_matches,
+)
+
+USERNAME = "device"
+CONNECT_TIMEOUT = 10.0
+"""Seconds a new connection has to send its CONNECT."""
+KEEP_ALIVE_FACTOR = 1.5
+MAX_KEEP_ALIVE = 600
+"""Seconds; a keep-alive of 0 (off) or above this counts as this, so a vanished device that
+never closed its connection is still seen offline."""
+DIAG_TOPIC = "downlink/diag"
+DIAG_PER_SECOND = 10
+MATCH_CACHE_SIZE = 1024
+"""Downlink topics whose best matching subscription is remembered (cleared when exceeded)."""
+DISCONNECTED = "DISCONNECT"
+"""The `reason` of a session the device ended itself."""
+
+_TIMESTAMPED = "/timestamped_batch"
+_ERASE = "/erase"
+_PROP = "/prop/"
+_CONNACK_ACCEPTED = encode_connack(ACCEPTED)
+
+D = TypeVar("D")
+"""A datastream as the app layer knows it; the session only looks it up by label."""
+
+
+class State(enum.Enum):
+    CONNECTING = "connecting"
+    """Waiting for the CONNECT."""
+    LOGGING_IN = "logging in"
+    """The CONNECT was well formed: waiting for `accept()` or `refuse()`."""
+    CONNECTED = "connected"
+    CLOSED = "closed"
+
+
+# requests --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    """A well-formed CONNECT: does `token` open a device? Answer `accept()` or `refuse()`."""
+
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class WriteValues(Generic[D]):
+    """`ds/<label>` PUBLISHes in a row: (datastream, payload as sent), in order."""
+
+    values: list[tuple[D, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchValues:
+    """A `batch_ds` PUBLISH: a JSON object label -> value, written with the values around it."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TimestampedBatch(Generic[D]):
+    """`ds/<label>/timestamped_batch`: `[[ts_ms, value], ...]` for one datastream."""
+
+    datastream: D
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SetProperty(Generic[D]):
+    """`ds/<label>/prop/<name>`: a widget property, the payload its value."""
+
+    datastream: D
+    name: str
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class GetCurrent(Generic[D]):
+    """`get/ds` or `get/ds/all`: send the current values with `publish_value`."""
+
+    datastreams: list[D] | None
+    """None: every datastream of the device."""
+
+
+Request: TypeAlias = (
+    Login | WriteValues[D] | BatchValues | TimestampedBatch[D] | SetProperty[D] | GetCurrent[D]
+)
+
+
+@dataclass(slots=True)
+class _Held:
+    """A request not yet done, and the answers due once it is."""
+
+    request: object
+    answers: list[bytes] = field(default_factory=list)
+
+
+# the session -----------------------------------------------------------------------------
+
+
+class MqttSession(Generic[D]):
+    """The protocol state of one device connection (see the module docstring)."""
+
+    __slots__ = (
+        "_deadline",
+        "_decoder",
+        "_diag_count",
+        "_diag_since",
+        "_early",
+        "_granted_cache",
+        "_held",
+        "_out",
+        "_packet_id",
+        "_subscriptions",
+        "_timeout",
+        "datastreams",
+        "keep_alive",
+        "reason",
+        "state",
+    )
+
+    def __init__(self, now: float) -> None:
+        self.state = State.CONNECTING
+        self.reason = ""
+        """Why the session closed (empty while it is not)."""
+        self.datastreams: Mapping[str, D] = {}
+        """Label -> datastream of the logged-in device; the caller keeps it current."""
+        self.keep_alive = 0
+        """The keep-alive in force, seconds (0 until the CONNECT)."""
+        self._decoder = Decoder()
+        self._deadline: float | None = now + CONNECT_TIMEOUT
+        self._timeout = 0.0
+        self._early: list[Packet] = []
+        self._held: list[_Held] = []
+        self._out: list[bytes] = []
+        self._subscriptions: dict[str, int] = {}
+        self._granted_cache: dict[str, int | None] = {}
+        self._packet_id = 0
+        self._diag_since = -math.inf
+        self._diag_count = 0
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    @property
+    def subscriptions(self) -> Mapping[str, int]:
+        """Topic filter -> granted QoS."""
+        return self._subscriptions
+
+    def close(self, reason: str) -> None:
+        """End the session (the first reason given stays); later input is ignored."""
+        if self.state is not State.CLOSED:
+            self.state = State.CLOSED
+            self.reason = reason
+            self._deadline = None
+            self._early = []
+
+    # input --------------------------------------------------------------------------------
+    def receive_data(self, data: bytes, now: float) -> list[Request[D]]:
+        """The requests completed by `data`, in order (see the module docstring)."""
+        state = self.state
+        if state is State.CLOSED:
+            return []
+        try:
+            packets = self._decoder.feed(data)
+        except UnsupportedProtocol as exc:
+            if state is State.CONNECTING:
+                self._out.append(encode_connack(UNACCEPTABLE_PROTOCOL_VERSION))
+                self.close(f"CONNECT refused: {exc}")
+            else:
+                self.close(f"malformed packet: {exc}")
+            return []
+        except CodecError as exc:
+            self.close(f"malformed packet: {exc}")
+            return []
+        if state is State.CONNECTED:
+            requests = self._translate(packets, now)
+            self._restart(now)
+            return requests
+        if state is State.LOGGING_IN:
+            self._early += packets
+            return []
+        return self._connect(packets) if packets else []
+
+    def _connect(self, packets: list[Packet]) -> list[Request[D]]:
+        connect = packets[0]
+        if not isinstance(connect, Connect):
+            self.close("malformed packet: the first packet must be CONNECT")
+            return []
+        if not connect.client_id and not connect.clean_session:
+            self._out.append(encode_connack(IDENTIFIER_REJECTED))
+            self.close("CONNECT refused: an empty client id needs a clean session")
+            return []
+        token: str | None = None
+        if connect.username == USERNAME and connect.password is not None:
+            with contextlib.suppress(UnicodeDecodeError):
+                token = connect.password.decode("ascii")
+        if token is None:
+            self._out.append(encode_connack(BAD_USERNAME_OR_PASSWORD))
+            self.close("CONNECT refused: bad user name or password")
+            return []
+        keep_alive = connect.keep_alive
+        self.keep_alive = keep_alive if 0 < keep_alive <= MAX_KEEP_ALIVE else MAX_KEEP_ALIVE
+        self._timeout = self.keep_alive * KEEP_ALIVE_FACTOR
+        self.state = State.LOGGING_IN
+        self._early = packets[1:]
+        self._deadline = None
+        return [Login(token)]
+
+    def accept(self, datastreams: Mapping[str, D], now: float) -> list[Request[D]]:
+        """The token opens a device with these datastreams: CONNACK 0, and the requests of the
+        packets that came after the CONNECT."""
+        if self.state is not State.LOGGING_IN:
+            if self.state is State.CLOSED:
+                return []
+            raise RuntimeError(f"accept() while {self.state.value}")
+        self.state = State.CONNECTED
+        self.datastreams = datastreams
+        self._out.append(_CONNACK_ACCEPTED)
+        early, self._early = self._early, []
+        requests = self._translate(early, now)
+        self._restart(now)
+        return requests
+
+    def refuse(self) -> None:
+        """The token opens no device: CONNACK 4, and the session closes."""
+        if self.state is State.LOGGING_IN:
+            self._out.append(encode_connack(BAD_USERNAME_OR_PASSWORD))
+            self.close("CONNECT refused: unknown token")
+
+    def _translate(self, packets: list[Packet], now: float) -> list[Request[D]]:
+        """The requests of a connected session's packets; queues the answers to the rest."""
+        requests: list[Request[D]] = []
+        held = self._held
+        tail = held[-1].answers if held else self._out
+        """Where answers go: due once the last request before them is done."""
+        values: list[tuple[D, bytes]] | None = None
+        """The open WriteValues: later `ds/<label>` values join it."""
+        datastreams = self.datastreams
+        for packet in packets:
+            if type(packet) is Publish:
+                topic = packet.topic
+                if topic.startswith("ds/") and (ds := datastreams.get(topic[3:])) is not None:
+                    if values is None:
+                        values = []
+                        write = WriteValues(values)
+                        requests.append(write)
+                        entry = _Held(write)
+                        held.append(entry)
+                        tail = entry.answers
+                    values.append((ds, packet.payload))
+                else:
+                    command = self._command(topic, packet.payload, tail, now)
+                    if command is not None:
+                        values = None
+                        requests.append(command)
+                        entry = _Held(command)
+                        held.append(entry)
+                        tail = entry.answers
+                if packet.packet_id is not None:
+                    tail.append(encode_puback(packet.packet_id))
+            elif type(packet) is PingReq:
+                tail.append(PINGRESP)
+            elif type(packet) is Subscribe:
+                granted = [min(qos, 1) for _, qos in packet.topics]
+                for (topic_filter, _), qos in zip(packet.topics, granted, strict=True):
+                    self._subscriptions[topic_filter] = qos
+                self._granted_cache.clear()
+                tail.append(encode_suback(packet.packet_id, granted))
+            elif type(packet) is Unsubscribe:
+                for topic_filter in packet.topics:
+                    self._subscriptions.pop(topic_filter, None)
+                self._granted_cache.clear()
+                tail.append(encode_unsuback(packet.packet_id))
+            elif type(packet) is PubAck:
+                pass  # acknowledges a QoS 1 downlink; nothing is redelivered
+            elif type(packet) is Disconnect:
+                self.close(DISCONNECTED)
+                break
+            else:  # Connect
+                self.close("malformed packet: a second CONNECT")
+                break
+        return requests
+
+    def _command(
+        self, topic: str, payload: bytes, tail: list[bytes], now: float
+    ) -> Request[D] | None:
+        """The request of a PUBLISH other than a known `ds/<label>` value, or None when the
+        device is only told what was wrong (in `tail`) or the topic is ignored."""
+        datastreams = self.datastreams
+        if topic.startswith("ds/"):
+            rest = topic[3:]
+            if rest.endswith(_TIMESTAMPED):
+                label = rest[: -len(_TIMESTAMPED)]
+                ds = datastreams.get(label)
+                if ds is not None:
+                    return TimestampedBatch(ds, topic, payload)
+            elif rest.endswith(_ERASE) and rest[: -len(_ERASE)] in datastreams:
+                self._diag(f"{topic}: erasing a value is not supported.", now, tail)
+                return None
+            elif _PROP in rest:
+                label, _, name = rest.rpartition(_PROP)
+                ds = datastreams.get(label)
+                if ds is not None:
+                    return SetProperty(ds, name, topic, payload)
+            else:
+                label = rest
+            self._diag(f"{topic}: no datastream with label '{label}'.", now, tail)
+            return None
+        if topic == "batch_ds":
+            return BatchValues(payload)
+        if topic == "get/ds":
+            wanted: list[D] = []
+            for part in payload.decode(errors="replace").split(","):
+                label = part.strip()
+                if not label:
+                    continue
+                ds = datastreams.get(label)
+                if ds is None:
+                    self._diag(f"get/ds: no datastream with label '{label}'.", now, tail)
+                else:
+                    wanted.append(ds)
+            return GetCurrent(wanted)
+        if topic == "get/ds/all":
+            return GetCurrent(None)
+        return None
+
+    def done(self, request: object, now: float) -> None:
+        """`request`, and every request returned before it, is done (its writes durable):
+        release the answers that waited for it."""
+        held = self._held
+        for count, entry in enumerate(held, 1):
+            if entry.request is request:
+                for finished in held[:count]:
+                    self._out += finished.answers
+                del held[:count]
+                self._restart(now)
+                return
+
+    def _restart(self, now: float) -> None:
+        """The keep-alive runs only while no request is being performed."""
+        if self.state is State.CONNECTED:
+            self._deadline = None if self._held else now + self._timeout
+
+    # time ---------------------------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        """When `expire` should next be called (monotonic seconds), or None for no deadline."""
+        return self._deadline
+
+    def expire(self, now: float) -> bool:
+        """Close the session if its deadline has passed; whether it did."""
+        deadline = self._deadline
+        if deadline is None or now < deadline:
+            return False
+        if self.state is State.CONNECTING:
+            self.close(f"no CONNECT within {CONNECT_TIMEOUT:g} s")
+        else:
+            self.close(f"silent for more than {self._timeout:g} s")
+        return True
+
+    # output -------------------------------------------------------------------------------
+    def data_to_send(self) -> bytes:
+        """The bytes ready to go to the device, in order (b"" when none)."""
+        out = self._out
+        if not out:
+            return b""
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        return data
+
+    def publish_value(self, label: str, text: str) -> None:
+        """A datastream's value, to `downlink/ds/<label>` if a subscription matches."""
+        if self._subscriptions:
+            self._downlink("downlink/ds/" + label, text)
+
+    def publish_property(self, label: str, name: str, value: str) -> None:
+        """A widget property, to `downlink/ds/<label>/prop/<name>` if a subscription matches."""
+        if self._subscriptions:
+            self._downlink(f"downlink/ds/{label}/prop/{name}", value)
+
+    def diag(self, message: str, now: float) -> None:
+        """Tell the device what went wrong, on Blynk's diagnostics topic (rate limited)."""
+        self._diag(message, now, self._out)
+
+    def _diag(self, message: str, now: float, out: list[bytes]) -> None:
+        if now - self._diag_since >= 1.0:
+            self._diag_since = now
+            self._diag_count = 0
+        if self._diag_count < DIAG_PER_SECOND:
+            self._diag_count += 1
+            out.append(encode_publish(DIAG_TOPIC, message.encode()))
+
+    def _downlink(self, topic: str, payload: str) -> None:
+        qos = self._granted(topic)
+        if qos is None:
+            return
+        packet_id: int | None = None
+        if qos:
+            self._packet_id = packet_id = self._packet_id % 0xFFFF + 1
+        self._out.append(encode_publish(topic, payload.encode(), qos, packet_id))
+
+    def _granted(self, topic: str) -> int | None:
+        """The QoS of the best subscription matching `topic`, or None when none does."""
+        cache = self._granted_cache
+        if topic in cache:
+            return cache[topic]
+        best: int | None = None
+        for topic_filter, qos in self._subscriptions.items():
+            if topic_matches(topic_filter, topic) and (best is None or qos > best):
+                best = qos
+        if len(cache) >= MATCH_CACHE_SIZE:
+            cache.clear()
+        cache[topic] = best
+        return best
