@@ -226,7 +226,7 @@ async def seed_history(url: str) -> dict[str, Any]:
         await conn.close()
 
 
-HISTORY_COLUMNS = ("device_id", "ds_id", "ts", "value")
+HISTORY_COLUMNS = ("device_id", "ds_id", "ts", "seq", "value")
 CURRENT_COLUMNS = ("device_id", "ds_id", "value", "updated_at")
 
 
@@ -249,7 +249,8 @@ async def copy_batch_baseline(url: str, rows: list[list[Any]]) -> list[float]:
             current: list[tuple[Any, ...]] = []
             for device, temperature, humidity in rows:
                 t, h = repr(float(temperature)), str(humidity)
-                history += [(device, 1, ts, t), (device, 2, ts, h)]
+                seq = (1 << 32) + len(history)  # a live write's seq, as pinbase numbers them
+                history += [(device, 1, ts, seq, t), (device, 2, ts, seq + 1, h)]
                 current += [(device + shift, 1, t, ts), (device + shift, 2, h, ts)]
             start = time.perf_counter()
             async with conn.transaction():
@@ -276,7 +277,7 @@ async def copy_import_baseline(url: str, points: list[dict[str, Any]]) -> list[f
         for run in range(REPEATS + 1):
             offset = run * IMPORT_RUN_SPACING_MS
             records = [
-                (IMPORT_DEVICE, 1, p["ts"] + offset, repr(float(p["value"]))) for p in points
+                (IMPORT_DEVICE, 1, p["ts"] + offset, 0, repr(float(p["value"]))) for p in points
             ]
             start = time.perf_counter()
             async with conn.transaction():

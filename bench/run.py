@@ -77,15 +77,19 @@ def raw_batch_baseline(work: Path, rows: list[list[Any]]) -> list[float]:
     for run in range(REPEATS):
         ts = 1_700_000_000_000 + run
         current = []
-        history = []
+        history: list[tuple[int, int, int, int, str]] = []
         for device, temperature, humidity in rows:
             current += [(device, 1, repr(float(temperature)), ts), (device, 2, str(humidity), ts)]
-            history += [(device, 1, ts, repr(float(temperature))), (device, 2, ts, str(humidity))]
+            seq = (1 << 32) + len(history)  # a live write's seq, as pinbase numbers them
+            history += [
+                (device, 1, ts, seq, repr(float(temperature))),
+                (device, 2, ts, seq + 1, str(humidity)),
+            ]
         start = time.perf_counter()
         conn.execute("BEGIN")
         conn.executemany(
-            "INSERT INTO history (device_id, ds_id, ts, value) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (device_id, ds_id, ts) DO UPDATE SET value = excluded.value",
+            "INSERT INTO history (device_id, ds_id, ts, seq, value) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (device_id, ds_id, ts, seq) DO UPDATE SET value = excluded.value",
             history,
         )
         conn.executemany(
@@ -111,7 +115,7 @@ def raw_import_baseline(work: Path, points: list[dict[str, Any]]) -> list[float]
         conn.execute("BEGIN")
         conn.executemany(
             "INSERT INTO history (device_id, ds_id, ts, value) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (device_id, ds_id, ts) DO UPDATE SET value = excluded.value",
+            "ON CONFLICT (device_id, ds_id, ts, seq) DO UPDATE SET value = excluded.value",
             rows,
         )
         conn.execute(

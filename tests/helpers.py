@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -330,12 +330,26 @@ def wait_for(what: str, check: Callable[[], T | None], deadline: float = DEADLIN
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def second_store(store: Store) -> Store:
+    """Another store on the same database as `store`, as another server process would hold."""
+    from pinbase.store import open_store
+
+    if isinstance(store, SqliteStore):
+        return open_store(f"sqlite:///{store.path}")
+    return open_store(store.url)
+
+
 @asynccontextmanager
-async def fresh_store(kind: str, tmp_path: Path) -> AsyncIterator[Store]:
+async def fresh_store(
+    kind: str, tmp_path: Path, prepare: Callable[[str], Awaitable[None]] | None = None
+) -> AsyncIterator[Store]:
     """An opened store of `kind` (sqlite or postgresql) in a new database, closed (and its
-    PostgreSQL database dropped) on exit."""
+    PostgreSQL database dropped) on exit. `prepare` is given the new database's URL before the
+    store opens it (a SQLite file that does not exist yet, or an empty PostgreSQL database)."""
     if kind == "sqlite":
         sqlite = SqliteStore(tmp_path / "store.db")
+        if prepare is not None:
+            await prepare(f"sqlite:///{sqlite.path}")
         await sqlite.open()
         try:
             yield sqlite
@@ -352,6 +366,8 @@ async def fresh_store(kind: str, tmp_path: Path) -> AsyncIterator[Store]:
         await admin.close()
     postgres = PostgresStore(POSTGRES.rsplit("/", 1)[0] + "/" + name)
     try:
+        if prepare is not None:
+            await prepare(postgres.url)
         await postgres.open()
         try:
             yield postgres

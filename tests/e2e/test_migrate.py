@@ -156,7 +156,8 @@ def snapshot(base_url: str) -> dict[str, Any]:
 
 
 def fill(base_url: str) -> None:
-    """Live writes of every datastream type, two imports (2,510 + 700 points), properties."""
+    """Live writes of every datastream type, three imports (2,510 + 700 + 1 points),
+    properties."""
     acme = helpers.Api(base_url, helpers.client_token(base_url))
     globex = helpers.Api(base_url, helpers.client_token(base_url, helpers.GLOBEX))
     try:
@@ -172,7 +173,13 @@ def fill(base_url: str) -> None:
         statuses: list[tuple[int, object]] = [
             (IMPORT_START + i * 1000, f"reading {i}") for i in range(700)
         ]
-        imports = [(109, 1, temperatures), (105, 3, statuses)]
+        # an imported point at the millisecond of a live one: both stay, and both are copied
+        [live] = [p for p in history_pages(acme, 101, 1)[0]["content"] if p["value"] == 20.5]
+        imports = [
+            (109, 1, temperatures),
+            (105, 3, statuses),
+            (101, 1, [(live["createdAt"], -1.5)]),
+        ]
         for device_id, ds_id, pts in imports:
             values = [{"ts": ts, "value": value} for ts, value in pts]
             body = {"deviceId": device_id, "dataStreamId": ds_id, "values": values}
@@ -230,9 +237,9 @@ def test_migration_copies_every_row_and_verifies_the_counts(deployment: Deployme
     assert "Copied and verified" in result.stdout
     source = sqlite_counts(deployment.source_dir / "pinbase.db")
     assert postgres_counts(deployment.target) == source
-    # the fleet, every live write except the enum's (no history), both imports, the properties
+    # the fleet, every live write except the enum's (no history), the imports, the properties
     assert source["devices"] == 11 and source["users"] == 8 and source["clients"] == 2
-    assert source["history"] == len(LIVE_WRITES) - 1 + 1 + 2510 + 700
+    assert source["history"] == len(LIVE_WRITES) - 1 + 1 + 2510 + 700 + 1
     assert source["current_values"] == len({(d, s) for d, s, _ in LIVE_WRITES}) + 1 + 2
     assert source["properties"] == len(PROPERTY_WRITES)
     for kind, count in source.items():  # the summary table lists every kind
@@ -293,7 +300,11 @@ def test_a_rerun_brings_in_what_the_source_gained(deployment: Deployment) -> Non
             await store.write_values(
                 ValueWrites(
                     current=[(110, 2, "42", IMPORT_START + 5)],
-                    history=[(110, 2, IMPORT_START + 5, "42"), (110, 2, IMPORT_START + 6, "43")],
+                    history=[
+                        (110, 2, IMPORT_START + 5, 0, "42"),
+                        (110, 2, IMPORT_START + 6, 0, "43"),
+                        (110, 2, IMPORT_START + 6, 7 << 32, "44"),
+                    ],
                 )
             )
             await store.import_properties([(110, 2, "label", "late")])
@@ -346,12 +357,15 @@ def test_migrate_needs_both_urls() -> None:
 
 
 async def _fill_store(store: SqliteStore, rng: random.Random) -> None:
+    # imported points (seq 0) and live ones: some of one millisecond, of two writers
     history = [
-        (device, ds, ts, str(rng.random()))
+        (device, ds, ts, seq, str(rng.random()))
         for device in (101, 102, 105)
         for ds in (1, 2, 3)
-        for ts in rng.sample(range(-(2**40), 2**41), 333)
+        for ts in rng.sample(range(-(2**40), 2**41), 111)
+        for seq in (0, (2 << 32) + rng.randrange(100), (9 << 32) + rng.randrange(100))
     ]
+    assert await store.allocate_writer(after=8) == 9
     rng.shuffle(history)
     for start in range(0, len(history), 1000):
         await store.write_values(ValueWrites(history=history[start : start + 1000]))
@@ -394,8 +408,8 @@ def test_sqlite_counts_and_exports_stream_in_key_order(tmp_path: Path) -> None:
                     assert (
                         got
                         == conn.execute(
-                            "SELECT device_id, ds_id, ts, value FROM history "
-                            "ORDER BY device_id, ds_id, ts"
+                            "SELECT device_id, ds_id, ts, seq, value FROM history "
+                            "ORDER BY device_id, ds_id, ts, seq"
                         ).fetchall()
                     )
                 current = await _collect(store.export_current(4), 4)
@@ -457,6 +471,8 @@ def test_migrate_between_sqlite_stores_is_complete_and_repeatable(tmp_path: Path
             assert report.target_after == report.source == await source.counts()
             assert report.copied["history"] == 2997
             assert await dump(target) == await dump(source)
+            # the target's live points will never take the key of a copied one
+            assert await target.writers() > await source.writers() == 9
             assert [e[1] for e in recorder.events if e[0] == "begin"] == [
                 "entities",
                 "current values",

@@ -164,6 +164,56 @@ def test_the_organization_rate_limit_holds_across_processes(
     assert statuses[6:] == [429, 429]
 
 
+def test_two_processes_writing_one_datastream_keep_every_acknowledged_value(
+    pair: tuple[helpers.Server, helpers.Server, str],
+) -> None:
+    """Writers of one datastream through both processes share milliseconds; each 204 is still
+    its own history point (the processes' writes are told apart by their writer ids)."""
+    first, second, _ = pair
+    token = helpers.client_token(first.url)
+    writers, requests = 16, 100
+    acknowledged: list[list[str]] = [[] for _ in range(writers)]
+    go = threading.Barrier(writers)
+
+    def writer(index: int) -> None:
+        server = (first, second)[index % 2]
+        with httpx.Client(base_url=server.url, headers=auth(token), timeout=60) as http:
+            go.wait()
+            for number in range(requests):
+                value = f"{index}-{number}"
+                response = http.post(
+                    UPDATE, json={"deviceId": 107, "dataStreamId": 3, "value": value}
+                )
+                assert response.status_code == 204, response.text
+                acknowledged[index].append(value)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    sent = sorted(value for values in acknowledged for value in values)
+    assert len(sent) == writers * requests
+    for server in (first, second):
+        stored: list[str] = []
+        for page in range(2):
+            body = httpx.get(
+                server.url + HISTORY,
+                params={
+                    "deviceId": 107,
+                    "dataStreamId": 3,
+                    "from": 0,
+                    "to": 2**62,
+                    "size": 1000,
+                    "page": page,
+                },
+                headers=auth(token),
+            ).json()
+            assert body["totalElements"] == len(sent)
+            stored += [point["value"] for point in body["content"]]
+        assert sorted(stored) == sent
+
+
 def test_a_killed_process_loses_no_acknowledged_write(
     pair: tuple[helpers.Server, helpers.Server, str],
 ) -> None:

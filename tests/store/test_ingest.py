@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from helpers import fresh_store
+from helpers import fresh_store, second_store
 from pinbase.app.device_session import Clock
 from pinbase.app.ingest import Ingest
 from pinbase.domain.clock import now_ms
@@ -129,11 +129,12 @@ def test_current_is_the_newest_point_whatever_the_order(run: Callable[[Scenario]
         points: list[tuple[Datastream, Value, int]] = [
             (HUMIDITY, 30, base + 5),
             (HUMIDITY, 20, base),
-            (HUMIDITY, 40, base + 5),  # a tie: the later point wins, in history too
+            (HUMIDITY, 40, base + 5),  # a tie: the later point becomes current
         ]
         await h.ingest.write_points(DEVICE, points)
         assert await h.current(DEVICE, HUMIDITY) == (40, base + 5)
-        assert await h.history(DEVICE, HUMIDITY) == [(base, 20), (base + 5, 40)]
+        # every point stays in history, those of one millisecond in the call's order
+        assert await h.history(DEVICE, HUMIDITY) == [(base, 20), (base + 5, 30), (base + 5, 40)]
         assert [e[2] for e in h.values_changed()] == [30, 20, 40]  # events keep the call's order
 
     run(scenario)
@@ -198,13 +199,13 @@ def test_write_cells_spans_devices_in_one_transaction(run: Callable[[Scenario], 
     run(scenario)
 
 
-def test_write_repeating_a_datastream_at_one_timestamp_keeps_the_last(
+def test_write_repeating_a_datastream_at_one_timestamp_keeps_both_and_the_last_is_current(
     run: Callable[[Scenario], None],
 ) -> None:
     async def scenario(h: Harness) -> None:
         stamp = now_ms()
         await h.ingest.write(DEVICE, [(HUMIDITY, 1), (HUMIDITY, 2)], ts=stamp)
-        assert await h.history(DEVICE, HUMIDITY) == [(stamp, 2)]
+        assert await h.history(DEVICE, HUMIDITY) == [(stamp, 1), (stamp, 2)]
         assert await h.current(DEVICE, HUMIDITY) == (2, stamp)
         assert [e[2] for e in h.values_changed()] == [1, 2]
 
@@ -253,5 +254,83 @@ def test_clock_and_write_points_keep_a_burst_of_one_datastream(
         assert [v for _, v in history] == [i % 101 for i in range(200)]
         assert await h.current(DEVICE, HUMIDITY) == (history[-1][1], history[-1][0])
         assert [(e[3], e[2]) for e in h.values_changed()] == history
+
+    run(scenario)
+
+
+# points of one millisecond: live writes, other processes, imports ---------------------------
+
+
+def test_live_writes_of_one_millisecond_are_all_kept(run: Callable[[Scenario], None]) -> None:
+    async def scenario(h: Harness) -> None:
+        stamp = now_ms()
+        other = second_store(h.store)  # another server process on the same database
+        await other.open()
+        try:
+            elsewhere = Ingest(other, Bus())
+            writes = []
+            for n in range(20):
+                writes.append(h.ingest.write(DEVICE, [(STATUS, f"here {n}")], ts=stamp))
+                writes.append(elsewhere.write(DEVICE, [(STATUS, f"there {n}")], ts=stamp))
+                writes.append(h.ingest.write_points(DEVICE, [(STATUS, f"point {n}", stamp)]))
+                writes.append(h.ingest.write_cells([(DEVICE, STATUS, f"cell {n}")], ts=stamp))
+            await asyncio.gather(*writes)
+        finally:
+            await other.close()
+        history = await h.history(DEVICE, STATUS)
+        assert len(history) == 80 and {ts for ts, _ in history} == {stamp}
+        values = [v for _, v in history]
+        assert sorted(values) == sorted(
+            f"{kind} {n}" for kind in ("here", "there", "point", "cell") for n in range(20)
+        )
+        # one process's points come in the order it numbered them
+        assert [v for v in values if str(v).startswith("there")] == [
+            f"there {n}" for n in range(20)
+        ]
+
+    run(scenario)
+
+
+def test_importing_twice_keeps_one_point_each_beside_the_live_ones(
+    run: Callable[[Scenario], None],
+) -> None:
+    async def scenario(h: Harness) -> None:
+        base = now_ms() - 60_000
+        await h.ingest.write(DEVICE, [(HUMIDITY, 1)], ts=base)
+        await h.ingest.write_points(DEVICE, [(HUMIDITY, 2, base + 1)])
+        points: list[tuple[int, Value]] = [(base, 10), (base + 1, 11), (base + 2, 12)]
+        await h.ingest.import_points(DEVICE, HUMIDITY, points)
+        await h.ingest.import_points(DEVICE, HUMIDITY, points)
+        # imported first in their millisecond, then the live point
+        assert await h.history(DEVICE, HUMIDITY) == [
+            (base, 10),
+            (base, 1),
+            (base + 1, 11),
+            (base + 1, 2),
+            (base + 2, 12),
+        ]
+        await h.ingest.import_points(DEVICE, HUMIDITY, [(base + 1, 21)])  # replaces its import
+        assert [v for _, v in await h.history(DEVICE, HUMIDITY)] == [10, 1, 21, 2, 12]
+
+    run(scenario)
+
+
+def test_a_writer_that_used_up_its_seqs_takes_a_new_writer_id(
+    run: Callable[[Scenario], None],
+) -> None:
+    async def scenario(h: Harness) -> None:
+        stamp = now_ms()
+        await h.ingest.write(DEVICE, [(STATUS, "first")], ts=stamp)
+        assert await h.store.writers() == 1
+        h.ingest._next_seq = h.ingest._seq_end - 1  # as if 2**32 - 1 values had been written
+        await h.ingest.write(DEVICE, [(STATUS, "last of writer 1")], ts=stamp)
+        await h.ingest.write(DEVICE, [(STATUS, "a"), (STATUS, "b")], ts=stamp)  # does not fit
+        assert await h.store.writers() == 2
+        assert [v for _, v in await h.history(DEVICE, STATUS)] == [
+            "first",
+            "last of writer 1",
+            "a",
+            "b",
+        ]
 
     run(scenario)

@@ -23,8 +23,9 @@ def history_db(tmp_path: Path) -> sqlite3.Connection:
     rng = random.Random(1)
     stamps = sorted({rng.randrange(-(2**26), 2**27) for _ in range(20_000)})
     conn.execute("BEGIN")
-    conn.executemany("INSERT INTO history VALUES (1, 1, ?, '1')", [(t,) for t in stamps])
-    conn.executemany("INSERT INTO history VALUES (1, 2, ?, '2')", [(t,) for t in stamps[::7]])
+    insert = "INSERT INTO history (device_id, ds_id, ts, value) VALUES (1, ?, ?, ?)"
+    conn.executemany(insert, [(1, t, "1") for t in stamps])
+    conn.executemany(insert, [(2, t, "2") for t in stamps[::7]])
     conn.execute("COMMIT")
     return conn
 
@@ -59,8 +60,8 @@ def test_counts_follow_replacements_and_deletes(history_db: sqlite3.Connection) 
     before = sum(p for _, _, p in _segments(conn, 1, 1, -(2**40), 2**40))
     stamp = conn.execute("SELECT ts FROM history WHERE ds_id = 1 LIMIT 1").fetchone()[0]
     conn.execute(
-        "INSERT INTO history VALUES (1, 1, ?, '9') "
-        "ON CONFLICT (device_id, ds_id, ts) DO UPDATE SET value = excluded.value",
+        "INSERT INTO history (device_id, ds_id, ts, value) VALUES (1, 1, ?, '9') "
+        "ON CONFLICT (device_id, ds_id, ts, seq) DO UPDATE SET value = excluded.value",
         (stamp,),
     )
     assert sum(p for _, _, p in _segments(conn, 1, 1, -(2**40), 2**40)) == before
@@ -74,7 +75,7 @@ def test_concurrent_writes_all_commit_and_are_readable(tmp_path: Path) -> None:
         await store.open()
         try:
             writes = [
-                store.write_values(ValueWrites(history=[(1, 1, ts, str(ts))]))
+                store.write_values(ValueWrites(history=[(1, 1, ts, 0, str(ts))]))
                 for ts in range(1, 501)
             ]
             await asyncio.gather(*writes)
@@ -95,13 +96,15 @@ def test_a_failing_write_does_not_undo_the_others_in_its_group(tmp_path: Path) -
         try:
 
             def broken(conn: sqlite3.Connection) -> None:
-                conn.execute("INSERT INTO history VALUES (1, 1, 7, 'x')")
+                conn.execute(
+                    "INSERT INTO history (device_id, ds_id, ts, value) VALUES (1, 1, 7, 'x')"
+                )
                 conn.execute("INSERT INTO no_such_table VALUES (1)")
 
             results = await asyncio.gather(
-                store.write_values(ValueWrites(history=[(1, 1, 1, "1")])),
+                store.write_values(ValueWrites(history=[(1, 1, 1, 0, "1")])),
                 store._write(broken),
-                store.write_values(ValueWrites(history=[(1, 1, 2, "2")])),
+                store.write_values(ValueWrites(history=[(1, 1, 2, 0, "2")])),
                 return_exceptions=True,
             )
             total, _ = await store.history(1, 1, 0, 100, 0, 10, True)

@@ -8,18 +8,22 @@ Timestamps are fixed numbers, so nothing here depends on the clock or on timing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import random
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
-from helpers import fresh_store
+from helpers import fresh_store, second_store
 from pinbase.app.auth.access_tokens import AccessTokens
 from pinbase.app.auth.refresh import RefreshOutcome, rotate
-from pinbase.store import Conflict, Store, StoreUnavailable, open_store
+from pinbase.store import Conflict, Store, StoreUnavailable
+from pinbase.store.postgres import schema as postgres_schema
 from pinbase.store.postgres.store import PostgresStore
 from pinbase.store.records import (
     ClientRow,
@@ -35,7 +39,7 @@ from pinbase.store.records import (
     ValueWrites,
 )
 from pinbase.store.sql import BUCKET_SHIFT, COUNTED_TABLES
-from pinbase.store.sqlite.store import SqliteStore
+from pinbase.store.sqlite import schema as sqlite_schema
 
 Body = Callable[[Store], Awaitable[None]]
 NOW = 1_700_000_000_000  # epoch ms: "now" for every token test
@@ -253,10 +257,10 @@ def test_write_values_counts_the_current_values_it_set(run: Callable[[Body], Non
     async def body(store: Store) -> None:
         writes = ValueWrites(
             current=[(1, 1, "10", 100), (1, 2, '"a"', 100)],
-            history=[(1, 1, 100, "10"), (1, 1, 50, "5")],
+            history=[(1, 1, 100, 0, "10"), (1, 1, 50, 0, "5")],
         )
         assert await store.write_values(writes) == 2
-        assert await store.write_values(ValueWrites(history=[(1, 1, 100, "11")])) == 0
+        assert await store.write_values(ValueWrites(history=[(1, 1, 100, 0, "11")])) == 0
         newer = ValueWrites(current_if_newer=[(1, 1, "9", 99), (1, 2, '"b"', 100), (2, 1, "1", 1)])
         assert await store.write_values(newer) == 2  # an older value sets nothing; a tie does
         # plain current values replace whatever is stored, older or not
@@ -293,11 +297,11 @@ def test_history_pages_match_a_plain_scan(run: Callable[[Body], None]) -> None:
     ranges += [tuple(sorted(rng.randrange(-(2**31), 2**41) for _ in range(2))) for _ in range(20)]  # type: ignore[misc]
 
     async def body(store: Store) -> None:
-        rows = [(7, 1, ts, str(ts)) for ts in stamps]
+        rows = [(7, 1, ts, 0, str(ts)) for ts in stamps]
         rng.shuffle(rows)
         for start in range(0, len(rows), 1000):
             await store.write_values(ValueWrites(history=rows[start : start + 1000]))
-        await store.write_values(ValueWrites(history=[(7, 2, stamps[5], "other series")]))
+        await store.write_values(ValueWrites(history=[(7, 2, stamps[5], 0, "other series")]))
         for start, end in ranges:
             inside = [ts for ts in stamps if start <= ts <= end]
             for ascending in (True, False):
@@ -319,7 +323,7 @@ def test_dropping_old_history_keeps_newer_points_and_counts(run: Callable[[Body]
     async def body(store: Store) -> None:
         old = [JAN_2020 + k * 3_600_000 for k in range(100)] + [-5, 900_000_000_000]
         new = [MAR_2020 + k * 3_600_000 for k in range(100)]
-        await store.write_values(ValueWrites(history=[(1, 1, ts, "1") for ts in old + new]))
+        await store.write_values(ValueWrites(history=[(1, 1, ts, 0, "1") for ts in old + new]))
         await store.drop_history_before(FEB_15_2020)
         total, page = await store.history(1, 1, -(2**40), 2**42, 0, 1000, True)
         assert (total, [ts for ts, _ in page]) == (100, new)
@@ -328,6 +332,150 @@ def test_dropping_old_history_keeps_newer_points_and_counts(run: Callable[[Body]
         assert (await store.counts())["history"] == 100
 
     run(body)
+
+
+# --- points of one millisecond, writer ids, schema 1 -----------------------------------------
+
+WRITER_A, WRITER_B = 5 << 32, 3 << 32  # the first live seqs of two writers
+
+
+def test_points_of_one_millisecond_are_kept_apart_by_seq(run: Callable[[Body], None]) -> None:
+    async def body(store: Store) -> None:
+        points = [
+            (1, 1, 100, WRITER_A + 1, '"a2"'),
+            (1, 1, 100, 0, '"imported"'),
+            (1, 1, 100, WRITER_B, '"b1"'),
+            (1, 1, 99, 0, '"before"'),
+            (1, 1, 100, WRITER_A, '"a1"'),
+            (1, 1, 101, WRITER_A + 2, '"after"'),
+        ]
+        await store.write_values(ValueWrites(history=points[:3]))
+        await store.write_values(ValueWrites(history=points[3:]))
+
+        async def check(stored: list[tuple[int, int, int, int, str]]) -> None:
+            ordered = [(ts, value) for _, _, ts, _, value in sorted(stored)]  # by (ts, seq)
+            for ascending in (True, False):
+                want = ordered if ascending else ordered[::-1]
+                for offset in range(len(ordered) + 1):
+                    for limit in (1, 2, 50):
+                        total, page = await store.history(1, 1, 0, 1000, offset, limit, ascending)
+                        assert total == len(ordered)
+                        assert page == want[offset : offset + limit], (ascending, offset, limit)
+            assert (await store.counts())["history"] == len(ordered)
+            exported = [row async for rows in store.export_history(4) for row in rows]
+            assert [tuple(row) for row in exported] == sorted(stored)
+
+        await check(points)
+        total, page = await store.history(1, 1, 100, 100, 1, 2, True)
+        assert (total, page) == (4, [(100, '"b1"'), (100, '"a1"')])
+        # importing a point again replaces it; the live points of its millisecond stay
+        again = [(1, 1, 100, 0, '"imported again"'), (1, 1, 99, 0, '"before"')]
+        await store.write_values(ValueWrites(history=again))
+        await store.write_values(ValueWrites(history=again))
+        await check([again[0], *points[2:], points[0]])
+
+    run(body)
+
+
+def test_bucket_counts_stay_exact_with_many_points_a_millisecond(
+    run: Callable[[Body], None],
+) -> None:
+    """Totals over whole buckets come from the counting triggers: a live point of a taken
+    millisecond is counted, a re-imported one is not counted twice."""
+
+    async def body(store: Store) -> None:
+        stamps = [JAN_2020 + k * BUCKET + 5 for k in range(6)]
+        live = [(2, 1, ts, WRITER_A + n, str(n)) for ts in stamps for n in range(3)]
+        imported = [(2, 1, ts, 0, "i") for ts in stamps]
+        await store.write_values(ValueWrites(history=live + imported))
+        await store.write_values(ValueWrites(history=imported))
+        more = [(2, 1, ts, WRITER_B, "b") for ts in stamps]
+        await store.write_values(ValueWrites(history=more))
+        ordered = [(ts, value) for _, _, ts, _, value in sorted(live + imported + more)]
+        start, end = JAN_2020 - BUCKET, JAN_2020 + 7 * BUCKET
+        for offset in (0, 4, 5, 11, 23, 24):
+            total, page = await store.history(2, 1, start, end, offset, 7, True)
+            assert (total, page) == (30, ordered[offset : offset + 7])
+            total, page = await store.history(2, 1, start, end, offset, 7, False)
+            assert (total, page) == (30, ordered[::-1][offset : offset + 7])
+
+    run(body)
+
+
+def test_writer_ids_are_never_handed_out_twice(run: Callable[[Body], None]) -> None:
+    async def body(store: Store) -> None:
+        assert await store.writers() == 0
+        other = second_store(store)  # another process on the same database
+        await other.open()
+        try:
+            allocations = [(store, other)[n % 2].allocate_writer() for n in range(10)]
+            assert sorted(await asyncio.gather(*allocations)) == list(range(1, 11))
+            assert await store.allocate_writer(after=100) == 101
+            assert await other.allocate_writer(after=50) == 102  # never back
+            assert await other.writers() == await store.writers() == 102
+        finally:
+            await other.close()
+
+    run(body)
+
+
+SCHEMA_1_HISTORY = [
+    (d, 1, ts, f"{d}@{ts}")
+    for d in (1, 2)
+    for ts in [JAN_2020 + k * 600_000 for k in range(50)] + [-5, 900_000_000_000]
+]
+
+
+async def schema_1(url: str) -> None:
+    """A database as the first schema left it, with history (some of it in the monthly
+    partition of January 2020 on PostgreSQL, some in the default one)."""
+    if url.startswith("sqlite:///"):
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
+            for statement in sqlite_schema._statements(sqlite_schema.MIGRATIONS[0]):
+                conn.execute(statement)
+            conn.execute("PRAGMA user_version = 1")
+            conn.executemany(
+                "INSERT INTO history (device_id, ds_id, ts, value) VALUES (?, ?, ?, ?)",
+                SCHEMA_1_HISTORY,
+            )
+            conn.commit()
+        return
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("CREATE TABLE schema_version (version integer NOT NULL)")
+        await conn.execute(postgres_schema.MIGRATIONS[0])
+        await conn.execute("INSERT INTO schema_version VALUES (1)")
+        await postgres_schema.ensure_partition(conn, 2020, 1)
+        await conn.executemany(
+            "INSERT INTO history (device_id, ds_id, ts, value) VALUES ($1, $2, $3, $4)",
+            SCHEMA_1_HISTORY,
+        )
+    finally:
+        await conn.close()
+
+
+def test_history_of_schema_1_is_kept_as_imported_points(backend: str, tmp_path: Path) -> None:
+    async def main() -> None:
+        async with fresh_store(backend, tmp_path, schema_1) as store:
+            kept = sorted((d, s, ts, 0, v) for d, s, ts, v in SCHEMA_1_HISTORY)
+            exported = [tuple(row) async for rows in store.export_history(7) for row in rows]
+            assert exported == kept
+            assert (await store.counts())["history"] == len(kept)
+            total, page = await store.history(1, 1, -(2**40), 2**42, 0, 1000, True)
+            assert total == len(kept) // 2
+            assert page == [(ts, v) for d, _, ts, _, v in kept if d == 1]
+            # re-imported, the points replace themselves; a live point of their ms is added
+            await store.write_values(ValueWrites(history=kept))
+            assert await store.writers() == 0
+            seq = await store.allocate_writer() << 32
+            await store.write_values(ValueWrites(history=[(1, 1, JAN_2020, seq, '"live"')]))
+            total, page = await store.history(1, 1, JAN_2020, JAN_2020, 0, 10, False)
+            assert (total, page) == (2, [(JAN_2020, '"live"'), (JAN_2020, f"1@{JAN_2020}")])
+            assert (await store.counts())["history"] == len(kept) + 1
+            total, _ = await store.history(1, 1, -(2**40), 2**42, 0, 1, True)
+            assert total == len(kept) // 2 + 1
+
+    asyncio.run(main())
 
 
 def test_properties_are_set_replaced_and_imported(run: Callable[[Body], None]) -> None:
@@ -426,14 +574,6 @@ def test_expired_tokens_are_dropped(run: Callable[[Body], None]) -> None:
     run(body)
 
 
-def second_store(store: Store) -> Store:
-    """Another store on the same database, as another server process would hold."""
-    if isinstance(store, SqliteStore):
-        return open_store(f"sqlite:///{store.path}")
-    assert isinstance(store, PostgresStore)
-    return open_store(store.url)
-
-
 def test_concurrent_redemptions_let_exactly_one_through(run: Callable[[Body], None]) -> None:
     async def body(store: Store) -> None:
         other = second_store(store)
@@ -494,7 +634,13 @@ def test_counts_and_exports_cover_every_row_in_key_order(run: Callable[[Body], N
     async def body(store: Store) -> None:
         assert await store.counts() == dict.fromkeys(COUNTED_TABLES, 0)
         await store.upsert_entities(fleet())
-        history = [(d, s, ts, str(ts)) for d in (102, 101) for s in (2, 1) for ts in (9, -3, 4)]
+        history = [
+            (d, s, ts, seq, f"{ts}/{seq}")
+            for d in (102, 101)
+            for s in (2, 1)
+            for ts in (9, -3, 4)
+            for seq in ((5 << 32) + 1, 0, 3 << 32)
+        ]
         current = [(d, s, "1", 5) for d in (102, 101) for s in (2, 1)]
         await store.write_values(ValueWrites(current=current, history=history))
         await store.import_properties([(101, 1, "b", "2"), (101, 1, "a", "1"), (7, 0, "x", "y")])
@@ -508,7 +654,7 @@ def test_counts_and_exports_cover_every_row_in_key_order(run: Callable[[Body], N
             "datastreams": 3,
             "devices": 3,
             "current_values": 4,
-            "history": 12,
+            "history": 36,
             "properties": 3,
         }
 
@@ -519,7 +665,7 @@ def test_counts_and_exports_cover_every_row_in_key_order(run: Callable[[Body], N
                 rows.extend(tuple(row) for row in batch)
             return rows
 
-        for size in (1, 5, 12, 100):
+        for size in (1, 5, 36, 100):
             assert await collect(store.export_history(size), size) == sorted(history)
         assert await collect(store.export_current(3), 3) == sorted(current)
         assert await collect(store.export_properties(2), 2) == [

@@ -7,8 +7,10 @@ What is copied, in this order:
    client secret, user password and device token keeps working against the target;
 2. current values, with their timestamps;
 3. history, streamed in key order in batches of 10,000 points, so a history of any length never
-   sits in memory;
-4. widget properties.
+   sits in memory; every point keeps its key, seq included (imported points stay imported);
+4. widget properties;
+5. the count of writer ids: the target's next writer id is above every one the source handed
+   out, so a live point written to the target never takes the key of a copied one.
 
 What is not copied:
 
@@ -184,6 +186,7 @@ async def migrate(
         source.export_properties(batch),
         target.import_properties,
     )
+    await target.allocate_writer(after=await source.writers())
 
     report.target_after = await target.counts()
     report.mismatches = verify(counts, before, report.target_after)

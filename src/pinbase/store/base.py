@@ -111,6 +111,20 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def allocate_writer(self, after: int = 0) -> int:
+        """A writer id never handed out before on this database, and greater than `after`.
+
+        A process numbers its live history points by writer id (`pinbase.app.ingest`); the ids
+        are counted in the database, so that processes sharing it never get the same one.
+        Durable before it returns, like every write.
+        """
+
+    async def writers(self) -> int:
+        """The greatest writer id handed out so far on this database (0 when none was)."""
+        (row,) = await self._fetch(self.SQL.writers, ())
+        return int(row[0])
+
+    @abc.abstractmethod
     async def drop_history_before(self, cutoff: int) -> None:
         """Retention: forget history points older than `cutoff` (epoch ms).
 
@@ -214,8 +228,10 @@ class Store(abc.ABC):
         async for rows in self._export(CURRENT, batch):
             yield rows
 
-    async def export_history(self, batch: int) -> AsyncIterator[list[tuple[int, int, int, str]]]:
-        """Every history point as (device_id, ds_id, ts, value)."""
+    async def export_history(
+        self, batch: int
+    ) -> AsyncIterator[list[tuple[int, int, int, int, str]]]:
+        """Every history point as (device_id, ds_id, ts, seq, value)."""
         async for rows in self._export(HISTORY, batch):
             yield rows
 

@@ -124,8 +124,9 @@ class ValueWrites:
     """(device_id, ds_id, value, ts): becomes the current value."""
     current_if_newer: list[tuple[int, int, str, int]] = field(default_factory=list)
     """(device_id, ds_id, value, ts): becomes current only if not older than the current one."""
-    history: list[tuple[int, int, int, str]] = field(default_factory=list)
-    """(device_id, ds_id, ts, value): a history point; the same key again replaces it."""
+    history: list[tuple[int, int, int, int, str]] = field(default_factory=list)
+    """(device_id, ds_id, ts, seq, value): a history point; the same key (all but the value)
+    again replaces it. Imported points carry seq 0 (`sql.IMPORTED_SEQ`), live ones their own."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,11 @@ array writes, partitions and notifications). Decisions:
   hex digest or e-mail), then the upsert gives every row its final value, all in one transaction.
 - A history range is counted in one statement (see `paging`): the partial buckets at both ends
   from the points, the whole buckets between them from `history_counts`.
+- A history point is keyed by (device_id, ds_id, ts, seq): `ts` is the epoch millisecond every
+  reader sees (`createdAt`), `seq` tells apart points of one millisecond. Imported points carry
+  seq 0, so importing the same point again replaces it; every live write carries a seq of its
+  own (`IMPORTED_SEQ`, `Statements.allocate_writer` and `pinbase.app.ingest`). Pages order
+  points by (ts, seq), so points of one millisecond come in one order, imported ones first.
 - The schemas themselves stay written out per backend (`sqlite/schema.py`, `postgres/schema.py`):
   a migration records what was applied and must not change when a spec here does. Only the
   bucket width is substituted into them. The column lists here must match those schemas; the
@@ -114,7 +119,11 @@ ENTITIES: tuple[EntityTable, ...] = (
 CURRENT = Table(
     "current_values", ("device_id", "ds_id"), ("device_id", "ds_id", "value", "updated_at")
 )
-HISTORY = Table("history", ("device_id", "ds_id", "ts"), ("device_id", "ds_id", "ts", "value"))
+HISTORY = Table(
+    "history", ("device_id", "ds_id", "ts", "seq"), ("device_id", "ds_id", "ts", "seq", "value")
+)
+IMPORTED_SEQ = 0
+"""The seq of every imported history point: a point imported again replaces itself."""
 PROPERTIES = Table(
     "properties", ("device_id", "ds_id", "name"), ("device_id", "ds_id", "name", "value")
 )
@@ -189,8 +198,14 @@ class Statements:
         values = f"VALUES ({d.params(4)})"
         self.set_current = upsert(CURRENT, values)
         self.set_current_if_newer = self.set_current + ONLY_NEWER
-        self.add_history = upsert(HISTORY, values)
+        self.add_history = upsert(HISTORY, f"VALUES ({d.params(5)})")
         self.set_property = upsert(PROPERTIES, values)
+        # a writer id above every one handed out so far, and above {p(1)}
+        self.allocate_writer = (
+            f"UPDATE meta SET value = CASE WHEN value > {p(1)} THEN value ELSE {p(1)} END + 1 "
+            "WHERE key = 'history_writers' RETURNING value"
+        )
+        self.writers = "SELECT value FROM meta WHERE key = 'history_writers'"
         self.properties = (
             f"SELECT ds_id, name, value FROM properties WHERE device_id = {p(1)} "
             "ORDER BY ds_id, name"
@@ -199,8 +214,8 @@ class Statements:
         self.history_page = {
             ascending: "SELECT ts, value FROM history "
             f"WHERE device_id = {p(1)} AND ds_id = {p(2)} AND ts BETWEEN {p(3)} AND {p(4)} "
-            f"ORDER BY ts {'ASC' if ascending else 'DESC'} LIMIT {p(5)} OFFSET {p(6)}"
-            for ascending in (True, False)
+            f"ORDER BY ts {direction}, seq {direction} LIMIT {p(5)} OFFSET {p(6)}"
+            for ascending, direction in ((True, "ASC"), (False, "DESC"))
         }
 
         self.client = _select(ENTITY["clients"], f" WHERE client_id = {p(1)}")

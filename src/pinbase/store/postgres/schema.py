@@ -5,6 +5,14 @@ ahead of time at start-up and on demand when a write reaches a month that has no
 outside [2000, 2100) land in the default partition, which therefore never conflicts with a new
 monthly partition. Every table is keyed by `device_id` first, so with Citus the value tables
 can be distributed by device (see the README's deployment section).
+
+History points are keyed by (device_id, ds_id, ts, seq) since migration 2 (see `sql` and
+`pinbase.app.ingest`): `ts` stays the epoch millisecond every reader sees, `seq` tells apart
+the points of one millisecond, 0 for imported points and a value of its own for every live write
+(a writer id from the `history_writers` row of `meta`, allocated once per server process, times
+2**32, plus the process's counter), so the processes sharing a database never replace each
+other's points. Migration 2 adds the column with a constant default (no rewrite: the points so far
+become seq 0) and rebuilds the primary key of every partition, under the migration lock.
 """
 
 from __future__ import annotations
@@ -164,6 +172,13 @@ MIGRATIONS: tuple[str, ...] = (
         END IF;
         RETURN (1 - have) / rate;
     END $$;
+    """,
+    # 2: history keyed by (device_id, ds_id, ts, seq); the points so far become seq 0
+    """
+    ALTER TABLE history ADD COLUMN seq bigint NOT NULL DEFAULT 0;
+    ALTER TABLE history DROP CONSTRAINT history_pkey;
+    ALTER TABLE history ADD PRIMARY KEY (device_id, ds_id, ts, seq);
+    INSERT INTO meta VALUES ('history_writers', 0);
     """,
 )
 

@@ -112,10 +112,11 @@ def _translated(exc: BaseException) -> StoreError:
 
 SQL = Statements(POSTGRES)
 _HISTORY = upsert(
-    HISTORY, "SELECT * FROM unnest($1::integer[], $2::integer[], $3::bigint[], $4::text[])"
+    HISTORY,
+    "SELECT * FROM unnest($1::integer[], $2::integer[], $3::bigint[], $4::bigint[], $5::text[])",
 )
 _CURRENT = upsert(
-    CURRENT, "SELECT * FROM unnest($5::integer[], $6::integer[], $7::text[], $8::bigint[])"
+    CURRENT, "SELECT * FROM unnest($6::integer[], $7::integer[], $8::text[], $9::bigint[])"
 )
 _WRITE = {
     # one statement, one round trip, one transaction
@@ -304,16 +305,16 @@ class PostgresStore(Store):
 
     # values -------------------------------------------------------------------------------
     async def write_values(self, writes: ValueWrites) -> int:
-        history = sorted({(d, s, t): v for d, s, t, v in writes.history}.items())
+        history = sorted({(d, s, t, q): v for d, s, t, q, v in writes.history}.items())
         current = sorted({(d, s): (v, t) for d, s, v, t in writes.current}.items())
         newer: dict[tuple[int, int], tuple[str, int]] = {}
         for d, s, v, t in writes.current_if_newer:
             if (d, s) not in newer or t >= newer[(d, s)][1]:
                 newer[(d, s)] = (v, t)
-        history_rows = [(d, s, t, v) for (d, s, t), v in history]
+        history_rows = [(d, s, t, q, v) for (d, s, t, q), v in history]
         async with self._conn() as conn:
             await self._ensure_partitions(conn, [row[2] for row in history_rows])
-            history_columns = _columns(history_rows, 4)
+            history_columns = _columns(history_rows, 5)
             batches = [(False, current), (True, sorted(newer.items()))]
             batches = [b for b in batches if b[1]] or [(False, [])]
             changed = 0
@@ -326,8 +327,13 @@ class PostgresStore(Store):
                         _WRITE[only_newer], *history_columns, *_columns(current_rows, 4)
                     )
                     changed += counts[1]
-                    history_columns = [[], [], [], []]
+                    history_columns = [[], [], [], [], []]
             return changed
+
+    async def allocate_writer(self, after: int = 0) -> int:
+        async with self._conn() as conn:
+            writer: int = await conn.fetchval(SQL.allocate_writer, after)
+            return writer
 
     async def _ensure_partitions(self, conn: asyncpg.Connection, stamps: Sequence[int]) -> None:
         if not stamps:

@@ -1,4 +1,14 @@
-"""SQLite schema migrations; `PRAGMA user_version` records how many have been applied."""
+"""SQLite schema migrations; `PRAGMA user_version` records how many have been applied.
+
+History points are keyed by (device_id, ds_id, ts, seq) since migration 2 (see `sql` and
+`pinbase.app.ingest`): `ts` stays the epoch millisecond every reader sees, `seq` tells apart
+the points of one millisecond, 0 for imported points and a value of its own for every live write
+(a writer id from the `history_writers` row of `meta`, allocated once per process, times 2**32,
+plus a counter). A WITHOUT ROWID table cannot change its primary key, so migration 2 copies the
+history into a new table in key order (the points written before it become seq 0); the bucket
+counts stay valid, the same points being there, and the counting triggers are recreated on the
+new table. seq is the last column, as PostgreSQL's `ALTER TABLE ... ADD COLUMN` puts it.
+"""
 
 from __future__ import annotations
 
@@ -116,6 +126,31 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX oauth_tokens_family ON oauth_tokens (family);
     CREATE INDEX oauth_tokens_expiry ON oauth_tokens (expires_at);
+    """,
+    # 2: history keyed by (device_id, ds_id, ts, seq); the points so far become seq 0
+    f"""
+    CREATE TABLE history_by_seq (
+        device_id INTEGER NOT NULL,
+        ds_id INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        value TEXT NOT NULL,
+        seq INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (device_id, ds_id, ts, seq)
+    ) WITHOUT ROWID;
+    INSERT INTO history_by_seq (device_id, ds_id, ts, value)
+        SELECT device_id, ds_id, ts, value FROM history ORDER BY device_id, ds_id, ts;
+    DROP TABLE history;
+    ALTER TABLE history_by_seq RENAME TO history;
+    CREATE TRIGGER history_counted AFTER INSERT ON history BEGIN
+        INSERT INTO history_counts (device_id, ds_id, bucket, n)
+        VALUES (NEW.device_id, NEW.ds_id, NEW.ts >> {BUCKET_SHIFT}, 1)
+        ON CONFLICT (device_id, ds_id, bucket) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER history_uncounted AFTER DELETE ON history BEGIN
+        UPDATE history_counts SET n = n - 1
+        WHERE device_id = OLD.device_id AND ds_id = OLD.ds_id AND bucket = OLD.ts >> {BUCKET_SHIFT};
+    END;
+    INSERT INTO meta VALUES ('history_writers', 0);
     """,
 )
 

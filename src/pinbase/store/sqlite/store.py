@@ -409,6 +409,13 @@ class SqliteStore(Store):
         changed: int = await self._write(_WriteValues(writes))
         return changed
 
+    async def allocate_writer(self, after: int = 0) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            (row,) = conn.execute(SQL.allocate_writer, (after,)).fetchall()
+            return int(row[0])
+
+        return await self._write(run)
+
     async def drop_history_before(self, cutoff: int) -> None:
         def run(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM history WHERE ts < ?", (cutoff,))
