@@ -249,8 +249,8 @@ async def copy_batch_baseline(url: str, rows: list[list[Any]]) -> list[float]:
             current: list[tuple[Any, ...]] = []
             for device, temperature, humidity in rows:
                 t, h = repr(float(temperature)), str(humidity)
-                seq = (1 << 32) + len(history)  # a live write's seq, as pinbase numbers them
-                history += [(device, 1, ts, seq, t), (device, 2, ts, seq + 1, h)]
+                # seq 1: writer 1's first point of each series in the millisecond
+                history += [(device, 1, ts, 1, t), (device, 2, ts, 1, h)]
                 current += [(device + shift, 1, t, ts), (device + shift, 2, h, ts)]
             start = time.perf_counter()
             async with conn.transaction():

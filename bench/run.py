@@ -80,10 +80,9 @@ def raw_batch_baseline(work: Path, rows: list[list[Any]]) -> list[float]:
         history: list[tuple[int, int, int, int, str]] = []
         for device, temperature, humidity in rows:
             current += [(device, 1, repr(float(temperature)), ts), (device, 2, str(humidity), ts)]
-            seq = (1 << 32) + len(history)  # a live write's seq, as pinbase numbers them
-            history += [
-                (device, 1, ts, seq, repr(float(temperature))),
-                (device, 2, ts, seq + 1, str(humidity)),
+            history += [  # seq 1: writer 1's first point of each series in the millisecond
+                (device, 1, ts, 1, repr(float(temperature))),
+                (device, 2, ts, 1, str(humidity)),
             ]
         start = time.perf_counter()
         conn.execute("BEGIN")

@@ -303,7 +303,7 @@ def test_a_rerun_brings_in_what_the_source_gained(deployment: Deployment) -> Non
                     history=[
                         (110, 2, IMPORT_START + 5, 0, "42"),
                         (110, 2, IMPORT_START + 6, 0, "43"),
-                        (110, 2, IMPORT_START + 6, 7 << 32, "44"),
+                        (110, 2, IMPORT_START + 6, 7, "44"),
                     ],
                 )
             )
@@ -363,7 +363,7 @@ async def _fill_store(store: SqliteStore, rng: random.Random) -> None:
         for device in (101, 102, 105)
         for ds in (1, 2, 3)
         for ts in rng.sample(range(-(2**40), 2**41), 111)
-        for seq in (0, (2 << 32) + rng.randrange(100), (9 << 32) + rng.randrange(100))
+        for seq in (0, rng.randrange(3) << 32 | 2, rng.randrange(3) << 32 | 9)
     ]
     assert await store.allocate_writer(after=8) == 9
     rng.shuffle(history)

@@ -16,7 +16,7 @@ import pytest
 
 from helpers import fresh_store, second_store
 from pinbase.app.device_session import Clock
-from pinbase.app.ingest import Ingest
+from pinbase.app.ingest import HOT_LIMIT, K_LIMIT, Ingest
 from pinbase.domain.clock import now_ms
 from pinbase.domain.model import Datastream, DataType, Device
 from pinbase.domain.values import Value
@@ -315,22 +315,52 @@ def test_importing_twice_keeps_one_point_each_beside_the_live_ones(
     run(scenario)
 
 
-def test_a_writer_that_used_up_its_seqs_takes_a_new_writer_id(
+def test_points_of_one_series_and_millisecond_are_numbered_in_order(
+    run: Callable[[Scenario], None],
+) -> None:
+    """The first point of a series in a millisecond is seq = the writer id; more get k << 32 |
+    writer id; a point of an older millisecond than the latest one comes from the counter."""
+
+    async def scenario(h: Harness) -> None:
+        stamp = now_ms() - 60_000
+        await h.ingest.write(DEVICE, [(STATUS, "first"), (HUMIDITY, 1)], ts=stamp)
+        await h.ingest.write(DEVICE, [(STATUS, "second")], ts=stamp)
+        await h.ingest.write(DEVICE, [(STATUS, "later")], ts=stamp + 1)
+        await h.ingest.write(DEVICE, [(STATUS, "late 1")], ts=stamp)  # older than the latest
+        await h.ingest.write_points(DEVICE, [(STATUS, "late 2", stamp), (STATUS, "x", stamp + 1)])
+        writer = await h.store.writers()
+        history = [row async for rows in h.store.export_history(100) for row in rows]
+        assert [(row[2], row[3], row[4]) for row in history if row[1] == STATUS.id] == [
+            (stamp, writer, '"first"'),
+            (stamp, 1 << 32 | writer, '"second"'),
+            (stamp, HOT_LIMIT << 32 | writer, '"late 1"'),
+            (stamp, (HOT_LIMIT + 1) << 32 | writer, '"late 2"'),
+            (stamp + 1, writer, '"later"'),
+            (stamp + 1, 1 << 32 | writer, '"x"'),
+        ]
+        assert [(row[2], row[3]) for row in history if row[1] == HUMIDITY.id] == [(stamp, writer)]
+
+    run(scenario)
+
+
+def test_a_writer_whose_counter_ran_out_takes_a_new_writer_id(
     run: Callable[[Scenario], None],
 ) -> None:
     async def scenario(h: Harness) -> None:
         stamp = now_ms()
         await h.ingest.write(DEVICE, [(STATUS, "first")], ts=stamp)
         assert await h.store.writers() == 1
-        h.ingest._next_seq = h.ingest._seq_end - 1  # as if 2**32 - 1 values had been written
-        await h.ingest.write(DEVICE, [(STATUS, "last of writer 1")], ts=stamp)
-        await h.ingest.write(DEVICE, [(STATUS, "a"), (STATUS, "b")], ts=stamp)  # does not fit
+        seqs = h.ingest._seqs
+        assert seqs is not None
+        seqs._next = K_LIMIT - 1  # as if 2**31 - 2**20 - 1 points had come from the counter
+        await h.ingest.write(DEVICE, [(STATUS, "last of writer 1")], ts=stamp - 1)
+        await h.ingest.write(DEVICE, [(STATUS, "a"), (STATUS, "b")], ts=stamp - 1)  # no room
         assert await h.store.writers() == 2
-        assert [v for _, v in await h.history(DEVICE, STATUS)] == [
-            "first",
-            "last of writer 1",
-            "a",
-            "b",
+        assert await h.history(DEVICE, STATUS) == [
+            (stamp - 1, "a"),  # writer 2, k 0
+            (stamp - 1, "b"),  # writer 2, k 1
+            (stamp - 1, "last of writer 1"),  # writer 1, k 2**31 - 1
+            (stamp, "first"),
         ]
 
     run(scenario)

@@ -336,18 +336,19 @@ def test_dropping_old_history_keeps_newer_points_and_counts(run: Callable[[Body]
 
 # --- points of one millisecond, writer ids, schema 1 -----------------------------------------
 
-WRITER_A, WRITER_B = 5 << 32, 3 << 32  # the first live seqs of two writers
+WRITER_A, WRITER_B = 5, 3  # the first live seqs of two writers in a millisecond (k = 0)
+SECOND = 1 << 32  # added to a writer's seq: its second point of a series and millisecond
 
 
 def test_points_of_one_millisecond_are_kept_apart_by_seq(run: Callable[[Body], None]) -> None:
     async def body(store: Store) -> None:
         points = [
-            (1, 1, 100, WRITER_A + 1, '"a2"'),
+            (1, 1, 100, WRITER_A + SECOND, '"a2"'),
             (1, 1, 100, 0, '"imported"'),
             (1, 1, 100, WRITER_B, '"b1"'),
             (1, 1, 99, 0, '"before"'),
             (1, 1, 100, WRITER_A, '"a1"'),
-            (1, 1, 101, WRITER_A + 2, '"after"'),
+            (1, 1, 101, WRITER_A, '"after"'),
         ]
         await store.write_values(ValueWrites(history=points[:3]))
         await store.write_values(ValueWrites(history=points[3:]))
@@ -385,7 +386,7 @@ def test_bucket_counts_stay_exact_with_many_points_a_millisecond(
 
     async def body(store: Store) -> None:
         stamps = [JAN_2020 + k * BUCKET + 5 for k in range(6)]
-        live = [(2, 1, ts, WRITER_A + n, str(n)) for ts in stamps for n in range(3)]
+        live = [(2, 1, ts, WRITER_A + n * SECOND, str(n)) for ts in stamps for n in range(3)]
         imported = [(2, 1, ts, 0, "i") for ts in stamps]
         await store.write_values(ValueWrites(history=live + imported))
         await store.write_values(ValueWrites(history=imported))
@@ -467,8 +468,8 @@ def test_history_of_schema_1_is_kept_as_imported_points(backend: str, tmp_path: 
             # re-imported, the points replace themselves; a live point of their ms is added
             await store.write_values(ValueWrites(history=kept))
             assert await store.writers() == 0
-            seq = await store.allocate_writer() << 32
-            await store.write_values(ValueWrites(history=[(1, 1, JAN_2020, seq, '"live"')]))
+            writer = await store.allocate_writer()
+            await store.write_values(ValueWrites(history=[(1, 1, JAN_2020, writer, '"live"')]))
             total, page = await store.history(1, 1, JAN_2020, JAN_2020, 0, 10, False)
             assert (total, page) == (2, [(JAN_2020, '"live"'), (JAN_2020, f"1@{JAN_2020}")])
             assert (await store.counts())["history"] == len(kept) + 1
@@ -639,7 +640,7 @@ def test_counts_and_exports_cover_every_row_in_key_order(run: Callable[[Body], N
             for d in (102, 101)
             for s in (2, 1)
             for ts in (9, -3, 4)
-            for seq in ((5 << 32) + 1, 0, 3 << 32)
+            for seq in (5 + (1 << 32), 0, 3)
         ]
         current = [(d, s, "1", 5) for d in (102, 101) for s in (2, 1)]
         await store.write_values(ValueWrites(current=current, history=history))

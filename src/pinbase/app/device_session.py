@@ -40,9 +40,10 @@ class Clock:
 
     They never go back, and each datastream's strictly increase: values of different
     datastreams share the current millisecond, and a value of a datastream already stamped in
-    it moves the clock one millisecond on. So no history point of a fast device replaces
-    another, and a device writing one datastream more often than once a millisecond runs its
-    timestamps ahead of the wall clock by the excess (the rate limit bounds how far).
+    it moves the clock one millisecond on. So the points of a fast device keep distinct
+    timestamps in the order written (each would stay in history anyway: see `Ingest`), and a
+    device writing one datastream more often than once a millisecond runs its timestamps ahead
+    of the wall clock by the excess (the rate limit bounds how far).
     """
 
     __slots__ = ("_last", "_taken")

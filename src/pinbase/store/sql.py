@@ -21,8 +21,10 @@ array writes, partitions and notifications). Decisions:
 - A history point is keyed by (device_id, ds_id, ts, seq): `ts` is the epoch millisecond every
   reader sees (`createdAt`), `seq` tells apart points of one millisecond. Imported points carry
   seq 0, so importing the same point again replaces it; every live write carries a seq of its
-  own (`IMPORTED_SEQ`, `Statements.allocate_writer` and `pinbase.app.ingest`). Pages order
-  points by (ts, seq), so points of one millisecond come in one order, imported ones first.
+  own, built on its process's writer id (`IMPORTED_SEQ`, `Statements.allocate_writer` and
+  `pinbase.app.ingest`). Pages order points by (ts, seq), so points of one millisecond come in
+  one order, imported ones first; the bucket counts and the paging pieces go by ts alone, and a
+  millisecond is never split between pieces, so totals and offsets stay exact.
 - The schemas themselves stay written out per backend (`sqlite/schema.py`, `postgres/schema.py`):
   a migration records what was applied and must not change when a spec here does. Only the
   bucket width is substituted into them. The column lists here must match those schemas; the
@@ -200,7 +202,7 @@ class Statements:
         self.set_current_if_newer = self.set_current + ONLY_NEWER
         self.add_history = upsert(HISTORY, f"VALUES ({d.params(5)})")
         self.set_property = upsert(PROPERTIES, values)
-        # a writer id above every one handed out so far, and above {p(1)}
+        # a writer id above every one handed out so far, and above the parameter
         self.allocate_writer = (
             f"UPDATE meta SET value = CASE WHEN value > {p(1)} THEN value ELSE {p(1)} END + 1 "
             "WHERE key = 'history_writers' RETURNING value"

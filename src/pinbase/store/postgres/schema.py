@@ -8,11 +8,13 @@ can be distributed by device (see the README's deployment section).
 
 History points are keyed by (device_id, ds_id, ts, seq) since migration 2 (see `sql` and
 `pinbase.app.ingest`): `ts` stays the epoch millisecond every reader sees, `seq` tells apart
-the points of one millisecond, 0 for imported points and a value of its own for every live write
-(a writer id from the `history_writers` row of `meta`, allocated once per server process, times
-2**32, plus the process's counter), so the processes sharing a database never replace each
-other's points. Migration 2 adds the column with a constant default (no rewrite: the points so far
-become seq 0) and rebuilds the primary key of every partition, under the migration lock.
+the points of one series and millisecond: 0 for imported points, and for a live point the
+writer id of its server process (counted in the `history_writers` row of `meta`, so the
+processes sharing a database never replace each other's points) plus, for a process's second
+and later points of the series and millisecond, their number << 32. Migration 2 adds the column
+with a constant default (no table rewrite: the points so far become seq 0) and rebuilds the
+primary key of every partition, under the migration lock, in the one transaction of the
+migration (history is locked meanwhile: a large history makes a slow first start).
 """
 
 from __future__ import annotations

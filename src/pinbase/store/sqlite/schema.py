@@ -2,12 +2,15 @@
 
 History points are keyed by (device_id, ds_id, ts, seq) since migration 2 (see `sql` and
 `pinbase.app.ingest`): `ts` stays the epoch millisecond every reader sees, `seq` tells apart
-the points of one millisecond, 0 for imported points and a value of its own for every live write
-(a writer id from the `history_writers` row of `meta`, allocated once per process, times 2**32,
-plus a counter). A WITHOUT ROWID table cannot change its primary key, so migration 2 copies the
-history into a new table in key order (the points written before it become seq 0); the bucket
-counts stay valid, the same points being there, and the counting triggers are recreated on the
-new table. seq is the last column, as PostgreSQL's `ALTER TABLE ... ADD COLUMN` puts it.
+the points of one series and millisecond: 0 for imported points, and for a live point the
+writer id of its process (counted in the `history_writers` row of `meta`) plus, for a process's
+second and later points of the series and millisecond, their number << 32. A seq is thus nearly
+always a small integer, a byte or two in the record and the index (a process-wide counter would
+take six and grew the history by a third). A WITHOUT ROWID table cannot change its primary key,
+so migration 2 copies the history into a new table in key order (the points written before it
+become seq 0); the bucket counts stay valid, the same points being there, and the counting
+triggers are recreated on the new table. seq is the last column, as PostgreSQL's `ALTER TABLE
+... ADD COLUMN` puts it.
 """
 
 from __future__ import annotations
