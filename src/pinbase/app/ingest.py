@@ -75,7 +75,9 @@ class LiveSeqs:
         self.writer = writer
         self._hot: int | None = None
         """The latest millisecond stamped; `_taken` counts each series' points of it."""
-        self._taken: dict[tuple[int, int], int] = {}
+        self._taken: dict[int, int] = {}
+        """By series: device id << 32 plus datastream id (ints, which the garbage collector
+        need not track: a batch of 20,000 tuples held here made it run for longer)."""
         self._next = HOT_LIMIT
 
     def room(self, count: int) -> bool:
@@ -89,7 +91,7 @@ class LiveSeqs:
                 return self._counted()
             self._hot = ts
             self._taken.clear()
-        key = (device_id, ds_id)
+        key = (device_id << 32) + ds_id  # one key per series: datastream ids are 32-bit
         k = self._taken.get(key, 0)
         if k == HOT_LIMIT:
             return self._counted()
