@@ -6,7 +6,7 @@ the points of one series and millisecond: 0 for imported points, and for a live 
 writer id of its process (counted in the `history_writers` row of `meta`) plus, for a process's
 second and later points of the series and millisecond, their number << 32. A seq is thus nearly
 always a small integer, a byte or two in the record and the index (a process-wide counter would
-take six and grew the history by a third). A WITHOUT ROWID table cannot change its primary key,
+take six, and grew the history file by 32 %). A WITHOUT ROWID table cannot change its primary key,
 so migration 2 copies the history into a new table in key order (the points written before it
 become seq 0); the bucket counts stay valid, the same points being there, and the counting
 triggers are recreated on the new table. seq is the last column, as PostgreSQL's `ALTER TABLE
