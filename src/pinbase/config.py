@@ -52,8 +52,8 @@ class Settings:
     )
     max_connections: int = setting(
         0,
-        "Open connections the process accepts in all (excess: closed at once); "
-        "0: the fd limit minus a tenth.",
+        "Open HTTP connections in all before new ones are closed at once; "
+        "0: the fd limit less a tenth, which is also the most allowed.",
     )
     max_connections_per_address: int = setting(
         256,
