@@ -19,8 +19,8 @@ What uvicorn (0.54, httptools) lacks, and this subclass adds:
 - An idle timeout from the start. uvicorn arms its keep-alive timer only after a response, so a
   connection that never sends a byte stayed open for ever; `connection_made` arms the same timer
   (`timeout_keep_alive`, set to the idle timeout), which the first byte disarms.
-- Quiet logs. Connections cut off, and uvicorn's per-request warnings about invalid requests and
-  upgrades, go to the gate's rate-limited log instead of one line each.
+- Quiet logs. Connections cut off (invalid requests included) go to the gate's rate-limited log
+  instead of one line each; uvicorn's two warnings per upgrade request are dropped.
 
 pinbase serves no WebSocket, and `server.py` configures none: a protocol switch would hand the
 transport to another protocol whose `connection_lost` would never release the admission ticket.
@@ -100,6 +100,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return
         self.gate.release(self.ticket)
         self._disarm_head_timer()
+        # uvicorn leaves its keep-alive timer armed after a reset, holding this object for the
+        # whole idle timeout: a flood of resets would pile them up.
+        self._unset_keepalive_if_required()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -115,9 +118,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 self._cut("invalid HTTP request", BAD_REQUEST)
             return
         except httptools.HttpParserUpgrade:
-            # Served as a plain request, as uvicorn does without a WebSocket library; only the
-            # warning is rate-limited.
-            self._note("upgrade requested (not supported)", logging.INFO)
+            # Served as a plain request, as uvicorn does without a WebSocket library, minus the
+            # two warnings uvicorn logs for every such request.
             return
         if self.reading_head and self.head_bytes:
             if self.head_bytes > self.max_header_bytes:
