@@ -174,6 +174,15 @@ def test_unfinished_huge_heads_are_cut_off_and_memory_stays_bounded(
         for attacker in attackers:
             wait_for("an unfinished huge head to be cut off", attacker.poll)
             assert attacker.received == b"" or attacker.received.startswith(b"HTTP/1.1 431 ")
+    chunked = b"POST /healthz HTTP/1.1\r\nHost: pinbase\r\nTransfer-Encoding: chunked\r\n\r\n"
+    with ExitStack() as stack:  # trailers after a chunked body are bounded like a head
+        attackers = [stack.enter_context(Client(server)) for _ in range(50)]
+        for attacker in attackers:
+            attacker.send(chunked + b"5\r\nhello\r\n0\r\nX-Trailer: " + b"a" * MIB)
+            peak = max(peak, rss_mib(server))
+        for attacker in attackers:
+            wait_for("an unfinished huge trailer to be cut off", attacker.poll)
+        assert peak - baseline < 64, f"RSS grew from {baseline:.0f} to {peak:.0f} MiB"
     with Client(server) as client:  # a large head within the limit is served
         assert client.request(b"X-Pad: " + b"a" * 12_000 + b"\r\n") == 200
     with Client(server) as client:  # a complete head over the limit, in one piece

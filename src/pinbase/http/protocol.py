@@ -5,16 +5,17 @@ What uvicorn (0.54, httptools) lacks, and this subclass adds:
 - Admission. `connection_made` asks the listener's `Gate`; a refused connection is answered a
   canned 503 and closed at once, before uvicorn counts it, so it never reaches the application
   and holds its descriptor only for that instant. The client may see the 503 or a reset.
-- A header size limit. httptools accumulates an unfinished header in memory without bound.
-  `data_received` counts the bytes of each chunk that starts while a request's head (request
-  line and headers) is still being read, and answers 431 and closes once they pass
-  `max_header_bytes` with the head still unfinished. Counting whole chunks never overcounts an
-  unfinished head; a head that completes within a chunk larger than the limit is measured
-  exactly in `on_headers_complete`. A head that starts in the middle of a chunk (after a
-  pipelined body) is undercounted by at most that chunk, which only delays the cut by one read.
+- A header size limit. httptools accumulates an unfinished header, and the trailers after a
+  chunked body, in memory without bound. `data_received` counts the bytes of every read that
+  starts while a head (request line and headers) is being read, and answers 431 and closes once
+  they pass `max_header_bytes` with the head still unfinished. Counting whole reads never
+  overcounts an unfinished head; a head that completes within a read larger than the limit is
+  measured exactly in `on_headers_complete`; a head that starts in the middle of a read (after
+  a pipelined body) is undercounted by at most that read, which delays the cut by one read.
+  Trailers are counted, and timed, as a head of their own.
 - A header-read timeout. The first byte of a head arms a timer of `header_timeout` seconds that
   only a complete head disarms: a client trickling a byte at a time is answered 408 and closed.
-  The timer is armed only when a chunk ends inside a head, so a request that arrives whole (the
+  The timer is armed only when a read ends inside a head, so a request that arrives whole (the
   hot path) arms none.
 - An idle timeout from the start. uvicorn arms its keep-alive timer only after a response, so a
   connection that never sends a byte stayed open for ever; `connection_made` arms the same timer
@@ -78,7 +79,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.reading_head = True
         """Between requests or inside a head (request line and headers), not in a body."""
         self.head_bytes = 0
-        """Bytes of the chunks that started while reading the current head."""
+        """Bytes of the reads that started while reading the current head."""
         self.head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(  # type: ignore[override]
@@ -136,10 +137,26 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._disarm_head_timer()
         super().on_headers_complete()
 
+    def on_chunk_header(self) -> None:
+        # Only chunked bodies get here. A chunk's size line may be the last one's, followed by
+        # trailers, which httptools accumulates like headers: count them like a head until the
+        # chunk's data shows it was not (`on_body`).
+        self.reading_head = True
+        self.head_bytes = 0
+
+    def on_body(self, body: bytes) -> None:
+        if self.reading_head:  # data after a chunk's size line
+            self.reading_head = False
+            if self.head_timer is not None:
+                self._disarm_head_timer()
+        super().on_body(body)
+
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self.reading_head = True
         self.head_bytes = 0
+        if self.head_timer is not None:  # armed while trailers were arriving
+            self._disarm_head_timer()
 
     def timeout_keep_alive_handler(self) -> None:
         if self.cycle is None and not self.transport.is_closing():
