@@ -5,10 +5,11 @@ server; and that stops them again, in the reverse order.
 On SIGTERM or SIGINT the HTTP server stops accepting and finishes its in-flight requests, the
 device listeners close their connections, and the store finishes its queued writes and closes.
 
-At start the process's soft fd limit is raised to its hard limit, and the connection budget every
-listener draws from is set below it (`pinbase.net`): a flood of connections is refused before the
-process runs out of descriptors. The HTTP listener runs uvicorn with pinbase's own protocol class
-(`pinbase.http.protocol`), which adds admission, a header size limit and header and idle timeouts.
+At start the process's soft fd limit is raised to its hard limit, and the process's connection
+budget is set below it (`pinbase.net`): a flood of connections is refused before the process runs
+out of descriptors. The HTTP listener draws from it (the device listeners are to join it) and
+runs uvicorn with pinbase's own protocol class (`pinbase.http.protocol`), which adds admission, a
+header size limit, and header and idle timeouts.
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ def http_server(services: Services, budget: Budget, log_level: str = "info") -> 
         port=settings.port,
         http=bound_protocol(gate, settings.header_timeout, settings.max_header_bytes),
         ws="none",  # no WebSocket route; a protocol switch would escape the admission gate
+        # uvicorn annotates it int, but it is seconds for call_later: a float works.
         timeout_keep_alive=settings.idle_timeout,  # type: ignore[arg-type]
         log_level=log_level,
         access_log=False,
