@@ -50,6 +50,25 @@ class Settings:
     body_limit: int = setting(
         2 * 1024 * 1024, "Largest request body in bytes; a larger one is answered 413."
     )
+    max_connections: int = setting(
+        0,
+        "Open HTTP connections in all before new ones are closed at once; "
+        "0: the fd limit less a tenth, which is also the most allowed.",
+    )
+    max_connections_per_address: int = setting(
+        256,
+        "Open HTTP connections per client address (IPv6: per /64); 0: no per-address cap "
+        "(behind a reverse proxy).",
+    )
+    max_header_bytes: int = setting(
+        16 * 1024, "Largest request line and headers in bytes; a larger head is answered 431."
+    )
+    header_timeout: float = setting(
+        10.0, "Seconds for a request's head to arrive, from its first byte (then 408, closed)."
+    )
+    idle_timeout: float = setting(
+        15.0, "Seconds an HTTP connection may wait for its first or next request before closing."
+    )
     org_rate_limit: int = setting(
         10_000, "Organization API requests per minute per organization (then 429)."
     )
