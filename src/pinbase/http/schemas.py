@@ -55,7 +55,12 @@ class UpdateValues(_Body):
 class BatchUpdate(_Body):
     fields: Annotated[
         list[str],
-        Meta(min_length=2, examples=[["deviceId", "Temperature", "Humidity"]]),
+        Meta(
+            min_length=2,
+            description="`deviceId`, then the labels of the datastreams, each once",
+            examples=[["deviceId", "Temperature", "Humidity"]],
+            extra_json_schema={"prefixItems": [{"const": "deviceId"}], "uniqueItems": True},
+        ),
     ]
     updates: Annotated[
         list[Any], Meta(max_length=MAX_ROWS, examples=[[[101, 22.5, 40], [102, None, 41]]])
