@@ -25,9 +25,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+import yaml
 
-from helpers import Server, apply_fleet, client_token
+from helpers import FLEET, Server, apply_fleet, assert_error, client_token
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "schemathesis.toml"
@@ -50,11 +52,25 @@ UNLIMITED = (
 )
 
 
+def fleet_without_users(directory: Path) -> Path:
+    """The test fleet less its users (and so its roles and owners): the run signs in no user,
+    and hashing their passwords would take most of this test's setup."""
+    document = yaml.safe_load(FLEET.read_text())
+    for organization in document["organizations"]:
+        organization.pop("users", None)
+        organization.pop("roles", None)
+        for device in organization.get("devices", []):
+            device.pop("owner", None)
+    path = directory / "fleet.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Server]:
     """A server of its own: the run writes to the fleet's devices and needs no rate limits."""
     data_dir = tmp_path_factory.mktemp(f"schemathesis-{backend}")
-    apply_fleet(data_dir)
+    apply_fleet(data_dir, fleet_without_users(tmp_path_factory.mktemp("fleet")))
     running = Server(data_dir, *UNLIMITED).start()
     yield running
     running.stop()
@@ -93,3 +109,32 @@ def test_the_server_does_what_its_document_says(fuzzed: Server, tmp_path: Path) 
         pytest.fail(f"schemathesis did not finish within {HANG_BOUND} s:\n{output[-5000:]}")
     assert run.returncode == 0, run.stdout[-20_000:] + run.stderr[-5000:]
     assert " passed" in run.stdout and "generated" in run.stdout, run.stdout
+
+
+# --- OPTIONS and 405, spelled out ---------------------------------------------------------
+
+
+def test_options_lists_every_method_of_each_documented_path(fuzzed: Server) -> None:
+    document = httpx.get(f"{fuzzed.url}/openapi.json").json()
+    for path, item in document["paths"].items():
+        response = httpx.request("OPTIONS", fuzzed.url + path)
+        assert response.status_code == 204, (path, response.text)
+        assert response.content == b""
+        documented = sorted(method.upper() for method in item)
+        assert response.headers["allow"] == ", ".join(documented), path
+
+
+def test_a_method_the_path_lacks_is_405_with_every_method_allowed(fuzzed: Server) -> None:
+    response = httpx.delete(f"{fuzzed.url}/external/api/batch/update")
+    assert_error(response, 405)
+    assert response.headers["allow"] == "GET, OPTIONS, POST"
+
+
+def test_options_outside_the_document(fuzzed: Server) -> None:
+    docs = httpx.request("OPTIONS", f"{fuzzed.url}/docs")
+    assert docs.status_code == 204
+    assert docs.headers["allow"] == "GET, OPTIONS"
+    asset = httpx.request("OPTIONS", f"{fuzzed.url}/docs/assets/swagger-ui.css")
+    assert asset.status_code == 204
+    assert asset.headers["allow"] == "GET, HEAD, OPTIONS"
+    assert_error(httpx.request("OPTIONS", f"{fuzzed.url}/no/such/path"), 404)
