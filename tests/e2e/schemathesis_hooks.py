@@ -31,7 +31,6 @@ SCHEMA_VALID_REFUSALS = [
         r"No valid device found in the batch to derive the product from\.",
         # widget properties: each property takes its own format
         r"Invalid value for property '\w+': expected .*\.",
-        r"Value of property '\w+' is longer than \d+ characters\.",
         # the device HTTP API (Blynk's messages): the token and the product's pins
         r"Invalid token\.",
         r"No datastream setup for that pin\.",

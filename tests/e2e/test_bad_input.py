@@ -695,3 +695,31 @@ def test_batch_update_of_another_organizations_device_is_400(
     body = VALID[BATCH_UPDATE].replace("110", str(FOREIGN))
     response = send(server, "POST", BATCH_UPDATE, token=tokens["org"], content=body.encode())
     assert_error(response, 400)
+
+
+# --- NUL characters (PostgreSQL text cannot hold them) ------------------------------------------
+
+
+def test_nul_characters_are_refused_wherever_they_would_be_stored_or_looked_up(
+    server: Server, tokens: dict[str, str], api: Api
+) -> None:
+    before = snapshot(api)
+    body = swap(PROPERTY, '"hostile"', '"a\\u0000b"').body
+    response = send(server, "POST", PROPERTY, token=tokens["org"], content=encoded(body))
+    assert_error(response, 400)
+    device = send(
+        server,
+        "GET",
+        "/external/api/update/property",
+        params={"token": DEVICE_101_TOKEN, "pin": "v1", "label": "a\x00b"},
+    )
+    assert_error(device, 400)
+    assert snapshot(api) == before
+    for params, auth in [
+        ({"grant_type": "client_credentials", "client_id": "a\x00b", "client_secret": "x"}, None),
+        ({"grant_type": "password", "username": "a\x00b", "password": "x"}, ACME),
+    ]:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            response = client.post("/oauth2/token", params=params, auth=auth)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == "invalid_request"

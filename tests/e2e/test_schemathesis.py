@@ -7,8 +7,9 @@ must be refused with a 4xx. `OPTIONS` and methods a path lacks are checked again
 The settings are in `schemathesis.toml`; `schemathesis_hooks.py` adds a check on the 400s that
 some operations may answer to valid requests.
 
-Generation is derandomized and bounded (EXAMPLES per operation and phase), so a run sends the
-same requests every time and takes well under a minute. To run it by hand against a server:
+Generation is derandomized (the fixed SEED is passed too, though derandomized generation does
+not draw on it) and bounded (EXAMPLES per operation and phase), so a run sends the same requests
+every time and takes well under a minute (about 10 s). To run it by hand against a server:
 
     SCHEMATHESIS_HOOKS=tests/e2e/schemathesis_hooks.py .venv/bin/schemathesis \\
         --config-file tests/e2e/schemathesis.toml run http://127.0.0.1:8080/openapi.json \\
@@ -36,7 +37,7 @@ CONFIG = HERE / "schemathesis.toml"
 HOOKS = HERE / "schemathesis_hooks.py"
 EXAMPLES = 10
 SEED = 20261130
-HANG_BOUND = 50.0  # seconds; bounds a hung run (a run takes about 15), never decides a result
+HANG_BOUND = 50.0  # seconds; bounds a hung run (a run takes about 10), never decides a result
 # Rate limits far above what the run sends, so that no 429 stands in for a real answer.
 UNLIMITED = (
     "--org-rate-limit",

@@ -97,29 +97,23 @@ _ERROR_TEXT = {
     429: "Rate limit exceeded (see Retry-After)",
     503: "The database is unavailable; retry later (see Retry-After)",
 }
-_STRING = {"type": "string"}
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    }
+}
 _ERROR_HEADERS: dict[int, dict[str, Any]] = {
     401: {
         "WWW-Authenticate": {
             "description": 'The bearer challenge: `Bearer error="invalid_token"`',
             "required": True,
-            "schema": _STRING,
+            "schema": {"type": "string"},
         }
     },
-    429: {
-        "Retry-After": {
-            "description": "Seconds to wait before retrying",
-            "required": True,
-            "schema": {"type": "string", "pattern": "^[0-9]+$"},
-        }
-    },
-    503: {
-        "Retry-After": {
-            "description": "Seconds to wait before retrying",
-            "required": True,
-            "schema": {"type": "string", "pattern": "^[0-9]+$"},
-        }
-    },
+    429: _RETRY_AFTER,
+    503: _RETRY_AFTER,
 }
 
 

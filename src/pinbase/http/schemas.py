@@ -10,7 +10,7 @@ from msgspec import Meta, Struct
 
 from pinbase.domain.batch import MAX_ROWS
 from pinbase.domain.model import INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN
-from pinbase.domain.properties import MAX_PROPERTY_LENGTH, PROPERTY_NAMES
+from pinbase.domain.properties import MAX_PROPERTY_LENGTH, NO_NUL_PATTERN, PROPERTY_NAMES
 
 Int32 = Annotated[int, Meta(ge=INT32_MIN, le=INT32_MAX)]
 Int64 = Annotated[int, Meta(ge=INT64_MIN, le=INT64_MAX)]
@@ -83,7 +83,7 @@ class PropertyUpdate(_Body):
     deviceId: Int32
     dataStreamId: Int32
     property: PropertyName
-    value: Annotated[str, Meta(max_length=MAX_PROPERTY_LENGTH)]
+    value: Annotated[str, Meta(max_length=MAX_PROPERTY_LENGTH, pattern=NO_NUL_PATTERN)]
 
 
 # --- responses ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from pinbase.app.device_session import DeviceSession, RateLimited
 from pinbase.domain.batch import MAX_ROWS
 from pinbase.domain.errors import Invalid
 from pinbase.domain.model import INT64_MAX, INT64_MIN, Datastream
-from pinbase.domain.properties import PROPERTY_NAMES
+from pinbase.domain.properties import MAX_PROPERTY_LENGTH, NO_NUL_PATTERN, PROPERTY_NAMES
 from pinbase.domain.ratelimit import retry_after
 from pinbase.domain.values import Value, parse_json_value, parse_text_value, to_text
 from pinbase.http.deps import AppServices, decode_json
@@ -62,7 +62,10 @@ _TOKEN = {
 
 
 def _pins_parameter(
-    description: str, example: dict[str, str], names: dict[str, Any] = _PIN_SCHEMA
+    description: str,
+    example: dict[str, str],
+    names: dict[str, Any] = _PIN_SCHEMA,
+    values: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Query keys that are themselves data: pins (`v1=100`) or property names."""
     return {
@@ -75,7 +78,7 @@ def _pins_parameter(
         "schema": {
             "type": "object",
             "propertyNames": names,
-            "additionalProperties": {"type": "string"},
+            "additionalProperties": values or {"type": "string"},
         },
         "example": example,
     }
@@ -450,6 +453,7 @@ async def is_hardware_connected(svc: AppServices, request: Request) -> Response:
                 "Property → value pairs, e.g. `color=%23FF0000&label=Hot`",
                 {"color": "#FF0000"},
                 {"type": "string", "enum": list(PROPERTY_NAMES)},
+                {"type": "string", "maxLength": MAX_PROPERTY_LENGTH, "pattern": NO_NUL_PATTERN},
             ),
             "name": "properties",
         },
