@@ -8,7 +8,8 @@ matches it. Decisions:
 - `OPTIONS` on a path the server has answers **204 No Content** with `Allow` (the path's methods
   and `OPTIONS`), without authentication: it reveals only what `/openapi.json` already says.
 - Any other method a path lacks answers 405 with the error body and the same `Allow`.
-- A path no route matches is 404 whatever the method.
+- A path no route matches is 404 whatever the method. Under the docs' static assets the mount
+  answers for every path (`GET, HEAD, OPTIONS`), whether or not the file exists.
 
 Both are answered where Starlette reports 405 (the `HTTPException` handler in `errors.py`), so
 a request with a supported method pays nothing for them.
