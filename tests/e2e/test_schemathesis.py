@@ -13,7 +13,7 @@ every time and takes well under a minute (about 10 s). To run it by hand against
 
     SCHEMATHESIS_HOOKS=tests/e2e/schemathesis_hooks.py .venv/bin/schemathesis \\
         --config-file tests/e2e/schemathesis.toml run http://127.0.0.1:8080/openapi.json \\
-        -H "Authorization: Bearer $TOKEN" --max-examples 15
+        -H "Authorization: Bearer $TOKEN" --max-examples 10
 
 (the device API cases use device 101's token from tests/fleet.yaml).
 """
