@@ -18,7 +18,9 @@ from pinbase.http.routes import datastreams, device_api, devices, live, oauth, s
 DESCRIPTION = (
     "Blynk's Organization datastream API, self-hosted. Obtain a token at `/oauth2/token`, then "
     "send it as `Authorization: Bearer <token>`. Every error answers "
-    '`{"error": {"message": "..."}}`.'
+    '`{"error": {"message": "..."}}` with a 4xx or 503, except the token endpoint\'s OAuth '
+    'errors (`{"error": "...", "error_description": "..."}`). `OPTIONS` on any path answers '
+    "204 with `Allow` listing the path's methods; a method the path lacks answers 405."
 )
 
 

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from pinbase.domain.errors import DomainError, Forbidden, Invalid, NotFound
+from pinbase.http.methods import path_methods
 from pinbase.store.base import StoreUnavailable
 
 log = logging.getLogger("pinbase.http")
@@ -48,6 +49,16 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return "Invalid " + "; ".join(parts) + "."
 
 
+def method_not_allowed(request: Request) -> Response:
+    """Where Starlette reports 405: OPTIONS is answered 204, any other method 405; both carry
+    `Allow` with every method of the path (see `methods.py`)."""
+    allow = {"Allow": ", ".join(path_methods(request.app, request.url.path) or ["OPTIONS"])}
+    if request.method == "OPTIONS":
+        return Response(status_code=204, headers=allow)
+    message = f"Method {request.method} is not allowed on {request.url.path}."
+    return error_response(405, message, allow)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
@@ -65,6 +76,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
+        if exc.status_code == 405:
+            return method_not_allowed(request)
         message = exc.detail if isinstance(exc.detail, str) else "Request failed."
         if exc.status_code == 404 and message == "Not Found":
             message = f"No such endpoint: {request.method} {request.url.path}."

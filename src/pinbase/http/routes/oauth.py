@@ -53,6 +53,8 @@ async def _parameters(request: Request) -> dict[str, str]:
         body = (await request.body()).decode("utf-8", "replace")
         pairs += parse_qsl(body, keep_blank_values=True)
     for key, value in pairs:
+        if "\x00" in key or "\x00" in value:  # no store can look up a NUL (PostgreSQL text)
+            raise OAuthFailure("invalid_request", "Parameters must not hold NUL characters.")
         if key in params and params[key] != value:
             raise OAuthFailure("invalid_request", f"Parameter '{key}' is given more than once.")
         if len(value) > MAX_FIELD:
@@ -89,9 +91,10 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
     except (binascii.Error, UnicodeDecodeError):
         raise OAuthFailure("invalid_client", "Malformed Basic credentials.", 401) from None
     client_id, sep, secret = decoded.partition(":")
-    if not sep:
+    client_id, secret = unquote(client_id), unquote(secret)
+    if not sep or "\x00" in client_id or "\x00" in secret:
         raise OAuthFailure("invalid_client", "Malformed Basic credentials.", 401)
-    return unquote(client_id), unquote(secret)
+    return client_id, secret
 
 
 @router.post(
