@@ -38,9 +38,7 @@ def cache(store: FakeStore, clock: Clock) -> AccessTokens:
     return AccessTokens(store, clock)  # type: ignore[arg-type]
 
 
-def find(
-    tokens: AccessTokens, hash_: str, now_ms: int = 0, generation: int = 1
-) -> TokenRow | None:
+def find(tokens: AccessTokens, hash_: str, now_ms: int = 0, generation: int = 1) -> TokenRow | None:
     return asyncio.run(tokens.find(hash_, now_ms, generation))
 
 
