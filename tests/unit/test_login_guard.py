@@ -120,6 +120,7 @@ def test_successful_logins_cost_no_budget() -> None:
     async def main() -> None:
         for _ in range(20):
             assert await login(g, True)
+        assert g.users is not None and g.addresses is not None
         assert len(g.users) == 0 and len(g.addresses) == 0
 
     asyncio.run(main())
@@ -251,3 +252,18 @@ def test_addresses_are_keyed_by_host_and_ipv6_by_its_64() -> None:
     assert address_key("::ffff:192.0.2.7") == "192.0.2.7"
     assert address_key(None) == "unknown"
     assert address_key("testclient") == "testclient"
+
+
+def test_a_limit_of_zero_is_no_limit_and_no_log_lines_for_zero(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    g = guard(Clock(), auth_user_failures=0, auth_address_failures=0, auth_failure_logs=0)
+
+    async def main() -> None:
+        for _ in range(50):
+            assert not await login(g, False)
+        assert await login(g, True)
+
+    with caplog.at_level(logging.WARNING, logger="pinbase.app.auth"):
+        asyncio.run(main())
+    assert caplog.records == []

@@ -45,7 +45,7 @@ import ipaddress
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 from pinbase.config import Settings
@@ -140,15 +140,15 @@ class HashingGate:
 
 
 class FailureLog:
-    """WARNING lines about failed token requests, at most `per_minute` of them."""
+    """WARNING lines about failed token requests, at most `per_minute` of them (0: none)."""
 
     def __init__(self, per_minute: int, clock: Callable[[], float]) -> None:
-        self._budget = TokenBuckets(per_minute / 60.0, per_minute)
+        self._budget = TokenBuckets(per_minute / 60.0, per_minute) if per_minute > 0 else None
         self._clock = clock
         self._unlogged = 0
 
     def failure(self, reason: str, client: str, user: str | None, address: str) -> None:
-        if self._budget.take("log", now=self._clock()) > 0:
+        if self._budget is None or self._budget.take("log", now=self._clock()) > 0:
             self._unlogged += 1
             return
         unlogged, self._unlogged = self._unlogged, 0
@@ -162,8 +162,16 @@ class FailureLog:
         )
 
 
+Charge = tuple[FailureBuckets | None, Hashable]
+"""One key's failure budget: its buckets (None: that kind of key has no limit) and the key."""
+
+
 class LoginGuard:
-    """The failure budgets, the hashing gate and the failure log of one server process."""
+    """The failure budgets, the hashing gate and the failure log of one server process.
+
+    A limit of 0 failures means no limit for that kind of key; a window of 0 means spent
+    failures are never regained (until the process restarts).
+    """
 
     def __init__(
         self,
@@ -173,7 +181,9 @@ class LoginGuard:
     ) -> None:
         window = settings.auth_failure_window
 
-        def buckets(burst: int) -> FailureBuckets:
+        def buckets(burst: int) -> FailureBuckets | None:
+            if burst <= 0:
+                return None
             return FailureBuckets(burst, burst / window if window > 0 else 0.0)
 
         self.clients = buckets(settings.auth_client_failures)
@@ -185,25 +195,35 @@ class LoginGuard:
         self.log = FailureLog(settings.auth_failure_logs, clock)
         self._clock = clock
 
-    def _check(self, *checks: tuple[FailureBuckets, object]) -> None:
+    def _check(self, *charges: Charge) -> None:
         now = self._clock()
-        wait = max(buckets.wait(key, now) for buckets, key in checks)
+        wait = max((b.wait(key, now) for b, key in charges if b is not None), default=0.0)
         if wait > 0:
             raise Throttled(wait)
+
+    def _spend(self, *charges: Charge) -> None:
+        now = self._clock()
+        for buckets, key in charges:
+            if buckets is not None:
+                buckets.spend(key, now)
+
+    def _refund(self, *charges: Charge) -> None:
+        now = self._clock()
+        for buckets, key in charges:
+            if buckets is not None:
+                buckets.refund(key, now)
 
     def check_client(self, address: str, client_id: str) -> None:
         """Raise `Throttled` if this client's or this address's failures are spent."""
         self._check((self.addresses, address), (self.clients, client_id))
 
     def client_failed(self, address: str, client_id: str, known: bool) -> None:
-        now = self._clock()
-        self.addresses.spend(address, now)
-        self.clients.spend(client_id, now)
+        self._spend((self.addresses, address), (self.clients, client_id))
         reason = "wrong client secret" if known else "unknown client"
         self.log.failure(reason, shown(client_id, known), None, address)
 
     def refresh_failed(self, address: str, client_id: str, reason: str) -> None:
-        self.addresses.spend(address, self._clock())
+        self._spend((self.addresses, address))
         self.log.failure(reason, client_id, None, address)
 
     async def verify_password(
@@ -217,26 +237,19 @@ class LoginGuard:
     ) -> bool:
         """`verify()` (a password hash, run in a thread) if neither the user's nor the address's
         failures are spent; raises `Throttled`, or `Busy` when no hash slot is to be had."""
-        user = (org_id, email)
-        checks = ((self.addresses, address), (self.users, user))
-        self._check(*checks)  # before queueing: a throttled guess takes no place in the queue
+        charges: tuple[Charge, Charge] = ((self.addresses, address), (self.users, (org_id, email)))
+        self._check(*charges)  # before queueing: a throttled guess takes no place in the queue
 
         def admit() -> None:  # holding a slot: failures of others may have come meanwhile
-            self._check(*checks)
-            now = self._clock()
-            self.addresses.spend(address, now)
-            self.users.spend(user, now)
+            self._check(*charges)
+            self._spend(*charges)
 
         valid = await self.hashing.run(admit, verify)
         if valid:
-            now = self._clock()
-            self.addresses.refund(address, now)
-            self.users.refund(user, now)
+            self._refund(*charges)
         else:
+            user = shown(email, known)
             self.log.failure(
-                "wrong password" if known else "unknown user",
-                client_id,
-                shown(email, known),
-                address,
+                "wrong password" if known else "unknown user", client_id, user, address
             )
         return valid
