@@ -494,11 +494,11 @@ def test_rotation_policy_on_the_store(run: Callable[[Body], None]) -> None:
 def owned_token(
     name: str, user_id: int | None, client: str = "acme", kind: str = "access"
 ) -> TokenRow:
-    return TokenRow(f"{name:x<64}", kind, client, 1, user_id, f"fam-{name}", NOW + 10)
+    return TokenRow(f"{name:_<64}", kind, client, 1, user_id, f"fam-{name}", NOW + 10)
 
 
 async def alive(store: Store, *tokens: TokenRow) -> set[str]:
-    return {t.hash.rstrip("x") for t in tokens if await store.access_token(t.hash, NOW)}
+    return {t.hash.rstrip("_") for t in tokens if await store.access_token(t.hash, NOW)}
 
 
 def test_tokens_are_revoked_by_user_and_by_client_with_a_generation_bump(
