@@ -547,17 +547,28 @@ def test_deleting_users_and_clients_revokes_their_tokens(run: Callable[[Body], N
     run(body)
 
 
+async def other_process_renames_acme(store: Store) -> None:
+    other = second_store(store)
+    await other.open()
+    try:
+        await other.upsert_entities(Entities(organizations=[OrgRow(1, "Acme Inc")]))
+    finally:
+        await other.close()
+
+
 def test_tokens_are_issued_only_at_the_generation_their_credentials_were_read(
     run: Callable[[Body], None],
 ) -> None:
     async def body(store: Store) -> None:
         await store.upsert_entities(fleet())
-        read_at = await generation(store)
-        await store.upsert_entities(Entities(organizations=[OrgRow(1, "Acme Inc")]))
+        read_at = await store.generation()
+        assert read_at == await generation(store)
+        await other_process_renames_acme(store)
+        assert await store.generation() == read_at + 1
         late = owned_token("late", 2)
         assert not await store.insert_tokens([late], read_at)
         assert await store.access_token(late.hash, NOW) is None
-        assert await store.insert_tokens([late], await generation(store))
+        assert await store.insert_tokens([late], await store.generation())
         assert await store.access_token(late.hash, NOW) == late
 
     run(body)

@@ -78,6 +78,12 @@ class Store(abc.ABC):
     async def catalog(self) -> Catalog:
         """The current catalog snapshot (reloaded when provisioning changed it)."""
 
+    async def generation(self) -> int:
+        """The catalog generation committed now: read from the database, unlike `catalog()`'s,
+        which may lag behind another process's change for a moment."""
+        ((value,),) = await self._fetch(self.SQL.generation, ())
+        return int(value)
+
     @abc.abstractmethod
     async def entities(self) -> Entities:
         """Every catalog row, secrets' hashes included (for provisioning)."""

@@ -15,8 +15,10 @@ Decisions:
   (503 `temporarily_unavailable`, Retry-After, when the queue is full), failures are logged.
 - Tokens are issued only if the catalog is still at the generation read before the credentials
   were: a password, role or secret changed meanwhile (whose change revoked the holder's tokens)
-  would otherwise leave tokens issued on the old credentials. Such a request is answered 503
-  `temporarily_unavailable` and may simply be repeated.
+  would otherwise leave tokens issued on the old credentials. Such a request (it raced the
+  change) is answered 503 `temporarily_unavailable` and may simply be repeated. The generation
+  is read from the database, not from the cached catalog, which may lag behind another process
+  for a moment and would refuse grants needlessly.
 - Every grant starts a new token family; a refresh keeps the family of the token it redeems.
 """
 
@@ -105,7 +107,7 @@ async def grant(svc: Services, request: TokenRequest) -> dict[str, object]:
 
 async def _grant(svc: Services, request: TokenRequest, grant_type: str) -> dict[str, object]:
     address = address_key(request.remote)
-    generation = (await svc.store.catalog()).generation  # read before any credential
+    generation = await svc.store.generation()  # read before any credential is
     client = await _authenticate_client(svc, address, request.client_id, request.client_secret)
     if grant_type == "client_credentials":
         return await _issue_new(svc, client, None, generation)
