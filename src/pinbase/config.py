@@ -76,6 +76,35 @@ class Settings:
     import_burst: int = setting(20, "Import requests per device allowed at once.")
     access_token_ttl: int = setting(86_400, "Access token lifetime in seconds.")
     refresh_token_ttl: int = setting(30 * 86_400, "Refresh token lifetime in seconds.")
+    auth_failure_window: float = setting(
+        600.0,
+        "Seconds in which a spent budget of failed token requests (below) is regained; "
+        "0: never (until restart).",
+    )
+    auth_client_failures: int = setting(
+        20,
+        "Failed authentications of one client allowed at once and per --auth-failure-window; "
+        "then /oauth2/token answers 429 for that client. 0: no limit.",
+    )
+    auth_user_failures: int = setting(
+        10,
+        "Failed password logins of one user (an e-mail within an organization) allowed at once "
+        "and per --auth-failure-window; then 429 for that user. 0: no limit.",
+    )
+    auth_address_failures: int = setting(
+        50,
+        "Failed token requests from one address (IPv6: one /64) allowed at once and per "
+        "--auth-failure-window; then 429 for that address. 0: no limit.",
+    )
+    auth_failure_logs: int = setting(
+        60, "Failed token requests logged per minute at most, the rest counted; 0: none."
+    )
+    password_hash_slots: int = setting(
+        0, "Password hashes computed at once (64 MiB each while it runs); 0: one per CPU."
+    )
+    password_hash_queue: int = setting(
+        32, "Password logins that may wait for a hash slot; more are answered 503 at once."
+    )
     hardware_port: int = setting(8442, "Blynk hardware protocol over TCP; 0: off.")
     hardware_tls_port: int = setting(
         0, "Blynk hardware protocol over TLS (needs --tls-cert and --tls-key); 0: off."

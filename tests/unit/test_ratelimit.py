@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from pinbase.domain.ratelimit import TokenBuckets, retry_after
+from pinbase.domain.ratelimit import FailureBuckets, TokenBuckets, retry_after
 
 
 def test_a_burst_is_granted_then_refused_until_refilled() -> None:
@@ -38,3 +38,53 @@ def test_retry_after_is_a_whole_number_of_seconds_at_least_one() -> None:
     assert retry_after(0.01) == "1"
     assert retry_after(2.3) == "3"
     assert retry_after(math.inf) == "86400"
+
+
+# --- failure buckets --------------------------------------------------------------------------
+
+
+def test_failures_are_allowed_up_to_the_burst_then_regained_at_the_rate() -> None:
+    failures = FailureBuckets(burst=3, rate=0.5)
+    for _ in range(3):
+        assert failures.wait("alice", now=0.0) == 0.0
+        failures.spend("alice", now=0.0)
+    assert failures.wait("alice", now=0.0) == 2.0  # one failure regained every 2 s
+    assert failures.wait("alice", now=1.5) == 0.5
+    assert failures.wait("alice", now=2.0) == 0.0
+    assert failures.wait("bob", now=0.0) == 0.0  # per key
+
+
+def test_asking_costs_nothing_and_a_refund_undoes_a_spend() -> None:
+    failures = FailureBuckets(burst=2, rate=0.1)
+    for _ in range(10):
+        assert failures.wait("alice", now=0.0) == 0.0
+    failures.spend("alice", now=0.0)
+    failures.spend("alice", now=0.0)  # two attempts under way, say
+    assert failures.wait("alice", now=0.0) == 10.0
+    failures.refund("alice", now=0.0)  # one of them was right
+    assert failures.wait("alice", now=0.0) == 0.0
+    assert len(failures) == 1
+    failures.refund("alice", now=0.0)
+    assert len(failures) == 0, "a full bucket is forgotten"
+
+
+def test_spending_never_goes_below_empty() -> None:
+    failures = FailureBuckets(burst=1, rate=1.0)
+    for _ in range(5):
+        failures.spend("k", now=0.0)
+    assert failures.wait("k", now=0.0) == 1.0
+
+
+def test_buckets_that_refilled_are_swept() -> None:
+    failures = FailureBuckets(burst=2, rate=1.0)
+    for n in range(FailureBuckets.SWEEP_EVERY - 1):
+        failures.spend(n, now=float(n))
+    assert len(failures) == FailureBuckets.SWEEP_EVERY - 1
+    failures.spend("last", now=10_000.0)  # every other bucket refilled long ago
+    assert len(failures) == 1
+
+
+def test_without_a_rate_spent_failures_never_come_back() -> None:
+    failures = FailureBuckets(burst=1, rate=0.0)
+    failures.spend("k", now=0.0)
+    assert failures.wait("k", now=1e9) == math.inf

@@ -104,6 +104,12 @@ def print_report(report: ApplyReport) -> None:
     for kind, count in report.updated.items():
         if count:
             out.print(f"updated {count} {kind}")
+    revoked = report.revoked
+    if not revoked.is_empty():
+        out.print(
+            f"revoked the tokens of {len(revoked.user_ids)} users and {len(revoked.client_ids)} "
+            "clients (password, role or secret changed)"
+        )
     if report.secrets:
         out.print("\nGenerated secrets (shown once, stored only as hashes):")
         for what, secret in report.secrets:

@@ -38,3 +38,61 @@ MAX_RETRY_AFTER = 86_400
 def retry_after(seconds: float) -> str:
     """A Retry-After header value: whole seconds, at least 1, at most a day."""
     return str(max(1, math.ceil(min(seconds, MAX_RETRY_AFTER))))
+
+
+class FailureBuckets:
+    """Failures allowed per key (a client, a user, an address): `burst` at once, regained at
+    `rate` per second.
+
+    Unlike `TokenBuckets`, asking costs nothing: `wait` tells whether one more failure is
+    allowed, `spend` takes one for an attempt about to be judged, and `refund` gives it back
+    when the attempt succeeded. Spending before a slow check (a password hash) and refunding
+    after makes concurrent attempts count exactly, and an attempt abandoned half-way stays
+    counted. A bucket back at full is forgotten, so memory holds only the keys that failed
+    within the time they take to refill.
+    """
+
+    SWEEP_EVERY = 1024  # spends between sweeps of the buckets that refilled
+
+    def __init__(self, burst: float, rate: float) -> None:
+        self.burst = burst
+        self.rate = rate
+        self._buckets: dict[Hashable, tuple[float, float]] = {}
+        self._spends = 0
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def wait(self, key: Hashable, now: float) -> float:
+        """0 when one more failure of `key` is allowed, else the seconds until it is."""
+        tokens = self._tokens(key, now)
+        if tokens >= 1:
+            return 0.0
+        return (1 - tokens) / self.rate if self.rate > 0 else math.inf
+
+    def spend(self, key: Hashable, now: float) -> None:
+        """Count one failure of `key` (whether or not `wait` allowed it; never below empty)."""
+        self._buckets[key] = (max(0.0, self._tokens(key, now) - 1), now)
+        self._spends += 1
+        if self._spends % self.SWEEP_EVERY == 0:
+            self._sweep(now)
+
+    def refund(self, key: Hashable, now: float) -> None:
+        """Give back a failure spent for an attempt that succeeded."""
+        tokens = self._tokens(key, now) + 1
+        if tokens >= self.burst:
+            self._buckets.pop(key, None)
+        else:
+            self._buckets[key] = (tokens, now)
+
+    def _tokens(self, key: Hashable, now: float) -> float:
+        found = self._buckets.get(key)
+        if found is None:
+            return self.burst
+        tokens, stamp = found
+        return min(self.burst, tokens + max(0.0, now - stamp) * self.rate)
+
+    def _sweep(self, now: float) -> None:
+        full = [key for key in self._buckets if self._tokens(key, now) >= self.burst]
+        for key in full:
+            del self._buckets[key]

@@ -78,6 +78,7 @@ def _token_request(request: Request, params: dict[str, str]) -> TokenRequest:
         username=params.get("username"),
         password=params.get("password"),
         refresh_token=params.get("refresh_token"),
+        remote=request.client.host if request.client is not None else None,
     )
 
 
@@ -119,6 +120,16 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
             "description": "invalid_client",
             "content": {"application/json": {"schema": schema_of(OAuthError)}},
         },
+        429: {
+            "description": "slow_down: too many failed attempts for the client, the user or "
+            "the address; see Retry-After",
+            "content": {"application/json": {"schema": schema_of(OAuthError)}},
+        },
+        503: {
+            "description": "temporarily_unavailable: too many logins at once, or credentials "
+            "changed during the request; see Retry-After",
+            "content": {"application/json": {"schema": schema_of(OAuthError)}},
+        },
     },
 )
 async def token(svc: AppServices, request: Request) -> Response:
@@ -126,7 +137,9 @@ async def token(svc: AppServices, request: Request) -> Response:
         params = await _parameters(request)
         body = await grant(svc, _token_request(request, params))
     except OAuthFailure as failure:
-        headers = {"WWW-Authenticate": 'Basic realm="pinbase"'} if failure.status == 401 else None
+        headers = dict(failure.headers)
+        if failure.status == 401:
+            headers["WWW-Authenticate"] = 'Basic realm="pinbase"'
         return _answer(
             {"error": failure.code, "error_description": failure.description},
             failure.status,

@@ -12,7 +12,15 @@ the database is back), integrity violations as `Conflict`, corruption as `Corrup
 
 Refresh tokens of one family are serialised by a transaction-scoped advisory lock on the family
 (`consume_refresh`, `revoke_family`): under READ COMMITTED a revocation running while a rotation
-inserts successors would otherwise miss the successors, which commit after its snapshot.
+inserts successors would otherwise miss the successors, which commit after its snapshot. For the
+same reason a catalog change (which may revoke the tokens of users and clients) holds an
+exclusive advisory lock that every token issue (`consume_refresh`, a grant's `insert_tokens`)
+takes shared: an issue either commits before the change's revocation runs, which then sees its
+tokens, or reads the generation the change bumped and issues nothing.
+
+Notifications: `pinbase_catalog` (a catalog change, sent in its transaction), `pinbase_events`
+(the relay's value events) and `pinbase_tokens` (a revoked token family, sent in the revoking
+transaction, so it is delivered exactly when the revocation commits).
 """
 
 from __future__ import annotations
@@ -64,6 +72,7 @@ log = logging.getLogger("pinbase.store.postgres.store")
 
 CATALOG_CHANNEL = "pinbase_catalog"
 EVENTS_CHANNEL = "pinbase_events"
+TOKENS_CHANNEL = "pinbase_tokens"
 CATALOG_RECHECK_S = 1.0  # a fallback: catalog changes are also notified
 ACQUIRE_TIMEOUT_S = 10.0
 PARTITIONS_AHEAD = 3  # months created ahead of time at start-up
@@ -128,6 +137,9 @@ _IMPORT_PROPERTIES = upsert(
     PROPERTIES, "SELECT * FROM unnest($1::integer[], $2::integer[], $3::text[], $4::text[])"
 )
 _FAMILY_LOCK = "SELECT pg_advisory_xact_lock(1953459819, hashtext($1))"  # 1953459819: 'toke'
+_ISSUE_KEY = 0x70627276  # 'pbrv'; one 64-bit key: a key space apart from the two-key locks
+_CHANGING = f"SELECT pg_advisory_xact_lock({_ISSUE_KEY})"
+_ISSUING = f"SELECT pg_advisory_xact_lock_shared({_ISSUE_KEY})"
 
 
 class _PooledConnection(asyncpg.Connection):  # type: ignore[misc]
@@ -151,6 +163,7 @@ class PostgresStore(Store):
         self._months: set[tuple[int, int]] = set()
         self._listener: asyncio.Task[None] | None = None
         self._receivers: list[Callable[[str], None]] = []
+        self._revocation_watchers: list[Callable[[str | None], None]] = []
 
     # lifecycle ----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -227,8 +240,18 @@ class PostgresStore(Store):
         conn.add_termination_listener(lambda _: lost.set())
         await conn.add_listener(CATALOG_CHANNEL, lambda *_: self._catalog.invalidate())
         await conn.add_listener(EVENTS_CHANNEL, self._received)
+        await conn.add_listener(TOKENS_CHANNEL, self._family_revoked)
         self._catalog.invalidate()  # whatever changed while no one was listening
+        for forget in self._revocation_watchers:
+            forget(None)
         await lost.wait()
+
+    def _family_revoked(self, _conn: object, _pid: int, _channel: str, family: str) -> None:
+        for forget in self._revocation_watchers:
+            forget(family)
+
+    def watch_revocations(self, forget: Callable[[str | None], None]) -> None:
+        self._revocation_watchers.append(forget)
 
     def _received(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         for receive in self._receivers:
@@ -294,9 +317,9 @@ class PostgresStore(Store):
         async with self._conn() as conn:
             return await self._entities(conn)
 
-    async def _upsert_entities(self, rows: Entities) -> None:
-        writes = SQL.entity_writes(rows)
+    async def _change_catalog(self, writes: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
         async with self._conn() as conn, conn.transaction():
+            await conn.execute(_CHANGING)
             for statement, params in writes:
                 await conn.executemany(statement, params)
             await conn.execute(f"NOTIFY {CATALOG_CHANNEL}")
@@ -414,9 +437,17 @@ class PostgresStore(Store):
         row = await self._one(SQL.user_by_email, org_id, email)
         return UserRow(*row) if row else None
 
-    async def insert_tokens(self, tokens: Sequence[TokenRow]) -> None:
-        async with self._conn() as conn:
-            await conn.executemany(SQL.insert_token, [astuple(t) for t in tokens])
+    async def insert_tokens(
+        self, tokens: Sequence[TokenRow], generation: int | None = None
+    ) -> bool:
+        rows = [astuple(t) for t in tokens]
+        async with self._conn() as conn, conn.transaction():
+            if generation is not None:
+                await conn.execute(_ISSUING)
+                if await conn.fetchval(SQL.generation) != generation:
+                    return False
+            await conn.executemany(SQL.insert_token, rows)
+            return True
 
     async def access_token(self, token_hash: str, now: int) -> TokenRow | None:
         row = await self._one(SQL.access_token, token_hash, now)
@@ -430,6 +461,7 @@ class PostgresStore(Store):
         self, token: TokenRow, now: int, successors: Sequence[TokenRow]
     ) -> bool:
         async with self._conn() as conn, conn.transaction():
+            await conn.execute(_ISSUING)
             await conn.execute(_FAMILY_LOCK, token.family)
             if await conn.execute(SQL.consume_refresh, token.hash, now) != "UPDATE 1":
                 return False
@@ -440,6 +472,7 @@ class PostgresStore(Store):
         async with self._conn() as conn, conn.transaction():
             await conn.execute(_FAMILY_LOCK, family)
             await conn.execute(SQL.revoke_family, family)
+            await conn.execute("SELECT pg_notify($1, $2)", TOKENS_CHANNEL, family)
 
     async def drop_tokens_expired_before(self, cutoff: int) -> None:
         async with self._conn() as conn:

@@ -394,9 +394,10 @@ class SqliteStore(Store):
         with _driver_errors:
             return self._entities(self._read_conn())
 
-    async def _upsert_entities(self, rows: Entities) -> None:
-        writes = SQL.entity_writes(rows)
-
+    async def _change_catalog(self, writes: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        # the single writer runs its functions one after another: a token issue runs wholly
+        # before this change (whose revocation then covers it) or after it (and finds the
+        # generation bumped)
         def run(conn: sqlite3.Connection) -> None:
             for statement, params in writes:
                 conn.executemany(statement, params)
@@ -487,13 +488,19 @@ class SqliteStore(Store):
         row = self._one(SQL.user_by_email, org_id, email)
         return UserRow(*row) if row else None
 
-    async def insert_tokens(self, tokens: Sequence[TokenRow]) -> None:
+    async def insert_tokens(
+        self, tokens: Sequence[TokenRow], generation: int | None = None
+    ) -> bool:
         rows = [astuple(t) for t in tokens]
 
-        def run(conn: sqlite3.Connection) -> None:
+        def run(conn: sqlite3.Connection) -> bool:
+            # the single writer (BEGIN IMMEDIATE across processes) makes check and insert atomic
+            if generation is not None and conn.execute(SQL.generation).fetchone()[0] != generation:
+                return False
             conn.executemany(SQL.insert_token, rows)
+            return True
 
-        await self._write(run)
+        return await self._write(run)
 
     async def access_token(self, token_hash: str, now: int) -> TokenRow | None:
         row = self._one(SQL.access_token, token_hash, now)
