@@ -18,7 +18,9 @@ from pinbase.http.routes import datastreams, device_api, devices, live, oauth, s
 DESCRIPTION = (
     "Blynk's Organization datastream API, self-hosted. Obtain a token at `/oauth2/token`, then "
     "send it as `Authorization: Bearer <token>`. Every error answers "
-    '`{"error": {"message": "..."}}`.'
+    '`{"error": {"message": "..."}}`. A database that cannot be used is answered 503 '
+    "(with `Retry-After` while retrying may help), a full disk 507 Insufficient Storage: "
+    "nothing of that request was stored."
 )
 
 
