@@ -295,7 +295,8 @@ def migrate_command(
     except StoreError as exc:
         raise fail(1, f"the copy failed: {exc}") from None
     finally:
-        bars.stop()
+        if bars.live.is_started:  # stopping a bar never shown would print an empty line
+            bars.stop()
 
     out.print(f"{redact(source)} → {redact(target)}", highlight=False, soft_wrap=True)
     table = Table()
