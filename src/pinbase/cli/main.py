@@ -138,12 +138,15 @@ def apply_command(
 
 
 def _bytes(count: int) -> str:
-    size = float(count)
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+    """`count` bytes for people: 512 bytes, 80.0 KiB, 1.2 GiB."""
+    if count < 1024:
+        return f"{count} bytes"
+    size = count / 1024
+    for unit in ("KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}"
         size /= 1024
-    raise AssertionError("unreachable")
+    return f"{size:.1f} GiB"
 
 
 @app.command(
@@ -172,7 +175,7 @@ def check_command(
 
     try:
         report = asyncio.run(check_database(database_url(data_dir, database), full=full))
-    except (StoreError, ValueError) as exc:
+    except StoreError as exc:
         print_error(str(exc))
         raise typer.Exit(2) from None
     if not report.ok:

@@ -8,6 +8,7 @@ from pathlib import Path
 from pinbase.store.base import Store
 from pinbase.store.check import CheckReport
 from pinbase.store.errors import (
+    BadUrl,
     Conflict,
     Corrupt,
     Foreign,
@@ -18,9 +19,9 @@ from pinbase.store.errors import (
 )
 
 
-def _scheme_error(url: str) -> ValueError:
+def _scheme_error(url: str) -> BadUrl:
     scheme = url.split(":", 1)[0]
-    return ValueError(
+    return BadUrl(
         f"unsupported database URL scheme {scheme!r} "
         "(expected sqlite:///FILE or postgresql://USER@HOST:PORT/DB)"
     )
@@ -41,7 +42,7 @@ def open_store(url: str) -> Store:
 
 async def check_database(url: str, *, full: bool = False) -> CheckReport:
     """`pinbase check` of the database at `url` (see `pinbase.store.check`); raises the store's
-    errors for a database it cannot check, `ValueError` for a URL it does not know."""
+    errors for a database it cannot check (`BadUrl` for a URL it does not know)."""
     if url.startswith("sqlite:///"):
         from pinbase.store.sqlite.store import check_file
 
@@ -55,6 +56,7 @@ async def check_database(url: str, *, full: bool = False) -> CheckReport:
 
 
 __all__ = [
+    "BadUrl",
     "CheckReport",
     "Conflict",
     "Corrupt",

@@ -19,6 +19,8 @@ boundary, so nothing above the store imports a driver. The kinds, by what a call
   stored. `upsert_entities` names the entities in its message ("device 102's token is already
   the token of device 101").
 - `SchemaTooNew`: the database was written by a newer pinbase; this one must not touch it.
+- `BadUrl`, also a `ValueError`: a database URL of no known backend, or one the driver cannot
+  parse.
 - `StoreError`, the base: anything else the database refuses. That is a bug (a statement the
   database cannot run), reported as an internal error.
 
@@ -57,7 +59,12 @@ class SchemaTooNew(StoreError):
     """The database's schema is newer than this pinbase."""
 
 
+class BadUrl(StoreError, ValueError):
+    """A database URL that names no database pinbase can open."""
+
+
 __all__ = [
+    "BadUrl",
     "Conflict",
     "Corrupt",
     "Foreign",

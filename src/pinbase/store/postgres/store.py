@@ -35,7 +35,14 @@ from pinbase.domain.model import Catalog
 from pinbase.store.base import Store
 from pinbase.store.catalog import CatalogCache, build_catalog
 from pinbase.store.check import CheckReport
-from pinbase.store.errors import Conflict, Corrupt, StorageFull, StoreError, StoreUnavailable
+from pinbase.store.errors import (
+    BadUrl,
+    Conflict,
+    Corrupt,
+    StorageFull,
+    StoreError,
+    StoreUnavailable,
+)
 from pinbase.store.health import Health
 from pinbase.store.paging import page_window, piece_params
 from pinbase.store.postgres import checks
@@ -188,6 +195,9 @@ class PostgresStore(Store):
         except _DRIVER_ERRORS as exc:
             await self.close()
             raise (checks.explained(exc, self.url) or _translated(exc)) from exc
+        except ValueError as exc:  # a URL asyncpg cannot parse
+            await self.close()
+            raise BadUrl(f"bad PostgreSQL URL: {exc}") from exc
         except BaseException:
             await self.close()
             raise
@@ -490,6 +500,8 @@ async def check_database(url: str, *, full: bool) -> CheckReport:
         conn = await asyncpg.connect(url)
     except _DRIVER_ERRORS as exc:
         raise (checks.explained(exc, url) or _translated(exc)) from exc
+    except ValueError as exc:
+        raise BadUrl(f"bad PostgreSQL URL: {exc}") from exc
     try:
         await checks.ensure_pinbase(conn, url)
         version = await checks.schema_version(conn)
