@@ -82,18 +82,21 @@ def run_all(commands: dict[str, list[str]]) -> dict[str, subprocess.CompletedPro
     return results
 
 
-def refusals(database: Path, tmp_path: Path) -> dict[str, subprocess.CompletedProcess[str]]:
-    """`serve`, `apply`, `check` and `migrate --from` run on `database`, each to refuse it."""
+def commands(database: Path, tmp_path: Path) -> dict[str, list[str]]:
+    """`serve`, `apply`, `check` and `migrate --from` on `database`, by name."""
     url = f"sqlite:///{database}"
     no_ports = ["--port", "0", "--hardware-port", "0", "--mqtt-port", "0"]
-    return run_all(
-        {
-            "serve": ["serve", "--database", url, *no_ports],
-            "apply": ["apply", str(fleet(tmp_path)), "--database", url],
-            "check": ["check", "--database", url],
-            "migrate": ["migrate", "--from", url, "--to", f"sqlite:///{tmp_path}/copy.db"],
-        }
-    )
+    return {
+        "serve": ["serve", "--database", url, *no_ports],
+        "apply": ["apply", str(fleet(tmp_path)), "--database", url],
+        "check": ["check", "--database", url],
+        "migrate": ["migrate", "--from", url, "--to", f"sqlite:///{tmp_path}/copy.db"],
+    }
+
+
+def refusals(database: Path, tmp_path: Path) -> dict[str, subprocess.CompletedProcess[str]]:
+    """The `commands` on `database` run, each expected to refuse it."""
+    return run_all(commands(database, tmp_path))
 
 
 def assert_one_line(result: subprocess.CompletedProcess[str], *expected: str) -> str:
@@ -196,12 +199,21 @@ def test_foreign_files_are_refused_in_one_line_and_left_untouched(tmp_path: Path
     with closing(sqlite3.connect(other)) as conn, conn:
         conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
         conn.execute("INSERT INTO notes (body) VALUES ('mine')")
-    for database, what in ((text, "is not an SQLite database"), (other, "another program")):
-        before = database.read_bytes()
-        for result in refusals(database, tmp_path).values():
-            assert result.returncode == 2
-            assert_one_line(result, str(database), what)
-        assert database.read_bytes() == before
+    cases = {text: "is not an SQLite database", other: "another program"}
+    before = {database: database.read_bytes() for database in cases}
+    results = run_all(
+        {
+            f"{database.name} {command}": arguments
+            for database in cases
+            for command, arguments in commands(database, tmp_path).items()
+        }
+    )
+    for name, result in results.items():
+        database = tmp_path / name.split()[0]
+        assert result.returncode == 2
+        assert_one_line(result, str(database), cases[database])
+    for database, content in before.items():
+        assert database.read_bytes() == content
         assert sorted(p.name for p in tmp_path.glob(f"{database.name}*")) == [database.name]
 
 
