@@ -1,4 +1,12 @@
-"""Every non-2xx answer carries `{"error": {"message": ...}}`; this module makes them."""
+"""Every non-2xx answer carries `{"error": {"message": ...}}`; this module makes them.
+
+A failing store is answered by what the client can do about it: 503 with `Retry-After` while
+the database is unavailable (retrying helps), 503 without it for a damaged database (retrying
+does not), and 507 Insufficient Storage for a full disk (retrying helps once space is freed; the
+write stored nothing). Failing stores are logged by the store's health when they start and stop
+failing, not once per refused request. `/oauth2/token` answers the same failures in OAuth's
+shape (`pinbase.http.routes.oauth`).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +21,7 @@ from starlette.responses import Response
 
 from pinbase.domain.errors import DomainError, Forbidden, Invalid, NotFound
 from pinbase.http.methods import path_methods
-from pinbase.store.base import StoreUnavailable
+from pinbase.store.errors import Corrupt, StorageFull, StoreUnavailable
 
 log = logging.getLogger("pinbase.http")
 
@@ -31,6 +39,23 @@ class ApiError(Exception):
 def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
     body = orjson.dumps({"error": {"message": message}})
     return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+UNAVAILABLE = "The database is unavailable; retry later."
+FULL = (
+    "The server's storage is full: nothing of this request was stored. "
+    "Retry once its operator has freed space."
+)
+DAMAGED = "The database is damaged; the server's operator must restore it."
+
+
+def store_failure(exc: StoreUnavailable) -> tuple[int, str, dict[str, str]]:
+    """(status, message, headers) of the answer to a failing store, whatever its shape."""
+    if isinstance(exc, StorageFull):
+        return 507, FULL, {}
+    if isinstance(exc, Corrupt):
+        return 503, DAMAGED, {}
+    return 503, UNAVAILABLE, {"Retry-After": "1"}
 
 
 _DOMAIN_STATUS: tuple[tuple[type[DomainError], int], ...] = (
@@ -84,10 +109,9 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, message, exc.headers)
 
     async def unavailable(request: Request, exc: Exception) -> Response:
-        log.error("store unavailable: %s", exc)
-        return error_response(
-            503, "The database is unavailable; retry later.", {"Retry-After": "1"}
-        )
+        assert isinstance(exc, StoreUnavailable)
+        log.debug("store failing on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(*store_failure(exc))
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)

@@ -6,8 +6,9 @@ method returns only after its transaction is durable, so a caller may acknowledg
 soon as the await completes.
 
 A store raises only its own errors (`pinbase.store.errors`, re-exported here): never a database
-driver's. What the backends share lives here and in `sql`, `paging`, `integrity` and `catalog`;
-each backend keeps only its dialect's own code.
+driver's, and reports the failures among them to its `health` (`pinbase.store.health`), which
+`/healthz` reads. What the backends share lives here and in `sql`, `paging`, `integrity`,
+`catalog` and `health`; each backend keeps only its dialect's own code.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, ClassVar, Protocol
 from pinbase.domain.model import Catalog
 from pinbase.domain.ratelimit import TokenBuckets
 from pinbase.store.errors import Conflict, StoreError, StoreUnavailable
+from pinbase.store.health import Health
 from pinbase.store.integrity import explain_conflict, parents_first
 from pinbase.store.records import (
     ClientRow,
@@ -45,6 +47,8 @@ class Channel(Protocol):
 class Store(abc.ABC):
     SQL: ClassVar[Statements]
     """The shared statements in the backend's dialect."""
+    health: Health
+    """The failures the store met, until a probe proves them over; set by each backend."""
     _buckets: dict[tuple[float, float], TokenBuckets]
 
     @abc.abstractmethod
@@ -54,6 +58,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Finish queued writes, then release every connection."""
+
+    @abc.abstractmethod
+    async def probe(self) -> None:
+        """One small durable write (a row of `meta`): whether the database takes writes now.
+
+        `health` runs it while the store is failing; its success is the store's recovery.
+        """
 
     # shared state of several processes --------------------------------------------------
     def channel(self) -> Channel | None:

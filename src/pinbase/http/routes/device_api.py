@@ -2,7 +2,8 @@
 
 Every answer that is not a success is `400` with Blynk's `{"error": {"message": ...}}` and
 Blynk's messages (`Invalid token.`, `Wrong pin format.`, ...), except a flood of writes from one
-device (`429` with `Retry-After`) and a body over the limit (`413`). The query string is read
+device (`429` with `Retry-After`), a body over the limit (`413`) and a failing store (`503`, or
+`507` for a full disk; `pinbase.http.errors`). The query string is read
 here rather than declared, because its keys are pins (`v1=100`) and may carry no value (`&v1`).
 Pins are case-insensitive; nothing is written when any part of a request is bad.
 """

@@ -14,8 +14,10 @@ from starlette.responses import Response
 
 from pinbase.app.auth.oauth import OAuthFailure, TokenRequest, grant
 from pinbase.http.deps import AppServices
+from pinbase.http.errors import store_failure
 from pinbase.http.openapi import schema_of
 from pinbase.http.schemas import OAuthError, TokenResponse
+from pinbase.store.errors import StoreUnavailable
 
 router = APIRouter(tags=["OAuth2"])
 
@@ -126,8 +128,12 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
             "content": {"application/json": {"schema": schema_of(OAuthError)}},
         },
         503: {
-            "description": "temporarily_unavailable: too many logins at once, or credentials "
-            "changed during the request; see Retry-After",
+            "description": "temporarily_unavailable: too many logins at once, credentials "
+            "changed during the request, or the database is unavailable or damaged",
+            "content": {"application/json": {"schema": schema_of(OAuthError)}},
+        },
+        507: {
+            "description": "temporarily_unavailable: the server's storage is full",
             "content": {"application/json": {"schema": schema_of(OAuthError)}},
         },
     },
@@ -144,5 +150,10 @@ async def token(svc: AppServices, request: Request) -> Response:
             {"error": failure.code, "error_description": failure.description},
             failure.status,
             headers,
+        )
+    except StoreUnavailable as exc:  # RFC 6749's code for a server that cannot answer now
+        status, message, extra = store_failure(exc)
+        return _answer(
+            {"error": "temporarily_unavailable", "error_description": message}, status, extra
         )
     return _answer(body)

@@ -8,7 +8,10 @@ month (see `postgres_schema`).
 
 asyncpg's errors never leave this module (`_translated`): lost connections and an unreachable
 or failing server surface as `StoreUnavailable` (HTTP 503; the pool reconnects by itself when
-the database is back), integrity violations as `Conflict`, corruption as `Corrupt`.
+the database is back), a full disk (`disk_full`, 53100) as `StorageFull` (HTTP 507), integrity
+violations as `Conflict`, corruption as `Corrupt`; the failures among them are reported to the
+store's `health`. Opening explains a refusal in one line (`checks`): unreachable, login refused,
+no such database, another application's database.
 
 Refresh tokens of one family are serialised by a transaction-scoped advisory lock on the family
 (`consume_refresh`, `revoke_family`): under READ COMMITTED a revocation running while a rotation
@@ -28,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import astuple
 from typing import Any
@@ -38,8 +42,18 @@ from pinbase.domain.clock import now_ms
 from pinbase.domain.model import Catalog
 from pinbase.store.base import Store
 from pinbase.store.catalog import CatalogCache, build_catalog
-from pinbase.store.errors import Conflict, Corrupt, StoreError, StoreUnavailable
+from pinbase.store.check import CheckReport
+from pinbase.store.errors import (
+    BadUrl,
+    Conflict,
+    Corrupt,
+    StorageFull,
+    StoreError,
+    StoreUnavailable,
+)
+from pinbase.store.health import Health
 from pinbase.store.paging import page_window, piece_params
+from pinbase.store.postgres import checks
 from pinbase.store.postgres.schema import (
     FIRST_YEAR,
     drop_partitions_before,
@@ -107,6 +121,8 @@ def _translated(exc: BaseException) -> StoreError:
     if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
         detail = getattr(exc, "detail", None)
         error = Conflict(f"{exc} ({detail})" if detail else str(exc))
+    elif isinstance(exc, asyncpg.DiskFullError):
+        error = StorageFull(f"the disk of the PostgreSQL server is full ({exc}): free space there")
     elif isinstance(exc, _CORRUPT):
         error = Corrupt(f"the database is damaged ({exc})")
     elif isinstance(exc, _UNREACHABLE):
@@ -140,6 +156,15 @@ _FAMILY_LOCK = "SELECT pg_advisory_xact_lock(1953459819, hashtext($1))"  # 19534
 _ISSUE_KEY = 0x70627276  # 'pbrv'; one 64-bit key: a key space apart from the two-key locks
 _CHANGING = f"SELECT pg_advisory_xact_lock({_ISSUE_KEY})"
 _ISSUING = f"SELECT pg_advisory_xact_lock_shared({_ISSUE_KEY})"
+_MARK = (
+    "INSERT INTO meta (key, value) VALUES ('written_at', $1) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+"""The health probe's small write."""
+_TABLES = (
+    "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = current_schema() AND c.relkind = 'r' ORDER BY 1"
+)
 
 
 class _PooledConnection(asyncpg.Connection):  # type: ignore[misc]
@@ -158,6 +183,7 @@ class PostgresStore(Store):
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.health = Health(self.probe)
         self._pool: asyncpg.Pool | None = None
         self._catalog = CatalogCache(CATALOG_RECHECK_S)
         self._months: set[tuple[int, int]] = set()
@@ -176,13 +202,26 @@ class PostgresStore(Store):
                 connection_class=_PooledConnection,
             )
             async with self._pool.acquire() as conn:
+                await checks.ensure_pinbase(conn, self.url)
                 await migrate(conn)
                 await self._prepare_partitions(conn)
         except _DRIVER_ERRORS as exc:
-            raise _translated(exc) from exc
+            await self.close()
+            raise (checks.explained(exc, self.url) or _translated(exc)) from exc
+        except ValueError as exc:  # a URL asyncpg cannot parse
+            await self.close()
+            raise BadUrl(f"bad PostgreSQL URL: {exc}") from exc
+        except BaseException:
+            await self.close()
+            raise
         self._listener = asyncio.create_task(self._listen(), name="pinbase-pg-listener")
 
+    async def probe(self) -> None:
+        async with self._conn() as conn:
+            await conn.execute(_MARK, now_ms())
+
     async def close(self) -> None:
+        await self.health.close()
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -281,7 +320,10 @@ class PostgresStore(Store):
             async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
                 yield conn
         except _DRIVER_ERRORS as exc:
-            raise _translated(exc) from exc
+            error = _translated(exc)
+            if isinstance(error, StoreUnavailable):
+                self.health.failed(error)
+            raise error from exc
 
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         async with self._conn() as conn:
@@ -480,3 +522,38 @@ class PostgresStore(Store):
 
 
 __all__ = ["PostgresStore", "month_bounds"]
+
+
+async def check_database(url: str, *, full: bool) -> CheckReport:
+    """`pinbase check` of a PostgreSQL database (see `pinbase.store.check`): it refuses what
+    opening would, and with `full` reads every row of pinbase's tables, so that PostgreSQL
+    meets (and reports) any damaged page; it writes nothing."""
+    started = time.monotonic()
+    try:
+        conn = await asyncpg.connect(url)
+    except _DRIVER_ERRORS as exc:
+        raise (checks.explained(exc, url) or _translated(exc)) from exc
+    except ValueError as exc:
+        raise BadUrl(f"bad PostgreSQL URL: {exc}") from exc
+    try:
+        await checks.ensure_pinbase(conn, url)
+        version = await checks.schema_version(conn)
+        report = CheckReport(checks.described(url), version, "the connection and the schema")
+        if full and version:
+            tables = [row[0] for row in await conn.fetch(_TABLES)]
+            report.checked = f"a read of every row of its {len(tables)} tables"
+            # sequential scans: an index-only count would skip the tables' own pages
+            for setting in ("enable_indexscan", "enable_indexonlyscan", "enable_bitmapscan"):
+                await conn.execute(f"SET {setting} = off")
+            for table in tables:
+                try:
+                    await conn.fetchval(f'SELECT count(*) FROM "{table}"')
+                except _CORRUPT as exc:
+                    report.problems.append(f"{table}: {exc}")
+        report.size = await conn.fetchval("SELECT pg_database_size(current_database())")
+    except _DRIVER_ERRORS as exc:
+        raise _translated(exc) from exc
+    finally:
+        await conn.close()
+    report.seconds = time.monotonic() - started
+    return report
