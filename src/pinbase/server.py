@@ -106,9 +106,7 @@ async def running_services(
 def connection_budget(settings: Settings) -> Budget:
     """The process's connection budget: raises the soft fd limit to the hard one first."""
     fd_limit = raise_fd_limit()
-    budget = Budget(connection_capacity(settings.max_connections, fd_limit))
-    log.info("accepting up to %d connections (fd limit %d)", budget.capacity, fd_limit)
-    return budget
+    return Budget(connection_capacity(settings.max_connections, fd_limit))
 
 
 def http_server(services: Services, budget: Budget, log_level: str = "info") -> GracefulServer:
@@ -143,6 +141,7 @@ async def serve(settings: Settings, http: asyncio.Future[GracefulServer] | None 
     """Run everything until SIGTERM/SIGINT. `http`, when given, receives the HTTP server."""
     budget = connection_budget(settings)
     async with running_services(settings) as services:
+        log.info("accepting up to %d connections", budget.capacity)
         server = http_server(services, budget, settings.log_level)
         if http is not None:
             http.set_result(server)
