@@ -52,8 +52,8 @@ class Settings:
     )
     max_connections: int = setting(
         0,
-        "Open HTTP connections in all before new ones are closed at once; "
-        "0: the fd limit less a tenth, which is also the most allowed.",
+        "Open connections in all, HTTP and device ports together, before new ones are closed "
+        "at once; 0: the fd limit less a tenth, which is also the most allowed.",
     )
     max_connections_per_address: int = setting(
         256,
@@ -115,6 +115,21 @@ class Settings:
     )
     tls_cert: str | None = setting(None, "PEM certificate chain for the TLS ports.")
     tls_key: str | None = setting(None, "PEM private key for the TLS ports.")
+    device_connections_per_address: int = setting(
+        256,
+        "Open connections per client address (IPv6: per /64) on each device port; 0: no "
+        "per-address cap (many devices behind one NAT address).",
+    )
+    device_login_timeout: float = setting(
+        10.0,
+        "Seconds a device connection has to log in (hardware LOGIN, MQTT CONNECT) before it is "
+        "closed; on a TLS port as long again for the TLS handshake.",
+    )
+    device_login_bytes: int = setting(
+        4096,
+        "Bytes a device connection may send until its login is accepted, the login included; "
+        "more, or a larger LOGIN or CONNECT, closes it.",
+    )
     device_rate: float = setting(
         100.0, "Values per second each device may write through the device interfaces."
     )

@@ -7,9 +7,10 @@ device listeners close their connections, and the store finishes its queued writ
 
 At start the process's soft fd limit is raised to its hard limit, and the process's connection
 budget is set below it (`pinbase.net`): a flood of connections is refused before the process runs
-out of descriptors. The HTTP listener draws from it (the device listeners are to join it) and
-runs uvicorn with pinbase's own protocol class (`pinbase.http.protocol`), which adds admission, a
-header size limit, and header and idle timeouts.
+out of descriptors. Every listener draws from it: the HTTP listener runs uvicorn with pinbase's
+own protocol class (`pinbase.http.protocol`), which adds admission, a header size limit, and
+header and idle timeouts; the device listeners admit through `pinbase.net.entry`
+(`pinbase.devices.listeners`).
 """
 
 from __future__ import annotations
@@ -72,10 +73,12 @@ class GracefulServer(uvicorn.Server):
 
 @contextlib.asynccontextmanager
 async def running_services(
-    settings: Settings, store: Store | None = None
+    settings: Settings, store: Store | None = None, budget: Budget | None = None
 ) -> AsyncIterator[Services]:
     """The store opened, the services built, the relay, device listeners and retention running;
-    all of it stopped again on exit."""
+    all of it stopped again on exit. The device listeners draw from `budget` (default: a new
+    `connection_budget`)."""
+    budget = budget if budget is not None else connection_budget(settings)
     the_store = store if store is not None else open_store(settings.database_url)
     await the_store.open()
     try:
@@ -85,7 +88,7 @@ async def running_services(
         if relay is not None:
             relay.start()
         try:
-            listeners = await start_device_listeners(services)
+            listeners = await start_device_listeners(services, budget)
             retention = asyncio.create_task(
                 enforce_retention(the_store, settings.history_retention_days)
             )
@@ -140,7 +143,7 @@ def http_server(services: Services, budget: Budget, log_level: str = "info") -> 
 async def serve(settings: Settings, http: asyncio.Future[GracefulServer] | None = None) -> None:
     """Run everything until SIGTERM/SIGINT. `http`, when given, receives the HTTP server."""
     budget = connection_budget(settings)
-    async with running_services(settings) as services:
+    async with running_services(settings, budget=budget) as services:
         log.info("accepting up to %d connections", budget.capacity)
         server = http_server(services, budget, settings.log_level)
         if http is not None:

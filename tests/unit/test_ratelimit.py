@@ -40,6 +40,29 @@ def test_retry_after_is_a_whole_number_of_seconds_at_least_one() -> None:
     assert retry_after(math.inf) == "86400"
 
 
+def test_take_some_takes_what_the_bucket_holds() -> None:
+    buckets = TokenBuckets(rate=10.0, burst=5)
+    assert buckets.take_some("d", 3, now=0.0) == 3
+    assert buckets.take_some("d", 3, now=0.0) == 2  # only whole tokens: 2 left
+    assert buckets.take_some("d", 3, now=0.0) == 0
+    assert buckets.take_some("d", 3, now=0.25) == 2  # 2.5 refilled: 2 whole ones taken
+    assert buckets.take_some("d", 3, now=0.3125) == 1  # 0.5 kept + 0.625 refilled
+    assert buckets.take_some("d", 100, now=10.0) == 5  # never more than the burst
+
+
+def test_ready_in_says_when_tokens_will_be_there_and_takes_none() -> None:
+    buckets = TokenBuckets(rate=4.0, burst=8)
+    assert buckets.ready_in("d", 8, now=0.0) == 0.0
+    assert buckets.take_some("d", 8, now=0.0) == 8
+    assert buckets.ready_in("d", 1, now=0.0) == 0.25
+    assert buckets.ready_in("d", 2, now=0.25) == 0.25  # one is back already
+    assert buckets.ready_in("d", 100, now=0.0) == 2.0  # at most a full bucket is waited for
+    assert buckets.take_some("d", 1, now=0.5) == 2 - 1  # ready_in took nothing: 2 by now
+    empty = TokenBuckets(rate=0.0, burst=1)
+    empty.take("d", now=0.0)
+    assert math.isinf(empty.ready_in("d", 1, now=1e9))
+
+
 # --- failure buckets --------------------------------------------------------------------------
 
 

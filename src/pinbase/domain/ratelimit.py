@@ -15,6 +15,10 @@ class TokenBuckets:
         self.burst = burst
         self._buckets: dict[Hashable, tuple[float, float]] = {}
 
+    def _level(self, key: Hashable, now: float) -> float:
+        tokens, stamp = self._buckets.get(key, (self.burst, now))
+        return min(self.burst, tokens + (now - stamp) * self.rate)
+
     def take(self, key: Hashable, count: int = 1, now: float | None = None) -> float:
         """Take `count` tokens at once (all or none); 0 when granted, else the seconds to wait.
 
@@ -23,13 +27,30 @@ class TokenBuckets:
         """
         now = time.monotonic() if now is None else now
         need = min(count, self.burst)
-        tokens, stamp = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - stamp) * self.rate)
+        tokens = self._level(key, now)
         if tokens >= need:
             self._buckets[key] = (tokens - need, now)
             return 0.0
         self._buckets[key] = (tokens, now)
         return (need - tokens) / self.rate if self.rate > 0 else math.inf
+
+    def take_some(self, key: Hashable, count: int, now: float | None = None) -> int:
+        """Take as many of `count` tokens as the bucket holds whole; how many were taken (the
+        same as taking them one at a time until one is refused)."""
+        now = time.monotonic() if now is None else now
+        tokens = self._level(key, now)
+        taken = min(count, int(tokens))
+        self._buckets[key] = (tokens - taken, now)
+        return taken
+
+    def ready_in(self, key: Hashable, count: int = 1, now: float | None = None) -> float:
+        """Seconds until `count` tokens (at most `burst`) are in the bucket, taking none: 0 when
+        they are now, infinite when the rate is 0 and they are not."""
+        now = time.monotonic() if now is None else now
+        missing = min(count, self.burst) - self._level(key, now)
+        if missing <= 0:
+            return 0.0
+        return missing / self.rate if self.rate > 0 else math.inf
 
 
 MAX_RETRY_AFTER = 86_400

@@ -2,8 +2,8 @@
 peer address on each listener. Refusals are counted and logged through a rate-limited
 `EventLog`.
 
-The process-wide `Budget` is one per process, shared by every listener (HTTP now, the device
-listeners next), because the file descriptors it protects are the process's; it is set below the
+The process-wide `Budget` is one per process, shared by every listener (HTTP and the device
+listeners), because the file descriptors it protects are the process's; it is set below the
 fd limit (`pinbase.net.fdlimit`) so that accepting, and refusing, never fails for want of a
 descriptor. Each listener has its own `Admission` with its own per-address cap, since an HTTP
 client and a fleet of devices behind one NAT need different ones.
