@@ -865,6 +865,8 @@ class SoakServer(DeviceServer):
             sys.executable, "-m", "pinbase", "serve", "--port", str(self.http_port),
             "--data-dir", str(data_dir), "--hardware-port", str(self.hardware_port),
             "--mqtt-port", str(self.mqtt_port), "--log-level", "info",
+            # the 500 devices of each protocol share 127.0.0.1; the attacker has its own address
+            "--device-connections-per-address", "1000",
         ]  # fmt: skip
         with log.open("ab") as output:
             self.process = subprocess.Popen(self.command, stdout=output, stderr=output)
