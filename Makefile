@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck bench serve clean
+.PHONY: demo test check lint typecheck bench soak serve clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ bench: $(STAMP)  ## benchmarks (SQLite, device protocols, PostgreSQL); report in
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/devices.py
 	$(BIN)/python bench/postgres.py
+
+SOAK_MINUTES ?= 30
+soak: $(STAMP)  ## mixed load and attacks for SOAK_MINUTES (default 30); report in bench/results/soak.json
+	SOAK_MINUTES=$(SOAK_MINUTES) $(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) pinbase-data .pytest_cache .mypy_cache .ruff_cache

@@ -81,6 +81,8 @@ INTERNAL_INFO = (
 SERVER_FLAGS = (
     "--log-level", "warning", "--org-rate-limit", "1000000000", "--import-rate", "1000000",
     "--import-burst", "1000000", "--device-rate", "1000000", "--device-burst", "1000000",
+    # every simulated device connects from 127.0.0.1: no per-address cap
+    "--device-connections-per-address", "0", "--max-connections-per-address", "0",
 )  # fmt: skip
 
 

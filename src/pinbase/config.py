@@ -50,6 +50,25 @@ class Settings:
     body_limit: int = setting(
         2 * 1024 * 1024, "Largest request body in bytes; a larger one is answered 413."
     )
+    max_connections: int = setting(
+        0,
+        "Open connections in all, HTTP and device ports together, before new ones are closed "
+        "at once; 0: the fd limit less a tenth, which is also the most allowed.",
+    )
+    max_connections_per_address: int = setting(
+        256,
+        "Open HTTP connections per client address (IPv6: per /64); 0: no per-address cap "
+        "(behind a reverse proxy).",
+    )
+    max_header_bytes: int = setting(
+        16 * 1024, "Largest request line and headers in bytes; a larger head is answered 431."
+    )
+    header_timeout: float = setting(
+        10.0, "Seconds for a request's head to arrive, from its first byte (then 408, closed)."
+    )
+    idle_timeout: float = setting(
+        15.0, "Seconds an HTTP connection may wait for its first or next request before closing."
+    )
     org_rate_limit: int = setting(
         10_000, "Organization API requests per minute per organization (then 429)."
     )
@@ -57,6 +76,35 @@ class Settings:
     import_burst: int = setting(20, "Import requests per device allowed at once.")
     access_token_ttl: int = setting(86_400, "Access token lifetime in seconds.")
     refresh_token_ttl: int = setting(30 * 86_400, "Refresh token lifetime in seconds.")
+    auth_failure_window: float = setting(
+        600.0,
+        "Seconds in which a spent budget of failed token requests (below) is regained; "
+        "0: never (until restart).",
+    )
+    auth_client_failures: int = setting(
+        20,
+        "Failed authentications of one client allowed at once and per --auth-failure-window; "
+        "then /oauth2/token answers 429 for that client. 0: no limit.",
+    )
+    auth_user_failures: int = setting(
+        10,
+        "Failed password logins of one user (an e-mail within an organization) allowed at once "
+        "and per --auth-failure-window; then 429 for that user. 0: no limit.",
+    )
+    auth_address_failures: int = setting(
+        50,
+        "Failed token requests from one address (IPv6: one /64) allowed at once and per "
+        "--auth-failure-window; then 429 for that address. 0: no limit.",
+    )
+    auth_failure_logs: int = setting(
+        60, "Failed token requests logged per minute at most, the rest counted; 0: none."
+    )
+    password_hash_slots: int = setting(
+        0, "Password hashes computed at once (64 MiB each while it runs); 0: one per CPU."
+    )
+    password_hash_queue: int = setting(
+        32, "Password logins that may wait for a hash slot; more are answered 503 at once."
+    )
     hardware_port: int = setting(8442, "Blynk hardware protocol over TCP; 0: off.")
     hardware_tls_port: int = setting(
         0, "Blynk hardware protocol over TLS (needs --tls-cert and --tls-key); 0: off."
@@ -67,6 +115,21 @@ class Settings:
     )
     tls_cert: str | None = setting(None, "PEM certificate chain for the TLS ports.")
     tls_key: str | None = setting(None, "PEM private key for the TLS ports.")
+    device_connections_per_address: int = setting(
+        256,
+        "Open connections per client address (IPv6: per /64) on each device port; 0: no "
+        "per-address cap (many devices behind one NAT address).",
+    )
+    device_login_timeout: float = setting(
+        10.0,
+        "Seconds a device connection has to log in (hardware LOGIN, MQTT CONNECT) before it is "
+        "closed; on a TLS port as long again for the TLS handshake.",
+    )
+    device_login_bytes: int = setting(
+        4096,
+        "Bytes a device connection may send until its login is accepted, the login included; "
+        "more, or a larger LOGIN or CONNECT, closes it.",
+    )
     device_rate: float = setting(
         100.0, "Values per second each device may write through the device interfaces."
     )

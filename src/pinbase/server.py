@@ -4,6 +4,13 @@ server; and that stops them again, in the reverse order.
 
 On SIGTERM or SIGINT the HTTP server stops accepting and finishes its in-flight requests, the
 device listeners close their connections, and the store finishes its queued writes and closes.
+
+At start the process's soft fd limit is raised to its hard limit, and the process's connection
+budget is set below it (`pinbase.net`): a flood of connections is refused before the process runs
+out of descriptors. Every listener draws from it: the HTTP listener runs uvicorn with pinbase's
+own protocol class (`pinbase.http.protocol`), which adds admission, a header size limit, and
+header and idle timeouts; the device listeners admit through `pinbase.net.entry`
+(`pinbase.devices.listeners`).
 """
 
 from __future__ import annotations
@@ -21,22 +28,30 @@ from pinbase.app.services import Services
 from pinbase.config import Settings
 from pinbase.devices.listeners import start_device_listeners, stop_device_listeners
 from pinbase.http.app import create_app
+from pinbase.http.protocol import bound_protocol
 from pinbase.live.relay import ChannelRelay
+from pinbase.net.admission import Admission, Budget
+from pinbase.net.eventlog import EventLog
+from pinbase.net.fdlimit import connection_capacity, raise_fd_limit
+from pinbase.net.gate import Gate
 from pinbase.store import Store, open_store
 
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+log = logging.getLogger("pinbase.server")
 
 
 class GracefulServer(uvicorn.Server):
     """uvicorn's server, minus re-raising the stop signal after a clean shutdown.
 
     uvicorn re-sends SIGTERM/SIGINT to itself once it has shut down, which turns a graceful
-    stop into exit status 143/130; pinbase exits 0 after a clean shutdown instead.
+    stop into exit status 143/130; pinbase exits 0 after a clean shutdown instead. Once stopped,
+    the admission gate logs the counts it still holds.
     """
 
-    def __init__(self, config: uvicorn.Config) -> None:
+    def __init__(self, config: uvicorn.Config, gate: Gate) -> None:
         super().__init__(config)
         self.ready = asyncio.Event()
+        self.gate = gate
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -51,13 +66,19 @@ class GracefulServer(uvicorn.Server):
         if self.started:
             self.ready.set()
 
+    async def shutdown(self, sockets: Any = None) -> None:
+        await super().shutdown(sockets)
+        self.gate.close()
+
 
 @contextlib.asynccontextmanager
 async def running_services(
-    settings: Settings, store: Store | None = None
+    settings: Settings, store: Store | None = None, budget: Budget | None = None
 ) -> AsyncIterator[Services]:
     """The store opened, the services built, the relay, device listeners and retention running;
-    all of it stopped again on exit."""
+    all of it stopped again on exit. The device listeners draw from `budget` (default: a new
+    `connection_budget`)."""
+    budget = budget if budget is not None else connection_budget(settings)
     the_store = store if store is not None else open_store(settings.database_url)
     await the_store.open()
     try:
@@ -67,7 +88,7 @@ async def running_services(
         if relay is not None:
             relay.start()
         try:
-            listeners = await start_device_listeners(services)
+            listeners = await start_device_listeners(services, budget)
             retention = asyncio.create_task(
                 enforce_retention(the_store, settings.history_retention_days)
             )
@@ -85,27 +106,46 @@ async def running_services(
         await the_store.close()
 
 
-def http_server(services: Services, log_level: str = "info") -> GracefulServer:
-    """The HTTP server of `services`, not yet started."""
+def connection_budget(settings: Settings) -> Budget:
+    """The process's connection budget: raises the soft fd limit to the hard one first."""
+    fd_limit = raise_fd_limit()
+    return Budget(connection_capacity(settings.max_connections, fd_limit))
+
+
+def http_server(services: Services, budget: Budget, log_level: str = "info") -> GracefulServer:
+    """The HTTP server of `services`, not yet started, admitting connections within `budget`."""
     settings = services.settings
+    admission = Admission(
+        "http",
+        budget,
+        settings.max_connections_per_address,
+        EventLog.to_logger(logging.getLogger("pinbase.http")),
+    )
+    gate = Gate(admission)
     config = uvicorn.Config(
         create_app(services),
         host=settings.host,
         port=settings.port,
+        http=bound_protocol(gate, settings.header_timeout, settings.max_header_bytes),
+        ws="none",  # no WebSocket route; a protocol switch would escape the admission gate
+        # uvicorn annotates it int, but it is seconds for call_later: a float works.
+        timeout_keep_alive=settings.idle_timeout,  # type: ignore[arg-type]
         log_level=log_level,
         access_log=False,
         server_header=False,
-        proxy_headers=False,  # pinbase reads no client address; a proxy's headers change nothing
+        proxy_headers=False,  # admission counts the socket's peer; forwarded headers change nothing
         timeout_graceful_shutdown=30,
         lifespan="off",
     )
-    return GracefulServer(config)
+    return GracefulServer(config, gate)
 
 
 async def serve(settings: Settings, http: asyncio.Future[GracefulServer] | None = None) -> None:
     """Run everything until SIGTERM/SIGINT. `http`, when given, receives the HTTP server."""
-    async with running_services(settings) as services:
-        server = http_server(services, settings.log_level)
+    budget = connection_budget(settings)
+    async with running_services(settings, budget=budget) as services:
+        log.info("accepting up to %d connections", budget.capacity)
+        server = http_server(services, budget, settings.log_level)
         if http is not None:
             http.set_result(server)
         await server.serve()

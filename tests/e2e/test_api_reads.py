@@ -199,9 +199,15 @@ def test_batch_values_match_single_device_values(api: Api) -> None:
 def test_batch_duplicate_ids_count_once(api: Api) -> None:
     body = batch(api, deviceIds="105,106,105,105")
     assert [d["deviceId"] for d in body] == [105, 106]
+    ten_with_a_duplicate = "101,102,103,104,105,106,107,108,109,101"
+    body = batch(api, deviceIds=ten_with_a_duplicate)
+    assert [d["deviceId"] for d in body] == list(range(101, 110))
+
+
+def test_batch_takes_at_most_10_ids_as_given(api: Api) -> None:
+    """The document's `maxItems: 10` counts the ids as sent, a repeated one too."""
     eleven_with_a_duplicate = "101,102,103,104,105,106,107,108,109,110,101"
-    body = batch(api, deviceIds=eleven_with_a_duplicate)
-    assert [d["deviceId"] for d in body] == list(range(101, 111))
+    assert_error(api.get(BATCH, deviceIds=eleven_with_a_duplicate), 400)
 
 
 def test_batch_values_filtered_by_datastream_ids(api: Api) -> None:

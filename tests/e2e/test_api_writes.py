@@ -116,6 +116,18 @@ def test_update_value_sets_current_value_and_appends_history(api: Api) -> None:
     assert points(history(api, 105, TEMPERATURE, before, after)) == [(item["updatedAt"], 21.25)]
 
 
+def test_whole_numbers_written_as_floats_are_integers(api: Api) -> None:
+    """As in JSON Schema 2020-12, the document's dialect: 105.0 and 1.05e2 are the integer 105."""
+    response = api.raw(UPDATE, b'{"deviceId": 1.05e2, "dataStreamId": 3.0, "value": "whole"}')
+    assert response.status_code == 204, response.text
+    assert value_of(api, 105, STATUS) == "whole"
+    start = window(13)
+    body = {"deviceId": 108.0, "dataStreamId": 2.0, "values": [{"ts": float(start), "value": 7}]}
+    response = api.post(IMPORT, body)
+    assert response.status_code == 204, response.text
+    assert points(history(api, 108, HUMIDITY, start, start + DAY_MS)) == [(start, 7)]
+
+
 @pytest.mark.parametrize(
     ("ds_id", "sent", "stored"),
     [

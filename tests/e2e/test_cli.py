@@ -114,11 +114,11 @@ def started() -> Iterator[list[Server]]:
 def test_help_lists_the_commands() -> None:
     result = pinbase("--help")
     assert result.returncode == 0, result.stderr
-    for command in ("serve", "apply", "demo"):
+    for command in ("serve", "apply", "check", "demo", "migrate"):
         assert command in result.stdout
 
 
-@pytest.mark.parametrize("command", ["serve", "apply", "demo"])
+@pytest.mark.parametrize("command", ["serve", "apply", "check", "demo"])
 def test_each_command_has_help(command: str) -> None:
     result = pinbase(command, "--help")
     assert result.returncode == 0, result.stderr
@@ -425,7 +425,10 @@ def test_a_damaged_database_is_one_error_line(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "pinbase.db").write_bytes(b"not a database, " * 512)
-    message = "error: the database file is damaged or is not a database (file is not a database)"
+    message = (
+        f"error: {data_dir / 'pinbase.db'} is not an SQLite database (another program's file, "
+        "or a database damaged at its start); pinbase leaves it untouched"
+    )
 
     applied = pinbase("apply", str(FLEET), "--data-dir", str(data_dir))
     assert applied.returncode == 2

@@ -20,7 +20,16 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from helpers import Api, Server, apply_fleet, client_token, free_port, history_of, weather_fleet
+from helpers import (
+    Api,
+    Server,
+    apply_fleet,
+    client_token,
+    free_port,
+    history_of,
+    now_ms,
+    weather_fleet,
+)
 from pinbase.devices.mqtt.codec import encode_remaining_length
 
 CLIENT = ("mqtt-backend", "mqtt-secret-0123456789abcdef")
@@ -547,14 +556,17 @@ def test_unsubscribe_stops_delivery(env: Env, devices: list[Device]) -> None:
     assert device.seen == [("downlink/ds/Temperature", b"7.5")]
 
 
-def test_flood_beyond_the_rate_limit_is_dropped(env: Env, devices: list[Device]) -> None:
+def test_values_beyond_the_rate_limit_are_held_not_dropped(env: Env, devices: list[Device]) -> None:
     device_id = env.devices.take()
     device = connect(env, devices, device_id).wait_connected()
+    start = now_ms()
     batch = '{"Temperature": 1.5, "Humidity": 2, "Status": "s", "Position": [1, 2], "Mode": 1}'
-    for _ in range(600):  # 3,000 values at once; the default burst is 1,000
+    for _ in range(220):  # 1,100 values at once: the default burst is 1,000, the rate 100/s
         device.client.publish("batch_ds", batch, qos=0)
-    device.publish("ds/Status", "last")
+    device.publish("ds/Status", "last")  # its PUBACK follows the values held before it
     assert b"Too many values" in device.expect("downlink/diag")
+    assert env.value(device_id, STATUS_DS) == "last"
+    assert len(history_of(env.api, device_id, HUMIDITY, start)) == 220
     assert env.status(device_id)["connected"] is True
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -146,6 +147,50 @@ def test_provisioning_reaches_every_process(
                 break
             time.sleep(0.05)
         assert status == 200
+
+
+def test_revocations_are_refused_at_once_by_every_process(
+    pair: tuple[helpers.Server, helpers.Server, str], tmp_path: Path
+) -> None:
+    """A token cached by both processes is refused by both right after it is revoked: its
+    family by a reused refresh token (the revoking transaction notifies the others), its user
+    by a password change (`pinbase apply` bumps the catalog generation, notified likewise)."""
+    first, second, url = pair
+
+    def token_request(server: helpers.Server, **data: str) -> dict[str, str]:
+        response = httpx.post(server.url + "/oauth2/token", data=data, auth=helpers.ACME)
+        body: dict[str, str] = response.json()
+        return body
+
+    def read(server: helpers.Server, token: str) -> int:
+        response = httpx.get(server.url + VALUES, params={"deviceId": 101}, headers=auth(token))
+        return response.status_code
+
+    original = token_request(first, grant_type="client_credentials")
+    rotated = token_request(
+        first, grant_type="refresh_token", refresh_token=original["refresh_token"]
+    )
+    assert read(second, rotated["access_token"]) == 200  # cached by the second process
+    reused = token_request(
+        first, grant_type="refresh_token", refresh_token=original["refresh_token"]
+    )
+    assert reused["error"] == "invalid_grant"
+    assert read(second, rotated["access_token"]) == 401  # at once, not after its cache's 5 s
+
+    email = "user@acme.test"
+    issued = token_request(
+        first, grant_type="password", username=email, password=helpers.PASSWORDS[email]
+    )
+    assert [read(server, issued["access_token"]) for server in (first, second)] == [200, 200]
+    fleet = tmp_path / "password.yaml"
+    text = re.sub(r', password: "(?!user-password-1)[^"]*"', "", helpers.FLEET.read_text())
+    fleet.write_text(text.replace('"user-password-1"', '"user-password-2"'))
+    assert helpers.pinbase("apply", str(fleet), "--database", url).returncode == 0
+    assert [read(server, issued["access_token"]) for server in (second, first)] == [401, 401]
+    renewed = token_request(
+        second, grant_type="refresh_token", refresh_token=issued["refresh_token"]
+    )
+    assert renewed["error"] == "invalid_grant"
 
 
 def test_the_organization_rate_limit_holds_across_processes(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -451,3 +452,102 @@ def test_import_rate_limit_per_device(tmp_path: Path, special_server: list[Serve
     # Live writes to the limited device are not import requests and are not limited.
     live = api.post(UPDATE, {"deviceId": 105, "dataStreamId": 2, "value": 8})
     assert live.status_code == 204, live.text
+
+
+# --- guessing -----------------------------------------------------------------------------
+
+
+def assert_throttled(response: httpx.Response, longest: int) -> None:
+    """429 in OAuth's shape, with a Retry-After of at most `longest` seconds."""
+    assert response.status_code == 429, response.text
+    assert set(response.json()) == {"error", "error_description"}
+    assert_oauth_error(response, 429, "slow_down")
+    assert 1 <= int(response.headers["retry-after"]) <= longest
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_failed_guesses_are_throttled_per_user_client_and_address(
+    tmp_path: Path, special_server: list[Server]
+) -> None:
+    # Per hour: 3 failures per user, 2 per client, 9 per address (one failure back every
+    # 1200 s, 1800 s and 400 s: never within this test).
+    running = start_special(
+        tmp_path / "guess",
+        special_server,
+        *("--auth-failure-window", "3600", "--auth-user-failures", "3"),
+        *("--auth-client-failures", "2", "--auth-address-failures", "9"),
+    )
+    url, guesses = running.url, [f"guess-number-{n}" for n in range(4)]
+    for guess in guesses[:3]:
+        assert_oauth_error(password_grant(url, "user@acme.test", guess), 400, "invalid_grant")
+    assert_throttled(password_grant(url, "user@acme.test", guesses[3]), 1200)
+    assert_throttled(password_grant(url, "user@acme.test", PASSWORDS["user@acme.test"]), 1200)
+    assert_token_body(password_grant(url, "admin@acme.test", PASSWORDS["admin@acme.test"]))
+
+    # an e-mail that names no user is counted alike (nothing tells which e-mails exist)
+    for guess in guesses[:3]:
+        assert_oauth_error(password_grant(url, "nobody@acme.test", guess), 400, "invalid_grant")
+    assert_throttled(password_grant(url, "nobody@acme.test", guesses[3]), 1200)
+
+    # the client's own budget: its right secret is refused too, other clients are not
+    wrong = (ACME[0], "not-the-secret-0123456789")
+    for _ in range(2):
+        response = token_request(url, params={"grant_type": "client_credentials"}, auth=wrong)
+        assert_oauth_error(response, 401, "invalid_client")
+    assert_throttled(
+        token_request(url, params={"grant_type": "client_credentials"}, auth=ACME), 1800
+    )
+    assert_token_body(password_grant(url, "admin@globex.test", "globex-password-1", GLOBEX))
+
+    # the ninth failure from this address: then nothing more from it is looked at
+    assert_oauth_error(refresh(url, "not-a-refresh-token-" * 3, GLOBEX), 400, "invalid_grant")
+    throttled = token_request(url, params={"grant_type": "client_credentials"}, auth=GLOBEX)
+    assert_throttled(throttled, 400)
+
+    log = running.log.read_text()
+    for line in (
+        "wrong password; client=acme-backend user=user@acme.test address=127.0.0.1",
+        "unknown user; client=acme-backend user=unknown:",
+        "wrong client secret; client=acme-backend user=- address=127.0.0.1",
+        "unknown or expired refresh token; client=globex-backend user=- address=127.0.0.1",
+    ):
+        assert f"WARNING pinbase.app.auth: token request failed: {line}" in log, log
+    for secret in (*guesses, wrong[1], *PASSWORDS.values()):
+        assert secret not in log
+
+
+def peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM in /proc/<pid>/status")
+
+
+def test_password_hashing_is_bounded(tmp_path: Path, special_server: list[Server]) -> None:
+    # One hash at a time (argon2 takes 64 MiB while it runs), two more logins may wait.
+    running = start_special(
+        tmp_path / "hashing",
+        special_server,
+        *("--password-hash-slots", "1", "--password-hash-queue", "2"),
+    )
+    assert running.process is not None
+    users = list(PASSWORDS)
+    assert_token_body(password_grant(running.url, users[0], PASSWORDS[users[0]]))
+    before = peak_rss_kib(running.process.pid)  # one hash's memory included
+
+    def login(n: int) -> httpx.Response:
+        email = users[n % len(users)]
+        return password_grant(running.url, email, PASSWORDS[email])
+
+    with concurrent.futures.ThreadPoolExecutor(24) as pool:
+        answers = list(pool.map(login, range(24)))
+
+    statuses = sorted({a.status_code for a in answers})
+    assert statuses in ([200], [200, 503]), statuses
+    for answer in answers:
+        if answer.status_code == 503:
+            assert_oauth_error(answer, 503, "temporarily_unavailable")
+            assert answer.headers["retry-after"] == "1"
+    grown_mib = (peak_rss_kib(running.process.pid) - before) / 1024
+    assert grown_mib < 100, f"peak RSS grew by {grown_mib:.0f} MiB"  # not 64 MiB per request
+    assert_token_body(password_grant(running.url, users[1], PASSWORDS[users[1]]))

@@ -95,7 +95,7 @@ def query_db(path: Path, sql: str) -> tuple[object, ...]:
 def test_healthz(server: Server) -> None:
     response = httpx.get(f"{server.url}/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    assert response.json() == {"status": "ok", "storage": "ok"}
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])

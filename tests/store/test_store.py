@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pinbase.store.errors import Corrupt, SchemaTooNew, StoreError
+from pinbase.store.errors import SchemaTooNew, StoreError
 from pinbase.store.paging import page_window
 from pinbase.store.records import ValueWrites
 from pinbase.store.sqlite.schema import SCHEMA_VERSION, migrate
@@ -127,12 +127,3 @@ def test_schema_version_is_recorded_and_migration_is_idempotent(tmp_path: Path) 
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(SchemaTooNew, match="newer"):
         migrate(conn)
-
-
-def test_a_damaged_file_is_corrupt_not_a_driver_error(tmp_path: Path) -> None:
-    path = tmp_path / "damaged.db"
-    path.write_bytes(b"not a database, " * 512)
-    store = SqliteStore(path)
-    with pytest.raises(Corrupt, match="damaged or is not a database"):
-        store.open_sync()
-    store.close_sync()

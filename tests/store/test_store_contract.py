@@ -32,6 +32,7 @@ from pinbase.store.records import (
     Entities,
     OrgRow,
     ProductRow,
+    Revocation,
     RoleRow,
     StoredValue,
     TokenRow,
@@ -625,6 +626,151 @@ def test_rotation_policy_on_the_store(run: Callable[[Body], None]) -> None:
         unknown = await rotate(store, cache, "absent", "acme", NOW, successors)
         assert unknown is RefreshOutcome.UNKNOWN
 
+    run(body)
+
+
+# --- revocation by user and client ------------------------------------------------------------
+
+
+def owned_token(
+    name: str, user_id: int | None, client: str = "acme", kind: str = "access"
+) -> TokenRow:
+    return TokenRow(f"{name:_<64}", kind, client, 1, user_id, f"fam-{name}", NOW + 10)
+
+
+async def alive(store: Store, *tokens: TokenRow) -> set[str]:
+    return {t.hash.rstrip("_") for t in tokens if await store.access_token(t.hash, NOW)}
+
+
+def test_tokens_are_revoked_by_user_and_by_client_with_a_generation_bump(
+    run: Callable[[Body], None],
+) -> None:
+    async def body(store: Store) -> None:
+        await store.upsert_entities(fleet())
+        admin, user = owned_token("admin", 1), owned_token("user", 2)
+        acme, globex = owned_token("acme", None), owned_token("globex", None, "globex")
+        await store.insert_tokens([admin, user, acme, globex])
+        before = await generation(store)
+        await store.revoke_tokens(Revocation(user_ids=(2,)))
+        assert await alive(store, admin, user, acme, globex) == {"admin", "acme", "globex"}
+        assert await generation(store) == before + 1
+        await store.revoke_tokens(Revocation(client_ids=("acme",)))
+        assert await alive(store, admin, user, acme, globex) == {"globex"}
+        refresh = owned_token("r", 3, "globex", "refresh")
+        await store.insert_tokens([refresh])
+        await store.upsert_entities(Entities(), Revocation((3,), ("nobody",)))
+        state = await store.refresh_token(refresh.hash)
+        assert state is not None and state.revoked and not state.used
+        assert not await store.consume_refresh(refresh, NOW, [owned_token("s", 3, "globex")])
+
+    run(body)
+
+
+def test_deleting_users_and_clients_revokes_their_tokens(run: Callable[[Body], None]) -> None:
+    async def body(store: Store) -> None:
+        await store.upsert_entities(fleet())
+        with pytest.raises(Conflict):
+            await store.delete_entities(user_ids=[2])  # owns device 101
+        roof = dataclasses.replace(fleet().devices[0], owner_id=None)
+        await store.upsert_entities(Entities(devices=[roof]))
+        user, globex = owned_token("user", 2), owned_token("globex", None, "globex")
+        admin = owned_token("admin", 1)
+        await store.insert_tokens([user, globex, admin])
+        before = await generation(store)
+        await store.delete_entities(user_ids=[2, 99], client_ids=["globex"])
+        assert await alive(store, user, globex, admin) == {"admin"}
+        assert await generation(store) == before + 1
+        left = await store.entities()
+        assert [u.id for u in sorted(left.users, key=lambda u: u.id)] == [1, 3]
+        assert [c.client_id for c in left.clients] == ["acme"]
+        assert 2 not in (await store.catalog()).users
+
+    run(body)
+
+
+async def other_process_renames_acme(store: Store) -> None:
+    other = second_store(store)
+    await other.open()
+    try:
+        await other.upsert_entities(Entities(organizations=[OrgRow(1, "Acme Inc")]))
+    finally:
+        await other.close()
+
+
+def test_tokens_are_issued_only_at_the_generation_their_credentials_were_read(
+    run: Callable[[Body], None],
+) -> None:
+    async def body(store: Store) -> None:
+        await store.upsert_entities(fleet())
+        read_at = await store.generation()
+        assert read_at == await generation(store)
+        await other_process_renames_acme(store)
+        assert await store.generation() == read_at + 1
+        late = owned_token("late", 2)
+        assert not await store.insert_tokens([late], read_at)
+        assert await store.access_token(late.hash, NOW) is None
+        assert await store.insert_tokens([late], await store.generation())
+        assert await store.access_token(late.hash, NOW) == late
+
+    run(body)
+
+
+def test_no_token_issued_while_a_user_is_revoked_outlives_the_revocation(
+    run: Callable[[Body], None],
+) -> None:
+    """Grants and refreshes racing a revocation of their user, from two processes: each either
+    comes first (and is revoked with the rest) or finds the change and issues nothing."""
+
+    async def body(store: Store) -> None:
+        other = second_store(store)
+        await other.open()
+        try:
+            await store.upsert_entities(fleet())
+            for round_ in range(6):
+                read_at = await generation(store)
+                granted = owned_token(f"g{round_}", 2)
+                refresh = owned_token(f"r{round_}", 2, kind="refresh")
+                await store.insert_tokens([refresh])
+                successor = owned_token(f"s{round_}", 2)
+                issued, rotated, _ = await asyncio.gather(
+                    other.insert_tokens([granted], read_at),
+                    other.consume_refresh(refresh, NOW, [successor]),
+                    store.revoke_tokens(Revocation(user_ids=(2,))),
+                )
+                assert await alive(store, granted, successor) == set()
+                assert (await store.access_token(granted.hash, NOW)) is None
+                del issued, rotated  # either outcome is right; only the survivors matter
+        finally:
+            await other.close()
+
+    run(body)
+
+
+def test_family_revocations_reach_the_other_processes(
+    run: Callable[[Body], None], backend: str
+) -> None:
+    async def body(store: Store) -> None:
+        other = second_store(store)
+        await other.open()
+        heard: list[str | None] = []
+        other.watch_revocations(heard.append)
+
+        async def hear(what: str | None) -> None:
+            for _ in range(3000):  # bounds the wait; the notification decides
+                if what in heard:
+                    return
+                await asyncio.sleep(0.01)
+            raise AssertionError(f"never heard {what}")
+
+        try:
+            await hear(None)  # listening: whatever was revoked before is to be forgotten
+            await store.revoke_family("f9")
+            await hear("f9")
+        finally:
+            await other.close()
+
+    if backend != "postgresql":
+        pytest.skip("one server process per SQLite database: nothing to tell")
     run(body)
 
 

@@ -3,8 +3,9 @@
 Each top-level part of `pinbase` sits in a layer and may import only from its own part and from
 lower layers:
 
-    domain  <  config  <  store  <  live  <  app  <  http | devices  <  server  <  demo  <  cli
+    domain < config < store < live < app < net < http | devices < server < demo < cli
 
+`net` holds the connection-level defences both faces share (admission, rate-limited logging).
 `http` and `devices` are faces side by side: neither imports the other. Every import counts,
 including those inside functions and under TYPE_CHECKING.
 """
@@ -24,6 +25,7 @@ LAYERS: list[set[str]] = [
     {"store"},
     {"live"},
     {"app"},
+    {"net"},
     {"http", "devices"},
     {"server"},
     {"demo"},

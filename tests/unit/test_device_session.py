@@ -4,6 +4,7 @@ stamped writes, imports and their time window, properties, reads, and following 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -224,3 +225,26 @@ def test_the_clock_never_goes_back_and_separates_repeats() -> None:
     assert [ts for _, _, ts in second] == [1_002]
     third = clock.stamp([(b, 5)], now=5_000)
     assert [ts for _, _, ts in third] == [5_000]
+
+
+def test_held_values_wait_for_a_step_of_the_rate(tmp_path: Path) -> None:
+    async def scenario(svc: Services) -> None:
+        session = await login(svc)
+        assert session.ready_in(5) == 0.0
+        assert session.admit(7) == 5
+        # 1,000 s a value: the step is one value (`HOLD_STEP` of the rate, at least one), and
+        # the test cannot take long enough for a noticeable part of it to refill.
+        assert 990 < session.resume_in(100) <= 1000
+        assert 990 < session.ready_in(1) <= 1000
+        assert session.admit(1) == 0  # asking charged nothing
+
+    run(tmp_path, scenario, device_rate=0.001, device_burst=5)
+
+
+def test_held_values_never_fit_a_rate_of_zero(tmp_path: Path) -> None:
+    async def scenario(svc: Services) -> None:
+        session = await login(svc)
+        assert session.admit(3) == 2
+        assert math.isinf(session.resume_in(1))
+
+    run(tmp_path, scenario, device_rate=0.0, device_burst=2)

@@ -153,3 +153,10 @@ def test_201_characters_is_rejected(name: str, value: str) -> None:
     with pytest.raises(Invalid) as err:
         check_property(name, value)
     assert "200" in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["label", "valueFormatting", "url", "labels"])
+def test_a_nul_character_is_rejected_in_any_property(name: str) -> None:
+    """PostgreSQL text cannot hold U+0000, so no store is given one."""
+    with pytest.raises(Invalid, match="NUL"):
+        check_property(name, "a\x00b")

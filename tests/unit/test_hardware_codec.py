@@ -125,3 +125,24 @@ def test_bare_pins_and_internal_info() -> None:
         "h-beat": "10",
         "dev": "python",
     }
+
+
+def test_frames_are_decoded_as_many_at_a_time_as_asked() -> None:
+    decoder = FrameDecoder()
+    data = b"".join(raw(codec.PING, i) for i in range(1, 11))
+    assert [f.msg_id for f in decoder.feed(data, max_frames=4)] == [1, 2, 3, 4]
+    assert decoder.more and decoder.pending == 30
+    assert [f.msg_id for f in decoder.feed(b"", max_frames=4)] == [5, 6, 7, 8]
+    assert [f.msg_id for f in decoder.feed(raw(codec.PING, 11)[:3], max_frames=4)] == [9, 10]
+    assert not decoder.more  # stopped at a partial frame, not at the limit
+    assert [f.msg_id for f in decoder.feed(raw(codec.PING, 11)[3:])] == [11]
+
+
+def test_a_byte_limit_stops_at_the_first_frame_starting_past_it() -> None:
+    decoder = FrameDecoder()
+    data = b"".join(raw(codec.HARDWARE, i, b"x" * 95) for i in range(1, 6))  # 100 bytes each
+    assert [f.msg_id for f in decoder.feed(data, max_bytes=150)] == [1, 2]
+    assert decoder.more
+    assert [f.msg_id for f in decoder.feed(b"", max_bytes=1)] == [3]  # at least one frame
+    assert [f.msg_id for f in decoder.feed(b"")] == [4, 5]
+    assert not decoder.more and decoder.pending == 0

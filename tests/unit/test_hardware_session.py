@@ -13,10 +13,13 @@ from pinbase.devices.hardware.session import (
     BARRIER_RETRY_FIRST,
     BARRIER_RETRY_MAX,
     HANDSHAKE_GRACE,
+    LOGIN_BYTES,
     LOGIN_TIMEOUT,
     MAX_OUTBOX,
     PACING_GAP,
     QUOTA_WARN_PERIOD,
+    TURN_BYTES,
+    TURN_FRAMES,
     Client,
     CloseReason,
     HardwareSession,
@@ -223,6 +226,82 @@ def test_a_body_above_the_default_buffer_closes_before_login() -> None:
     device = Device()
     device.send(frame(codec.LOGIN, 1, "x" * 1025))
     assert device.session.close_reason is CloseReason.MALFORMED
+
+
+def test_bytes_before_the_login_is_accepted_are_limited() -> None:
+    session = HardwareSession(HEARTBEAT, T0, login_bytes=100)
+    login = frame(codec.LOGIN, 1, TOKEN)  # 37 bytes
+    assert session.receive_data(login + frame(PING, 2) * 12, T0)  # 97: within the limit
+    assert session.next_request(T0) == Login(1, TOKEN)
+    assert not session.receive_data(frame(PING, 3), T0)  # while the login is checked: 102
+    assert session.close_reason is CloseReason.LOGIN_TOO_LARGE
+    session.accept_login(T0)  # too late: ignored
+    assert session.data_to_send(T0) == b""
+
+
+def test_a_stranger_flooding_frames_is_closed_before_they_are_decoded() -> None:
+    device = Device()
+    assert not device.send(frame(PING, 1) * (LOGIN_BYTES // 5 + 1))
+    assert device.session.close_reason is CloseReason.LOGIN_TOO_LARGE
+    assert device.request() is None
+
+
+def test_the_byte_limit_ends_with_the_login() -> None:
+    device = logged_in()
+    assert device.send(*(frame(HARDWARE, i, "vw", "1", str(i)) for i in range(1, 1001)))
+    assert not device.session.closed
+
+
+def test_a_login_frame_above_the_limit_closes_at_its_header() -> None:
+    session = HardwareSession(HEARTBEAT, T0, login_bytes=64)
+    assert not session.receive_data(codec.HEADER.pack(codec.LOGIN, 1, 60), T0)  # 65 bytes
+    assert session.close_reason is CloseReason.MALFORMED
+    device = Device()
+    device.session = HardwareSession(HEARTBEAT, T0, login_bytes=64)
+    device.login()  # a login that fits is served, and after it frames may be larger
+    assert device.send(frame(HARDWARE, 2, "vw", "3", "x" * 1000))
+    assert device.requests() == [Write([(2, b"3", ["x" * 1000])])]
+
+
+def test_the_login_timeout_counts_from_the_accept_however_the_bytes_trickle() -> None:
+    session = HardwareSession(HEARTBEAT, T0, login_timeout=2.0)
+    login = frame(codec.LOGIN, 1, TOKEN)
+    for index in range(len(login) - 1):
+        session.receive_data(login[index : index + 1], T0 + index * 0.05)
+        assert session.next_deadline() == T0 + 2.0
+    session.on_timer(T0 + 2.0)
+    assert session.close_reason is CloseReason.LOGIN_TIMEOUT
+
+
+# turns --------------------------------------------------------------------------------------
+def test_frames_are_decoded_and_handled_a_turn_at_a_time() -> None:
+    device = framed()  # answers go out as soon as they are queued
+    assert device.send(*(frame(PING, i) for i in range(1, 2 * TURN_FRAMES + 11)))
+    for size in (TURN_FRAMES, TURN_FRAMES, 10):
+        assert device.request() is None
+        assert len(device.received()) == size
+        if size == 10:
+            break
+        assert device.session.pending  # the rest waits, undecoded
+        assert device.request() is None  # until it is asked for
+        assert device.received() == []
+        assert device.session.receive_data(b"", device.now)
+    assert not device.session.pending
+
+
+def test_a_turn_of_writes_is_one_write_and_a_turn_spans_at_most_turn_bytes() -> None:
+    device = logged_in()
+    device.send(*(frame(HARDWARE, i, "vw", "1", str(i)) for i in range(1, TURN_FRAMES + 2)))
+    first = device.request()
+    assert isinstance(first, Write) and len(first.values) == TURN_FRAMES
+    assert device.request() is None
+    device.session.receive_data(b"", device.now)
+    assert device.requests() == [Write([(TURN_FRAMES + 1, b"1", [str(TURN_FRAMES + 1)])])]
+    big = frame(HARDWARE, 1, "vw", "3", "x" * 993)  # 1,005 bytes
+    device.send(big * 100)
+    write = device.request()
+    assert isinstance(write, Write) and len(write.values) == TURN_BYTES // len(big) + 1
+    assert device.session.pending
 
 
 # what the device sends ----------------------------------------------------------------------

@@ -10,6 +10,7 @@ from pinbase.devices.mqtt.codec import (
     Connect,
     Decoder,
     Disconnect,
+    PacketTooLarge,
     PingReq,
     PubAck,
     Publish,
@@ -275,8 +276,29 @@ def test_remaining_length_incomplete_waits() -> None:
 def test_oversized_packet_is_refused_from_its_header() -> None:
     decoder = Decoder(max_packet_size=1024)
     header = b"\x30" + encode_remaining_length(2000)
-    with pytest.raises(CodecError):
+    with pytest.raises(PacketTooLarge):
         decoder.feed(header)  # refused before the body is buffered
+
+
+def test_packets_are_decoded_as_many_at_a_time_as_asked() -> None:
+    decoder = Decoder()
+    data = b"".join(publish_packet("t", str(i).encode()) for i in range(10))
+    assert decoder.feed(data, max_packets=4) == [Publish("t", str(i).encode()) for i in range(4)]
+    assert decoder.more
+    assert len(decoder.feed(b"", max_packets=4)) == 4
+    assert len(decoder.feed(b"\xc0", max_packets=4)) == 2  # a partial PINGREQ follows
+    assert not decoder.more
+    assert decoder.feed(b"\x00") == [PingReq()]
+
+
+def test_a_byte_limit_stops_at_the_first_packet_starting_past_it() -> None:
+    decoder = Decoder()
+    packet = publish_packet("t", b"x" * 97)  # 100 bytes
+    assert len(decoder.feed(packet * 5, max_bytes=150)) == 2
+    assert decoder.more
+    assert len(decoder.feed(b"", max_bytes=1)) == 1  # at least one packet
+    assert len(decoder.feed(b"")) == 2
+    assert not decoder.more and decoder.buffered == 0
 
 
 def test_packet_at_the_size_limit_passes() -> None:

@@ -20,10 +20,15 @@ from pinbase.devices.mqtt.codec import (
     encode_unsuback,
 )
 from pinbase.devices.mqtt.session import (
+    CONNECT_BYTES,
     CONNECT_TIMEOUT,
     DIAG_PER_SECOND,
     DIAG_TOPIC,
     DISCONNECTED,
+    OVER_RATE,
+    QUOTA_WARN_PERIOD,
+    TURN_BYTES,
+    TURN_PACKETS,
     BatchValues,
     GetCurrent,
     Login,
@@ -258,6 +263,72 @@ def test_connect_timeout() -> None:
     assert session.closed
     assert "CONNECT" in session.reason
     assert session.next_deadline() is None
+
+
+def test_the_connect_timeout_counts_from_the_accept_however_the_bytes_trickle() -> None:
+    session: MqttSession[str] = MqttSession(T0, connect_timeout=2.0)
+    data = connect()
+    for index in range(len(data) - 1):
+        assert session.receive_data(data[index : index + 1], T0 + index * 0.01) == []
+        assert session.next_deadline() == T0 + 2.0
+    assert session.expire(T0 + 2.0)
+    assert session.reason.startswith("no CONNECT in time")
+
+
+# what a stranger may send ----------------------------------------------------------------
+
+
+def test_a_connect_above_the_limit_closes_at_its_fixed_header() -> None:
+    session: MqttSession[str] = MqttSession(T0)
+    header = b"\x10" + encode_remaining_length(CONNECT_BYTES)  # with its header: too large
+    assert session.receive_data(header, T0) == []
+    assert session.closed and session.reason.startswith("too much data before login")
+    assert session.data_to_send() == b""  # not even a CONNACK
+
+
+def test_bytes_before_the_connect_is_accepted_are_limited() -> None:
+    session: MqttSession[str] = MqttSession(T0, connect_bytes=200)
+    data = connect() + publish("ds/Temperature", "1") * 5  # within 200 bytes
+    assert len(data) <= 200
+    assert session.receive_data(data, T0) == [Login(TOKEN)]
+    assert session.receive_data(b"\xc0\x00" * ((200 - len(data)) // 2 + 1), T0) == []
+    assert session.closed and session.reason.startswith("too much data before login")
+    assert session.accept(DATASTREAMS, T0) == []  # too late
+    assert session.data_to_send() == b""
+
+
+def test_after_the_connack_packets_may_be_larger() -> None:
+    session = connected()
+    payload = b"x" * (2 * CONNECT_BYTES)
+    requests = session.receive_data(publish("ds/Temperature", payload), T0)
+    assert requests == [WriteValues([("T", payload)])]
+
+
+# turns -----------------------------------------------------------------------------------
+
+
+def test_packets_are_decoded_a_turn_at_a_time() -> None:
+    session = connected()
+    data = publish("ds/Temperature", "1", packet_id=1) * (2 * TURN_PACKETS + 3)
+    for size in (TURN_PACKETS, TURN_PACKETS, 3):
+        (write,) = session.receive_data(data, T0)
+        data = b""
+        assert isinstance(write, WriteValues) and len(write.values) == size
+        assert finish(session, [write]) == encode_puback(1) * size
+        assert session.pending is (size != 3)
+    big = publish("ds/Temperature", b"x" * 995)  # 1,000 bytes
+    (write,) = session.receive_data(big * 100, T0)
+    assert isinstance(write, WriteValues) and len(write.values) == TURN_BYTES // len(big) + 1
+    assert session.pending
+
+
+def test_a_device_over_its_rate_is_told_once_a_period() -> None:
+    session = connected()
+    session.over_rate(T0)
+    session.over_rate(T0 + 1)
+    assert diags(session.data_to_send()) == [OVER_RATE]
+    session.over_rate(T0 + QUOTA_WARN_PERIOD)
+    assert diags(session.data_to_send()) == [OVER_RATE]
 
 
 # keep-alive ------------------------------------------------------------------------------

@@ -13,9 +13,24 @@ import pytest
 import yaml
 
 from pinbase.app.auth.secrets import digest, verify_password
-from pinbase.app.provisioning import ApplyReport, ProvisioningError, apply, load_document, plan
+from pinbase.app.provisioning import (
+    ApplyReport,
+    ProvisioningError,
+    apply,
+    delete,
+    load_document,
+    plan,
+)
 from pinbase.domain.model import ALL_PERMISSIONS, DataType, Permission
-from pinbase.store.records import DatastreamRow, DeviceRow, Entities, ProductRow, RoleRow
+from pinbase.store.records import (
+    DatastreamRow,
+    DeviceRow,
+    Entities,
+    ProductRow,
+    Revocation,
+    RoleRow,
+    TokenRow,
+)
 from pinbase.store.sqlite.store import SqliteStore
 
 T = TypeVar("T")
@@ -364,6 +379,120 @@ def test_changed_password_is_rehashed(db: Path) -> None:
     assert verify_password("a completely new passphrase", alice.password_hash)
     assert not verify_password(PASSWORD, alice.password_hash)
     assert not apply_doc(db, document).changed  # the same password verifies: kept
+
+
+# --- revocation ---------------------------------------------------------------------------
+
+NOW = 1_700_000_000_000
+BOB = {"email": "bob@acme.test", "password": "bob's own passphrase", "role": "Auditor"}
+
+
+def with_bob() -> dict[str, Any]:
+    document = example()
+    document["organizations"][0]["users"].append(dict(BOB))
+    document["organizations"][0]["clients"].append(
+        {"client_id": "acme-scripts", "client_secret": "scripts-secret-0123456789"}
+    )
+    return document
+
+
+def issue(db: Path) -> dict[str, TokenRow]:
+    """An access token of each principal: alice and bob (through acme-backend), each client."""
+    users = {u.email: u.id for u in stored(db).users}
+    rows = {
+        "alice": TokenRow(
+            "a" * 64, "access", "acme-backend", 1, users["alice@acme.test"], "f1", NOW
+        ),
+        "bob": TokenRow("b" * 64, "access", "acme-backend", 1, users["bob@acme.test"], "f2", NOW),
+        "backend": TokenRow("c" * 64, "access", "acme-backend", 1, None, "f3", NOW),
+        "scripts": TokenRow("d" * 64, "access", "acme-scripts", 1, None, "f4", NOW),
+    }
+    run_with_store(db, lambda store: store.insert_tokens(list(rows.values())))
+    return rows
+
+
+def valid(db: Path, rows: dict[str, TokenRow]) -> set[str]:
+    async def body(store: SqliteStore) -> set[str]:
+        return {n for n, row in rows.items() if await store.access_token(row.hash, NOW - 1)}
+
+    return run_with_store(db, body)
+
+
+def test_a_changed_password_revokes_that_users_tokens_in_the_same_apply(db: Path) -> None:
+    apply_doc(db, with_bob())
+    rows = issue(db)
+    document = with_bob()
+    document["organizations"][0]["users"][0]["password"] = "a completely new passphrase"
+    before = generation(db)
+
+    report = apply_doc(db, document)
+
+    assert report.revoked == Revocation((rows["alice"].user_id or 0,), ())
+    assert valid(db, rows) == {"bob", "backend", "scripts"}
+    assert generation(db) == before + 1  # one transaction: the change, revocation and bump
+
+
+def test_a_changed_role_revokes_that_users_tokens(db: Path) -> None:
+    apply_doc(db, with_bob())
+    rows = issue(db)
+    document = with_bob()
+    document["organizations"][0]["users"][1]["role"] = "Staff"
+
+    report = apply_doc(db, document)
+
+    assert report.revoked == Revocation((rows["bob"].user_id or 0,), ())
+    assert valid(db, rows) == {"alice", "backend", "scripts"}
+
+
+def test_a_rotated_client_secret_revokes_every_token_issued_through_it(db: Path) -> None:
+    apply_doc(db, with_bob())
+    rows = issue(db)
+    document = with_bob()
+    document["organizations"][0]["clients"][0]["client_secret"] = "rotated-secret-0123456789"
+
+    report = apply_doc(db, document)
+
+    assert report.revoked == Revocation((), ("acme-backend",))
+    assert valid(db, rows) == {"scripts"}  # users' tokens obtained through it too
+
+
+def test_applying_the_same_credentials_again_revokes_nothing(db: Path) -> None:
+    apply_doc(db, with_bob())
+    rows = issue(db)
+    document = with_bob()
+    document["organizations"][0]["users"][1]["email"] = "carol@acme.test"  # a new user
+    document["organizations"][0]["devices"][1]["name"] = "Old barn"
+
+    report = apply_doc(db, document)
+
+    assert report.changed and report.revoked.is_empty()
+    assert valid(db, rows) == set(rows)
+
+
+def test_deleting_users_and_clients_revokes_their_tokens(db: Path) -> None:
+    apply_doc(db, with_bob())
+    rows = issue(db)
+    bob = rows["bob"].user_id or 0
+
+    run_with_store(db, lambda store: delete(store, user_ids=[bob], client_ids=["acme-scripts"]))
+
+    assert valid(db, rows) == {"alice", "backend"}
+    assert [u.email for u in stored(db).users] == ["alice@acme.test"]
+    assert [c.client_id for c in stored(db).clients] == ["acme-backend"]
+
+
+def test_a_user_who_owns_a_device_is_not_deleted(db: Path) -> None:
+    apply_doc(db, with_bob())
+    rows = issue(db)
+    alice = rows["alice"].user_id or 0
+
+    with pytest.raises(ProvisioningError, match="device 101 is owned"):
+        run_with_store(
+            db, lambda store: delete(store, user_ids=[alice], client_ids=["acme-scripts"])
+        )
+
+    assert valid(db, rows) == set(rows)  # nothing written
+    assert len(stored(db).clients) == 2
 
 
 def test_secrets_are_stored_hashed_never_in_clear(db: Path) -> None:

@@ -11,6 +11,7 @@ request.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import orjson
@@ -25,6 +26,10 @@ from pinbase.domain.values import Value
 
 TOO_MANY_VALUES = "Too many values from this device; slow down."
 TOO_MANY_IMPORTS = "Too many uploads from this device; slow down."
+HOLD_STEP = 0.05
+"""Values over the rate limit that a connection holds (`resume_in`) are let through in steps of
+this many seconds' worth of the device's rate: not one value per transaction, nor a long pause
+for the whole lot."""
 
 
 class RateLimited(DomainError):
@@ -151,12 +156,21 @@ class DeviceSession:
             raise RateLimited(wait)
 
     def admit(self, count: int) -> int:
-        """How many of `count` values, charged one at a time, the rate limit lets through."""
-        take, device_id = self.services.device_limits.take, self.device.id
-        for index in range(count):
-            if take(device_id):
-                return index
-        return count
+        """How many of `count` values the rate limit lets through now (as many as it holds, the
+        same as charging them one at a time until one is refused); those are charged."""
+        return self.services.device_limits.take_some(self.device.id, count)
+
+    def resume_in(self, held: int) -> float:
+        """Seconds until `admit` lets through the next step of `held` values that did not fit:
+        `HOLD_STEP` seconds of the device's rate (at least one value), or all of them when
+        fewer. Infinite when the rate is 0."""
+        step = max(1, math.ceil(self.services.device_limits.rate * HOLD_STEP))
+        return self.ready_in(min(held, step))
+
+    def ready_in(self, count: int = 1) -> float:
+        """Seconds until `count` values (at most the burst) fit the rate limit, charging
+        nothing: 0 when they fit now, infinite when the rate is 0 and they do not."""
+        return self.services.device_limits.ready_in(self.device.id, count)
 
     # operations ----------------------------------------------------------------------------
     def seen(self) -> None:

@@ -42,6 +42,13 @@ Choices made where the spec (docs: provisioning.md) is silent:
   `Conflict` is the backstop (another apply that wrote between this one's read and write): it
   becomes the same one-line `ProvisioningError` ("database: <the store's message>"), and
   nothing is written either.
+- Changing a user's password or role, or a client's secret, revokes every access and refresh
+  token of that user (through any client) or issued through that client, in the transaction
+  that writes the change (`ApplyReport.revoked`). A password given again that verifies against
+  the stored hash is no change. Changing a role's permissions revokes nothing: every request is
+  judged by the current catalog's roles.
+- `delete` (for the Platform API; the document format never deletes) removes users and clients
+  and revokes their tokens in one transaction; a user who still owns devices is refused.
 - `ApplyReport.created`/`updated` contain only kinds with a non-zero count; kinds are the
   `Entities` field names (variants count as `products`). `unchanged` counts the entities of the
   file whose rows needed no change.
@@ -55,7 +62,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -79,6 +86,7 @@ from pinbase.store.records import (
     Entities,
     OrgRow,
     ProductRow,
+    Revocation,
     RoleRow,
     UserRow,
 )
@@ -112,6 +120,8 @@ class ApplyReport:
     unchanged: int = 0
     secrets: list[tuple[str, str]] = field(default_factory=list)
     """Generated secrets, to be shown once: (what, secret)."""
+    revoked: Revocation = field(default_factory=Revocation)
+    """The users and clients whose tokens the apply revoked (credentials or role changed)."""
 
     @property
     def changed(self) -> bool:
@@ -657,6 +667,8 @@ class _Planner:
         self.updated: Counter[str] = Counter()
         self.unchanged = 0
         self.secrets: list[tuple[str, str]] = []
+        self.revoke_users: list[int] = []
+        self.revoke_clients: list[str] = []
         self.role_names: dict[int, set[str]] = {}
         self.users: dict[tuple[int, str], UserRow] = {
             (u.org_id, u.email): u for u in existing.users
@@ -691,6 +703,7 @@ class _Planner:
             updated={k: n for k, n in self.updated.items() if n},
             unchanged=self.unchanged,
             secrets=self.secrets,
+            revoked=Revocation(tuple(self.revoke_users), tuple(self.revoke_clients)),
         )
         return self.rows, report
 
@@ -750,6 +763,8 @@ class _Planner:
             secret_hash = old.secret_hash
         else:
             secret_hash = digest(self._secret(f"client {spec.client_id} secret", new_token))
+        if old is not None and old.secret_hash != secret_hash:
+            self.revoke_clients.append(spec.client_id)
         self._put("clients", old, ClientRow(spec.client_id, org.id, secret_hash))
 
     def _plan_users(self, org: _OrgSpec) -> None:
@@ -764,6 +779,8 @@ class _Planner:
             else:
                 user_id = old.id
             row = UserRow(user_id, org.id, spec.email, self._password_hash(spec, old), spec.role)
+            if old is not None and (old.password_hash, old.role) != (row.password_hash, row.role):
+                self.revoke_users.append(user_id)
             self._put("users", old, row)
             self.users[org.id, spec.email] = row
 
@@ -895,15 +912,32 @@ def plan(document: Any, existing: Entities) -> tuple[Entities, ApplyReport]:
 
 
 async def apply(store: Store, document: Any) -> ApplyReport:
-    """Apply `document` to the store in one transaction; nothing is written if it is invalid."""
+    """Apply `document` to the store in one transaction, revoking the tokens of the users and
+    clients whose credentials or role it changes; nothing is written if it is invalid."""
     existing = await store.entities()
     rows, report = plan(document, existing)
     if not rows.is_empty():
         try:
-            await store.upsert_entities(rows)
+            await store.upsert_entities(rows, report.revoked)
         except Conflict as exc:  # the stored rows changed since they were read
             raise ProvisioningError("database", str(exc)) from exc
     return report
+
+
+async def delete(
+    store: Store, user_ids: Sequence[int] = (), client_ids: Sequence[str] = ()
+) -> None:
+    """Delete users and clients, and revoke every token issued to them or through them, in one
+    transaction. Unknown ids are no error; a user who still owns a device is refused (give the
+    device another owner, or none, first) and nothing is written."""
+    users = set(user_ids)
+    owned = sorted(d.id for d in (await store.entities()).devices if d.owner_id in users)
+    if owned:
+        raise ProvisioningError("users", f"device {owned[0]} is owned by a user to delete")
+    try:
+        await store.delete_entities(sorted(users), sorted(set(client_ids)))
+    except Conflict as exc:  # a device was given to the user since
+        raise ProvisioningError("database", str(exc)) from exc
 
 
 async def apply_to_database(url: str, document: Any) -> ApplyReport:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pinbase.app.auth.access_tokens import AccessTokens
+from pinbase.app.auth.guard import LoginGuard
 from pinbase.app.ingest import Ingest
 from pinbase.config import Settings
 from pinbase.domain.ratelimit import TokenBuckets
@@ -35,6 +36,8 @@ class Services:
     ingest: Ingest
     presence: Presence
     tokens: AccessTokens
+    guard: LoginGuard
+    """What /oauth2/token checks before and after each credential it verifies."""
     org_limits: Limiter
     """Organization API requests per organization."""
     import_limits: Limiter
@@ -46,13 +49,16 @@ class Services:
     def build(cls, settings: Settings, store: Store) -> Services:
         bus = Bus()
         per_minute = settings.org_rate_limit
+        tokens = AccessTokens(store)
+        store.watch_revocations(tokens.forget)
         return cls(
             settings=settings,
             store=store,
             bus=bus,
             ingest=Ingest(store, bus),
             presence=Presence(bus),
-            tokens=AccessTokens(store),
+            tokens=tokens,
+            guard=LoginGuard(settings),
             org_limits=Limiter(store, "org", per_minute / 60.0, per_minute),
             import_limits=Limiter(store, "import", settings.import_rate, settings.import_burst),
             device_limits=TokenBuckets(settings.device_rate, settings.device_burst),

@@ -12,6 +12,8 @@ import orjson
 from pinbase.domain.errors import Invalid
 
 MAX_PROPERTY_LENGTH = 200
+NO_NUL_PATTERN = "^[^\\u0000]*$"
+"""Property values never hold NUL (U+0000): PostgreSQL text cannot store it, so no store does."""
 
 _HEX_COLOR = re.compile(r"#(?:[0-9a-fA-F]{6}|[0-9a-fA-F]{8})")
 _CSS_COLOR_NAMES = frozenset(
@@ -124,5 +126,7 @@ def check_property(name: str, value: str) -> None:
             f"Value of property '{name}' is longer than {MAX_PROPERTY_LENGTH} characters."
         )
     description, check = spec
+    if "\x00" in value:
+        raise Invalid(f"Value of property '{name}' holds a NUL character.")
     if not check(value):
         raise Invalid(f"Invalid value for property '{name}': expected {description}.")

@@ -18,7 +18,11 @@ from pinbase.http.routes import datastreams, device_api, devices, live, oauth, s
 DESCRIPTION = (
     "Blynk's Organization datastream API, self-hosted. Obtain a token at `/oauth2/token`, then "
     "send it as `Authorization: Bearer <token>`. Every error answers "
-    '`{"error": {"message": "..."}}`.'
+    '`{"error": {"message": "..."}}` with a 4xx, 503 or 507, except the token endpoint\'s OAuth '
+    'errors (`{"error": "...", "error_description": "..."}`). A database that cannot be used is '
+    "answered 503 (with `Retry-After` while retrying may help), a full disk 507 Insufficient "
+    "Storage: nothing of that request was stored. `OPTIONS` on any path answers 204 with `Allow` "
+    "listing the path's methods; a method the path lacks answers 405."
 )
 
 

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 import msgspec
+import msgspec.inspect as mi
 from fastapi import Depends, Query, Request
-from fastapi.security import HTTPBearer
+from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlowPassword, OAuthFlows
+from fastapi.security import OAuth2
 from pydantic import BeforeValidator
 from starlette.requests import ClientDisconnect
 
@@ -49,11 +51,15 @@ class Context:
     services: Services
 
 
-class OrganizationBearer(HTTPBearer):
+TOKEN_URL = "/oauth2/token"
+
+
+class OrganizationBearer(OAuth2):
     """Bearer authentication of the Organization API, resolved in one dependency.
 
-    It is documented as HTTP bearer security in OpenAPI, and yields the request's `Context`:
-    the token's principal, the catalog, and the organization's rate limit taken.
+    It is documented as OAuth2 security (client credentials and password flows at `TOKEN_URL`),
+    and yields the request's `Context`: the token's principal, the catalog, and the
+    organization's rate limit taken.
     """
 
     async def __call__(self, request: Request) -> Context:  # type: ignore[override]
@@ -77,8 +83,58 @@ class OrganizationBearer(HTTPBearer):
 
 OrgContext = Annotated[
     Context,
-    Depends(OrganizationBearer(description="OAuth2 access token from /oauth2/token")),
+    Depends(
+        OrganizationBearer(
+            flows=OAuthFlows(
+                clientCredentials=OAuthFlowClientCredentials(tokenUrl=TOKEN_URL),
+                password=OAuthFlowPassword(tokenUrl=TOKEN_URL),
+            ),
+            description=(
+                f"An access token from {TOKEN_URL}, sent as `Authorization: Bearer <token>`."
+            ),
+        )
+    ),
 ]
+
+
+_EXACT_FLOAT = 2**53
+"""Beyond this a float no longer spells one integer, so `1e300` is not read as an integer."""
+
+
+def _whole_floats(node: Any, info: mi.Type) -> Any:
+    """`node` with every whole float where `info` expects an integer made an int (in place)."""
+    if isinstance(info, mi.Metadata):
+        return _whole_floats(node, info.type)
+    if isinstance(info, mi.IntType):
+        if isinstance(node, float) and node.is_integer() and abs(node) <= _EXACT_FLOAT:
+            return int(node)
+        return node
+    if isinstance(info, mi.StructType) and isinstance(node, dict):
+        for field in info.fields:
+            if field.encode_name in node:
+                node[field.encode_name] = _whole_floats(node[field.encode_name], field.type)
+    elif isinstance(info, mi.ListType) and isinstance(node, list):
+        for index, item in enumerate(node):
+            node[index] = _whole_floats(item, info.item_type)
+    elif isinstance(info, mi.TupleType) and isinstance(node, list):
+        for index, (item, item_type) in enumerate(zip(node, info.item_types, strict=False)):
+            node[index] = _whole_floats(item, item_type)
+    return node
+
+
+def decode_json(body: bytes, kind: type[T]) -> T:
+    """Decode `body` strictly into `kind`, raising msgspec's errors.
+
+    An integer is a JSON Schema (2020-12) integer: a whole number, however it is written, so
+    `110.0` and `1.1e2` are read as 110 where an integer is expected; a fraction, a string or a
+    boolean never is. The typed decode is tried first; a body it refuses is decoded again as
+    plain JSON, its whole floats at integer positions made ints, and converted strictly.
+    """
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError:
+        tree = msgspec.json.decode(body)
+        return msgspec.convert(_whole_floats(tree, mi.type_info(kind)), type=kind)
 
 
 async def decode(request: Request, kind: type[T]) -> T:
@@ -90,7 +146,7 @@ async def decode(request: Request, kind: type[T]) -> T:
     if not body:
         raise Invalid("Request body is empty; a JSON object is expected.")
     try:
-        return msgspec.json.decode(body, type=kind)
+        return decode_json(body, kind)
     except msgspec.ValidationError as exc:
         raise Invalid(f"Invalid request body: {exc}.") from None
     except msgspec.DecodeError as exc:
@@ -106,25 +162,30 @@ def _plain_integer(value: object) -> object:
     return value
 
 
-StrictInt = Annotated[int, BeforeValidator(_plain_integer)]
-Int32Query = Annotated[StrictInt, Query(ge=INT32_MIN, le=INT32_MAX)]
-Int64Query = Annotated[StrictInt, Query(ge=INT64_MIN, le=INT64_MAX)]
+PlainInteger = BeforeValidator(_plain_integer)
+"""Goes after `Query(...)` in `Annotated`: before it, pydantic would document `ge`/`le` as
+unknown keywords instead of `minimum`/`maximum`."""
+StrictInt = Annotated[int, PlainInteger]
+Int32Query = Annotated[int, Query(ge=INT32_MIN, le=INT32_MAX), PlainInteger]
+Int64Query = Annotated[int, Query(ge=INT64_MIN, le=INT64_MAX), PlainInteger]
 
 
-IdsQuery = Annotated[
-    list[str] | None,
-    Query(description="Integer ids: repeated keys or one comma-separated value"),
-]
+IdsQuery = Annotated[list[str] | None, Query(include_in_schema=False)]
+"""An id list, read by `int_list` and documented by `openapi.id_list_parameter`."""
 
 
 def int_list(name: str, raw: list[str] | None, low: int, high: int) -> list[int]:
-    """An array query parameter given as repeated keys and/or comma-separated values."""
+    """An id list given as one comma-separated value and/or repeated keys.
+
+    A wholly empty value is no ids (an empty list, comma-separated); an empty id within a
+    value (`1,,2`, `1,`) is refused. Spaces around an id are ignored.
+    """
     result: list[int] = []
     for chunk in raw or ():
+        if not chunk:
+            continue
         for part in chunk.split(","):
             text = part.strip()
-            if not text:
-                continue
             if not _INTEGER.fullmatch(text):
                 raise Invalid(f"Query parameter '{name}' must hold integers, got '{text[:40]}'.")
             number = int(text)

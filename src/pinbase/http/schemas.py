@@ -10,7 +10,7 @@ from msgspec import Meta, Struct
 
 from pinbase.domain.batch import MAX_ROWS
 from pinbase.domain.model import INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN
-from pinbase.domain.properties import MAX_PROPERTY_LENGTH, PROPERTY_NAMES
+from pinbase.domain.properties import MAX_PROPERTY_LENGTH, NO_NUL_PATTERN, PROPERTY_NAMES
 
 Int32 = Annotated[int, Meta(ge=INT32_MIN, le=INT32_MAX)]
 Int64 = Annotated[int, Meta(ge=INT64_MIN, le=INT64_MAX)]
@@ -55,7 +55,12 @@ class UpdateValues(_Body):
 class BatchUpdate(_Body):
     fields: Annotated[
         list[str],
-        Meta(min_length=2, examples=[["deviceId", "Temperature", "Humidity"]]),
+        Meta(
+            min_length=2,
+            description="`deviceId`, then the labels of the datastreams, each once",
+            examples=[["deviceId", "Temperature", "Humidity"]],
+            extra_json_schema={"prefixItems": [{"const": "deviceId"}], "uniqueItems": True},
+        ),
     ]
     updates: Annotated[
         list[Any], Meta(max_length=MAX_ROWS, examples=[[[101, 22.5, 40], [102, None, 41]]])
@@ -78,7 +83,7 @@ class PropertyUpdate(_Body):
     deviceId: Int32
     dataStreamId: Int32
     property: PropertyName
-    value: Annotated[str, Meta(max_length=MAX_PROPERTY_LENGTH)]
+    value: Annotated[str, Meta(max_length=MAX_PROPERTY_LENGTH, pattern=NO_NUL_PATTERN)]
 
 
 # --- responses ---------------------------------------------------------------------------

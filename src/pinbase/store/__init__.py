@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from pinbase.store.base import Store
-from pinbase.store.errors import Conflict, Corrupt, SchemaTooNew, StoreError, StoreUnavailable
+from pinbase.store.check import CheckReport
+from pinbase.store.errors import (
+    BadUrl,
+    Conflict,
+    Corrupt,
+    Foreign,
+    SchemaTooNew,
+    StorageFull,
+    StoreError,
+    StoreUnavailable,
+)
+
+
+def _scheme_error(url: str) -> BadUrl:
+    scheme = url.split(":", 1)[0]
+    return BadUrl(
+        f"unsupported database URL scheme {scheme!r} "
+        "(expected sqlite:///FILE or postgresql://USER@HOST:PORT/DB)"
+    )
 
 
 def open_store(url: str) -> Store:
@@ -18,19 +37,35 @@ def open_store(url: str) -> Store:
         from pinbase.store.postgres.store import PostgresStore
 
         return PostgresStore(url)
-    scheme = url.split(":", 1)[0]
-    raise ValueError(
-        f"unsupported database URL scheme {scheme!r} "
-        "(expected sqlite:///FILE or postgresql://USER@HOST:PORT/DB)"
-    )
+    raise _scheme_error(url)
+
+
+async def check_database(url: str, *, full: bool = False) -> CheckReport:
+    """`pinbase check` of the database at `url` (see `pinbase.store.check`); raises the store's
+    errors for a database it cannot check (`BadUrl` for a URL it does not know)."""
+    if url.startswith("sqlite:///"):
+        from pinbase.store.sqlite.store import check_file
+
+        path = Path(url.removeprefix("sqlite:///"))
+        return await asyncio.to_thread(check_file, path, full=full)
+    if url.startswith(("postgresql://", "postgres://")):
+        from pinbase.store.postgres.store import check_database as check_postgres
+
+        return await check_postgres(url, full=full)
+    raise _scheme_error(url)
 
 
 __all__ = [
+    "BadUrl",
+    "CheckReport",
     "Conflict",
     "Corrupt",
+    "Foreign",
     "SchemaTooNew",
+    "StorageFull",
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "check_database",
     "open_store",
 ]

@@ -6,8 +6,9 @@ method returns only after its transaction is durable, so a caller may acknowledg
 soon as the await completes.
 
 A store raises only its own errors (`pinbase.store.errors`, re-exported here): never a database
-driver's. What the backends share lives here and in `sql`, `paging`, `integrity` and `catalog`;
-each backend keeps only its dialect's own code.
+driver's, and reports the failures among them to its `health` (`pinbase.store.health`), which
+`/healthz` reads. What the backends share lives here and in `sql`, `paging`, `integrity`,
+`catalog` and `health`; each backend keeps only its dialect's own code.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from typing import Any, ClassVar, Protocol
 from pinbase.domain.model import Catalog
 from pinbase.domain.ratelimit import TokenBuckets
 from pinbase.store.errors import Conflict, StoreError, StoreUnavailable
+from pinbase.store.health import Health
 from pinbase.store.integrity import explain_conflict, parents_first
 from pinbase.store.records import (
     ClientRow,
     Entities,
+    Revocation,
     StoredValue,
     TokenRow,
     TokenState,
@@ -44,6 +47,8 @@ class Channel(Protocol):
 class Store(abc.ABC):
     SQL: ClassVar[Statements]
     """The shared statements in the backend's dialect."""
+    health: Health
+    """The failures the store met, until a probe proves them over; set by each backend."""
     _buckets: dict[tuple[float, float], TokenBuckets]
 
     @abc.abstractmethod
@@ -53,6 +58,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Finish queued writes, then release every connection."""
+
+    @abc.abstractmethod
+    async def probe(self) -> None:
+        """One small durable write (a row of `meta`): whether the database takes writes now.
+
+        `health` runs it while the store is failing; its success is the store's recovery.
+        """
 
     # shared state of several processes --------------------------------------------------
     def channel(self) -> Channel | None:
@@ -77,12 +89,19 @@ class Store(abc.ABC):
     async def catalog(self) -> Catalog:
         """The current catalog snapshot (reloaded when provisioning changed it)."""
 
+    async def generation(self) -> int:
+        """The catalog generation committed now: read from the database, unlike `catalog()`'s,
+        which may lag behind another process's change for a moment."""
+        ((value,),) = await self._fetch(self.SQL.generation, ())
+        return int(value)
+
     @abc.abstractmethod
     async def entities(self) -> Entities:
         """Every catalog row, secrets' hashes included (for provisioning)."""
 
-    async def upsert_entities(self, rows: Entities) -> None:
-        """Insert or update the given rows in one transaction and bump the catalog generation.
+    async def upsert_entities(self, rows: Entities, revoke: Revocation = Revocation()) -> None:
+        """Insert or update the given rows, revoke the tokens of `revoke`, and bump the catalog
+        generation, in one transaction.
 
         The rows are applied as one set: their order does not matter (variants are written
         after their parents), and a device token or user email may move from one row of the set
@@ -92,14 +111,34 @@ class Store(abc.ABC):
         """
         rows = dataclasses.replace(rows, products=parents_first(rows.products))
         try:
-            await self._upsert_entities(rows)
+            await self._change_catalog(self.SQL.entity_writes(rows, revoke))
         except Conflict as exc:
             explained = explain_conflict(rows, await self.entities())
             raise Conflict(explained or f"the rows break a rule of the database: {exc}") from exc
 
+    async def delete_entities(
+        self, user_ids: Sequence[int] = (), client_ids: Sequence[str] = ()
+    ) -> None:
+        """Delete users and clients, revoking every token issued to them or through them, and
+        bump the catalog generation, in one transaction. A user who still owns a device raises
+        `Conflict` and nothing is written. Unknown ids are no error."""
+        await self._change_catalog(self.SQL.deletion_writes(user_ids, client_ids))
+
+    async def revoke_tokens(self, revoke: Revocation) -> None:
+        """Revoke every token issued to `revoke`'s users or through its clients, and bump the
+        catalog generation, in one transaction.
+
+        Every revocation by user or client bumps the generation in its own transaction: that is
+        how each process's access-token cache learns that tokens it verified earlier may no
+        longer be valid (see `pinbase.app.auth.access_tokens`).
+        """
+        await self._change_catalog(self.SQL.entity_writes(Entities(), revoke))
+
     @abc.abstractmethod
-    async def _upsert_entities(self, rows: Entities) -> None:
-        """Run `SQL.entity_writes(rows)` in one transaction."""
+    async def _change_catalog(self, writes: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        """Run catalog writes (`SQL.entity_writes`, `SQL.deletion_writes`) in one transaction
+        that no token issue (`insert_tokens` with a generation, `consume_refresh`) interleaves
+        with, and tell every process the catalog changed."""
 
     # values -------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -165,7 +204,17 @@ class Store(abc.ABC):
     async def user_by_email(self, org_id: int, email: str) -> UserRow | None: ...
 
     @abc.abstractmethod
-    async def insert_tokens(self, tokens: Sequence[TokenRow]) -> None: ...
+    async def insert_tokens(
+        self, tokens: Sequence[TokenRow], generation: int | None = None
+    ) -> bool:
+        """Store new tokens; with a `generation`, only if the catalog generation still is that
+        one, else write nothing and return False.
+
+        A grant passes the generation at which it read the credentials it checked: if a catalog
+        change (which may have revoked that user's or client's tokens) committed since, the
+        tokens are not issued. The check and the insert are atomic with respect to catalog
+        changes, on every backend and across processes.
+        """
 
     @abc.abstractmethod
     async def access_token(self, token_hash: str, now: int) -> TokenRow | None:
@@ -189,7 +238,17 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def revoke_family(self, family: str) -> None:
-        """Revoke every token of a family (see `consume_refresh` for concurrency)."""
+        """Revoke every token of a family (see `consume_refresh` for concurrency), and tell the
+        other processes (`watch_revocations`)."""
+
+    def watch_revocations(self, forget: Callable[[str | None], None]) -> None:
+        """Have `forget(family)` called when another process revoked a token family, and
+        `forget(None)` when revocations may have been missed (the notifications were down).
+
+        This default does nothing: one server process per database. Revocations by user or
+        client need no watching: they bump the catalog generation (`revoke_tokens`).
+        """
+        return None
 
     @abc.abstractmethod
     async def drop_tokens_expired_before(self, cutoff: int) -> None:

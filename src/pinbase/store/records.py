@@ -116,6 +116,18 @@ class TokenState:
     revoked: bool  # its family was revoked
 
 
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """Whose OAuth tokens to revoke: every token issued to these users, and every token issued
+    through these clients (client-credentials tokens and users' tokens alike)."""
+
+    user_ids: tuple[int, ...] = ()
+    client_ids: tuple[str, ...] = ()
+
+    def is_empty(self) -> bool:
+        return not (self.user_ids or self.client_ids)
+
+
 @dataclass(slots=True)
 class ValueWrites:
     """Rows of one write: the values are JSON text, timestamps epoch ms."""

@@ -33,6 +33,8 @@ array writes, partitions and notifications). Decisions:
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import astuple, dataclass, fields
 from typing import Any
 
@@ -43,6 +45,7 @@ from pinbase.store.records import (
     Entities,
     OrgRow,
     ProductRow,
+    Revocation,
     RoleRow,
     TokenRow,
     UserRow,
@@ -63,6 +66,16 @@ class Dialect:
 
     def params(self, count: int) -> str:
         return ", ".join(self.param(n) for n in range(1, count + 1))
+
+    def among(self, column: str, number: int, sql_type: str) -> str:
+        """`column` is one of the values of list parameter `number` (see `values`)."""
+        if self.mark == "?":
+            return f"{column} IN (SELECT value FROM json_each({self.param(number)}))"
+        return f"{column} = ANY({self.param(number)}::{sql_type}[])"
+
+    def values(self, items: Sequence[Any]) -> Any:
+        """A list parameter: JSON text for SQLite's `json_each`, an array for PostgreSQL."""
+        return json.dumps(list(items)) if self.mark == "?" else list(items)
 
 
 SQLITE = Dialect("?")
@@ -181,6 +194,7 @@ class Statements:
     """Every shared statement, written for one dialect (built once per backend)."""
 
     def __init__(self, d: Dialect) -> None:
+        self.dialect = d
         p = d.param
         self.upsert_entities = {
             t.name: upsert(t, f"VALUES ({d.params(len(t.columns))})") for t in ENTITIES
@@ -239,6 +253,13 @@ class Statements:
             f"AND NOT used AND NOT revoked AND expires_at > {p(2)}"
         )
         self.revoke_family = f"UPDATE oauth_tokens SET revoked = TRUE WHERE family = {p(1)}"
+        # one scan of the table for every user and client of a revocation
+        self.revoke_tokens = (
+            "UPDATE oauth_tokens SET revoked = TRUE WHERE NOT revoked AND "
+            f"({d.among('user_id', 1, 'integer')} OR {d.among('client_id', 2, 'text')})"
+        )
+        self.delete_user = f"DELETE FROM users WHERE id = {p(1)}"
+        self.delete_client = f"DELETE FROM clients WHERE client_id = {p(1)}"
         self.drop_tokens = f"DELETE FROM oauth_tokens WHERE expires_at < {p(1)}"
 
         # keyset pagination in key order: (first batch, the batch after a key)
@@ -251,9 +272,12 @@ class Statements:
                 f"ORDER BY {order} LIMIT {p(len(table.key) + 1)}",
             )
 
-    def entity_writes(self, rows: Entities) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    def entity_writes(
+        self, rows: Entities, revoke: Revocation = Revocation()
+    ) -> list[tuple[str, list[tuple[Any, ...]]]]:
         """The statements of one `upsert_entities`, each with its parameter rows, in order:
-        changing unique values released, every table upserted, the catalog generation bumped."""
+        changing unique values released, every table upserted, the tokens of `revoke` revoked,
+        the catalog generation bumped."""
         writes: list[tuple[str, list[tuple[Any, ...]]]] = []
         for table in ENTITIES:
             items = getattr(rows, table.name)
@@ -265,5 +289,27 @@ class Statements:
             items = getattr(rows, table.name)
             if items:
                 writes.append((self.upsert_entities[table.name], [table.values(r) for r in items]))
+        writes += self.revocation_writes(revoke)
+        writes.append((self.bump_generation, [()]))
+        return writes
+
+    def revocation_writes(self, revoke: Revocation) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        """The statement that revokes every token of `revoke`'s users and clients, if any."""
+        if revoke.is_empty():
+            return []
+        d = self.dialect
+        params = (d.values(revoke.user_ids), d.values(revoke.client_ids))
+        return [(self.revoke_tokens, [params])]
+
+    def deletion_writes(
+        self, user_ids: Sequence[int], client_ids: Sequence[str]
+    ) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        """The statements of one `delete_entities`: their tokens revoked, the rows deleted, the
+        catalog generation bumped."""
+        writes = self.revocation_writes(Revocation(tuple(user_ids), tuple(client_ids)))
+        if user_ids:
+            writes.append((self.delete_user, [(u,) for u in user_ids]))
+        if client_ids:
+            writes.append((self.delete_client, [(c,) for c in client_ids]))
         writes.append((self.bump_generation, [()]))
         return writes

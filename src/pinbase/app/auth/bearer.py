@@ -23,14 +23,16 @@ async def authenticate(svc: Services, credentials: str) -> tuple[Principal, Cata
 
     An organization-scoped token (client credentials) holds every permission in its
     organization; a user-scoped one holds its user's role's permissions, and dies with its user.
+    The catalog is read first: a token is honoured from the cache only while the catalog is at
+    the generation it was verified at (see `access_tokens`).
     """
     token_text = credentials.strip()
     if not token_text:
         raise Unauthorized(MISSING)
-    token = await svc.tokens.find(digest(token_text), now_ms())
+    catalog = await svc.store.catalog()
+    token = await svc.tokens.find(digest(token_text), now_ms(), catalog.generation)
     if token is None:
         raise Unauthorized(INVALID)
-    catalog = await svc.store.catalog()
     if token.user_id is None:
         return Principal(token.org_id, None, ALL_PERMISSIONS), catalog
     user = catalog.users.get(token.user_id)

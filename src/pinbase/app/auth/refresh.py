@@ -10,7 +10,9 @@ The policy lives here; the store offers primitives (`refresh_token`, `consume_re
 
 - An unknown token, one of another client and an expired one all fail alike ("unknown") and
   change nothing: presenting a token to the wrong client neither consumes nor revokes it.
-- A consumed token, or one whose family is revoked, counts as reused and revokes the family.
+- A consumed token counts as reused and revokes the family. A token whose family is already
+  revoked (by an earlier reuse, or with its user's or client's tokens) is refused and changes
+  nothing more: presenting it again and again costs no write.
 - Of two concurrent redemptions of one token, the store lets exactly one consume it; the other
   then finds it consumed and counts as a reuse, so the family (with the successors just issued
   to the first) is revoked. A client never legitimately presents one refresh token twice.
@@ -34,6 +36,7 @@ class RefreshOutcome(enum.Enum):
     ROTATED = "rotated"
     UNKNOWN = "unknown"  # no such refresh token, another client's, or expired
     REUSED = "reused"  # presented after it was consumed: its whole family is now revoked
+    REVOKED = "revoked"  # its family was revoked before
 
 
 async def rotate(
@@ -55,8 +58,10 @@ async def rotate(
             return RefreshOutcome.ROTATED
         # another redemption consumed it first (or its family was revoked meanwhile)
         state = await store.refresh_token(token_hash) or state
-    if state.used or state.revoked:
+    if state.revoked:
+        return RefreshOutcome.REUSED if state.used else RefreshOutcome.REVOKED
+    if state.used:
         await store.revoke_family(token.family)
-        access_tokens.forget_family(token.family)
+        access_tokens.forget(token.family)
         return RefreshOutcome.REUSED
     return RefreshOutcome.UNKNOWN

@@ -17,6 +17,7 @@ Decoding choices where the protocol is silent:
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -76,21 +77,29 @@ class Frame(NamedTuple):
 
 
 class FrameDecoder:
-    """Feed bytes as they arrive; get every frame completed so far."""
+    """Feed bytes as they arrive; get the frames completed so far, as many at a time as asked."""
 
-    __slots__ = ("_buffer", "max_body")
+    __slots__ = ("_buffer", "max_body", "more")
 
     def __init__(self, max_body: int = DEFAULT_BUFFER) -> None:
         self.max_body = max_body
         self._buffer = bytearray()
+        self.more = False
+        """The last `feed` stopped at its limits with bytes left: `feed(b"")` may decode more."""
 
     @property
     def pending(self) -> int:
-        """Bytes received that do not yet form a whole frame."""
+        """Bytes received that are not yet decoded."""
         return len(self._buffer)
 
-    def feed(self, data: bytes) -> list[Frame]:
-        """Decode `data` after what was fed before; raise CodecError on malformed input."""
+    def feed(
+        self, data: bytes, max_frames: int = sys.maxsize, max_bytes: int = sys.maxsize
+    ) -> list[Frame]:
+        """Decode `data` after what was fed before; raise CodecError on malformed input.
+
+        Decoding stops after `max_frames` frames, or at the first frame that starts once the
+        frames decoded span `max_bytes` bytes; what follows stays buffered, undecoded, for the
+        next call (`feed(b"")` goes on) and `more` is set."""
         buffer = self._buffer
         if buffer:
             buffer += data
@@ -102,7 +111,11 @@ class FrameDecoder:
         end = len(view)
         pos = 0
         limit = self.max_body
+        more = False
         while end - pos >= HEADER_SIZE:
+            if len(frames) >= max_frames or pos >= max_bytes:
+                more = True
+                break
             command, msg_id, length = unpack(view, pos)
             if msg_id == 0:
                 raise CodecError("message id 0")
@@ -125,6 +138,7 @@ class FrameDecoder:
                 break
             frames.append(Frame(command, msg_id, bytes(view[pos + HEADER_SIZE : stop])))
             pos = stop
+        self.more = more
         if pos == end:
             buffer.clear()
         elif buffer:

@@ -17,8 +17,13 @@ Choices where Blynk's protocol description is silent:
 Login and session
 - The first frame must be LOGIN (2) or HW_LOGIN (29) whose first body field is the device token
   (request `Login`): RESPONSE 200, or RESPONSE 9 (invalid token) and the connection is closed.
-  Any other first frame closes the connection. A connection that has not logged in within
-  `LOGIN_TIMEOUT` seconds is closed. A LOGIN after login is answered ILLEGAL_COMMAND.
+  Any other first frame closes the connection. A LOGIN after login is answered ILLEGAL_COMMAND.
+- What a stranger can make the server hold is bounded: a connection that has not logged in
+  `login_timeout` seconds after it was accepted is closed, however it trickles its bytes;
+  until its login is accepted it may send `login_bytes` bytes in all (the login frame and
+  whatever it pipelines after it; a client library waits for the answer to its login) and
+  no frame larger than that, or the default receive buffer (1024), whichever is smaller: the
+  header announcing a larger one closes the connection before its body arrives.
 - One session per device: a new login with the same token closes the older connection (the
   adapter's presence `Session`). Traffic marks the device seen; a device silent for 1.5 x its
   heartbeat (the `h-beat` it announced, else `Settings.heartbeat`) is disconnected, and the end
@@ -28,16 +33,20 @@ Login and session
 
 What the device sends
 - HARDWARE `vw\\0<pin>\\0<value>[\\0<value>]` writes through the one write path (pin `1`, `v1`
-  or `V1`). Consecutive writes become one `Write` request, so that all writes decoded from one
-  socket read are stored in one ingest write; any other frame ends the run, so a read, sync,
+  or `V1`). Consecutive writes become one `Write` request, so that all writes decoded in one
+  turn (below) are stored in one ingest write; any other frame ends the run, so a read, sync,
   property request or PING after writes is handled once the writes are. Blynk acknowledges
   nothing on success, and neither does pinbase. A write that cannot be stored (no datastream on
   that pin, a value that does not match the datastream type, a malformed body) stores nothing
   and is answered RESPONSE ILLEGAL_COMMAND (2) with the frame's id (`refuse`): the status
   Blynk's server gives a hardware command it cannot apply, and one that every client library
   tolerates (they log responses and carry on).
-- Values beyond the device's rate limit are dropped; like Blynk's server, the device is told
-  RESPONSE QUOTA_LIMIT (1) at most once every `QUOTA_WARN_PERIOD` seconds (`quota_exceeded`).
+- Values beyond the device's rate limit are not dropped but held: the adapter stores those
+  that fit and stops reading the socket until the rest fit too (back-pressure through TCP), so
+  a device sending faster than its rate is slowed down to it and the server never parses what
+  it cannot store. Like Blynk's server, the device is told RESPONSE QUOTA_LIMIT (1), with the
+  id of the first frame held, at most once every `QUOTA_WARN_PERIOD` seconds
+  (`quota_exceeded`); the values follow as the rate allows.
 - `vr\\0<pin>[\\0<pin>...]` is answered with HARDWARE `vw\\0<pin>\\0<value>` per pin that has a
   value (pins travel as bare numbers). HARDWARE_SYNC with an empty body, or just `vr`, means every
   datastream that has a value (`Read.pins` None); `vr\\0<pin>...` names pins. One HARDWARE
@@ -49,6 +58,11 @@ What the device sends
   (request `Rtc`: the wall clock is the adapter's).
 - PROPERTY (19) `<pin>\\0<property>\\0<value>[\\0<value>...]` from a device sets a widget property
   (several values become a JSON array of strings, Blynk's `labels` form).
+- Frames are decoded a turn at a time: at most `TURN_FRAMES` frames, none starting beyond
+  `TURN_BYTES` bytes, wait to be handled; the rest of a large read stays undecoded until they
+  are, and the adapter lets other connections run between turns. So one read (up to 256 KiB,
+  thousands of frames) never holds the event loop for long, and a device that floods the
+  server costs it one turn at a time.
 - PING is answered RESPONSE 200. Any other command is answered ILLEGAL_COMMAND and the
   connection stays up (framing does not depend on the command). A malformed frame (message id
   0, a body larger than the limit) closes the connection. The body limit is the larger of 1024
@@ -82,8 +96,9 @@ What the device receives
     seconds and is paced instead (below); one that has answered before is waited for up to
     `BARRIER_GIVE_UP` seconds per frame. The barrier completes within a round trip, so a frame
     after an idle spell goes out at once: it costs latency only in bursts (about 1.3 ms per
-    frame on loopback). RESPONSEs are handled as soon as they are received, even while the
-    app layer is busy with earlier frames, so the barrier never waits for the store.
+    frame on loopback). RESPONSEs are handled as soon as they are decoded, even while the
+    app layer is busy with earlier frames, so the barrier does not wait for the store (unless
+    a whole turn of frames waits before the RESPONSE, or reading is paused for the rate limit).
   * anything else (no INTERNAL at all, or another library) gets no PROPERTY frames and is paced:
     consecutive frames leave at least `PACING_GAP` seconds apart, so that a client reading one
     message per read still sees each frame alone when it keeps up.
@@ -107,7 +122,12 @@ from pinbase.devices.hardware import codec as codec
 from pinbase.devices.hardware.codec import Frame
 
 LOGIN_TIMEOUT = 10.0
-"""Seconds a new connection has to log in."""
+"""Seconds a new connection has to log in, by default."""
+LOGIN_BYTES = 4096
+"""Bytes a connection may send before its login is accepted, by default."""
+TURN_FRAMES = 512
+TURN_BYTES = 64 * 1024
+"""Frames decoded at a time: at most `TURN_FRAMES`, and no frame starting past `TURN_BYTES`."""
 HANDSHAKE_GRACE = 1.0
 """Seconds after login the downlink waits for the device's INTERNAL info."""
 HEARTBEAT_FACTOR = 1.5
@@ -155,7 +175,8 @@ class CloseReason(enum.Enum):
 
     LOCAL = "closed by the server"
     NOT_LOGIN = "first frame is not a login"
-    LOGIN_TIMEOUT = f"no login within {LOGIN_TIMEOUT:g}s"
+    LOGIN_TIMEOUT = "no login in time"
+    LOGIN_TOO_LARGE = "too much data before login"
     INVALID_TOKEN = "invalid token"
     MALFORMED = "malformed frame"
     HEARTBEAT = "heartbeat timeout"
@@ -229,6 +250,7 @@ class HardwareSession:
         "_inbox",
         "_inbox_pos",
         "_last_rx",
+        "_login_bytes",
         "_login_deadline",
         "_login_id",
         "_next_send",
@@ -244,23 +266,36 @@ class HardwareSession:
         "state",
     )
 
-    def __init__(self, heartbeat: float, now: float) -> None:
-        """A connection accepted at `now`; `heartbeat` until the device announces its own."""
+    def __init__(
+        self,
+        heartbeat: float,
+        now: float,
+        login_timeout: float = LOGIN_TIMEOUT,
+        login_bytes: int = LOGIN_BYTES,
+    ) -> None:
+        """A connection accepted at `now`; `heartbeat` until the device announces its own. It
+        has `login_timeout` seconds to log in and may send `login_bytes` bytes until its login
+        is accepted."""
         self.state = State.LOGIN
         self.client = Client.UNKNOWN
         self.close_reason: CloseReason | None = None
         self.close_detail = ""
         self._classified = False
-        self._decoder = codec.FrameDecoder(codec.DEFAULT_BUFFER)
+        self._decoder = codec.FrameDecoder(
+            max(0, min(codec.DEFAULT_BUFFER, login_bytes - codec.HEADER_SIZE))
+        )
         self._ids = codec.MessageIds()
-        self._login_deadline = now + LOGIN_TIMEOUT
+        self._login_deadline = now + login_timeout
+        self._login_bytes = login_bytes
+        """Bytes the connection may still send before its login is accepted."""
         self._login_id = 0
         # reading
         self._inbox: list[Frame] = []
         self._inbox_pos = 0
         """Frames before this index in `_inbox` are handled."""
         self.pending = False
-        """Frames received and not yet handled: `next_request` has work (read-only)."""
+        """Frames received and not yet handled, decoded or not (read-only): `next_request`
+        has work, or `receive_data(b"")` decodes the next turn."""
         self._busy = False
         """A request is out with the app layer."""
         self._last_rx = now
@@ -322,32 +357,42 @@ class HardwareSession:
 
     # receiving ------------------------------------------------------------------------------
     def receive_data(self, data: bytes, now: float) -> bool:
-        """Take bytes read from the socket; True when they completed at least one frame.
+        """Take bytes read from the socket (b"": none, decode what waits); True when frames
+        wait to be handled.
 
-        RESPONSEs (answers to the read barrier's PINGs) take effect at once; other frames wait
-        for `next_request`. A malformed frame closes the session."""
-        if self.state is State.CLOSED:
+        Frames are decoded a turn at a time: up to `TURN_FRAMES` (and `TURN_BYTES`) wait for
+        `next_request`; bytes beyond stay undecoded (`pending` stays True) until the frames
+        before them are handled and `receive_data(b"")` decodes the next turn. RESPONSEs
+        (answers to the read barrier's PINGs) take effect as soon as they are decoded. A
+        malformed frame, or more than `login_bytes` bytes before the login is accepted,
+        closes the session."""
+        state = self.state
+        if state is State.CLOSED:
             return False
-        self._last_rx = now
+        if data:
+            self._last_rx = now
+            if state is not State.ACTIVE:
+                self._login_bytes -= len(data)
+                if self._login_bytes < 0:
+                    self.close(CloseReason.LOGIN_TOO_LARGE)
+                    return False
+        inbox = self._inbox
+        decoder = self._decoder
         try:
-            frames = self._decoder.feed(data)
+            frames = decoder.feed(data, TURN_FRAMES - len(inbox) + self._inbox_pos, TURN_BYTES)
         except codec.CodecError as exc:
             self.close(CloseReason.MALFORMED, str(exc))
             return False
-        if not frames:
-            return False
-        inbox = self._inbox
-        if self.state is not State.ACTIVE:
+        if state is not State.ACTIVE:
             inbox.extend(frames)
-            self.pending = True
-            return True
-        for frame in frames:
-            if frame.command == codec.RESPONSE:
-                self._on_response(frame)
-            else:
-                inbox.append(frame)
-        self.pending = self._inbox_pos < len(inbox)
-        return True
+        else:
+            for frame in frames:
+                if frame.command == codec.RESPONSE:
+                    self._on_response(frame)
+                else:
+                    inbox.append(frame)
+        self.pending = self._inbox_pos < len(inbox) or decoder.more
+        return self.pending
 
     def next_request(self, now: float) -> Request | None:
         """Handle received frames in order until one needs the app layer: that request, or None
@@ -366,7 +411,7 @@ class HardwareSession:
     def _login_request(self) -> Login | None:
         frame = self._inbox[self._inbox_pos]
         self._inbox_pos += 1
-        self.pending = self._inbox_pos < len(self._inbox)
+        self.pending = self._inbox_pos < len(self._inbox) or self._decoder.more
         if frame.command not in (codec.LOGIN, codec.HW_LOGIN):
             self.close(CloseReason.NOT_LOGIN, f"command {frame.command}")
             return None
@@ -420,7 +465,7 @@ class HardwareSession:
             else:
                 inbox.clear()
                 self._inbox_pos = 0
-                self.pending = False
+                self.pending = self._decoder.more
         # Writes decoded before the session closed are still stored.
         return Write(values) if values is not None else request
 
@@ -500,13 +545,14 @@ class HardwareSession:
         if self.state is not State.AUTHENTICATING:
             return
         self.state = State.ACTIVE
+        self._decoder.max_body = codec.DEFAULT_BUFFER
         self._direct.append(codec.response(self._login_id, codec.OK))
         self._grace_deadline = now + HANDSHAKE_GRACE
         # RESPONSEs that came with the login answer nothing: no PING has been sent yet.
         rest = [f for f in self._inbox[self._inbox_pos :] if f.command != codec.RESPONSE]
         self._inbox = rest
         self._inbox_pos = 0
-        self.pending = bool(rest)
+        self.pending = bool(rest) or self._decoder.more
 
     def refuse_login(self) -> None:
         """No device has that token: RESPONSE 9, then the connection closes."""

@@ -5,18 +5,31 @@ the sans-IO `session` module, whose docstring records its choices; framing lives
 This module moves bytes and time between a socket and the session and performs the session's
 requests against the app layer (`DeviceSession`):
 
+- Admission: the listener's `Entry` admits each connection through the listener's `Gate`
+  (the process's connection budget, a per-address cap) before anything else, then runs the TLS
+  handshake on a TLS port; the connection releases its ticket when it is lost. A stranger's
+  connection closed by the session (no login in time, too much before login, a malformed
+  frame, an invalid token) is logged through the gate, at most once an interval per reason.
 - Back-pressure through TCP: frames that arrive while the connection is busy with earlier ones
   pause reading until every received frame is handled. The requests of one connection are
-  performed one at a time, in order, by one task; so all writes decoded from one socket read
-  become one ingest write (one transaction), awaited before the next read, and a read, sync or
-  property request after writes waits for them. Each value has its own timestamp from the
-  connection's clock (`device_session.Clock`): never going back, and strictly increasing per
-  pin, so every value stays in history even when a read carries one pin many times (a fast
-  device runs ahead of the wall clock by a millisecond per repeat beyond one a millisecond).
-  Live subscribers get every value in order, and the last of each pin becomes current.
-- Values beyond the device's rate limit (`DeviceSession.admit`, charged one value at a time) are
-  dropped. The catalog is followed (`DeviceSession.refresh`) once per batch of frames; a
-  connection whose token no longer opens its device is closed.
+  performed one at a time, in order, by one task; so all writes decoded in one turn (the session
+  decodes at most `TURN_FRAMES` frames at a time) become one ingest write (one transaction),
+  awaited before the next turn, and a read, sync or property request after writes waits for them.
+  Between turns the task yields to the event loop, so a device that sends thousands of frames in
+  one read shares the loop with the others. Each value has its own timestamp from the
+  connection's clock (`device_session.Clock`): never going back, and strictly increasing per pin,
+  so every value stays in history even when a read carries one pin many times (a fast device runs
+  ahead of the wall clock by a millisecond per repeat beyond one a millisecond). Live subscribers
+  get every value in order, and the last of each pin becomes current.
+- The rate limit pushes back instead of dropping: of a run of writes, those that fit the
+  device's rate limit (`DeviceSession.admit`) are stored at once; the rest are held, reading
+  the socket stops (`pause_reading`), and they are stored in steps as tokens return
+  (`DeviceSession.resume_in`), before the next frame is handled. A device over its rate is so
+  slowed to it by TCP, the server parses no more of its frames than it stores, and no value
+  is lost (a device rate of 0 drops what does not fit, as nothing ever would). A property over
+  the rate waits the same way. The device is told QUOTA_LIMIT at most once a minute. The
+  catalog is followed (`DeviceSession.refresh`) once per batch of frames; a connection whose
+  token no longer opens its device is closed.
 - One loop timer per connection, at `session.next_deadline()`. It is moved only when the deadline
   comes earlier; a timer that fires early finds nothing due and is set again, so traffic (which
   pushes the heartbeat deadline back) costs no timer operations.
@@ -33,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import ssl
 import time
 from typing import cast
@@ -54,6 +68,9 @@ from pinbase.domain.errors import DomainError
 from pinbase.domain.model import Datastream
 from pinbase.domain.values import Value, parse_text_value, to_text
 from pinbase.live.bus import Event, ValueChanged
+from pinbase.net.admission import Ticket
+from pinbase.net.entry import Entry
+from pinbase.net.gate import Gate
 from pinbase.store.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -64,18 +81,26 @@ MAX_PIN_CACHE = 1024
 
 
 class HardwareServer:
-    """The listener: accepts connections and closes them all on `close()`."""
+    """The listener: admits connections through `gate` (TLS after admission when
+    `ssl_context` is given) and closes them all on `close()`."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(
+        self, services: Services, gate: Gate, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.services = services
+        self.gate = gate
+        settings = services.settings
+        self.login_timeout = settings.device_login_timeout
+        self.login_bytes = settings.device_login_bytes
+        self.entry = Entry(
+            gate, lambda ticket: HardwareConnection(self, ticket), ssl_context, self.login_timeout
+        )
         self.connections: set[HardwareConnection] = set()
         self._server: asyncio.Server | None = None
 
-    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None) -> None:
+    async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: HardwareConnection(self), host, port, ssl=ssl_context, backlog=1024
-        )
+        self._server = await loop.create_server(self.entry.door, host, port, backlog=1024)
 
     @property
     def port(self) -> int:
@@ -86,6 +111,7 @@ class HardwareServer:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        await self.entry.close()
         connections = list(self.connections)
         for connection in connections:
             connection.close()
@@ -98,14 +124,20 @@ class HardwareServer:
                 await asyncio.wait(pending, timeout=5.0)
         if self._server is not None:
             await self._server.wait_closed()
+        self.gate.close()
 
 
 async def serve_hardware(
-    services: Services, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+    services: Services,
+    host: str,
+    port: int,
+    gate: Gate,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> HardwareServer:
-    """Start the hardware protocol listener (TLS when `ssl_context` is given)."""
-    server = HardwareServer(services)
-    await server.start(host, port, ssl_context)
+    """Start the hardware protocol listener, admitting connections through `gate` (TLS when
+    `ssl_context` is given)."""
+    server = HardwareServer(services, gate, ssl_context)
+    await server.start(host, port)
     return server
 
 
@@ -137,13 +169,21 @@ class HardwareConnection(asyncio.Protocol):
         "server",
         "services",
         "session",
+        "ticket",
     )
 
-    def __init__(self, server: HardwareServer) -> None:
+    def __init__(self, server: HardwareServer, ticket: Ticket) -> None:
         self.server = server
         self.services = server.services
+        self.ticket = ticket
+        """Admission; released when the connection is lost."""
         self.loop = asyncio.get_running_loop()
-        self.session = HardwareSession(float(self.services.settings.heartbeat), self.loop.time())
+        self.session = HardwareSession(
+            float(self.services.settings.heartbeat),
+            self.loop.time(),
+            server.login_timeout,
+            server.login_bytes,
+        )
         self.device: DeviceSession | None = None
         """The app-layer session, once logged in."""
         self.device_id = 0
@@ -170,6 +210,7 @@ class HardwareConnection(asyncio.Protocol):
         self._task = self.loop.create_task(self._run())
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.server.gate.release(self.ticket)
         self._lost = True
         self._closing = True
         self.session.close()
@@ -185,9 +226,9 @@ class HardwareConnection(asyncio.Protocol):
         if self._closing:
             return
         session = self.session
-        if session.receive_data(data, self.loop.time()) and self.device is not None:
-            self.device.seen()
-        if session.pending:
+        if session.receive_data(data, self.loop.time()):
+            if self.device is not None:
+                self.device.seen()
             if self._waiter is not None:
                 self._wake()
             elif not self._reading_paused and self._transport is not None:
@@ -267,11 +308,17 @@ class HardwareConnection(asyncio.Protocol):
             self._transport.write(data)
         if session.state is State.CLOSED:
             reason = session.close_reason
-            if reason is not CloseReason.LOCAL:
+            if reason is None or reason is CloseReason.LOCAL:
+                pass
+            elif self.device is None:  # a stranger: counted, logged at most once an interval
+                level = logging.INFO if reason is CloseReason.LOGIN_TIMEOUT else logging.WARNING
+                self.server.gate.cut(self.ticket, reason.value, level)
+            else:
                 level = logging.WARNING if reason is CloseReason.OUTBOX_FULL else logging.INFO
                 detail = f" ({session.close_detail})" if session.close_detail else ""
-                text = reason.value if reason is not None else ""
-                log.log(level, "hardware device %s: %s%s; closing", self.device_id, text, detail)
+                log.log(
+                    level, "hardware device %s: %s%s; closing", self.device_id, reason.value, detail
+                )
             self._shut()
             return
         deadline = session.next_deadline()
@@ -346,6 +393,13 @@ class HardwareConnection(asyncio.Protocol):
                         break
                     await self._perform(request)
                 self._flush()
+                if session.pending and not self._closing:
+                    # The turn is handled and more frames wait undecoded: let the other
+                    # connections run, then decode the next turn.
+                    await asyncio.sleep(0)
+                    if not self._closing:
+                        session.receive_data(b"", self.loop.time())
+                        self._flush()
         except Exception:
             log.exception("hardware device %s: connection failed", self.device_id)
             self.close()
@@ -393,7 +447,7 @@ class HardwareConnection(asyncio.Protocol):
 
     async def _write(self, request: Write) -> None:
         """Store the values of one run of `vw` frames in one write, charged to the device's
-        rate limit."""
+        rate limit; those over it are held, reading paused, and stored as it lets them."""
         device = self.device
         assert device is not None
         session = self.session
@@ -413,16 +467,44 @@ class HardwareConnection(asyncio.Protocol):
             points.append((ds, value))
             ids.append(msg_id)
         admitted = device.admit(len(points))
-        if admitted < len(points):
+        held = points[admitted:]
+        if held:
             session.quota_exceeded(ids[admitted], self.loop.time())
             del points[admitted:]
-        if not points:
-            return
-        self._send_queued()  # refusals go out before the write is awaited
+        if points:
+            self._send_queued()  # refusals go out before the write is awaited
+            await self._store(device, points)
+        while held and not self._closing:
+            wait = device.resume_in(len(held))
+            if wait == math.inf:
+                return  # a rate of 0 lets nothing more through: the rest is dropped
+            await self._hold(wait)
+            admitted = device.admit(len(held))
+            if admitted and not self._closing:
+                await self._store(device, held[:admitted])
+                del held[:admitted]
+
+    async def _store(self, device: DeviceSession, points: list[tuple[Datastream, Value]]) -> None:
         try:
             await device.write(points)
         except StoreUnavailable as exc:
             log.warning("hardware device %s: values not stored: %s", self.device_id, exc)
+
+    async def _hold(self, seconds: float) -> None:
+        """Stop reading the socket for `seconds` (values wait for the rate limit), or until
+        the connection ends; what is queued goes out first."""
+        self._send_queued()
+        transport = self._transport
+        if not self._reading_paused and transport is not None and not self._closing:
+            self._reading_paused = True
+            transport.pause_reading()
+        self._waiter = self.loop.create_future()
+        timer = self.loop.call_later(seconds, self._wake)
+        try:
+            await self._waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
 
     async def _read(self, request: Read) -> None:
         """Answer a `vr` or a sync with one HARDWARE `vw` per requested pin that has a value."""
@@ -449,6 +531,12 @@ class HardwareConnection(asyncio.Protocol):
         if ds is None:
             self.session.refuse(request.msg_id)
             return
+        wait = device.ready_in(1)
+        if wait:  # wait for a token, reading paused (a rate of 0: refused below)
+            self.session.quota_exceeded(request.msg_id, self.loop.time())
+            while wait and wait != math.inf and not self._closing:
+                await self._hold(wait)
+                wait = device.ready_in(1)
         self._send_queued()
         try:
             await device.set_properties(ds, [(request.name, request.value)])

@@ -9,6 +9,7 @@ types, reserved types or flags) is a `CodecError`, after which the connection is
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 MAX_PACKET_SIZE = 1024 * 1024
@@ -43,6 +44,10 @@ _DISCONNECT = 14
 
 class CodecError(Exception):
     """The bytes are not a packet this server accepts; the connection must be closed."""
+
+
+class PacketTooLarge(CodecError):
+    """A packet's fixed header announces more than the decoder's `max_packet_size`."""
 
 
 class UnsupportedProtocol(CodecError):
@@ -118,26 +123,39 @@ _DISCONNECT_PACKET = Disconnect()
 class Decoder:
     """Turns a byte stream into packets, whatever way the stream is cut into reads."""
 
-    __slots__ = ("_buffer", "max_packet_size")
+    __slots__ = ("_buffer", "max_packet_size", "more")
 
     def __init__(self, max_packet_size: int = MAX_PACKET_SIZE) -> None:
         self.max_packet_size = max_packet_size
         self._buffer = bytearray()
+        self.more = False
+        """The last `feed` stopped at its limits with bytes left: `feed(b"")` may decode more."""
 
     @property
     def buffered(self) -> int:
-        """Bytes received that do not yet form a whole packet."""
+        """Bytes received and not yet decoded."""
         return len(self._buffer)
 
-    def feed(self, data: bytes) -> list[Packet]:
-        """Every packet completed by `data`, in order; raises CodecError on a bad one."""
+    def feed(
+        self, data: bytes, max_packets: int = sys.maxsize, max_bytes: int = sys.maxsize
+    ) -> list[Packet]:
+        """The packets completed by `data`, in order; raises CodecError on a bad one.
+
+        Decoding stops after `max_packets` packets, or at the first packet that starts once the
+        packets decoded span `max_bytes` bytes; what follows stays buffered for the next call
+        (`feed(b"")` goes on) and `more` is set. A packet's size is checked against
+        `max_packet_size` as soon as its fixed header is in, before its body arrives."""
         buffer = self._buffer
         buffer += data
         packets: list[Packet] = []
         end = len(buffer)
         pos = 0
         limit = self.max_packet_size
+        more = False
         while pos < end:
+            if len(packets) >= max_packets or pos >= max_bytes:
+                more = True
+                break
             first = buffer[pos]
             _check_first(first)
             length = 0
@@ -158,11 +176,12 @@ class Decoder:
                 break  # the remaining length itself is still incomplete
             size = index - pos + length
             if size > limit:
-                raise CodecError(f"packet of {size} bytes exceeds the limit of {limit}")
+                raise PacketTooLarge(f"packet of {size} bytes exceeds the limit of {limit}")
             if index + length > end:
                 break
             packets.append(_decode(first, bytes(buffer[index : index + length])))
             pos = index + length
+        self.more = more
         if pos:
             del buffer[:pos]
         return packets

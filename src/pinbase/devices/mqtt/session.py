@@ -10,9 +10,14 @@ The protocol, as a device sees it:
   than 4 (MQTT 3.1.1) is CONNACK 1; an empty client id without a clean session is CONNACK 2.
   Sessions are always clean: CONNACK says no session is present, and nothing survives a
   connection (no queued QoS 1 messages, no subscriptions, no will message: devices are not
-  routed to each other). A first packet other than CONNECT, a second CONNECT, or no CONNECT
-  within `CONNECT_TIMEOUT` seconds closes the connection (a second CONNECT once the packets
-  before it are handled).
+  routed to each other). A first packet other than CONNECT, or a second CONNECT, closes the
+  connection (a second CONNECT once the packets before it are handled).
+- What a stranger can make the server hold is bounded: a connection whose CONNECT has not come
+  `connect_timeout` seconds after it was accepted is closed, however it trickles its bytes;
+  until its CONNECT is accepted it may send `connect_bytes` bytes in all (4 KiB by default: the
+  CONNECT, its will message included, and whatever it pipelines after it) and no larger
+  packet: the fixed header of a larger one (it announces the size) closes the connection
+  before the body arrives. After the CONNACK packets may be up to 1 MiB.
 - One connection per device: a new CONNECT with the same token closes the older connection.
   The end of the TCP connection, whether or not a DISCONNECT came first, marks the device
   offline. A connection silent for 1.5 x its keep-alive is closed (a keep-alive of 0, "off",
@@ -32,22 +37,31 @@ The protocol, as a device sees it:
   the write is durable, and PUBACKs keep the order of their PUBLISHes. QoS 2 closes the
   connection. The retain flag is ignored.
 - What cannot be stored is dropped, and QoS 1 PUBLISHes are still acknowledged (an MQTT 3.1.1
-  PUBACK cannot refuse): mismatched values, unknown labels, bad properties and values beyond the
-  device's rate limit (`DeviceSession.admit`). The device is told on `downlink/diag`, the topic
-  Blynk uses for server diagnostics, which like Blynk's reaches the device without a
-  subscription, at QoS 0: one line of text such as
+  PUBACK cannot refuse): mismatched values, unknown labels, bad properties. The device is told
+  on `downlink/diag`, the topic Blynk uses for server diagnostics, which like Blynk's reaches
+  the device without a subscription, at QoS 0: one line of text such as
   `ds/Humidity: Value doesn't match the Datastream data type.` (at most 10 a second).
+- Values beyond the device's rate limit are not dropped: the adapter stores those that fit and
+  stops reading the socket until the rest fit too (back-pressure through TCP), so a device
+  publishing faster than its rate is slowed down to it; their PUBACKs follow once they are
+  stored. The device is told once (`over_rate`, at most every `QUOTA_WARN_PERIOD` seconds) on
+  `downlink/diag`.
 - Downlink: value changes go to `downlink/ds/<label>`, property changes to
   `downlink/ds/<label>/prop/<property>`, only when a subscription of the device matches (`+`
   and `#` work). SUBACK grants the requested QoS capped at 1; a QoS 1 subscription receives
   QoS 1 PUBLISHes. A device is never sent its own writes back.
-- A malformed packet, or one above 1 MiB, closes that connection only; nothing of the read it
-  arrived in is acted on.
+- A malformed packet, or one above 1 MiB, closes that connection only; nothing of the turn
+  (below) it was decoded in is acted on.
 
 How the machine is driven:
 
 - `receive_data(data, now)` decodes and returns the *requests* the app layer must perform, in
-  order. Before the login the only request is `Login`, answered by `accept()` or `refuse()`.
+  order, a turn at a time: at most `TURN_PACKETS` packets, none starting past `TURN_BYTES`
+  bytes. What follows stays undecoded (`pending`) until the caller, having performed the
+  turn's requests, calls `receive_data(b"", now)`; so one large read never makes the server
+  work through thousands of packets at once, and the caller can let other connections run
+  between turns. Before the login the only request is `Login`, answered by `accept()` or
+  `refuse()`.
   Then: consecutive `ds/<label>` values become one `WriteValues`; `batch_ds` is `BatchValues`;
   `TimestampedBatch`, `SetProperty` and `GetCurrent` follow. Label lookups use `datastreams`,
   a mapping the app layer keeps current, whose values the session only passes through (so it
@@ -79,6 +93,7 @@ from pinbase.devices.mqtt.codec import (
     ACCEPTED,
     BAD_USERNAME_OR_PASSWORD,
     IDENTIFIER_REJECTED,
+    MAX_PACKET_SIZE,
     PINGRESP,
     UNACCEPTABLE_PROTOCOL_VERSION,
     CodecError,
@@ -86,6 +101,7 @@ from pinbase.devices.mqtt.codec import (
     Decoder,
     Disconnect,
     Packet,
+    PacketTooLarge,
     PingReq,
     PubAck,
     Publish,
@@ -102,7 +118,15 @@ from pinbase.devices.mqtt.codec import (
 
 USERNAME = "device"
 CONNECT_TIMEOUT = 10.0
-"""Seconds a new connection has to send its CONNECT."""
+"""Seconds a new connection has to send its CONNECT, by default."""
+CONNECT_BYTES = 4096
+"""Bytes a connection may send before its CONNECT is accepted (the CONNECT included), by
+default."""
+TURN_PACKETS = 512
+TURN_BYTES = 64 * 1024
+"""Packets decoded at a time: at most `TURN_PACKETS`, and none starting past `TURN_BYTES`."""
+QUOTA_WARN_PERIOD = 60.0
+"""Seconds between two diagnostics telling a device it is over its rate limit."""
 KEEP_ALIVE_FACTOR = 1.5
 MAX_KEEP_ALIVE = 600
 """Seconds; a keep-alive of 0 (off) or above this counts as this, so a vanished device that
@@ -113,6 +137,8 @@ MATCH_CACHE_SIZE = 1024
 """Downlink topics whose best matching subscription is remembered (cleared when exceeded)."""
 DISCONNECTED = "DISCONNECT"
 """The `reason` of a session the device ended itself."""
+TOO_MUCH_BEFORE_LOGIN = "too much data before login"
+OVER_RATE = "Too many values: reading paused until the rate limit lets more through."
 
 _TIMESTAMPED = "/timestamped_batch"
 _ERASE = "/erase"
@@ -203,6 +229,8 @@ class MqttSession(Generic[D]):
     """The protocol state of one device connection (see the module docstring)."""
 
     __slots__ = (
+        "_connect_bytes",
+        "_connect_timeout",
         "_deadline",
         "_decoder",
         "_diag_count",
@@ -210,8 +238,10 @@ class MqttSession(Generic[D]):
         "_early",
         "_granted_cache",
         "_held",
+        "_login_bytes",
         "_out",
         "_packet_id",
+        "_quota_warned",
         "_subscriptions",
         "_timeout",
         "datastreams",
@@ -220,16 +250,29 @@ class MqttSession(Generic[D]):
         "state",
     )
 
-    def __init__(self, now: float) -> None:
+    def __init__(
+        self,
+        now: float,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        connect_bytes: int = CONNECT_BYTES,
+    ) -> None:
+        """A connection accepted at `now`: it has `connect_timeout` seconds to send its CONNECT
+        and may send `connect_bytes` bytes until the CONNECT is accepted."""
         self.state = State.CONNECTING
         self.reason = ""
-        """Why the session closed (empty while it is not)."""
+        """Why the session closed (empty while it is not): a fixed phrase, then `: ` and
+        details, if any; the phrase alone says which kind of close it is (for a log that counts
+        them)."""
         self.datastreams: Mapping[str, D] = {}
         """Label -> datastream of the logged-in device; the caller keeps it current."""
         self.keep_alive = 0
         """The keep-alive in force, seconds (0 until the CONNECT)."""
-        self._decoder = Decoder()
-        self._deadline: float | None = now + CONNECT_TIMEOUT
+        self._decoder = Decoder(connect_bytes)
+        self._connect_timeout = connect_timeout
+        self._connect_bytes = connect_bytes
+        self._login_bytes = connect_bytes
+        """Bytes the connection may still send before its CONNECT is accepted."""
+        self._deadline: float | None = now + connect_timeout
         self._timeout = 0.0
         self._early: list[Packet] = []
         self._held: list[_Held] = []
@@ -239,10 +282,16 @@ class MqttSession(Generic[D]):
         self._packet_id = 0
         self._diag_since = -math.inf
         self._diag_count = 0
+        self._quota_warned = -math.inf
 
     @property
     def closed(self) -> bool:
         return self.state is State.CLOSED
+
+    @property
+    def pending(self) -> bool:
+        """Bytes received wait, undecoded, beyond the last turn: `receive_data(b"")` goes on."""
+        return self._decoder.more and self.state is not State.CLOSED
 
     @property
     def subscriptions(self) -> Mapping[str, int]:
@@ -259,12 +308,27 @@ class MqttSession(Generic[D]):
 
     # input --------------------------------------------------------------------------------
     def receive_data(self, data: bytes, now: float) -> list[Request[D]]:
-        """The requests completed by `data`, in order (see the module docstring)."""
+        """The requests completed by `data` (b"": none, decode what waits), in order, of one
+        turn at most (see the module docstring)."""
         state = self.state
         if state is State.CLOSED:
             return []
+        if data and state is not State.CONNECTED:
+            self._login_bytes -= len(data)
+            if self._login_bytes < 0:
+                self.close(
+                    f"{TOO_MUCH_BEFORE_LOGIN}: more than {self._connect_bytes} bytes "
+                    "before the CONNECT was accepted"
+                )
+                return []
         try:
-            packets = self._decoder.feed(data)
+            packets = self._decoder.feed(data, TURN_PACKETS, TURN_BYTES)
+        except PacketTooLarge as exc:
+            if state is State.CONNECTED:
+                self.close(f"malformed packet: {exc}")
+            else:
+                self.close(f"{TOO_MUCH_BEFORE_LOGIN}: {exc}")
+            return []
         except UnsupportedProtocol as exc:
             if state is State.CONNECTING:
                 self._out.append(encode_connack(UNACCEPTABLE_PROTOCOL_VERSION))
@@ -318,6 +382,7 @@ class MqttSession(Generic[D]):
             raise RuntimeError(f"accept() while {self.state.value}")
         self.state = State.CONNECTED
         self.datastreams = datastreams
+        self._decoder.max_packet_size = MAX_PACKET_SIZE
         self._out.append(_CONNACK_ACCEPTED)
         early, self._early = self._early, []
         requests = self._translate(early, now)
@@ -455,7 +520,7 @@ class MqttSession(Generic[D]):
         if deadline is None or now < deadline:
             return False
         if self.state is State.CONNECTING:
-            self.close(f"no CONNECT within {CONNECT_TIMEOUT:g} s")
+            self.close(f"no CONNECT in time: none within {self._connect_timeout:g} s")
         else:
             self.close(f"silent for more than {self._timeout:g} s")
         return True
@@ -483,6 +548,13 @@ class MqttSession(Generic[D]):
     def diag(self, message: str, now: float) -> None:
         """Tell the device what went wrong, on Blynk's diagnostics topic (rate limited)."""
         self._diag(message, now, self._out)
+
+    def over_rate(self, now: float) -> None:
+        """Values wait for the device's rate limit: tell it so at most once a
+        `QUOTA_WARN_PERIOD` (the diagnostics' own limit aside)."""
+        if now - self._quota_warned >= QUOTA_WARN_PERIOD:
+            self._quota_warned = now
+            self.diag(OVER_RATE, now)
 
     def _diag(self, message: str, now: float, out: list[bytes]) -> None:
         if now - self._diag_since >= 1.0:

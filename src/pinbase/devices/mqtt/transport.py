@@ -3,17 +3,33 @@ moves bytes between the socket and the connection's `MqttSession`, enforces the 
 session reports, and performs its requests with the app layer's `DeviceSession`. What a device
 sees is described in `session`; this module decides how the work is scheduled.
 
+- Admission: the listener's `Entry` admits each connection through the listener's `Gate`
+  (the process's connection budget, a per-address cap) before anything else, then runs the TLS
+  handshake on a TLS port; the connection releases its ticket when it is lost. A stranger's
+  connection (no CONNECT accepted yet) that is closed is logged through the gate, at most once
+  an interval per kind of reason; until its CONNECT is accepted, reading pauses once more than
+  the login byte limit waits.
 - Throughput and back-pressure: the bytes of one socket read, together with whatever arrived
-  while the previous read was being handled, are handled as one batch, and all value PUBLISHes
-  decoded from a batch become one ingest write (one transaction), awaited before the next batch
-  (reading pauses once more than `READ_SIZE` bytes wait, so TCP pushes back on the device).
-  Other topics (reads, properties, timestamped batches) first wait for the writes before them.
+  while the previous read was being handled, are handled a turn at a time (the session decodes
+  at most `TURN_PACKETS` packets at once), and all value PUBLISHes decoded in a turn become one
+  ingest write (one transaction), awaited before the next turn; between turns the task yields
+  to the event loop, so one device's large reads share the loop with the others. Reading
+  pauses once more than `READ_SIZE` bytes wait, so TCP pushes back on the device, and resumes
+  when the waiting bytes are taken in hand. Other topics (reads, properties, timestamped
+  batches) first wait for the writes before them.
   The session releases a QoS 1 PUBACK once the write it follows is reported done. Each value
   has its own timestamp from the connection's clock (`device_session.Clock`, as in the hardware
   interface): never going back and strictly increasing per datastream, so a datastream
   published many times in one batch keeps every value in history; a connection writing one
   datastream more often than once a millisecond runs its timestamps ahead of the wall clock by
   the excess.
+- The rate limit pushes back instead of dropping: of a turn's values, those that fit the
+  device's rate limit (`DeviceSession.admit`) are written at once; the rest are held, reading
+  stops, and they are written in steps as tokens return (`DeviceSession.resume_in`), their
+  PUBACKs after them. A device over its rate is so slowed to it by TCP and the server decodes
+  no more of its packets than it stores. Held values are given up when the connection ends
+  (the device gets no PUBACK for them), and dropped when the rate is 0 (nothing would ever
+  let them through). Properties and timestamped batches over the rate wait the same way.
 - No task exists for an idle connection: one is started when bytes arrive and ends when every
   byte received has been handled. Answers wait for the device to read the ones before (the
   transport's write buffer back under its high-water mark) before the next batch is handled;
@@ -31,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import ssl
 from typing import cast
 
@@ -53,6 +70,9 @@ from pinbase.domain.errors import DomainError
 from pinbase.domain.model import Datastream
 from pinbase.domain.values import Value, parse_json_value, parse_text_value, to_text
 from pinbase.live.bus import Event, ValueChanged
+from pinbase.net.admission import Ticket
+from pinbase.net.entry import Entry
+from pinbase.net.gate import Gate
 from pinbase.store.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -71,24 +91,30 @@ Requests = list[Request[Datastream]]
 
 
 class MqttServer:
-    """The MQTT listener on one port and the connections it accepted."""
+    """The MQTT listener on one port and the connections it accepted, admitted through `gate`
+    (TLS after admission when `ssl_context` is given)."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(
+        self, services: Services, gate: Gate, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.services = services
+        self.gate = gate
+        settings = services.settings
+        self.login_timeout = settings.device_login_timeout
+        self.login_bytes = settings.device_login_bytes
+        self.entry = Entry(gate, self._connection, ssl_context, self.login_timeout)
         self._server: asyncio.Server | None = None
         self._connections: set[MqttConnection] = set()
         self._closing = False
         self._gone: asyncio.Future[None] | None = None
 
-    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None) -> None:
+    def _connection(self, ticket: Ticket) -> MqttConnection:
+        return MqttConnection(self, asyncio.get_running_loop(), ticket)
+
+    async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: MqttConnection(self, loop),
-            host,
-            port,
-            ssl=ssl_context,
-            reuse_address=True,
-            backlog=1024,
+            self.entry.door, host, port, reuse_address=True, backlog=1024
         )
 
     @property
@@ -116,6 +142,7 @@ class MqttServer:
         self._closing = True
         if self._server is not None:
             self._server.close()
+        await self.entry.close()
         if self._connections:
             self._gone = asyncio.get_running_loop().create_future()
             for connection in list(self._connections):
@@ -127,14 +154,20 @@ class MqttServer:
                 await self._gone
         if self._server is not None:
             await self._server.wait_closed()
+        self.gate.close()
 
 
 async def serve_mqtt(
-    services: Services, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+    services: Services,
+    host: str,
+    port: int,
+    gate: Gate,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> MqttServer:
-    """Listen for MQTT devices on `host:port` (TLS when `ssl_context` is given)."""
-    server = MqttServer(services)
-    await server.start(host, port, ssl_context)
+    """Listen for MQTT devices on `host:port`, admitting connections through `gate` (TLS when
+    `ssl_context` is given)."""
+    server = MqttServer(services, gate, ssl_context)
+    await server.start(host, port)
     kind = "MQTT over TLS" if ssl_context else "MQTT"
     log.info("%s device API listening on %s:%d", kind, host, server.port)
     return server
@@ -150,7 +183,6 @@ class MqttConnection(asyncio.Protocol):
         "_backlog",
         "_backlog_size",
         "_device",
-        "_drained",
         "_eof",
         "_loop",
         "_lost",
@@ -159,16 +191,22 @@ class MqttConnection(asyncio.Protocol):
         "_session",
         "_timer",
         "_transport",
+        "_waiter",
         "_work",
         "_write_paused",
         "device_id",
+        "ticket",
     )
 
-    def __init__(self, server: MqttServer, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, server: MqttServer, loop: asyncio.AbstractEventLoop, ticket: Ticket) -> None:
         self.device_id = 0
+        self.ticket = ticket
+        """Admission; released when the connection is lost."""
         self._server = server
         self._loop = loop
-        self._session: MqttSession[Datastream] = MqttSession(loop.time())
+        self._session: MqttSession[Datastream] = MqttSession(
+            loop.time(), server.login_timeout, server.login_bytes
+        )
         self._device: DeviceSession | None = None
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -179,7 +217,8 @@ class MqttConnection(asyncio.Protocol):
         self._backlog_size = 0
         self._read_paused = False
         self._write_paused = False
-        self._drained: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        """What the work waits for: the device to read (`_drain`), or tokens (`_hold`)."""
         self._eof = False
         self._aborted = False
         self._lost = False
@@ -199,10 +238,9 @@ class MqttConnection(asyncio.Protocol):
             return
         self._backlog.append(data)
         self._backlog_size += len(data)
-        if self._backlog_size > READ_SIZE and not self._read_paused:
-            self._read_paused = True
-            assert self._transport is not None
-            self._transport.pause_reading()
+        limit = READ_SIZE if self._device is not None else self._server.login_bytes
+        if self._backlog_size > limit:
+            self._pause_reading()
 
     def eof_received(self) -> bool | None:
         """The device closed its side: answer what it sent, then close (TLS closes at once)."""
@@ -218,16 +256,17 @@ class MqttConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        self._wake_drained()
+        self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._server.gate.release(self.ticket)
         self._lost = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self._device is not None:
             self._server.services.presence.detach(self)
-        self._wake_drained()
+        self._wake()
         if self._work is None:
             self._server.ended(self)
 
@@ -282,6 +321,16 @@ class MqttConnection(asyncio.Protocol):
         self._timer = self._loop.call_later(CLOSE_GRACE, transport.abort)
 
     def _log_close(self, reason: str, level: int = logging.INFO) -> None:
+        """Log why the connection closes: a device's, a line each; a stranger's (not logged
+        in) through the gate, counted by the fixed phrase the reason starts with."""
+        if self._device is None:
+            phrase = reason.partition(":")[0]
+            if phrase.startswith("no CONNECT"):
+                level = logging.INFO
+            elif level < logging.WARNING:
+                level = logging.WARNING
+            self._server.gate.cut(self.ticket, phrase, level)
+            return
         assert self._transport is not None
         peer = self._transport.get_extra_info("peername")
         log.log(level, "MQTT connection from %s closed: %s", peer, reason)
@@ -312,7 +361,7 @@ class MqttConnection(asyncio.Protocol):
 
     # handling what the device sent --------------------------------------------------------
     async def _handle(self, data: bytes) -> None:
-        """Handle `data`, then what arrived meanwhile, a batch at a time."""
+        """Handle `data`, then what arrived meanwhile, a turn at a time."""
         session = self._session
         try:
             while True:
@@ -320,13 +369,22 @@ class MqttConnection(asyncio.Protocol):
                     await self._drain()
                 await self._receive(data)
                 self._flush()
-                if session.closed or self._aborted or not self._backlog:
+                if session.closed or self._aborted:
+                    break
+                if session.pending:
+                    # The turn is handled and more packets wait undecoded: let the other
+                    # connections run, then decode the next turn.
+                    await asyncio.sleep(0)
+                    data = b""
+                    continue
+                if not self._backlog:
                     break
                 data = b"".join(self._backlog)
                 self._backlog.clear()
                 self._backlog_size = 0
+                self._resume_reading()
         except StoreUnavailable as exc:
-            self._log_close(str(exc), logging.WARNING)
+            self._log_close(f"store unavailable: {exc}", logging.WARNING)
             self._close()
         except Exception:
             log.exception("MQTT connection of device %d failed", self.device_id)
@@ -351,24 +409,60 @@ class MqttConnection(asyncio.Protocol):
         if self._eof:
             self._close()
             return
-        if self._read_paused:
+        self._resume_reading()
+        self._arm()
+
+    def _pause_reading(self) -> None:
+        if not self._read_paused and not self._closing():
+            self._read_paused = True
+            assert self._transport is not None
+            self._transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._read_paused and not self._closing():
             self._read_paused = False
             assert self._transport is not None
             self._transport.resume_reading()
-        self._arm()
 
     async def _drain(self) -> None:
         """Wait for the device to read what was sent before handling more of its input."""
-        self._drained = self._loop.create_future()
+        self._waiter = self._loop.create_future()
         try:
-            await self._drained
+            await self._waiter
         finally:
-            self._drained = None
+            self._waiter = None
 
-    def _wake_drained(self) -> None:
-        drained = self._drained
-        if drained is not None and not drained.done():
-            drained.set_result(None)
+    async def _hold(self, seconds: float) -> None:
+        """Stop reading for `seconds` (values wait for the rate limit), or until the connection
+        ends; what is queued goes out first."""
+        self._flush()
+        self._pause_reading()
+        self._waiter = self._loop.create_future()
+        timer = self._loop.call_later(seconds, self._wake)
+        try:
+            await self._waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def _stopped(self) -> bool:
+        """Held work is given up: the connection is gone or being dropped."""
+        return self._lost or self._aborted
+
+    async def _await_rate(self, device: DeviceSession, count: int) -> None:
+        """Until `count` values fit the rate limit (reading paused meanwhile), unless they
+        never will (a rate of 0) or the connection ends; charges nothing."""
+        wait = device.ready_in(count)
+        if wait:
+            self._session.over_rate(self._loop.time())
+        while wait and wait != math.inf and not self._stopped():
+            await self._hold(wait)
+            wait = device.ready_in(count)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def _receive(self, data: bytes) -> None:
         session = self._session
@@ -442,16 +536,27 @@ class MqttConnection(asyncio.Protocol):
             session.done(unwritten, self._loop.time())
 
     async def _write(self, device: DeviceSession, values: list[tuple[Datastream, Value]]) -> None:
-        """Write the values gathered so far, as far as the device's rate limit lets them."""
+        """Write the values gathered so far: at once those the device's rate limit lets
+        through, then the rest in steps as it lets them, reading paused meanwhile (given up if
+        the connection ends; dropped if the rate is 0)."""
         if not values:
             return
         admitted = device.admit(len(values))
-        if admitted < len(values):
-            self._diag(f"Too many values: {len(values) - admitted} dropped; slow down.")
+        held = values[admitted:]
+        if held:
+            self._session.over_rate(self._loop.time())
             del values[admitted:]
-            if not values:
+        if values:
+            await device.write(values)
+        while held and not self._stopped():
+            wait = device.resume_in(len(held))
+            if wait == math.inf:
                 return
-        await device.write(values)
+            await self._hold(wait)
+            admitted = device.admit(len(held))
+            if admitted and not self._stopped():
+                await device.write(held[:admitted])
+                del held[:admitted]
 
     def _diag(self, message: str) -> None:
         self._session.diag(message, self._loop.time())
@@ -516,12 +621,14 @@ class MqttConnection(asyncio.Protocol):
                 self._diag(f"{topic}: point {index}: {exc} None stored.")
                 return
             points.append((point[0], value))
+        await self._await_rate(device, 1)
         try:
             await device.import_points(ds, points)
         except RateLimited:
             self._diag(f"{topic}: too many timestamped batches; this one was dropped.")
 
     async def _property(self, device: DeviceSession, request: SetProperty[Datastream]) -> None:
+        await self._await_rate(device, 1)
         try:
             await device.set_properties(
                 request.datastream, [(request.name, request.payload.decode())]

@@ -30,13 +30,13 @@ from pinbase.http.deps import (
     Int32Query,
     Int64Query,
     OrgContext,
-    StrictInt,
+    PlainInteger,
     decode,
     int_list,
     unique,
 )
 from pinbase.http.errors import ApiError
-from pinbase.http.openapi import json_body, responses
+from pinbase.http.openapi import id_list_parameter, json_body, responses
 from pinbase.http.schemas import (
     BatchReport,
     BatchUpdate,
@@ -91,9 +91,15 @@ def _values(
     return result
 
 
+_DATASTREAM_IDS = id_list_parameter(
+    "dataStreamIds", "Only these datastreams (unknown ids are ignored); all when left out."
+)
+
+
 @router.get(
     "/v2/organization/device/datastreams",
     summary="Get device datastream values",
+    openapi_extra={"parameters": [_DATASTREAM_IDS]},
     responses=responses(
         {200: ("Datastream values", list[DataStreamValue])}, (400, 401, 403, 404, 429)
     ),
@@ -111,6 +117,21 @@ async def device_values(
 @router.get(
     "/v1/organization/device/datastreams/batch",
     summary="Get datastream values for up to 10 devices",
+    description=(
+        "Devices in the order asked, each once; unknown devices and those of another "
+        "organization are left out."
+    ),
+    openapi_extra={
+        "parameters": [
+            id_list_parameter(
+                "deviceIds",
+                f"The devices, at most {MAX_BATCH_DEVICES} ids (a repeated id counts too).",
+                required=True,
+                max_items=MAX_BATCH_DEVICES,
+            ),
+            _DATASTREAM_IDS,
+        ]
+    },
     responses=responses(
         {200: ("Batch datastream values", list[DeviceValues])}, (400, 401, 403, 429)
     ),
@@ -118,11 +139,12 @@ async def device_values(
 async def batch_values(
     ctx: OrgContext, deviceIds: IdsQuery = None, dataStreamIds: IdsQuery = None
 ) -> Response:
-    ids = unique(int_list("deviceIds", deviceIds, INT32_MIN, INT32_MAX))
-    if not ids:
+    given = int_list("deviceIds", deviceIds, INT32_MIN, INT32_MAX)
+    if not given:
         raise Invalid("Query parameter 'deviceIds' is required.")
-    if len(ids) > MAX_BATCH_DEVICES:
+    if len(given) > MAX_BATCH_DEVICES:
         raise Invalid(f"At most {MAX_BATCH_DEVICES} devices can be read at once.")
+    ids = unique(given)
     wanted = int_list("dataStreamIds", dataStreamIds, INT32_MIN, INT32_MAX)
     ctx.principal.require_view()
     devices = [
@@ -145,21 +167,30 @@ async def batch_values(
 @router.get(
     "/v1/organization/device/datastream/history",
     summary="Get datastream history",
+    description=(
+        "Points of one datastream, named by `dataStreamId` or by `pin` (one of them is "
+        "required; `dataStreamId` wins when both are given), stamped from `from` to `to` "
+        "(epoch milliseconds, both included; `from` must not be after `to`)."
+    ),
     responses=responses(
-        {200: ("Historical data, newest first", HistoryPage)}, (400, 401, 403, 404, 429)
+        {200: ("Historical data, newest first", HistoryPage)},
+        (400, 401, 403, 404, 429),
+        bad_request=(
+            "Malformed parameter, neither `dataStreamId` nor `pin` given, or `from` after `to`"
+        ),
     ),
 )
 async def history(
     ctx: OrgContext,
     deviceId: Int32Query,
-    from_: Annotated[StrictInt, Query(alias="from", ge=INT64_MIN, le=INT64_MAX)],
+    from_: Annotated[int, Query(alias="from", ge=INT64_MIN, le=INT64_MAX), PlainInteger],
     to: Int64Query,
-    dataStreamId: Annotated[StrictInt | None, Query(ge=INT32_MIN, le=INT32_MAX)] = None,
+    dataStreamId: Annotated[int | None, Query(ge=INT32_MIN, le=INT32_MAX), PlainInteger] = None,
     pin: Annotated[
         str | None, Query(max_length=16, description="Alternative to dataStreamId")
     ] = None,
-    page: Annotated[StrictInt, Query(ge=0, le=INT32_MAX)] = 0,
-    size: Annotated[StrictInt, Query(ge=1, le=1000)] = 50,
+    page: Annotated[int, Query(ge=0, le=INT32_MAX), PlainInteger] = 0,
+    size: Annotated[int, Query(ge=1, le=1000), PlainInteger] = 50,
     order: Annotated[Literal["desc", "asc"], Query(description="Newest first by default")] = "desc",
 ) -> Response:
     if dataStreamId is None and pin is None:
@@ -195,7 +226,10 @@ def _writable(ctx: OrgContext, device_id: int, permission: Permission) -> Device
     summary="Update single datastream value",
     status_code=204,
     openapi_extra=json_body(UpdateValue),
-    responses=responses({204: ("Value stored", None)}),
+    responses=responses(
+        {204: ("Value stored", None)},
+        bad_request="Malformed body, or a value that does not fit the datastream's type",
+    ),
 )
 async def update_value(ctx: OrgContext, request: Request) -> Response:
     body = await decode(request, UpdateValue)
@@ -241,6 +275,10 @@ async def update_values(ctx: OrgContext, request: Request) -> Response:
             204: ("Every row applied", None),
         },
         (400, 401, 403, 413, 429),
+        bad_request=(
+            "Malformed body, a label the product lacks, or no row naming a device of the "
+            "organization"
+        ),
     ),
 )
 async def batch_update(ctx: OrgContext, request: Request) -> Response:
@@ -262,7 +300,10 @@ async def batch_update(ctx: OrgContext, request: Request) -> Response:
     summary="Import historical data",
     status_code=204,
     openapi_extra=json_body(ImportBatch),
-    responses=responses({204: ("Every point stored", None)}),
+    responses=responses(
+        {204: ("Every point stored", None)},
+        bad_request="Malformed body, or a point whose value does not fit the datastream's type",
+    ),
 )
 async def import_batch(ctx: OrgContext, request: Request) -> Response:
     body = await decode(request, ImportBatch)
@@ -290,7 +331,10 @@ async def import_batch(ctx: OrgContext, request: Request) -> Response:
     summary="Update datastream widget property",
     status_code=204,
     openapi_extra=json_body(PropertyUpdate),
-    responses=responses({204: ("Property stored", None)}),
+    responses=responses(
+        {204: ("Property stored", None)},
+        bad_request="Malformed body, or a value the property does not take",
+    ),
 )
 async def update_property(ctx: OrgContext, request: Request) -> Response:
     body = await decode(request, PropertyUpdate)
@@ -305,6 +349,7 @@ async def update_property(ctx: OrgContext, request: Request) -> Response:
 @router.get(
     "/v1/organization/device/datastream/properties",
     summary="Read widget properties of a device (pinbase extension)",
+    openapi_extra={"parameters": [_DATASTREAM_IDS]},
     responses=responses(
         {200: ("Properties by datastream", list[DatastreamProperties])}, (400, 401, 403, 404, 429)
     ),

@@ -2,7 +2,8 @@
 
 Every answer that is not a success is `400` with Blynk's `{"error": {"message": ...}}` and
 Blynk's messages (`Invalid token.`, `Wrong pin format.`, ...), except a flood of writes from one
-device (`429` with `Retry-After`) and a body over the limit (`413`). The query string is read
+device (`429` with `Retry-After`), a body over the limit (`413`) and a failing store (`503`, or
+`507` for a full disk; `pinbase.http.errors`). The query string is read
 here rather than declared, because its keys are pins (`v1=100`) and may carry no value (`&v1`).
 Pins are case-insensitive; nothing is written when any part of a request is bad.
 """
@@ -20,10 +21,11 @@ from starlette.responses import Response
 from pinbase.app.device_session import DeviceSession, RateLimited
 from pinbase.domain.batch import MAX_ROWS
 from pinbase.domain.errors import Invalid
-from pinbase.domain.model import Datastream
+from pinbase.domain.model import INT64_MAX, INT64_MIN, Datastream
+from pinbase.domain.properties import MAX_PROPERTY_LENGTH, NO_NUL_PATTERN, PROPERTY_NAMES
 from pinbase.domain.ratelimit import retry_after
 from pinbase.domain.values import Value, parse_json_value, parse_text_value, to_text
-from pinbase.http.deps import AppServices
+from pinbase.http.deps import AppServices, decode_json
 from pinbase.http.errors import ApiError
 from pinbase.http.openapi import responses, schema_of
 from pinbase.http.schemas import Int64, RawValue
@@ -39,6 +41,7 @@ NO_VALUE = "No value stored for that pin."
 
 MAX_TOKEN_LENGTH = 128
 _PIN = re.compile(r"([vVdDaA]?)([0-9]{1,3})")
+_PIN_SCHEMA = {"type": "string", "pattern": "^[vVdDaA]?[0-9]{1,3}$"}
 _DATASTREAM_ID = re.compile(r"[0-9]{1,9}")
 _JSON_TYPES = ("application/json",)
 
@@ -51,11 +54,21 @@ _TOKEN = {
     "in": "query",
     "required": True,
     "description": "The device's auth token",
-    "schema": {"type": "string", "example": "f3Kp0cQm9Zt1Yx7Lw2Nv5Rb8Hs4Jd6Ga"},
+    "schema": {
+        "type": "string",
+        "maxLength": MAX_TOKEN_LENGTH,
+        "example": "f3Kp0cQm9Zt1Yx7Lw2Nv5Rb8Hs4Jd6Ga",
+    },
 }
 
 
-def _pins_parameter(description: str, example: dict[str, str]) -> dict[str, Any]:
+def _pins_parameter(
+    description: str,
+    example: dict[str, str],
+    names: dict[str, Any] = _PIN_SCHEMA,
+    values: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Query keys that are themselves data: pins (`v1=100`) or property names."""
     return {
         "name": "pins",
         "in": "query",
@@ -63,18 +76,24 @@ def _pins_parameter(description: str, example: dict[str, str]) -> dict[str, Any]
         "style": "form",
         "explode": True,
         "description": description,
-        "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+        "schema": {
+            "type": "object",
+            "propertyNames": names,
+            "additionalProperties": values or {"type": "string"},
+        },
         "example": example,
     }
 
 
-def _parameter(name: str, description: str, required: bool = False) -> dict[str, Any]:
+def _parameter(
+    name: str, description: str, required: bool = False, schema: dict[str, Any] | None = None
+) -> dict[str, Any]:
     return {
         "name": name,
         "in": "query",
         "required": required,
         "description": description,
-        "schema": {"type": "string"},
+        "schema": schema or {"type": "string"},
     }
 
 
@@ -82,10 +101,16 @@ def _documented(*parameters: dict[str, Any]) -> dict[str, Any]:
     return {"parameters": [_TOKEN, *parameters]}
 
 
+_REFUSED = (
+    "Unknown token, a malformed parameter, a pin the device's product lacks, or a value that "
+    "does not fit the datastream (Blynk's messages, always 400)"
+)
+
+
 def _answers(
     description: str, content: dict[str, Any] | None = None, errors: tuple[int, ...] = (400, 429)
 ) -> dict[int | str, dict[str, Any]]:
-    documented = responses({200: (description, None)}, errors)
+    documented = responses({200: (description, None)}, errors, bad_request=_REFUSED)
     if content is not None:
         documented[200]["content"] = content
     return documented
@@ -127,7 +152,7 @@ def _by_pin(session: DeviceSession, pin: str) -> Datastream:
 
 
 def _by_id(session: DeviceSession, text: str) -> Datastream:
-    if not _DATASTREAM_ID.fullmatch(text.strip()):
+    if not _DATASTREAM_ID.fullmatch(text):
         raise Invalid(WRONG_DATASTREAM_ID)
     ds = session.by_id(int(text))
     if ds is None:
@@ -201,9 +226,21 @@ async def _update(svc: AppServices, request: Request) -> Response:
 
 _UPDATE_PARAMETERS = _documented(
     _pins_parameter("Pin → value pairs, e.g. `v1=100&v2=50`", {"v1": "100"}),
-    _parameter("dataStreamId", "Alternative to pin keys: the datastream's id, with `value`"),
-    _parameter("pin", "Alternative to pin keys: the pin (`v1`), with `value`"),
-    _parameter("value", "The value; give it twice for a location: `value=lon&value=lat`"),
+    _parameter(
+        "dataStreamId",
+        "Alternative to pin keys: the datastream's id, with `value`",
+        schema={"type": "string", "pattern": "^[0-9]{1,9}$"},
+    ),
+    _parameter("pin", "Alternative to pin keys: the pin (`v1`), with `value`", schema=_PIN_SCHEMA),
+    {
+        **_parameter(
+            "value",
+            "The value; given twice for a location: `value=lon&value=lat`",
+            schema={"type": "array", "items": {"type": "string"}, "maxItems": 2},
+        ),
+        "style": "form",
+        "explode": True,
+    },
 )
 
 
@@ -239,7 +276,7 @@ def _points(ds: Datastream, body: bytes) -> list[tuple[int, Value]]:
     if not body:
         raise Invalid("Request body is empty; [[timestamp, value], ...] is expected.")
     try:
-        decoded = msgspec.json.decode(body, type=Points)
+        decoded = decode_json(body, Points)
     except msgspec.ValidationError as exc:
         raise Invalid(
             f"Invalid request body: {exc}; [[timestamp, value], ...] is expected."
@@ -267,20 +304,26 @@ def _points(ds: Datastream, body: bytes) -> list[tuple[int, Value]]:
     ),
     response_class=Response,
     openapi_extra={
-        **_documented(_parameter("pin", "The datastream's pin, e.g. `v1`", required=True)),
+        **_documented(_parameter("pin", "The datastream's pin, e.g. `v1`", True, _PIN_SCHEMA)),
         "requestBody": {
             "required": True,
             "content": {
                 "application/json": {
                     "schema": {
                         "type": "array",
+                        "minItems": 1,
                         "maxItems": MAX_ROWS,
                         "items": {
                             "type": "array",
                             "minItems": 2,
                             "maxItems": 2,
                             "prefixItems": [
-                                {"type": "integer", "description": "Epoch milliseconds"},
+                                {
+                                    "type": "integer",
+                                    "minimum": INT64_MIN,
+                                    "maximum": INT64_MAX,
+                                    "description": "Epoch milliseconds",
+                                },
                                 schema_of(RawValue),
                             ],
                         },
@@ -339,7 +382,13 @@ def _requested(session: DeviceSession, pairs: list[tuple[str, str]]) -> list[Dat
         {
             **_TEXT,
             "application/json": {
-                "schema": {"type": "object", "additionalProperties": schema_of(RawValue)}
+                "schema": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "anyOf": [schema_of(RawValue), {"type": "null"}],
+                        "description": "The pin's value; null when it has none",
+                    },
+                }
             },
         },
     ),
@@ -399,10 +448,13 @@ async def is_hardware_connected(svc: AppServices, request: Request) -> Response:
     ),
     response_class=Response,
     openapi_extra=_documented(
-        _parameter("pin", "The datastream's pin, e.g. `v1`", required=True),
+        _parameter("pin", "The datastream's pin, e.g. `v1`", True, _PIN_SCHEMA),
         {
             **_pins_parameter(
-                "Property → value pairs, e.g. `color=%23FF0000&label=Hot`", {"color": "#FF0000"}
+                "Property → value pairs, e.g. `color=%23FF0000&label=Hot`",
+                {"color": "#FF0000"},
+                {"type": "string", "enum": list(PROPERTY_NAMES)},
+                {"type": "string", "maxLength": MAX_PROPERTY_LENGTH, "pattern": NO_NUL_PATTERN},
             ),
             "name": "properties",
         },

@@ -18,6 +18,7 @@ from starlette.responses import StreamingResponse
 
 from pinbase.domain.model import INT32_MAX, INT32_MIN
 from pinbase.http.deps import IdsQuery, OrgContext, int_list
+from pinbase.http.openapi import id_list_parameter, responses
 from pinbase.live.bus import Event, ValueChanged
 
 router = APIRouter(prefix="/api", tags=["Live updates"])
@@ -52,7 +53,16 @@ def _message(event: Event) -> bytes:
     "/v1/organization/live",
     summary="Stream value and property changes as server-sent events (pinbase extension)",
     response_class=StreamingResponse,
-    responses={200: {"description": "text/event-stream of `value` and `property` events"}},
+    openapi_extra={
+        "parameters": [id_list_parameter("deviceIds", "Only these devices; all when left out.")]
+    },
+    responses={
+        **responses({}, (400, 401, 403, 429)),
+        200: {
+            "description": "An endless stream of `value` and `property` events",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+    },
 )
 async def live(ctx: OrgContext, deviceIds: IdsQuery = None) -> StreamingResponse:
     wanted = set(int_list("deviceIds", deviceIds, INT32_MIN, INT32_MAX))

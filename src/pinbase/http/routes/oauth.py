@@ -14,8 +14,10 @@ from starlette.responses import Response
 
 from pinbase.app.auth.oauth import OAuthFailure, TokenRequest, grant
 from pinbase.http.deps import AppServices
+from pinbase.http.errors import store_failure
 from pinbase.http.openapi import schema_of
 from pinbase.http.schemas import OAuthError, TokenResponse
+from pinbase.store.errors import StoreUnavailable
 
 router = APIRouter(tags=["OAuth2"])
 
@@ -53,6 +55,8 @@ async def _parameters(request: Request) -> dict[str, str]:
         body = (await request.body()).decode("utf-8", "replace")
         pairs += parse_qsl(body, keep_blank_values=True)
     for key, value in pairs:
+        if "\x00" in key or "\x00" in value:  # no store can look up a NUL (PostgreSQL text)
+            raise OAuthFailure("invalid_request", "Parameters must not hold NUL characters.")
         if key in params and params[key] != value:
             raise OAuthFailure("invalid_request", f"Parameter '{key}' is given more than once.")
         if len(value) > MAX_FIELD:
@@ -76,6 +80,7 @@ def _token_request(request: Request, params: dict[str, str]) -> TokenRequest:
         username=params.get("username"),
         password=params.get("password"),
         refresh_token=params.get("refresh_token"),
+        remote=request.client.host if request.client is not None else None,
     )
 
 
@@ -89,9 +94,10 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
     except (binascii.Error, UnicodeDecodeError):
         raise OAuthFailure("invalid_client", "Malformed Basic credentials.", 401) from None
     client_id, sep, secret = decoded.partition(":")
-    if not sep:
+    client_id, secret = unquote(client_id), unquote(secret)
+    if not sep or "\x00" in client_id or "\x00" in secret:
         raise OAuthFailure("invalid_client", "Malformed Basic credentials.", 401)
-    return unquote(client_id), unquote(secret)
+    return client_id, secret
 
 
 @router.post(
@@ -116,6 +122,20 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
             "description": "invalid_client",
             "content": {"application/json": {"schema": schema_of(OAuthError)}},
         },
+        429: {
+            "description": "slow_down: too many failed attempts for the client, the user or "
+            "the address; see Retry-After",
+            "content": {"application/json": {"schema": schema_of(OAuthError)}},
+        },
+        503: {
+            "description": "temporarily_unavailable: too many logins at once, credentials "
+            "changed during the request, or the database is unavailable or damaged",
+            "content": {"application/json": {"schema": schema_of(OAuthError)}},
+        },
+        507: {
+            "description": "temporarily_unavailable: the server's storage is full",
+            "content": {"application/json": {"schema": schema_of(OAuthError)}},
+        },
     },
 )
 async def token(svc: AppServices, request: Request) -> Response:
@@ -123,10 +143,17 @@ async def token(svc: AppServices, request: Request) -> Response:
         params = await _parameters(request)
         body = await grant(svc, _token_request(request, params))
     except OAuthFailure as failure:
-        headers = {"WWW-Authenticate": 'Basic realm="pinbase"'} if failure.status == 401 else None
+        headers = dict(failure.headers)
+        if failure.status == 401:
+            headers["WWW-Authenticate"] = 'Basic realm="pinbase"'
         return _answer(
             {"error": failure.code, "error_description": failure.description},
             failure.status,
             headers,
+        )
+    except StoreUnavailable as exc:  # RFC 6749's code for a server that cannot answer now
+        status, message, extra = store_failure(exc)
+        return _answer(
+            {"error": "temporarily_unavailable", "error_description": message}, status, extra
         )
     return _answer(body)

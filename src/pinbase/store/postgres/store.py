@@ -8,11 +8,22 @@ month (see `postgres_schema`).
 
 asyncpg's errors never leave this module (`_translated`): lost connections and an unreachable
 or failing server surface as `StoreUnavailable` (HTTP 503; the pool reconnects by itself when
-the database is back), integrity violations as `Conflict`, corruption as `Corrupt`.
+the database is back), a full disk (`disk_full`, 53100) as `StorageFull` (HTTP 507), integrity
+violations as `Conflict`, corruption as `Corrupt`; the failures among them are reported to the
+store's `health`. Opening explains a refusal in one line (`checks`): unreachable, login refused,
+no such database, another application's database.
 
 Refresh tokens of one family are serialised by a transaction-scoped advisory lock on the family
 (`consume_refresh`, `revoke_family`): under READ COMMITTED a revocation running while a rotation
-inserts successors would otherwise miss the successors, which commit after its snapshot.
+inserts successors would otherwise miss the successors, which commit after its snapshot. For the
+same reason a catalog change (which may revoke the tokens of users and clients) holds an
+exclusive advisory lock that every token issue (`consume_refresh`, a grant's `insert_tokens`)
+takes shared: an issue either commits before the change's revocation runs, which then sees its
+tokens, or reads the generation the change bumped and issues nothing.
+
+Notifications: `pinbase_catalog` (a catalog change, sent in its transaction), `pinbase_events`
+(the relay's value events) and `pinbase_tokens` (a revoked token family, sent in the revoking
+transaction, so it is delivered exactly when the revocation commits).
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import astuple
 from typing import Any
@@ -30,8 +42,18 @@ from pinbase.domain.clock import now_ms
 from pinbase.domain.model import Catalog
 from pinbase.store.base import Store
 from pinbase.store.catalog import CatalogCache, build_catalog
-from pinbase.store.errors import Conflict, Corrupt, StoreError, StoreUnavailable
+from pinbase.store.check import CheckReport
+from pinbase.store.errors import (
+    BadUrl,
+    Conflict,
+    Corrupt,
+    StorageFull,
+    StoreError,
+    StoreUnavailable,
+)
+from pinbase.store.health import Health
 from pinbase.store.paging import page_window, piece_params
+from pinbase.store.postgres import checks
 from pinbase.store.postgres.schema import (
     FIRST_YEAR,
     drop_partitions_before,
@@ -64,6 +86,7 @@ log = logging.getLogger("pinbase.store.postgres.store")
 
 CATALOG_CHANNEL = "pinbase_catalog"
 EVENTS_CHANNEL = "pinbase_events"
+TOKENS_CHANNEL = "pinbase_tokens"
 CATALOG_RECHECK_S = 1.0  # a fallback: catalog changes are also notified
 ACQUIRE_TIMEOUT_S = 10.0
 PARTITIONS_AHEAD = 3  # months created ahead of time at start-up
@@ -98,6 +121,8 @@ def _translated(exc: BaseException) -> StoreError:
     if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
         detail = getattr(exc, "detail", None)
         error = Conflict(f"{exc} ({detail})" if detail else str(exc))
+    elif isinstance(exc, asyncpg.DiskFullError):
+        error = StorageFull(f"the disk of the PostgreSQL server is full ({exc}): free space there")
     elif isinstance(exc, _CORRUPT):
         error = Corrupt(f"the database is damaged ({exc})")
     elif isinstance(exc, _UNREACHABLE):
@@ -129,6 +154,18 @@ _IMPORT_PROPERTIES = upsert(
     PROPERTIES, "SELECT * FROM unnest($1::integer[], $2::integer[], $3::text[], $4::text[])"
 )
 _FAMILY_LOCK = "SELECT pg_advisory_xact_lock(1953459819, hashtext($1))"  # 1953459819: 'toke'
+_ISSUE_KEY = 0x70627276  # 'pbrv'; one 64-bit key: a key space apart from the two-key locks
+_CHANGING = f"SELECT pg_advisory_xact_lock({_ISSUE_KEY})"
+_ISSUING = f"SELECT pg_advisory_xact_lock_shared({_ISSUE_KEY})"
+_MARK = (
+    "INSERT INTO meta (key, value) VALUES ('written_at', $1) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+"""The health probe's small write."""
+_TABLES = (
+    "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = current_schema() AND c.relkind = 'r' ORDER BY 1"
+)
 
 
 class _PooledConnection(asyncpg.Connection):  # type: ignore[misc]
@@ -147,11 +184,13 @@ class PostgresStore(Store):
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.health = Health(self.probe)
         self._pool: asyncpg.Pool | None = None
         self._catalog = CatalogCache(CATALOG_RECHECK_S)
         self._months: set[tuple[int, int]] = set()
         self._listener: asyncio.Task[None] | None = None
         self._receivers: list[Callable[[str], None]] = []
+        self._revocation_watchers: list[Callable[[str | None], None]] = []
 
     # lifecycle ----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -164,13 +203,26 @@ class PostgresStore(Store):
                 connection_class=_PooledConnection,
             )
             async with self._pool.acquire() as conn:
+                await checks.ensure_pinbase(conn, self.url)
                 await migrate(conn)
                 await self._prepare_partitions(conn)
         except _DRIVER_ERRORS as exc:
-            raise _translated(exc) from exc
+            await self.close()
+            raise (checks.explained(exc, self.url) or _translated(exc)) from exc
+        except ValueError as exc:  # a URL asyncpg cannot parse
+            await self.close()
+            raise BadUrl(f"bad PostgreSQL URL: {exc}") from exc
+        except BaseException:
+            await self.close()
+            raise
         self._listener = asyncio.create_task(self._listen(), name="pinbase-pg-listener")
 
+    async def probe(self) -> None:
+        async with self._conn() as conn:
+            await conn.execute(_MARK, now_ms())
+
     async def close(self) -> None:
+        await self.health.close()
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -228,8 +280,18 @@ class PostgresStore(Store):
         conn.add_termination_listener(lambda _: lost.set())
         await conn.add_listener(CATALOG_CHANNEL, lambda *_: self._catalog.invalidate())
         await conn.add_listener(EVENTS_CHANNEL, self._received)
+        await conn.add_listener(TOKENS_CHANNEL, self._family_revoked)
         self._catalog.invalidate()  # whatever changed while no one was listening
+        for forget in self._revocation_watchers:
+            forget(None)
         await lost.wait()
+
+    def _family_revoked(self, _conn: object, _pid: int, _channel: str, family: str) -> None:
+        for forget in self._revocation_watchers:
+            forget(family)
+
+    def watch_revocations(self, forget: Callable[[str | None], None]) -> None:
+        self._revocation_watchers.append(forget)
 
     def _received(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         for receive in self._receivers:
@@ -259,7 +321,10 @@ class PostgresStore(Store):
             async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
                 yield conn
         except _DRIVER_ERRORS as exc:
-            raise _translated(exc) from exc
+            error = _translated(exc)
+            if isinstance(error, StoreUnavailable):
+                self.health.failed(error)
+            raise error from exc
 
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         async with self._conn() as conn:
@@ -295,9 +360,9 @@ class PostgresStore(Store):
         async with self._conn() as conn:
             return await self._entities(conn)
 
-    async def _upsert_entities(self, rows: Entities) -> None:
-        writes = SQL.entity_writes(rows)
+    async def _change_catalog(self, writes: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
         async with self._conn() as conn, conn.transaction():
+            await conn.execute(_CHANGING)
             for statement, params in writes:
                 await conn.executemany(statement, params)
             await conn.execute(f"NOTIFY {CATALOG_CHANNEL}")
@@ -420,9 +485,17 @@ class PostgresStore(Store):
         row = await self._one(SQL.user_by_email, org_id, email)
         return UserRow(*row) if row else None
 
-    async def insert_tokens(self, tokens: Sequence[TokenRow]) -> None:
-        async with self._conn() as conn:
-            await conn.executemany(SQL.insert_token, [astuple(t) for t in tokens])
+    async def insert_tokens(
+        self, tokens: Sequence[TokenRow], generation: int | None = None
+    ) -> bool:
+        rows = [astuple(t) for t in tokens]
+        async with self._conn() as conn, conn.transaction():
+            if generation is not None:
+                await conn.execute(_ISSUING)
+                if await conn.fetchval(SQL.generation) != generation:
+                    return False
+            await conn.executemany(SQL.insert_token, rows)
+            return True
 
     async def access_token(self, token_hash: str, now: int) -> TokenRow | None:
         row = await self._one(SQL.access_token, token_hash, now)
@@ -436,6 +509,7 @@ class PostgresStore(Store):
         self, token: TokenRow, now: int, successors: Sequence[TokenRow]
     ) -> bool:
         async with self._conn() as conn, conn.transaction():
+            await conn.execute(_ISSUING)
             await conn.execute(_FAMILY_LOCK, token.family)
             if await conn.execute(SQL.consume_refresh, token.hash, now) != "UPDATE 1":
                 return False
@@ -446,6 +520,7 @@ class PostgresStore(Store):
         async with self._conn() as conn, conn.transaction():
             await conn.execute(_FAMILY_LOCK, family)
             await conn.execute(SQL.revoke_family, family)
+            await conn.execute("SELECT pg_notify($1, $2)", TOKENS_CHANNEL, family)
 
     async def drop_tokens_expired_before(self, cutoff: int) -> None:
         async with self._conn() as conn:
@@ -453,3 +528,38 @@ class PostgresStore(Store):
 
 
 __all__ = ["PostgresStore", "month_bounds"]
+
+
+async def check_database(url: str, *, full: bool) -> CheckReport:
+    """`pinbase check` of a PostgreSQL database (see `pinbase.store.check`): it refuses what
+    opening would, and with `full` reads every row of pinbase's tables, so that PostgreSQL
+    meets (and reports) any damaged page; it writes nothing."""
+    started = time.monotonic()
+    try:
+        conn = await asyncpg.connect(url)
+    except _DRIVER_ERRORS as exc:
+        raise (checks.explained(exc, url) or _translated(exc)) from exc
+    except ValueError as exc:
+        raise BadUrl(f"bad PostgreSQL URL: {exc}") from exc
+    try:
+        await checks.ensure_pinbase(conn, url)
+        version = await checks.schema_version(conn)
+        report = CheckReport(checks.described(url), version, "the connection and the schema")
+        if full and version:
+            tables = [row[0] for row in await conn.fetch(_TABLES)]
+            report.checked = f"a read of every row of its {len(tables)} tables"
+            # sequential scans: an index-only count would skip the tables' own pages
+            for setting in ("enable_indexscan", "enable_indexonlyscan", "enable_bitmapscan"):
+                await conn.execute(f"SET {setting} = off")
+            for table in tables:
+                try:
+                    await conn.fetchval(f'SELECT count(*) FROM "{table}"')
+                except _CORRUPT as exc:
+                    report.problems.append(f"{table}: {exc}")
+        report.size = await conn.fetchval("SELECT pg_database_size(current_database())")
+    except _DRIVER_ERRORS as exc:
+        raise _translated(exc) from exc
+    finally:
+        await conn.close()
+    report.seconds = time.monotonic() - started
+    return report

@@ -8,15 +8,29 @@ point lookups run on the event loop's connection, long scans on a small pool of 
 
 `sqlite3` errors never leave this module: the writer settles futures with the store's own errors
 and every read translates (`_translated`, by SQLite's result code: a constraint is a `Conflict`,
-a damaged file `Corrupt`, busy/locked/I/O/full/read-only `StoreUnavailable`, anything else a
-plain `StoreError`).
+a full disk `StorageFull`, a damaged file `Corrupt`, busy/locked/I/O/read-only
+`StoreUnavailable`, anything else a plain `StoreError`), reporting the failures among them to
+the store's `health`.
+
+Failing writes. An error that is about the database rather than one write (a full disk, an I/O
+error, a damaged page, a lock held too long) fails the whole group of the transaction it hit,
+which is rolled back: SQLite may have rolled it back itself, and nothing of it is stored, so
+none of it may be acknowledged, and none of it was. Only an error of one function (a broken
+uniqueness rule) reruns the group with each function in its own savepoint. The writer thread
+outlives every error, so writes succeed again as soon as the database takes them (space freed)
+without a restart.
+
+Opening runs the checks of `checks` (file system, whose database, damage, one write) before the
+writer starts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
+import shutil
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -25,10 +39,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from pinbase.domain.clock import now_ms
 from pinbase.domain.model import Catalog
 from pinbase.store.base import Store
 from pinbase.store.catalog import CatalogCache, build_catalog
-from pinbase.store.errors import Conflict, Corrupt, StoreError, StoreUnavailable
+from pinbase.store.check import CheckReport
+from pinbase.store.errors import Conflict, Corrupt, StorageFull, StoreError, StoreUnavailable
+from pinbase.store.health import Health
 from pinbase.store.paging import Piece, page_window, piece_params
 from pinbase.store.records import (
     ClientRow,
@@ -40,6 +57,18 @@ from pinbase.store.records import (
     ValueWrites,
 )
 from pinbase.store.sql import ENTITIES, SQLITE, Statements
+from pinbase.store.sqlite.checks import (
+    MARK,
+    RECOVERED_FREE_BYTES,
+    check_at_start,
+    free_bytes,
+    identify,
+    inspect_file,
+    mark,
+    prepare_file,
+    run_check,
+    unwritable,
+)
 from pinbase.store.sqlite.schema import migrate
 
 T = TypeVar("T")
@@ -58,7 +87,6 @@ _UNAVAILABLE = {
     sqlite3.SQLITE_READONLY,
     sqlite3.SQLITE_INTERRUPT,
     sqlite3.SQLITE_IOERR,
-    sqlite3.SQLITE_FULL,
     sqlite3.SQLITE_CANTOPEN,
     sqlite3.SQLITE_PROTOCOL,
     sqlite3.SQLITE_NOLFS,
@@ -66,26 +94,48 @@ _UNAVAILABLE = {
 }
 
 
-def _translated(exc: sqlite3.Error) -> StoreError:
-    """The store's own error for a `sqlite3` error, chosen by its primary result code."""
-    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+def _code(exc: BaseException) -> int:
+    """SQLite's primary result code of a `sqlite3` error (0 when it has none)."""
+    return (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+
+
+def _translated(exc: sqlite3.Error, path: Path) -> StoreError:
+    """The store's own error for a `sqlite3` error on the database at `path`, chosen by its
+    primary result code."""
+    code = _code(exc)
     error: StoreError
     if isinstance(exc, sqlite3.IntegrityError) or code == sqlite3.SQLITE_CONSTRAINT:
         error = Conflict(str(exc))
+    elif code == sqlite3.SQLITE_FULL:
+        error = StorageFull(f"the disk holding {path} is full ({exc}): free space there")
     elif code in _CORRUPT:
-        error = Corrupt(f"the database file is damaged or is not a database ({exc})")
+        error = Corrupt(f"the database file {path} is damaged ({exc}); restore it from a backup")
     elif code in _UNAVAILABLE:
-        error = StoreUnavailable(f"the database is unavailable ({exc})")
+        error = StoreUnavailable(f"the database {path} is unavailable ({exc})")
     else:
         error = StoreError(f"the database refused a statement ({exc})")
     error.__cause__ = exc
     return error
 
 
-class _Translating:
-    """`with _driver_errors:` re-raises `sqlite3` errors as the store's own."""
+_OF_THE_DATABASE = _UNAVAILABLE | _CORRUPT | {sqlite3.SQLITE_FULL}
 
-    __slots__ = ()
+
+def _about_the_database(exc: BaseException) -> bool:
+    """Whether an error in a write function is the database's (disk full, I/O, damage, lock),
+    which fails the whole group, rather than the function's own (see the module)."""
+    return isinstance(exc, sqlite3.Error) and _code(exc) in _OF_THE_DATABASE
+
+
+class _Translating:
+    """`with store._errors:` re-raises `sqlite3` errors as the store's own, and reports the
+    failures among them to the store's health."""
+
+    __slots__ = ("health", "path")
+
+    def __init__(self, path: Path, health: Health | None) -> None:
+        self.path = path
+        self.health = health
 
     def __enter__(self) -> None:
         return None
@@ -97,17 +147,27 @@ class _Translating:
         traceback: TracebackType | None,
     ) -> None:
         if isinstance(exc, sqlite3.Error):
-            raise _translated(exc)
-
-
-_driver_errors = _Translating()
+            error = _translated(exc, self.path)
+            if isinstance(error, StoreUnavailable) and self.health is not None:
+                self.health.failed(error)
+            raise error
 
 
 def _connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    return _configured(_plain(path), readonly=readonly)
+
+
+def _plain(path: Path) -> sqlite3.Connection:
+    """A connection that has changed nothing in the file yet (`checks.identify` runs on it
+    before `PRAGMA journal_mode` would turn another program's database to WAL)."""
     conn = sqlite3.connect(
         path, isolation_level=None, check_same_thread=False, cached_statements=256
     )
     conn.execute("PRAGMA busy_timeout = 10000")
+    return conn
+
+
+def _configured(conn: sqlite3.Connection, *, readonly: bool) -> sqlite3.Connection:
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA cache_size = -65536")
     conn.execute("PRAGMA mmap_size = 268435456")
@@ -124,9 +184,10 @@ class _Writer(threading.Thread):
 
     _STOP = object()
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, health: Health) -> None:
         super().__init__(name="pinbase-sqlite-writer", daemon=True)
         self._path = path
+        self._health = health
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -178,24 +239,38 @@ class _Writer(threading.Thread):
     def _commit(self, conn: sqlite3.Connection, group: list[Any]) -> None:
         try:
             outcomes = self._run_group(conn, group)
-        except sqlite3.Error as exc:  # BEGIN or COMMIT failed: nothing of the group is stored
+        except Exception as exc:  # the database's error: nothing of the group is stored
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-            outcomes = [(None, _translated(exc))] * len(group)
+            error = self._translated(exc)
+            outcomes = [(None, error)] * len(group)
         settled: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         for (_, future, loop), (result, error) in zip(group, outcomes, strict=True):
             settled.setdefault(loop, []).append((future, result, error))
         for loop, items in settled.items():
             loop.call_soon_threadsafe(_settle_all, items)
 
-    @staticmethod
-    def _run_group(conn: sqlite3.Connection, group: list[Any]) -> list[tuple[Any, Any]]:
-        """Run every function in one transaction; if one fails, rerun them isolated."""
+    def _translated(self, exc: Exception) -> BaseException:
+        """The error a caller sees for `exc`; failures of the database are reported to health."""
+        if not isinstance(exc, sqlite3.Error):
+            return exc
+        error = _translated(exc, self._path)
+        if isinstance(error, StoreUnavailable):
+            self._health.failed(error)
+        return error
+
+    def _run_group(self, conn: sqlite3.Connection, group: list[Any]) -> list[tuple[Any, Any]]:
+        """Run every function in one transaction; if one fails on its own, rerun them isolated.
+
+        An error of the database itself is raised to `_commit`, which fails the whole group.
+        """
         conn.execute("BEGIN IMMEDIATE")
         try:
             results = [(r, None) for r in _run_merged(conn, [fn for fn, _, _ in group])]
-        except Exception:
+        except Exception as exc:
+            if _about_the_database(exc):
+                raise
             conn.execute("ROLLBACK")
         else:
             conn.execute("COMMIT")
@@ -207,9 +282,11 @@ class _Writer(threading.Thread):
             try:
                 result = fn(conn)
             except Exception as exc:
+                if _about_the_database(exc):
+                    raise
                 conn.execute("ROLLBACK TO item")
                 conn.execute("RELEASE item")
-                outcomes.append((None, _translated(exc) if isinstance(exc, sqlite3.Error) else exc))
+                outcomes.append((None, self._translated(exc)))
             else:
                 conn.execute("RELEASE item")
                 outcomes.append((result, None))
@@ -281,11 +358,44 @@ def _segments(
     return [(low, high, points) for low, high, points in rows]
 
 
+def check_file(path: Path, *, full: bool) -> CheckReport:
+    """`pinbase check` of the database file at `path` (see `pinbase.store.check`): it refuses
+    what opening would, then runs `checks.run_check` to the end, writing nothing."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise StoreUnavailable(f"there is no database at {path}") from None
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot read {path}: {exc.strerror}") from None
+    inspect_file(path, fd, empty_is_new=False)
+    if reason := unwritable(path):
+        raise StoreUnavailable(reason)
+    with _Translating(path, None):
+        conn = _plain(path)
+        try:
+            conn.execute("PRAGMA query_only = ON")
+            version = identify(conn, path)
+            result = run_check(conn, full=full, budget=None)
+        finally:
+            conn.close()
+    return CheckReport(
+        str(path),
+        version,
+        result.pragma,
+        result.problems,
+        result.seconds,
+        size=path.stat().st_size,
+        free=shutil.disk_usage(path.parent).free,
+    )
+
+
 class SqliteStore(Store):
     SQL = SQL
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.health = Health(self.probe)
+        self._errors = _Translating(path, self.health)
         self._writer: _Writer | None = None
         self._conn: sqlite3.Connection | None = None  # the event loop's read connection
         self._pool: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
@@ -295,22 +405,53 @@ class SqliteStore(Store):
 
     # lifecycle ----------------------------------------------------------------------------
     def open_sync(self) -> None:
+        """Check the file (see `checks`), migrate it, write to it once, start the writer.
+
+        A failure leaves nothing running, and reaches no health: a store that did not open
+        serves nothing. Errors of access are explained from the file system's point of view.
+        """
+        prepare_file(self.path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreUnavailable(f"cannot create {self.path.parent}: {exc.strerror}") from exc
-        with _driver_errors:
-            conn = _connect(self.path)
-            try:
-                migrate(conn)
-            finally:
-                conn.close()
-            self._writer = _Writer(self.path)
-            self._writer.start_and_wait()
-            self._conn = _connect(self.path, readonly=True)
+            with _Translating(self.path, None):
+                conn = _plain(self.path)
+                try:
+                    if identify(conn, self.path):
+                        check_at_start(conn, self.path)
+                    _configured(conn, readonly=False)
+                    migrate(conn)
+                    mark(conn)
+                finally:
+                    conn.close()
+                self._writer = _Writer(self.path, self.health)
+                self._writer.start_and_wait()
+                self._conn = _connect(self.path, readonly=True)
+        except BaseException as exc:
+            self.close_sync()
+            if type(exc) is StoreUnavailable and (reason := unwritable(self.path)):
+                raise StoreUnavailable(reason) from exc.__cause__
+            raise
 
     async def open(self) -> None:
         self.open_sync()
+
+    async def probe(self) -> None:
+        """The small write of `Store.probe`; after a full disk, only once it has space again.
+
+        A small write may fit where the refused one did not (into WAL space a failed
+        transaction had already taken), so while the store is failing for a full disk the
+        probe also wants `RECOVERED_FREE_BYTES` free on the file system: otherwise a nearly full
+        disk would flip the health between full and ok with every write.
+        """
+        failure = self.health.failure
+        if failure is not None and failure.kind == "full":
+            free = await asyncio.to_thread(free_bytes, self.path.parent)
+            if free < RECOVERED_FREE_BYTES:
+                raise StorageFull(f"{free} bytes free on the disk holding {self.path}")
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(MARK, (now_ms(),))
+
+        await self._write(run)
 
     def close_sync(self) -> None:
         if self._writer is not None:
@@ -325,6 +466,7 @@ class SqliteStore(Store):
             self._pooled.clear()
 
     async def close(self) -> None:
+        await self.health.close()
         self.close_sync()
 
     # plumbing -----------------------------------------------------------------------------
@@ -340,7 +482,7 @@ class SqliteStore(Store):
 
     async def _read_in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def run() -> T:
-            with _driver_errors:
+            with self._errors:
                 try:
                     conn = self._pool.get_nowait()
                 except queue.Empty:
@@ -372,11 +514,11 @@ class SqliteStore(Store):
 
     async def catalog(self) -> Catalog:
         async def generation() -> int:
-            with _driver_errors:
+            with self._errors:
                 return int(self._read_conn().execute(SQL.generation).fetchone()[0])
 
         async def load() -> Catalog:
-            with _driver_errors:
+            with self._errors:
                 return self._load_catalog(self._read_conn())
 
         return await self._catalog.get(generation, load)
@@ -391,12 +533,13 @@ class SqliteStore(Store):
         )
 
     async def entities(self) -> Entities:
-        with _driver_errors:
+        with self._errors:
             return self._entities(self._read_conn())
 
-    async def _upsert_entities(self, rows: Entities) -> None:
-        writes = SQL.entity_writes(rows)
-
+    async def _change_catalog(self, writes: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        # the single writer runs its functions one after another: a token issue runs wholly
+        # before this change (whose revocation then covers it) or after it (and finds the
+        # generation bumped)
         def run(conn: sqlite3.Connection) -> None:
             for statement, params in writes:
                 conn.executemany(statement, params)
@@ -426,7 +569,7 @@ class SqliteStore(Store):
     async def current_values(self, device_ids: Sequence[int]) -> dict[int, dict[int, StoredValue]]:
         result: dict[int, dict[int, StoredValue]] = {d: {} for d in device_ids}
         sql = "SELECT ds_id, value, updated_at FROM current_values WHERE device_id = ?"
-        with _driver_errors:
+        with self._errors:
             conn = self._read_conn()
             for device_id in result:
                 values = result[device_id]
@@ -466,7 +609,7 @@ class SqliteStore(Store):
 
     async def properties(self, device_id: int) -> dict[int, dict[str, str]]:
         result: dict[int, dict[str, str]] = {}
-        with _driver_errors:
+        with self._errors:
             for ds_id, name, value in self._read_conn().execute(SQL.properties, (device_id,)):
                 result.setdefault(ds_id, {})[name] = value
         return result
@@ -483,7 +626,7 @@ class SqliteStore(Store):
 
     # OAuth --------------------------------------------------------------------------------
     def _one(self, sql: str, *params: Any) -> Any:
-        with _driver_errors:
+        with self._errors:
             return self._read_conn().execute(sql, params).fetchone()
 
     async def client(self, client_id: str) -> ClientRow | None:
@@ -494,13 +637,19 @@ class SqliteStore(Store):
         row = self._one(SQL.user_by_email, org_id, email)
         return UserRow(*row) if row else None
 
-    async def insert_tokens(self, tokens: Sequence[TokenRow]) -> None:
+    async def insert_tokens(
+        self, tokens: Sequence[TokenRow], generation: int | None = None
+    ) -> bool:
         rows = [astuple(t) for t in tokens]
 
-        def run(conn: sqlite3.Connection) -> None:
+        def run(conn: sqlite3.Connection) -> bool:
+            # the single writer (BEGIN IMMEDIATE across processes) makes check and insert atomic
+            if generation is not None and conn.execute(SQL.generation).fetchone()[0] != generation:
+                return False
             conn.executemany(SQL.insert_token, rows)
+            return True
 
-        await self._write(run)
+        return await self._write(run)
 
     async def access_token(self, token_hash: str, now: int) -> TokenRow | None:
         row = self._one(SQL.access_token, token_hash, now)
