@@ -58,7 +58,7 @@ def make_database(tmp_path: Path, where: Path) -> None:
     assert result.returncode == 0, result.stderr + result.stdout
     with closing(sqlite3.connect(where)) as conn, conn:
         conn.executemany(
-            "INSERT INTO history VALUES (1, 3, ?, ?)",
+            "INSERT INTO history (device_id, ds_id, ts, value) VALUES (1, 3, ?, ?)",
             [(1_700_000_000_000 + i, f'"{i:0>200}"') for i in range(2000)],
         )
 

@@ -44,7 +44,7 @@ def pinbase_file(path: Path, points: int = 0) -> None:
     if points:
         with closing(sqlite3.connect(path)) as conn, conn:
             conn.executemany(
-                "INSERT INTO history VALUES (1, 1, ?, ?)",
+                "INSERT INTO history (device_id, ds_id, ts, value) VALUES (1, 1, ?, ?)",
                 ((i, f'"{i:0>100}"') for i in range(points)),
             )
 
@@ -164,7 +164,9 @@ def test_check_reads_without_writing(tmp_path: Path) -> None:
 
 def points(batch: int) -> ValueWrites:
     """One batch of distinct history points (about 10 KiB)."""
-    return ValueWrites(history=[(1, 1, batch * 100 + i, f'"{batch}:{i:0>400}"') for i in range(24)])
+    return ValueWrites(
+        history=[(1, 1, batch * 100 + i, 0, f'"{batch}:{i:0>400}"') for i in range(24)]
+    )
 
 
 @pytest.mark.sqlite_only

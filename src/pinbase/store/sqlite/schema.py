@@ -9,8 +9,10 @@ always a small integer, a byte or two in the record and the index (a process-wid
 take six, and grew the history file by 32 %). A WITHOUT ROWID table cannot change its primary key,
 so migration 2 copies the history into a new table in key order (the points written before it
 become seq 0); the bucket counts stay valid, the same points being there, and the counting
-triggers are recreated on the new table. seq is the last column, as PostgreSQL's `ALTER TABLE
-... ADD COLUMN` puts it.
+triggers are recreated on the new table. seq comes before value, with the other key columns:
+SQLite 3.40's integrity check wrongly reports "NULL value" for a WITHOUT ROWID table whose
+non-key column precedes a key column, and the start-up check would then refuse a sound file.
+Every statement names its columns, so the order differs from PostgreSQL's harmlessly.
 """
 
 from __future__ import annotations
@@ -136,8 +138,8 @@ MIGRATIONS: tuple[str, ...] = (
         device_id INTEGER NOT NULL,
         ds_id INTEGER NOT NULL,
         ts INTEGER NOT NULL,
-        value TEXT NOT NULL,
         seq INTEGER NOT NULL DEFAULT 0,
+        value TEXT NOT NULL,
         PRIMARY KEY (device_id, ds_id, ts, seq)
     ) WITHOUT ROWID;
     INSERT INTO history_by_seq (device_id, ds_id, ts, value)
