@@ -111,7 +111,7 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "p.db"
 
 
-# --- the spec's example -------------------------------------------------------------------
+# --- a complete example -------------------------------------------------------------------
 
 
 def test_example_document_creates_every_row(db: Path) -> None:
