@@ -4,13 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck bench soak serve clean
+.PHONY: venv demo test check lint typecheck bench soak serve clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+venv: $(STAMP)  ## .venv with pinbase and the dev tools; `. .venv/bin/activate` puts them on the PATH
 
 demo: $(STAMP)  ## run the server with a simulated demo fleet on the embedded store
 	$(BIN)/pinbase demo

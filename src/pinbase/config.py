@@ -1,8 +1,8 @@
 """Server settings, each declared once: type, default, flag, environment variable and help.
 
-The `serve` command's options and the README's configuration table are generated from these
-declarations (a test holds the README to them); flags win over `PINBASE_*` variables, which win
-over the defaults here.
+The `serve` command's options and the configuration table of docs/operations.md are generated
+from these declarations (a test holds the document to them); flags win over `PINBASE_*`
+variables, which win over the defaults here.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ class Option:
 
     help: str
     shown_default: str | None = None
-    """The default as the README shows it, when the value itself does not say it well."""
+    """The default as the documentation shows it, when the value itself does not say it well."""
 
     @staticmethod
     def flag(name: str) -> str:
@@ -192,7 +192,7 @@ def declared() -> list[Declared]:
 
 
 def markdown_table() -> str:
-    """The README's configuration table."""
+    """The configuration table of docs/operations.md."""
     lines = ["| flag | environment | default | meaning |", "|---|---|---|---|"]
     for item in declared():
         lines.append(

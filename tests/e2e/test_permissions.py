@@ -1,8 +1,8 @@
-"""Who may do what: every principal against every operation, expectations from the spec's rules.
+"""Who may do what: every principal against every operation, expectations from the documented rules.
 
 The expected status of each (principal, operation) pair is computed from the small table of
-principals below (organization, permissions, owned devices) and the rules of
-organization-api.md, never from the server:
+principals below (organization, permissions, owned devices) and the rules of docs/api.md,
+never from the server:
 
 - reads need OWN_DEVICES_VIEW or ORG_DEVICES_VIEW (else 403);
 - writes need ORG_DEVICES_CONTROL, import needs ORG_DEVICE_DATA_IMPORT (else 403), plus a view

@@ -1,4 +1,5 @@
-"""Settings are declared once: the `serve` command and the README's table come from them."""
+"""Settings are declared once: the `serve` command and the configuration table of
+docs/operations.md come from them."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 from pinbase.cli import app
 from pinbase.config import Settings, declared, markdown_table
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 
 
 def serve_command() -> Any:
@@ -36,10 +37,10 @@ def parse(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
         os.environ.update(saved)
 
 
-def test_the_readme_table_is_the_declared_settings() -> None:
-    text = README.read_text()
+def test_the_documented_table_is_the_declared_settings() -> None:
+    text = OPERATIONS.read_text()
     found = re.search(r"<!-- settings:begin -->\n(.*?)<!-- settings:end -->", text, re.S)
-    assert found is not None, "the README's configuration table markers are missing"
+    assert found is not None, "the configuration table markers of docs/operations.md are missing"
     assert found.group(1) == markdown_table()
 
 

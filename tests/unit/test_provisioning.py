@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -110,7 +111,7 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "p.db"
 
 
-# --- the spec's example -------------------------------------------------------------------
+# --- a complete example -------------------------------------------------------------------
 
 
 def test_example_document_creates_every_row(db: Path) -> None:
@@ -1003,3 +1004,21 @@ def test_error_carries_path_and_problem() -> None:
         plan(document, Entities())
     assert caught.value.path == "organizations[0].products[0].datastreams[2].type"
     assert caught.value.problem.startswith('unknown type "float"')
+
+
+ROOT = Path(__file__).resolve().parents[2]
+_DOC_BLOCK = re.compile(r"^```(yaml|json)\n(.*?)^```$", re.S | re.M)
+
+
+def test_the_example_fleet_is_valid() -> None:
+    _, report = plan(load_document(ROOT / "examples" / "fleet.yaml"), Entities())
+    assert report.created["devices"] == 3
+    assert report.secrets == [], "the example fleet gives every secret: its outputs are stable"
+
+
+def test_every_example_of_the_fleet_file_reference_is_valid() -> None:
+    blocks = _DOC_BLOCK.findall((ROOT / "docs" / "fleet-file.md").read_text())
+    assert len(blocks) >= 8
+    for kind, text in blocks:
+        document = orjson.loads(text) if kind == "json" else yaml.safe_load(text)
+        plan(document, Entities())

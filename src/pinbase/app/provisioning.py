@@ -5,7 +5,8 @@ upsert (only new or changed ones); `apply()` writes them in one transaction. Not
 when any check fails: the first problem raises `ProvisioningError("<path>: <problem>")`, the path
 leading from the document root to the offending key (`organizations[0].devices[1].colour`).
 
-Choices made where the spec (docs: provisioning.md) is silent:
+The file format, for its users: docs/fleet-file.md. Choices made where Blynk's conventions
+say nothing:
 
 - The document is a mapping whose `organizations` key is required. An optional key whose value
   is null counts as absent (so a YAML `clients:` with nothing under it is an empty list).

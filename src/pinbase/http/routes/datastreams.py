@@ -1,4 +1,4 @@
-"""The eight datastream operations of Blynk's Organization API (organization-api.md)."""
+"""The eight datastream operations of Blynk's Organization API (docs/api.md)."""
 
 from __future__ import annotations
 

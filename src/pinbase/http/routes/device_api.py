@@ -1,4 +1,4 @@
-"""Blynk's device HTTPS API (device-api.md): the device's auth token in the query string.
+"""Blynk's device HTTPS API (docs/devices.md): the device's auth token in the query string.
 
 Every answer that is not a success is `400` with Blynk's `{"error": {"message": ...}}` and
 Blynk's messages (`Invalid token.`, `Wrong pin format.`, ...), except a flood of writes from one

@@ -4,7 +4,7 @@ History is range-partitioned by timestamp, one partition per calendar month (UTC
 ahead of time at start-up and on demand when a write reaches a month that has none. Timestamps
 outside [2000, 2100) land in the default partition, which therefore never conflicts with a new
 monthly partition. Every table is keyed by `device_id` first, so with Citus the value tables
-can be distributed by device (see the README's deployment section).
+can be distributed by device (see docs/operations.md).
 
 History points are keyed by (device_id, ds_id, ts, seq) since migration 2 (see `sql` and
 `pinbase.app.ingest`): `ts` stays the epoch millisecond every reader sees, `seq` tells apart
