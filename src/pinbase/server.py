@@ -24,6 +24,7 @@ from typing import Any
 import uvicorn
 
 from pinbase.app.retention import enforce_retention
+from pinbase.app.revoked_devices import close_revoked_devices
 from pinbase.app.services import Services
 from pinbase.config import Settings
 from pinbase.devices.listeners import start_device_listeners, stop_device_listeners
@@ -75,9 +76,9 @@ class GracefulServer(uvicorn.Server):
 async def running_services(
     settings: Settings, store: Store | None = None, budget: Budget | None = None
 ) -> AsyncIterator[Services]:
-    """The store opened, the services built, the relay, device listeners and retention running;
-    all of it stopped again on exit. The device listeners draw from `budget` (default: a new
-    `connection_budget`)."""
+    """The store opened, the services built, the relay, device listeners, retention and the
+    closing of revoked device connections running; all of it stopped again on exit. The device
+    listeners draw from `budget` (default: a new `connection_budget`)."""
     budget = budget if budget is not None else connection_budget(settings)
     the_store = store if store is not None else open_store(settings.database_url)
     await the_store.open()
@@ -89,15 +90,17 @@ async def running_services(
             relay.start()
         try:
             listeners = await start_device_listeners(services, budget)
-            retention = asyncio.create_task(
-                enforce_retention(the_store, settings.history_retention_days)
-            )
+            jobs = [
+                asyncio.create_task(enforce_retention(the_store, settings.history_retention_days)),
+                asyncio.create_task(close_revoked_devices(the_store, services.presence)),
+            ]
             try:
                 yield services
             finally:
-                retention.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await retention
+                for job in jobs:
+                    job.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await job
                 await stop_device_listeners(listeners)
         finally:
             if relay is not None:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from typer.exceptions import TyperException
 
@@ -27,6 +26,8 @@ from pinbase.app.provisioning import (
     apply_to_database,
     load_document,
 )
+from pinbase.cli.common import Database, DataDir, console, out, print_error
+from pinbase.cli.fleet import register
 from pinbase.config import Settings, database_url, declared
 
 app = typer.Typer(
@@ -34,13 +35,6 @@ app = typer.Typer(
     add_completion=False,
     help="pinbase: a self-hosted IoT device-data server (Blynk Organization API).",
 )
-console = Console(stderr=True)
-out = Console()
-
-
-def print_error(message: str) -> None:
-    """An `error:` line on stderr, never wrapped (scripts and tests read it whole)."""
-    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:
@@ -86,24 +80,6 @@ def options(
     ] = False,
 ) -> None:
     """pinbase: a self-hosted IoT device-data server (Blynk Organization API)."""
-
-
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        envvar="PINBASE_DATA_DIR",
-        help="Directory of the embedded database [default: ./pinbase-data].",
-    ),
-]
-Database = Annotated[
-    str | None,
-    typer.Option(
-        "--database",
-        envvar="PINBASE_DATABASE",
-        help="Database URL [default: sqlite:///<data-dir>/pinbase.db].",
-    ),
-]
 
 
 def _serve_options() -> list[inspect.Parameter]:
@@ -394,3 +370,6 @@ def migrate_command(
         "clients and users request new ones from the target.",
         highlight=False,
     )
+
+
+register(app)  # the operator commands (`pinbase.cli.fleet`) after the others in --help
