@@ -248,17 +248,30 @@ def check_command(
 def demo(
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8080,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    hardware_port: Annotated[int, typer.Option(help="Hardware protocol (TCP) port.")] = 8442,
-    mqtt_port: Annotated[int, typer.Option(help="MQTT port.")] = 1883,
+    hardware_port: Annotated[
+        int, typer.Option(help="Hardware protocol (TCP) port; the default, if taken: a free one.")
+    ] = 8442,
+    mqtt_port: Annotated[
+        int, typer.Option(help="MQTT port; the default, if taken: a free one.")
+    ] = 1883,
     data_dir: Annotated[
         Path | None,
-        typer.Option(help="Where to create the demo database [default: a new temporary dir]."),
+        typer.Option(
+            help="Where to create the demo database, kept on exit [default: a new temporary "
+            "dir, removed on exit]."
+        ),
     ] = None,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the temporary data directory on exit.")
+    ] = False,
 ) -> None:
     """Serve a demo fleet whose simulated devices write values every second."""
     from pinbase.demo.run import run_demo
+    from pinbase.net.logformat import configure_logging
 
-    run_demo(host, port, hardware_port, mqtt_port, data_dir)
+    configure_logging("warning")
+    with startup_errors():
+        run_demo(host, port, hardware_port, mqtt_port, data_dir, keep)
 
 
 @app.command(
