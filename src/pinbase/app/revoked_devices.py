@@ -24,15 +24,21 @@ long after the process's catalog moved."""
 
 
 async def close_revoked_devices(store: Store, presence: Presence) -> None:
-    """Run for as long as the task does: close revoked device connections on catalog changes."""
-    generation = (await store.catalog()).generation
+    """Run for as long as the task does: close revoked device connections on catalog changes.
+
+    It reads the committed generation (`Store.generation`), not the cached catalog's: a look
+    at the catalog would restart its cache's re-check interval, and delay by that much the
+    moment a request sees another process's revocation."""
+    seen = (await store.catalog()).generation
     while True:
         await asyncio.sleep(INTERVAL_S)
         try:
+            if await store.generation() == seen:
+                continue
             catalog = await store.catalog()
         except StoreError:
             continue  # the store's health reports it; the next look tries again
-        if catalog.generation != generation:
-            generation = catalog.generation
+        if catalog.generation != seen:  # else the cache has not followed yet: the next look
+            seen = catalog.generation
             if presence.connected_count:
                 presence.close_revoked(catalog.device_tokens)
