@@ -1,3 +1,3 @@
-from pinbase.cli.main import app
+from pinbase.cli.main import main
 
-app(prog_name="pinbase")
+main()

@@ -14,6 +14,7 @@ from typing import Any, Literal, get_args
 
 DEFAULT_DATA_DIR = Path("./pinbase-data")
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+LogFormat = Literal["text", "json"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +142,11 @@ class Settings:
         0, "Drop history older than this many days, at start-up and hourly; 0: keep all."
     )
     log_level: LogLevel = setting("info", "Log level: " + ", ".join(get_args(LogLevel)) + ".")
+    log_format: LogFormat = setting(
+        "text",
+        "Log lines as text (timestamp, level, logger, message) or json (one object per line); "
+        "docs/cli.md describes both.",
+    )
 
     @property
     def database_url(self) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 import uvicorn
 
 from pinbase.app.retention import enforce_retention
+from pinbase.app.revoked_devices import close_revoked_devices
 from pinbase.app.services import Services
 from pinbase.config import Settings
 from pinbase.devices.listeners import start_device_listeners, stop_device_listeners
@@ -34,9 +35,9 @@ from pinbase.net.admission import Admission, Budget
 from pinbase.net.eventlog import EventLog
 from pinbase.net.fdlimit import connection_capacity, raise_fd_limit
 from pinbase.net.gate import Gate
+from pinbase.net.startup import check_ports, tls_context
 from pinbase.store import Store, open_store
 
-LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 log = logging.getLogger("pinbase.server")
 
 
@@ -75,9 +76,9 @@ class GracefulServer(uvicorn.Server):
 async def running_services(
     settings: Settings, store: Store | None = None, budget: Budget | None = None
 ) -> AsyncIterator[Services]:
-    """The store opened, the services built, the relay, device listeners and retention running;
-    all of it stopped again on exit. The device listeners draw from `budget` (default: a new
-    `connection_budget`)."""
+    """The store opened, the services built, the relay, device listeners, retention and the
+    closing of revoked device connections running; all of it stopped again on exit. The device
+    listeners draw from `budget` (default: a new `connection_budget`)."""
     budget = budget if budget is not None else connection_budget(settings)
     the_store = store if store is not None else open_store(settings.database_url)
     await the_store.open()
@@ -89,15 +90,17 @@ async def running_services(
             relay.start()
         try:
             listeners = await start_device_listeners(services, budget)
-            retention = asyncio.create_task(
-                enforce_retention(the_store, settings.history_retention_days)
-            )
+            jobs = [
+                asyncio.create_task(enforce_retention(the_store, settings.history_retention_days)),
+                asyncio.create_task(close_revoked_devices(the_store, services.presence)),
+            ]
             try:
                 yield services
             finally:
-                retention.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await retention
+                for job in jobs:
+                    job.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await job
                 await stop_device_listeners(listeners)
         finally:
             if relay is not None:
@@ -131,7 +134,8 @@ def http_server(services: Services, budget: Budget, log_level: str = "info") -> 
         # uvicorn annotates it int, but it is seconds for call_later: a float works.
         timeout_keep_alive=settings.idle_timeout,  # type: ignore[arg-type]
         log_level=log_level,
-        access_log=False,
+        log_config=None,  # uvicorn's lines go through pinbase's handler (`net.logformat`)
+        access_log=False,  # pinbase's own access log: `http.access`
         server_header=False,
         proxy_headers=False,  # admission counts the socket's peer; forwarded headers change nothing
         timeout_graceful_shutdown=30,
@@ -140,8 +144,29 @@ def http_server(services: Services, budget: Budget, log_level: str = "info") -> 
     return GracefulServer(config, gate)
 
 
+def preflight(settings: Settings) -> None:
+    """Raise `StartupError` (one line naming the flag or file) when a listener cannot start:
+    a port in use or not ours to bind, a TLS file missing or not a matching certificate and key.
+    The database is checked as the store opens (`StoreError`, one line as well)."""
+    check_ports(
+        settings.host,
+        {
+            "--port": settings.port,
+            "--hardware-port": settings.hardware_port,
+            "--hardware-tls-port": settings.hardware_tls_port,
+            "--mqtt-port": settings.mqtt_port,
+            "--mqtt-tls-port": settings.mqtt_tls_port,
+        },
+    )
+    if settings.hardware_tls_port or settings.mqtt_tls_port:
+        tls_context(settings.tls_cert, settings.tls_key)
+
+
 async def serve(settings: Settings, http: asyncio.Future[GracefulServer] | None = None) -> None:
-    """Run everything until SIGTERM/SIGINT. `http`, when given, receives the HTTP server."""
+    """Run everything until SIGTERM/SIGINT. `http`, when given, receives the HTTP server.
+
+    Raises `StartupError` or the store's `StoreError` (each one line) when it cannot start."""
+    preflight(settings)
     budget = connection_budget(settings)
     async with running_services(settings, budget=budget) as services:
         log.info("accepting up to %d connections", budget.capacity)
@@ -155,10 +180,6 @@ def run(main: Coroutine[Any, Any, None]) -> None:
     """Run `main` (`serve(settings)`, or something around it) on uvloop when installed."""
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(main)
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -7,17 +7,22 @@ from pinbase.live.presence import Presence
 
 
 class FakeSession:
-    def __init__(self, device_id: int, protocol: str = "hardware") -> None:
+    def __init__(self, device_id: int, protocol: str = "hardware", token_digest: str = "") -> None:
         self.device_id = device_id
         self.protocol = protocol
+        self.token_digest = token_digest
         self.delivered: list[Event] = []
         self.was_replaced = False
+        self.was_revoked = False
 
     def deliver(self, event: Event) -> None:
         self.delivered.append(event)
 
     def replaced(self) -> None:
         self.was_replaced = True
+
+    def revoked(self) -> None:
+        self.was_revoked = True
 
 
 def change(device_id: int, value: object = 1) -> ValueChanged:
@@ -85,3 +90,21 @@ def test_last_seen_stays_after_the_session_ends() -> None:
     presence.detach(session)
     status = presence.status(3)
     assert not status.connected and status.last_seen is not None and status.last_seen >= since
+
+
+def test_close_revoked_closes_the_sessions_whose_token_no_longer_opens_their_device() -> None:
+    presence = Presence(Bus())
+    kept, rotated = FakeSession(1, token_digest="a"), FakeSession(2, token_digest="b")
+    gone = FakeSession(3, "mqtt", token_digest="c")
+    for session in (kept, rotated, gone):
+        presence.attach(session)
+    assert presence.close_revoked({"a": 1, "b2": 2}) == 2
+    assert (kept.was_revoked, rotated.was_revoked, gone.was_revoked) == (False, True, True)
+
+
+def test_close_revoked_closes_a_session_whose_token_moved_to_another_device() -> None:
+    presence = Presence(Bus())
+    session = FakeSession(1, token_digest="a")
+    presence.attach(session)
+    assert presence.close_revoked({"a": 2}) == 1
+    assert session.was_revoked

@@ -79,7 +79,7 @@ from pinbase.app.auth.secrets import (
     verify_password,
 )
 from pinbase.domain.model import DEFAULT_ROLES, INT32_MAX, INT32_MIN, DataType, Permission
-from pinbase.store import Conflict, Store, open_store
+from pinbase.store import Conflict, Store, opened_store
 from pinbase.store.records import (
     ClientRow,
     DatastreamRow,
@@ -943,9 +943,5 @@ async def delete(
 
 async def apply_to_database(url: str, document: Any) -> ApplyReport:
     """Open the store at `url`, apply `document` to it, and close it again."""
-    store = open_store(url)
-    await store.open()
-    try:
+    async with opened_store(url) as store:
         return await apply(store, document)
-    finally:
-        await store.close()

@@ -1,5 +1,5 @@
 """The `pinbase` command line: the faces people use (serve, apply, demo, migrate)."""
 
-from pinbase.cli.main import app
+from pinbase.cli.main import app, main
 
-__all__ = ["app"]
+__all__ = ["app", "main"]

@@ -7,21 +7,27 @@ a non-zero exit status, never a traceback: the store's errors carry the whole me
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import sys
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
+from typer.exceptions import TyperException
 
+from pinbase import __version__
 from pinbase.app.provisioning import (
     ApplyReport,
     ProvisioningError,
     apply_to_database,
     load_document,
 )
+from pinbase.cli.common import Database, DataDir, console, out, print_error
+from pinbase.cli.fleet import register
 from pinbase.config import Settings, database_url, declared
 
 app = typer.Typer(
@@ -29,31 +35,51 @@ app = typer.Typer(
     add_completion=False,
     help="pinbase: a self-hosted IoT device-data server (Blynk Organization API).",
 )
-console = Console(stderr=True)
-out = Console()
 
 
-def print_error(message: str) -> None:
-    """An `error:` line on stderr, never wrapped (scripts and tests read it whole)."""
-    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+def main() -> None:
+    """The `pinbase` command: a mistake on the command line (an unknown option, an invalid
+    value such as `--log-level chatty`) is one `error:` line naming the option, and exit 2."""
+    try:
+        # Without standalone mode a command's `typer.Exit(code)` comes back as its result.
+        code = app(prog_name="pinbase", standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        console.print("Aborted.")
+        sys.exit(1)
+    except TyperException as exc:  # typer's own click: UsageError, BadParameter, ...
+        context = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and context is not None:
+            out.print(context.get_help(), highlight=False)
+            sys.exit(0)
+        text = " ".join(str(getattr(exc, "format_message", exc.__str__)()).split())
+        if context is not None and context.parent is not None:
+            text += f" (see pinbase {context.info_name} --help)"
+        print_error(text)
+        sys.exit(int(getattr(exc, "exit_code", 2)))
 
 
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        envvar="PINBASE_DATA_DIR",
-        help="Directory of the embedded database [default: ./pinbase-data].",
-    ),
-]
-Database = Annotated[
-    str | None,
-    typer.Option(
-        "--database",
-        envvar="PINBASE_DATABASE",
-        help="Database URL [default: sqlite:///<data-dir>/pinbase.db].",
-    ),
-]
+def show_version(value: bool) -> None:
+    if value:
+        out.print(f"pinbase {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=show_version,
+            is_eager=True,
+            help="Print pinbase's version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """pinbase: a self-hosted IoT device-data server (Blynk Organization API)."""
 
 
 def _serve_options() -> list[inspect.Parameter]:
@@ -82,14 +108,29 @@ def _serve_options() -> list[inspect.Parameter]:
 def serve(**values: Any) -> None:
     """Run the HTTP server and the device listeners."""
     from pinbase import server
-    from pinbase.store import StoreError
+    from pinbase.net.logformat import configure_logging
 
     settings = Settings(**values)
-    server.configure_logging(settings.log_level)
-    try:
+    configure_logging(settings.log_level, settings.log_format)
+    with startup_errors():
         server.run(server.serve(settings))
-    except StoreError as exc:  # the database could not be opened (once running, errors are 503s)
+
+
+@contextlib.contextmanager
+def startup_errors() -> Iterator[None]:
+    """A server that cannot start exits 2 after one `error:` line naming the flag or file: a
+    port or TLS file (`StartupError`), the database (`StoreError`; once running, its errors
+    are 503s), a listener that failed to bind after all (`OSError`)."""
+    from pinbase.net.startup import StartupError
+    from pinbase.store import StoreError
+
+    try:
+        yield
+    except (StartupError, StoreError) as exc:
         print_error(str(exc))
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        print_error(f"cannot start: {exc.strerror or exc}")
         raise typer.Exit(2) from None
 
 
@@ -207,17 +248,30 @@ def check_command(
 def demo(
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8080,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    hardware_port: Annotated[int, typer.Option(help="Hardware protocol (TCP) port.")] = 8442,
-    mqtt_port: Annotated[int, typer.Option(help="MQTT port.")] = 1883,
+    hardware_port: Annotated[
+        int, typer.Option(help="Hardware protocol (TCP) port; the default, if taken: a free one.")
+    ] = 8442,
+    mqtt_port: Annotated[
+        int, typer.Option(help="MQTT port; the default, if taken: a free one.")
+    ] = 1883,
     data_dir: Annotated[
         Path | None,
-        typer.Option(help="Where to create the demo database [default: a new temporary dir]."),
+        typer.Option(
+            help="Where to create the demo database, kept on exit [default: a new temporary "
+            "dir, removed on exit]."
+        ),
     ] = None,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the temporary data directory on exit.")
+    ] = False,
 ) -> None:
     """Serve a demo fleet whose simulated devices write values every second."""
     from pinbase.demo.run import run_demo
+    from pinbase.net.logformat import configure_logging
 
-    run_demo(host, port, hardware_port, mqtt_port, data_dir)
+    configure_logging("warning")
+    with startup_errors():
+        run_demo(host, port, hardware_port, mqtt_port, data_dir, keep)
 
 
 @app.command(
@@ -329,3 +383,6 @@ def migrate_command(
         "clients and users request new ones from the target.",
         highlight=False,
     )
+
+
+register(app)  # the operator commands (`pinbase.cli.fleet`) after the others in --help

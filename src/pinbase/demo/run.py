@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from pinbase.app.auth.secrets import new_device_token, new_token
 from pinbase.app.provisioning import apply_to_database
 from pinbase.config import Settings, database_url
 from pinbase.demo.devices import run_devices
+from pinbase.net.startup import StartupError, check_ports, free_port, port_problem
 from pinbase.server import GracefulServer, run, serve
 
 CLIENT_ID = "demo-backend"
@@ -88,10 +91,50 @@ def fleet(client_secret: str, password: str, tokens: dict[int, str]) -> dict[str
     }
 
 
+DEFAULT_DEVICE_PORTS = {"--hardware-port": 8442, "--mqtt-port": 1883}
+
+
+def demo_ports(host: str, port: int, device_ports: dict[str, int]) -> dict[str, int]:
+    """The ports the demo listens on, checked before anything is printed: `StartupError` when
+    the HTTP port is taken or a device port given explicitly is; a default device port that is
+    taken is replaced by a free one, and a line on stderr says so."""
+    check_ports(host, {"--port": port})
+    chosen = {}
+    for flag, wanted in device_ports.items():
+        problem = port_problem(host, wanted) if wanted else None
+        if problem is not None and DEFAULT_DEVICE_PORTS.get(flag) == wanted:
+            chosen[flag] = free_port(host)
+            print(f"{flag} {wanted}: {problem}; using {chosen[flag]}", file=sys.stderr)
+        elif problem is not None:
+            raise StartupError(f"{flag} {wanted}: {problem}")
+        else:
+            chosen[flag] = wanted
+    return chosen
+
+
 def run_demo(
-    host: str, port: int, hardware_port: int, mqtt_port: int, data_dir: Path | None
+    host: str,
+    port: int,
+    hardware_port: int,
+    mqtt_port: int,
+    data_dir: Path | None,
+    keep: bool = False,
 ) -> None:
+    """Serve the demo until Ctrl+C; a temporary data directory (no `data_dir`) is removed on
+    exit unless `keep`."""
+    ports = demo_ports(host, port, {"--hardware-port": hardware_port, "--mqtt-port": mqtt_port})
+    hardware_port, mqtt_port = ports["--hardware-port"], ports["--mqtt-port"]
     directory = data_dir or Path(tempfile.mkdtemp(prefix="pinbase-demo-"))
+    try:
+        _run(host, port, hardware_port, mqtt_port, directory)
+    finally:
+        if data_dir is None and not keep:
+            shutil.rmtree(directory, ignore_errors=True)
+        elif data_dir is None:
+            print(f"The demo's data stays in {directory}", file=sys.stderr)
+
+
+def _run(host: str, port: int, hardware_port: int, mqtt_port: int, directory: Path) -> None:
     url = database_url(directory, None)
     client_secret, password = new_token(), new_token()[:16]
     tokens = {device_id: new_device_token() for device_id, _, _ in DEVICES}

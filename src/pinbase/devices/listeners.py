@@ -17,6 +17,7 @@ from pinbase.app.services import Services
 from pinbase.net.admission import Admission, Budget
 from pinbase.net.eventlog import EventLog
 from pinbase.net.gate import Gate
+from pinbase.net.startup import tls_context
 
 
 class DeviceServer(Protocol):
@@ -27,14 +28,6 @@ class DeviceServer(Protocol):
 
     async def close(self) -> None:
         """Stop accepting, close every device connection, and return once they are gone."""
-
-
-def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext:
-    if not cert or not key:
-        raise ValueError("a TLS port needs both --tls-cert and --tls-key")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    return context
 
 
 def device_gate(services: Services, budget: Budget, listener: str) -> Gate:

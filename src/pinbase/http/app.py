@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from pinbase import __version__
 from pinbase.app.services import Services
+from pinbase.http.access import AccessLog
 from pinbase.http.errors import install_error_handlers
 from pinbase.http.limits import BodyLimit
 from pinbase.http.openapi import install_openapi
@@ -51,4 +52,5 @@ def create_app(services: Services) -> FastAPI:
         app.router.routes.extend(router.routes)
     system.mount_docs_assets(app)
     app.add_middleware(BodyLimit, limit=services.settings.body_limit)
+    app.add_middleware(AccessLog)  # outermost: it sees every answer, a 413 included
     return app

@@ -26,6 +26,7 @@ from pinbase.domain.model import (
 )
 from pinbase.domain.permissions import Principal
 from pinbase.domain.ratelimit import retry_after
+from pinbase.http.access import ORG_KEY
 from pinbase.http.errors import ApiError
 
 T = TypeVar("T")
@@ -71,6 +72,7 @@ class OrganizationBearer(OAuth2):
             principal, catalog = await authenticate(svc, credentials)
         except Unauthorized as exc:
             raise ApiError(401, str(exc), _CHALLENGE) from None
+        setattr(request.state, ORG_KEY, principal.org_id)
         wait = await svc.org_limits.take(principal.org_id)
         if wait:
             raise ApiError(

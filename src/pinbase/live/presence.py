@@ -7,23 +7,33 @@ While attached, the session receives the device's value and property changes fro
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from pinbase.domain.clock import now_ms
 from pinbase.live.bus import Bus, Event
 
+log = logging.getLogger("pinbase.devices")
+
 
 class Session(Protocol):
     device_id: int
     protocol: str
+
+    @property
+    def token_digest(self) -> str:
+        """The SHA-256 digest of the token the device logged in with."""
 
     def deliver(self, event: Event) -> None:
         """Queue a change for the device (never blocks)."""
 
     def replaced(self) -> None:
         """Another session logged in with the same token: close this one."""
+
+    def revoked(self) -> None:
+        """The token no longer opens the device (rotated, or the device is gone): close."""
 
 
 @dataclass(slots=True)
@@ -58,6 +68,7 @@ class Presence:
         unsubscribe = self._bus.subscribe_device(device_id, session.deliver)
         self._attached[device_id] = _Attached(session, now, unsubscribe)
         self._last_seen[device_id] = now
+        log.info("device %d connected (%s)", device_id, session.protocol)
 
     def detach(self, session: Session) -> None:
         """Forget the session if it is still the device's current one."""
@@ -66,6 +77,24 @@ class Presence:
             del self._attached[session.device_id]
             self._release(current)
             self._last_seen[session.device_id] = now_ms()
+            log.info("device %d disconnected (%s)", session.device_id, session.protocol)
+
+    def close_revoked(self, device_tokens: Mapping[str, int]) -> int:
+        """Close every session whose token no longer opens its device, given the catalog's
+        device ids by token digest; how many were closed."""
+        stale = [
+            attached.session
+            for device_id, attached in self._attached.items()
+            if device_tokens.get(attached.session.token_digest) != device_id
+        ]
+        for session in stale:
+            log.info(
+                "device %d: its token was revoked; closing (%s)",
+                session.device_id,
+                session.protocol,
+            )
+            session.revoked()
+        return len(stale)
 
     @staticmethod
     def _release(attached: _Attached) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from pinbase.store.base import Store
@@ -40,6 +42,17 @@ def open_store(url: str) -> Store:
     raise _scheme_error(url)
 
 
+@asynccontextmanager
+async def opened_store(url: str) -> AsyncIterator[Store]:
+    """The store at `url`, opened for the block and closed after it (a command's one use)."""
+    store = open_store(url)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
 async def check_database(url: str, *, full: bool = False) -> CheckReport:
     """`pinbase check` of the database at `url` (see `pinbase.store.check`); raises the store's
     errors for a database it cannot check (`BadUrl` for a URL it does not know)."""
@@ -68,4 +81,5 @@ __all__ = [
     "StoreUnavailable",
     "check_database",
     "open_store",
+    "opened_store",
 ]

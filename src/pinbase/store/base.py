@@ -33,7 +33,15 @@ from pinbase.store.records import (
     UserRow,
     ValueWrites,
 )
-from pinbase.store.sql import COUNTED_TABLES, CURRENT, HISTORY, PROPERTIES, Statements, Table
+from pinbase.store.sql import (
+    COUNTED_TABLES,
+    CURRENT,
+    HISTORY,
+    LAST_UPDATES,
+    PROPERTIES,
+    Statements,
+    Table,
+)
 
 
 class Channel(Protocol):
@@ -162,6 +170,12 @@ class Store(abc.ABC):
         """The greatest writer id handed out so far on this database (0 when none was)."""
         (row,) = await self._fetch(self.SQL.writers, ())
         return int(row[0])
+
+    async def last_updates(self) -> dict[int, int]:
+        """When each device's latest current value was stored (epoch ms), by device id; a
+        device without values is absent. One grouped read of the current values."""
+        rows = await self._fetch(LAST_UPDATES, ())
+        return {int(device_id): int(ts) for device_id, ts in rows}
 
     @abc.abstractmethod
     async def drop_history_before(self, cutoff: int) -> None:

@@ -149,6 +149,7 @@ TOKENS = Table("oauth_tokens", ("hash",), tuple(f.name for f in fields(TokenRow)
 ENTITY = {table.name: table for table in ENTITIES}
 ENTITY_TABLES = tuple(ENTITY)
 COUNTED_TABLES = (*ENTITY_TABLES, CURRENT.name, HISTORY.name, PROPERTIES.name)
+LAST_UPDATES = "SELECT device_id, MAX(updated_at) FROM current_values GROUP BY device_id"
 """What `Store.counts()` reports, in copying order."""
 
 

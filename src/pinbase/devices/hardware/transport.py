@@ -265,6 +265,13 @@ class HardwareConnection(asyncio.Protocol):
         log.info("hardware device %s: logged in again elsewhere; closing", self.device_id)
         self.close()
 
+    @property
+    def token_digest(self) -> str:
+        return self.device.token_digest if self.device is not None else ""
+
+    def revoked(self) -> None:
+        self.close()
+
     # closing ----------------------------------------------------------------------------------
     def close(self) -> None:
         """Close after sending what is already written to the transport."""

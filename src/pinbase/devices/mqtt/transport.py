@@ -290,6 +290,13 @@ class MqttConnection(asyncio.Protocol):
         log.info("MQTT connection of device %d replaced by a new login", self.device_id)
         self.abort("replaced by a new login")
 
+    @property
+    def token_digest(self) -> str:
+        return self._device.token_digest if self._device is not None else ""
+
+    def revoked(self) -> None:
+        self.abort("its token was revoked")
+
     # closing ------------------------------------------------------------------------------
     def abort(self, reason: str) -> None:
         """Drop the connection now; the batch in hand is still handled."""

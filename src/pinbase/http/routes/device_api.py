@@ -25,6 +25,7 @@ from pinbase.domain.model import INT64_MAX, INT64_MIN, Datastream
 from pinbase.domain.properties import MAX_PROPERTY_LENGTH, NO_NUL_PATTERN, PROPERTY_NAMES
 from pinbase.domain.ratelimit import retry_after
 from pinbase.domain.values import Value, parse_json_value, parse_text_value, to_text
+from pinbase.http.access import ORG_KEY
 from pinbase.http.deps import AppServices, decode_json
 from pinbase.http.errors import ApiError
 from pinbase.http.openapi import responses, schema_of
@@ -125,7 +126,9 @@ def _pairs(request: Request) -> list[tuple[str, str]]:
     return list(request.query_params.multi_items())
 
 
-async def _session(svc: AppServices, pairs: list[tuple[str, str]]) -> DeviceSession:
+async def _session(
+    svc: AppServices, request: Request, pairs: list[tuple[str, str]]
+) -> DeviceSession:
     tokens = {value for key, value in pairs if key == "token"}
     if len(tokens) != 1:
         raise Invalid(INVALID_TOKEN)
@@ -135,6 +138,7 @@ async def _session(svc: AppServices, pairs: list[tuple[str, str]]) -> DeviceSess
     session = await DeviceSession.login(svc, token)
     if session is None:
         raise Invalid(INVALID_TOKEN)
+    setattr(request.state, ORG_KEY, session.device.org_id)
     return session
 
 
@@ -214,7 +218,7 @@ def _json(content: object) -> Response:
 
 async def _update(svc: AppServices, request: Request) -> Response:
     pairs = _pairs(request)
-    session = await _session(svc, pairs)
+    session = await _session(svc, request, pairs)
     values = _written_values(session, pairs)
     try:
         await session.write_charged(values)
@@ -337,7 +341,7 @@ def _points(ds: Datastream, body: bytes) -> list[tuple[int, Value]]:
 )
 async def upload_points(svc: AppServices, request: Request) -> Response:
     pairs = _pairs(request)
-    session = await _session(svc, pairs)
+    session = await _session(svc, request, pairs)
     pin = _one(pairs, "pin")
     if pin is None:
         raise Invalid(WRONG_PIN)
@@ -395,7 +399,7 @@ def _requested(session: DeviceSession, pairs: list[tuple[str, str]]) -> list[Dat
 )
 async def get_values(svc: AppServices, request: Request) -> Response:
     pairs = _pairs(request)
-    session = await _session(svc, pairs)
+    session = await _session(svc, request, pairs)
     wanted = _requested(session, pairs)
     found = {ds.id: value for ds, value in await session.read(wanted)}
     if len(wanted) == 1:
@@ -422,7 +426,7 @@ async def get_values(svc: AppServices, request: Request) -> Response:
     ),
 )
 async def get_all(svc: AppServices, request: Request) -> Response:
-    session = await _session(svc, _pairs(request))
+    session = await _session(svc, request, _pairs(request))
     return _json({ds.pin: value for ds, value in await session.read()})
 
 
@@ -435,7 +439,7 @@ async def get_all(svc: AppServices, request: Request) -> Response:
     responses=_answers("`true` or `false`", {"application/json": {"schema": {"type": "boolean"}}}),
 )
 async def is_hardware_connected(svc: AppServices, request: Request) -> Response:
-    session = await _session(svc, _pairs(request))
+    session = await _session(svc, request, _pairs(request))
     return _json(svc.presence.is_connected(session.device_id))
 
 
@@ -463,7 +467,7 @@ async def is_hardware_connected(svc: AppServices, request: Request) -> Response:
 )
 async def update_property(svc: AppServices, request: Request) -> Response:
     pairs = _pairs(request)
-    session = await _session(svc, pairs)
+    session = await _session(svc, request, pairs)
     pin = _one(pairs, "pin")
     if pin is None:
         raise Invalid(WRONG_PIN)
