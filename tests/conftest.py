@@ -10,12 +10,21 @@ The suite has three parts:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 import helpers
 from helpers import BACKENDS, Api, Server, apply_fleet, client_token, user_token
+from pinbase.app.auth.secrets import use_password_hash_memory
+
+# Password hashes at the least cost (1 MiB instead of 64), in this process and in every server and
+# command it starts: argon2 at its full cost was a third of the suite's CPU time. The tests of
+# the hashing cost itself ask for it explicitly.
+TEST_HASH_MEMORY = "1024"
+os.environ.setdefault("PINBASE_PASSWORD_HASH_MEMORY", TEST_HASH_MEMORY)
+use_password_hash_memory(int(os.environ["PINBASE_PASSWORD_HASH_MEMORY"]))
 
 
 def _parametrized(metafunc: pytest.Metafunc) -> bool:

@@ -24,6 +24,8 @@ class Option:
     help: str
     shown_default: str | None = None
     """The default as the documentation shows it, when the value itself does not say it well."""
+    minimum: int | None = None
+    """The smallest value accepted; a smaller one is refused on the command line."""
 
     @staticmethod
     def flag(name: str) -> str:
@@ -34,8 +36,10 @@ class Option:
         return "PINBASE_" + name.upper()
 
 
-def setting(default: Any, help: str, shown_default: str | None = None) -> Any:
-    return field(default=default, metadata={"option": Option(help, shown_default)})
+def setting(
+    default: Any, help: str, shown_default: str | None = None, minimum: int | None = None
+) -> Any:
+    return field(default=default, metadata={"option": Option(help, shown_default, minimum)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +105,15 @@ class Settings:
         60, "Failed token requests logged per minute at most, the rest counted; 0: none."
     )
     password_hash_slots: int = setting(
-        0, "Password hashes computed at once (64 MiB each while it runs); 0: one per CPU."
+        0,
+        "Password hashes computed at once (each holds --password-hash-memory while it runs); "
+        "0: one per CPU.",
+    )
+    password_hash_memory: int = setting(
+        64 * 1024,
+        "KiB of memory each new password hash (argon2id) takes, at least 1024; a stored hash "
+        "keeps the cost it was made with. Lower it on small machines.",
+        minimum=1024,
     )
     password_hash_queue: int = setting(
         32, "Password logins that may wait for a hash slot; more are answered 503 at once."

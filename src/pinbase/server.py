@@ -23,6 +23,7 @@ from typing import Any
 
 import uvicorn
 
+from pinbase.app.auth.secrets import use_password_hash_memory
 from pinbase.app.retention import enforce_retention
 from pinbase.app.revoked_devices import close_revoked_devices
 from pinbase.app.services import Services
@@ -79,6 +80,7 @@ async def running_services(
     """The store opened, the services built, the relay, device listeners, retention and the
     closing of revoked device connections running; all of it stopped again on exit. The device
     listeners draw from `budget` (default: a new `connection_budget`)."""
+    use_password_hash_memory(settings.password_hash_memory)
     budget = budget if budget is not None else connection_budget(settings)
     the_store = store if store is not None else open_store(settings.database_url)
     await the_store.open()

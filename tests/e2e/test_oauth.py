@@ -9,7 +9,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import ACME, GLOBEX, PASSWORDS, Bearer, Server, apply_fleet, client_token, user_token
+from helpers import (
+    ACME,
+    FLEET,
+    GLOBEX,
+    PASSWORDS,
+    Bearer,
+    Server,
+    apply_fleet,
+    client_token,
+    pinbase,
+    user_token,
+)
 
 TOKEN_PATH = "/oauth2/token"
 VALUES = "/api/v2/organization/device/datastreams"
@@ -524,12 +535,16 @@ def peak_rss_kib(pid: int) -> int:
 
 
 def test_password_hashing_is_bounded(tmp_path: Path, special_server: list[Server]) -> None:
-    # One hash at a time (argon2 takes 64 MiB while it runs), two more logins may wait.
-    running = start_special(
-        tmp_path / "hashing",
-        special_server,
-        *("--password-hash-slots", "1", "--password-hash-queue", "2"),
-    )
+    # One hash at a time (argon2 at its full cost takes 64 MiB while it runs), two more logins
+    # may wait. The suite's hashes are cheap (conftest): these users' are made at full cost.
+    full_cost = ("--password-hash-memory", str(64 * 1024))
+    target = tmp_path / "hashing"
+    applied = pinbase("apply", str(FLEET), "--data-dir", str(target), *full_cost)
+    assert applied.returncode == 0, applied.stderr
+    running = Server(
+        target, *full_cost, *("--password-hash-slots", "1", "--password-hash-queue", "2")
+    ).start()
+    special_server.append(running)
     assert running.process is not None
     users = list(PASSWORDS)
     assert_token_body(password_grant(running.url, users[0], PASSWORDS[users[0]]))

@@ -9,6 +9,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from pinbase.app.auth.secrets import use_password_hash_memory
+from pinbase.config import declared
+
 console = Console(stderr=True)
 out = Console()
 
@@ -34,3 +37,25 @@ Database = Annotated[
         help="Database URL [default: sqlite:///<data-dir>/pinbase.db].",
     ),
 ]
+
+
+_HASH_MEMORY = next(item for item in declared() if item.name == "password_hash_memory")
+
+
+def _use_hash_memory(kib: int) -> int:
+    use_password_hash_memory(kib)
+    return kib
+
+
+PasswordHashMemory = Annotated[
+    int,
+    typer.Option(
+        _HASH_MEMORY.flag,
+        envvar=_HASH_MEMORY.env,
+        min=_HASH_MEMORY.option.minimum,
+        help=_HASH_MEMORY.option.help,
+        callback=_use_hash_memory,
+    ),
+]
+"""The cost of the password hashes a command makes, as `serve`'s setting of the same name."""
+DEFAULT_HASH_MEMORY: int = _HASH_MEMORY.default

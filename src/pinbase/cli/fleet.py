@@ -28,7 +28,15 @@ from pinbase.app.credentials import (
     set_password,
 )
 from pinbase.app.device_listing import ONLINE_MS, DeviceFilter, DeviceLine, list_devices
-from pinbase.cli.common import Database, DataDir, console, out, print_error
+from pinbase.cli.common import (
+    DEFAULT_HASH_MEMORY,
+    Database,
+    DataDir,
+    PasswordHashMemory,
+    console,
+    out,
+    print_error,
+)
 from pinbase.config import database_url
 from pinbase.store import Store, StoreError, opened_store
 
@@ -211,6 +219,7 @@ def user_password(
     ] = None,
     data_dir: DataDir = None,
     database: Database = None,
+    password_hash_memory: PasswordHashMemory = DEFAULT_HASH_MEMORY,
 ) -> None:
     """Set a user's password, revoking every token issued to them. The password is read from
     stdin (its first line) or, on a terminal, prompted for twice; --generate makes one."""

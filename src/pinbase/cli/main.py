@@ -26,7 +26,15 @@ from pinbase.app.provisioning import (
     apply_to_database,
     load_document,
 )
-from pinbase.cli.common import Database, DataDir, console, out, print_error
+from pinbase.cli.common import (
+    DEFAULT_HASH_MEMORY,
+    Database,
+    DataDir,
+    PasswordHashMemory,
+    console,
+    out,
+    print_error,
+)
 from pinbase.cli.fleet import register
 from pinbase.config import Settings, database_url, declared
 
@@ -93,6 +101,7 @@ def _serve_options() -> list[inspect.Parameter]:
             help=item.option.help,
             show_default=item.option.shown_default or True,
             case_sensitive=False,
+            min=item.option.minimum,
         )
         parameters.append(
             inspect.Parameter(
@@ -166,6 +175,7 @@ def apply_command(
     file: Annotated[Path, typer.Argument(help="Fleet description, YAML or JSON.")],
     data_dir: DataDir = None,
     database: Database = None,
+    password_hash_memory: PasswordHashMemory = DEFAULT_HASH_MEMORY,
 ) -> None:
     """Create or update organizations, clients, users, products and devices from FILE.
 

@@ -25,11 +25,12 @@ Decisions:
   before taking from it lets concurrent guesses through between the two; in the process the
   check and the spend are one step of the event loop, and a flood of guesses costs no database
   write. The price: P processes sharing one database give a guesser at most P times the budget.
-- Password hashes (argon2: 64 MiB and a CPU while one runs) run at most `password_hash_slots` at
-  once, by default one per CPU the process may use. At most `password_hash_queue` requests wait
-  for a slot; any more are answered 503 `temporarily_unavailable` at once, with Retry-After. A
-  slot is freed when its hash finishes, even if the request was abandoned meanwhile. Client
-  secrets and tokens are SHA-256 digests: they need no slot.
+- Password hashes (argon2: `password_hash_memory` and a CPU while one runs) run at most
+  `password_hash_slots` at once, by default one per CPU the process may use. At most
+  `password_hash_queue` requests wait for a slot; any more are answered 503
+  `temporarily_unavailable` at once, with Retry-After. A slot is freed when its hash finishes,
+  even if the request was abandoned meanwhile. Client secrets and tokens are SHA-256 digests:
+  they need no slot.
 - Each failure is logged at WARNING with its reason, the client, the user and the address, never
   a secret. A client id or e-mail that names no stored client or user is logged as a short
   SHA-256 prefix: it is the caller's text, perhaps a secret typed in the wrong field. Known ones

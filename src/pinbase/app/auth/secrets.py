@@ -34,6 +34,15 @@ def same_digest(secret: str, stored: str) -> bool:
     return hmac.compare_digest(digest(secret), stored)
 
 
+def use_password_hash_memory(kib: int) -> None:
+    """Make new password hashes take `kib` KiB (argon2id, at least 1024). A stored hash names
+    its own cost, so hashes made before keep verifying."""
+    global _hasher
+    if kib < 1024:
+        raise ValueError(f"a password hash needs at least 1024 KiB, not {kib}")
+    _hasher = PasswordHasher(memory_cost=kib)
+
+
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
