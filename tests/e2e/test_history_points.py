@@ -181,8 +181,9 @@ def test_imports_are_idempotent_and_never_replace_a_live_point(org: Api, own: Se
         assert response.status_code == 204, response.text
     live = all_history(org, device_id, HUMIDITY, True)
     assert len(live) == 20
-    # points at the live points' own milliseconds, and at milliseconds of their own
-    points = [(ts, 50 + n) for n, (ts, _) in enumerate(live)]
+    # points at the live points' own milliseconds (two live points may share one), and at
+    # milliseconds of their own
+    points = [(ts, 50 + n) for n, ts in enumerate(sorted({ts for ts, _ in live}))]
     points += [(live[0][0] - 1000 * (n + 1), 80 + n) for n in range(10)]
     body = {
         "deviceId": device_id,
