@@ -31,6 +31,7 @@ from pinbase.config import Settings
 from pinbase.devices.listeners import start_device_listeners, stop_device_listeners
 from pinbase.http.app import create_app
 from pinbase.http.protocol import bound_protocol
+from pinbase.live.bus import Bus
 from pinbase.live.relay import ChannelRelay
 from pinbase.net.admission import Admission, Budget
 from pinbase.net.eventlog import EventLog
@@ -50,10 +51,11 @@ class GracefulServer(uvicorn.Server):
     the admission gate logs the counts it still holds.
     """
 
-    def __init__(self, config: uvicorn.Config, gate: Gate) -> None:
+    def __init__(self, config: uvicorn.Config, gate: Gate, bus: Bus) -> None:
         super().__init__(config)
         self.ready = asyncio.Event()
         self.gate = gate
+        self.bus = bus
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -69,6 +71,7 @@ class GracefulServer(uvicorn.Server):
             self.ready.set()
 
     async def shutdown(self, sockets: Any = None) -> None:
+        self.bus.close()  # live streams end now rather than at the graceful-shutdown timeout
         await super().shutdown(sockets)
         self.gate.close()
 
@@ -143,7 +146,7 @@ def http_server(services: Services, budget: Budget, log_level: str = "info") -> 
         timeout_graceful_shutdown=30,
         lifespan="off",
     )
-    return GracefulServer(config, gate)
+    return GracefulServer(config, gate, services.bus)
 
 
 def preflight(settings: Settings) -> None:

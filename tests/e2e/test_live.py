@@ -5,12 +5,13 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
-from helpers import Server
+from helpers import Server, apply_fleet, client_token
 
 UPDATE = "/api/v1/organization/device/datastream"
 LIVE = "/api/v1/organization/live"
@@ -23,6 +24,9 @@ class Listener:
     def __init__(self, base_url: str, token: str, params: dict[str, str] | None = None) -> None:
         self.events: queue.Queue[tuple[str, dict[str, object]]] = queue.Queue()
         self.ready = threading.Event()
+        self.ended = threading.Event()
+        """Set when the server ended the stream, cleanly (`error` None) or not."""
+        self.error: Exception | None = None
         self._client = httpx.Client(base_url=base_url, timeout=None)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(token, params or {}), daemon=True)
@@ -32,9 +36,11 @@ class Listener:
     def _run(self, token: str, params: dict[str, str]) -> None:
         try:
             self._read(token, params)
-        except (httpx.HTTPError, OSError):
+        except (httpx.HTTPError, OSError) as exc:
             if not self._stop.is_set():  # closing the client ends the read; nothing else may
-                raise
+                self.error = exc
+        finally:
+            self.ended.set()
 
     def _read(self, token: str, params: dict[str, str]) -> None:
         headers = {"Authorization": f"Bearer {token}"}
@@ -132,3 +138,16 @@ def test_a_principal_without_view_permission_is_refused(
     response = httpx.get(server.url + LIVE, headers={"Authorization": f"Bearer {tokens['blind']}"})
     assert response.status_code == 403
     assert response.json()["error"]["message"]
+
+
+def test_stopping_the_server_ends_every_live_stream_cleanly(tmp_path: Path) -> None:
+    # Without this, a stop waited for the graceful-shutdown timeout and then cut the stream off.
+    apply_fleet(tmp_path)
+    running = Server(tmp_path).start()
+    listener = Listener(running.url, client_token(running.url))
+    try:
+        assert running.stop() == 0
+        assert listener.ended.wait(DEADLINE)
+        assert listener.error is None, listener.error
+    finally:
+        listener.close()

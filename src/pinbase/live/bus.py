@@ -52,7 +52,27 @@ class Bus:
     def __init__(self) -> None:
         self._devices: dict[int, list[Deliver]] = {}
         self._orgs: dict[int, list[Deliver]] = {}
+        self._on_close: list[Callable[[], None]] = []
+        self.closed = False
         self.relay: Relay | None = None
+
+    def when_closed(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` once the server stops (`close`), so that a subscriber that would
+        wait forever (a live stream) ends; returns the function that forgets it."""
+        self._on_close.append(callback)
+
+        def forget() -> None:
+            if callback in self._on_close:
+                self._on_close.remove(callback)
+
+        return forget
+
+    def close(self) -> None:
+        """The server is stopping: tell every `when_closed` callback, once."""
+        self.closed = True
+        callbacks, self._on_close = self._on_close, []
+        for callback in callbacks:
+            callback()
 
     def subscribe_device(self, device_id: int, deliver: Deliver) -> Callable[[], None]:
         """Call `deliver` for every change of one device; returns the unsubscribe function."""

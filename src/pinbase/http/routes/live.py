@@ -4,7 +4,8 @@ A script or dashboard keeps one `GET /api/v1/organization/live` open and receive
 of the devices its token covers, from whichever interface or server process it came, as
 `event: value` / `event: property` messages whose data is one JSON object. A comment line is
 sent every KEEPALIVE_S seconds so that proxies keep the connection open. A client that cannot
-keep up loses the oldest queued events, never slows writers down.
+keep up loses the oldest queued events, never slows writers down. When the server stops, every
+stream ends at once (the bus closes), so a stop does not wait for its clients.
 """
 
 from __future__ import annotations
@@ -68,32 +69,39 @@ async def live(ctx: OrgContext, deviceIds: IdsQuery = None) -> StreamingResponse
     wanted = set(int_list("deviceIds", deviceIds, INT32_MIN, INT32_MAX))
     ctx.principal.require_view()
     principal, store = ctx.principal, ctx.services.store
-    queue: asyncio.Queue[Event] = asyncio.Queue(QUEUE_SIZE)
+    queue: asyncio.Queue[Event | None] = asyncio.Queue(QUEUE_SIZE)  # None: the server stops
 
-    def deliver(event: Event) -> None:
-        if wanted and event.device_id not in wanted:
-            return
+    def put(event: Event | None) -> None:
         if queue.full():
             queue.get_nowait()
         queue.put_nowait(event)
 
-    unsubscribe = ctx.services.bus.subscribe_org(principal.org_id, deliver)
+    def deliver(event: Event) -> None:
+        if not wanted or event.device_id in wanted:
+            put(event)
+
+    bus = ctx.services.bus
+    unsubscribe = bus.subscribe_org(principal.org_id, deliver)
+    forget = bus.when_closed(lambda: put(None))
 
     async def stream() -> AsyncIterator[bytes]:
         try:
             yield b": connected\n\n"
-            while True:
+            while not bus.closed:
                 try:
                     event = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
                 except TimeoutError:
                     yield b": keep-alive\n\n"
                     continue
+                if event is None:
+                    return
                 catalog = await store.catalog()
                 device = catalog.devices.get(event.device_id)
                 if device is not None and principal.covers(device):
                     yield _message(event)
         finally:
             unsubscribe()
+            forget()
 
     return StreamingResponse(
         stream(),
