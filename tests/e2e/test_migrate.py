@@ -27,7 +27,8 @@ import httpx
 import pytest
 
 import helpers
-from pinbase.app.migrate import KINDS, NoProgress, migrate, verify
+from pinbase.app.migrate import KINDS, migrate, verify
+from pinbase.app.progress import NoProgress
 from pinbase.app.provisioning import apply, load_document
 from pinbase.store.records import ValueWrites
 from pinbase.store.sqlite.store import SqliteStore

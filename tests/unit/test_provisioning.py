@@ -252,6 +252,33 @@ def test_applying_twice_changes_nothing(db: Path) -> None:
     assert not report.changed
 
 
+class Recorder:
+    """A `pinbase.app.progress.Progress` that remembers what it heard."""
+
+    def __init__(self) -> None:
+        self.heard: list[tuple[str, str, int]] = []
+
+    def begin(self, phase: str, total: int) -> None:
+        self.heard.append(("begin", phase, total))
+
+    def advance(self, phase: str, steps: int) -> None:
+        self.heard.append(("advance", phase, steps))
+
+
+def test_planning_reports_each_user_it_hashes_for() -> None:
+    document = example()
+    document["organizations"][0]["users"].append(
+        {"email": "bob@acme.test", "password": "another battery staple", "role": "Staff"}
+    )
+    recorder = Recorder()
+    plan(document, Entities(), recorder)
+    assert recorder.heard == [
+        ("begin", "users", 2),
+        ("advance", "users", 1),
+        ("advance", "users", 1),
+    ]
+
+
 def test_changing_one_field_updates_only_that_row(db: Path) -> None:
     apply_doc(db, example())
     document = example()

@@ -38,9 +38,10 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from pinbase.app.progress import NoProgress, Progress
 from pinbase.store import Store, StoreError, open_store
 from pinbase.store.records import ValueWrites
 from pinbase.store.sql import COUNTED_TABLES, ENTITY_TABLES
@@ -52,24 +53,6 @@ BATCH = 10_000  # rows per read and per target transaction
 ENTITY_KINDS = ENTITY_TABLES
 KINDS = COUNTED_TABLES
 PHASES = ("entities", "current values", "history", "properties")
-
-
-class Progress(Protocol):
-    """Where a migration reports how far it got (a progress bar, or nothing)."""
-
-    def begin(self, phase: str, total: int) -> None:
-        """A phase starts; `total` rows are expected."""
-
-    def advance(self, phase: str, rows: int) -> None:
-        """`rows` more rows of the phase were written."""
-
-
-class NoProgress:
-    def begin(self, phase: str, total: int) -> None:
-        pass
-
-    def advance(self, phase: str, rows: int) -> None:
-        pass
 
 
 class CannotOpen(Exception):
@@ -277,8 +260,6 @@ __all__ = [
     "KINDS",
     "CannotOpen",
     "MigrationReport",
-    "NoProgress",
-    "Progress",
     "migrate",
     "migrate_databases",
     "redact",

@@ -78,6 +78,7 @@ from pinbase.app.auth.secrets import (
     new_token,
     verify_password,
 )
+from pinbase.app.progress import NoProgress, Progress
 from pinbase.domain.model import DEFAULT_ROLES, INT32_MAX, INT32_MIN, DataType, Permission
 from pinbase.store import Conflict, Store, opened_store
 from pinbase.store.records import (
@@ -661,8 +662,9 @@ def _match_names(
 class _Planner:
     """Compares the document with the stored rows; collects the rows that must be written."""
 
-    def __init__(self, existing: Entities) -> None:
+    def __init__(self, existing: Entities, progress: Progress) -> None:
         self.existing = existing
+        self.progress = progress
         self.rows = Entities()
         self.created: Counter[str] = Counter()
         self.updated: Counter[str] = Counter()
@@ -691,6 +693,7 @@ class _Planner:
         for org in orgs:
             for client in org.clients:
                 self._plan_client(org, client, clients.get(client.client_id))
+        self.progress.begin("users", sum(len(org.users) for org in orgs))  # slow hashes
         for org in orgs:
             self._plan_users(org)
         for org in orgs:
@@ -784,6 +787,7 @@ class _Planner:
                 self.revoke_users.append(user_id)
             self._put("users", old, row)
             self.users[org.id, spec.email] = row
+            self.progress.advance("users", 1)
 
     def _password_hash(self, spec: _UserSpec, old: UserRow | None) -> str:
         if spec.password is None:
@@ -907,16 +911,20 @@ class _Planner:
                     )
 
 
-def plan(document: Any, existing: Entities) -> tuple[Entities, ApplyReport]:
-    """Check `document` against the stored rows; the rows to upsert (new or changed ones)."""
-    return _Planner(existing).run(_parse_document(document))
+def plan(
+    document: Any, existing: Entities, progress: Progress | None = None
+) -> tuple[Entities, ApplyReport]:
+    """Check `document` against the stored rows; the rows to upsert (new or changed ones).
+    Hashing the users' passwords is the slow part: `progress` hears of each user."""
+    planner = _Planner(existing, progress if progress is not None else NoProgress())
+    return planner.run(_parse_document(document))
 
 
-async def apply(store: Store, document: Any) -> ApplyReport:
+async def apply(store: Store, document: Any, progress: Progress | None = None) -> ApplyReport:
     """Apply `document` to the store in one transaction, revoking the tokens of the users and
     clients whose credentials or role it changes; nothing is written if it is invalid."""
     existing = await store.entities()
-    rows, report = plan(document, existing)
+    rows, report = plan(document, existing, progress)
     if not rows.is_empty():
         try:
             await store.upsert_entities(rows, report.revoked)
@@ -941,7 +949,9 @@ async def delete(
         raise ProvisioningError("database", str(exc)) from exc
 
 
-async def apply_to_database(url: str, document: Any) -> ApplyReport:
+async def apply_to_database(
+    url: str, document: Any, progress: Progress | None = None
+) -> ApplyReport:
     """Open the store at `url`, apply `document` to it, and close it again."""
     async with opened_store(url) as store:
-        return await apply(store, document)
+        return await apply(store, document, progress)

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from pinbase.app.auth.secrets import use_password_hash_memory
+from pinbase.app.progress import NoProgress
+from pinbase.app.progress import Progress as Steps
 from pinbase.config import declared
 
 console = Console(stderr=True)
@@ -59,3 +72,55 @@ PasswordHashMemory = Annotated[
 ]
 """The cost of the password hashes a command makes, as `serve`'s setting of the same name."""
 DEFAULT_HASH_MEMORY: int = _HASH_MEMORY.default
+
+
+class Bars:
+    """A use case's progress (`pinbase.app.progress`) as one rich bar per phase, on stderr;
+    nothing is drawn until a phase begins."""
+
+    def __init__(self) -> None:
+        self.bars = Progress(
+            TextColumn("{task.description:<15}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.tasks: dict[str, TaskID] = {}
+
+    def begin(self, phase: str, total: int) -> None:
+        if not self.tasks:
+            self.bars.start()
+        self.tasks[phase] = self.bars.add_task(phase, total=total)
+
+    def advance(self, phase: str, steps: int) -> None:
+        self.bars.advance(self.tasks[phase], steps)
+
+    def stop(self) -> None:
+        if self.bars.live.is_started:  # stopping bars never shown would print an empty line
+            self.bars.stop()
+
+
+@contextlib.contextmanager
+def progress_bars() -> Iterator[Steps]:
+    """Progress bars on a terminal; elsewhere (scripts, logs) nothing."""
+    if not console.is_terminal:
+        yield NoProgress()
+        return
+    bars = Bars()
+    try:
+        yield bars
+    finally:
+        bars.stop()
+
+
+@contextlib.contextmanager
+def working(what: str) -> Iterator[None]:
+    """A spinner saying `what` on a terminal, for one long step that cannot count its steps."""
+    if not console.is_terminal:
+        yield
+        return
+    with console.status(what):
+        yield

@@ -34,6 +34,8 @@ from pinbase.cli.common import (
     console,
     out,
     print_error,
+    progress_bars,
+    working,
 )
 from pinbase.cli.fleet import register
 from pinbase.config import Settings, database_url, declared
@@ -186,7 +188,10 @@ def apply_command(
 
     try:
         document = load_document(file)
-        report = asyncio.run(apply_to_database(database_url(data_dir, database), document))
+        with progress_bars() as bars:
+            report = asyncio.run(
+                apply_to_database(database_url(data_dir, database), document, bars)
+            )
     except (ProvisioningError, StoreError) as exc:
         print_error(str(exc))
         console.print("Nothing was written.")
@@ -231,7 +236,8 @@ def check_command(
     from pinbase.store import StoreError, check_database
 
     try:
-        report = asyncio.run(check_database(database_url(data_dir, database), full=full))
+        with working("checking the whole database" if full else "checking the database"):
+            report = asyncio.run(check_database(database_url(data_dir, database), full=full))
     except StoreError as exc:
         print_error(str(exc))
         raise typer.Exit(2) from None
@@ -316,49 +322,18 @@ def migrate_command(
     ],
 ) -> None:
     """`pinbase migrate --from URL --to URL` (see `pinbase.app.migrate`; help text above)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TaskID,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
     from rich.table import Table
 
     from pinbase.app.migrate import KINDS, CannotOpen, migrate_databases, redact
     from pinbase.store import Corrupt, StoreError, StoreUnavailable
 
-    class Bars:
-        """One rich progress bar per phase, shown once the first phase begins."""
-
-        def __init__(self, bars: Progress) -> None:
-            self.bars = bars
-            self.tasks: dict[str, TaskID] = {}
-
-        def begin(self, phase: str, total: int) -> None:
-            if not self.tasks:
-                self.bars.start()
-            self.tasks[phase] = self.bars.add_task(phase, total=total)
-
-        def advance(self, phase: str, rows: int) -> None:
-            self.bars.advance(self.tasks[phase], rows)
-
     def fail(code: int, message: str) -> typer.Exit:
         print_error(message)
         return typer.Exit(code)
 
-    bars = Progress(
-        TextColumn("{task.description:<15}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
     try:
-        report = asyncio.run(migrate_databases(source, target, Bars(bars)))
+        with progress_bars() as bars:
+            report = asyncio.run(migrate_databases(source, target, bars))
     except CannotOpen as exc:
         raise fail(2, str(exc)) from None
     except Corrupt as exc:
@@ -367,9 +342,6 @@ def migrate_command(
         raise fail(2, f"{exc}\nWhat was copied so far stays; run the same command again.") from None
     except StoreError as exc:
         raise fail(1, f"the copy failed: {exc}") from None
-    finally:
-        if bars.live.is_started:  # stopping a bar never shown would print an empty line
-            bars.stop()
 
     out.print(f"{redact(source)} → {redact(target)}", highlight=False, soft_wrap=True)
     table = Table()
