@@ -341,6 +341,22 @@ def test_get_keys_without_values_and_several_pins(devices: Devices) -> None:
     assert_refused(device.call("get"))  # no pin at all
 
 
+def test_get_by_datastream_id_and_pin_parameter(devices: Devices) -> None:
+    device = devices(130)
+    assert_ok(device.update("v1=12.5&v4=24.1,56.9"))
+    assert device.text("dataStreamId=1") == "12.5"
+    assert device.text("pin=V1") == "12.5"
+    assert device.text("dataStreamId=4") == "24.1,56.9"
+    response = device.get("dataStreamId=1&dataStreamId=3&pin=v4")
+    assert response.json() == {"v1": 12.5, "v3": None, "v4": [24.1, 56.9]}
+    assert device.get("dataStreamId=1&v1").text == "12.5"  # one datastream, named twice
+    assert_refused(device.get("dataStreamId=2"))  # never written
+    assert_error(device.get("dataStreamId=x"), "Wrong dataStreamId format.")
+    assert_error(device.get("dataStreamId="), "Wrong dataStreamId format.")
+    assert_error(device.get("dataStreamId=99"), "No datastream setup for that dataStreamId.")
+    assert_error(device.get("pin=w1"), WRONG_PIN)
+
+
 def test_get_all_lists_only_datastreams_with_a_value(devices: Devices) -> None:
     device = devices(113)
     response = device.call("getAll")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from pinbase.http.access import redacted_query
+from pinbase.http.access import redacted_path, redacted_query
 from pinbase.net.logformat import JsonFormatter, TextFormatter
 
 
@@ -26,6 +26,15 @@ def record(message: str, *args: object, **fields: object) -> logging.LogRecord:
     made = logging.LogRecord("pinbase.access", logging.INFO, __file__, 1, message, args, None)
     made.fields = fields
     return made
+
+
+def test_a_token_shaped_first_path_segment_is_redacted() -> None:
+    token = "f3Kp0cQm9Zt1Yx7Lw2Nv5Rb8Hs4Jd6Ga"
+    assert redacted_path(f"/{token}/get/V1") == "/[redacted]/get/V1"
+    assert redacted_path(f"/{token}") == "/[redacted]"
+    assert redacted_path("/a_b-" + token[4:] + "/x") == "/[redacted]/x"
+    for kept in (f"/{token}X/get", f"/x/{token}/get", f"/{token[:31]}/get", "/external/api/get"):
+        assert redacted_path(kept) == kept
 
 
 def test_json_lines_carry_the_message_and_the_fields() -> None:

@@ -1,7 +1,8 @@
 """The access log: one INFO line per HTTP request on the `pinbase.access` logger.
 
 `GET /external/api/get?token=[redacted]&pin=v1 200 1.3 ms 10.0.0.7 org=1`: method, path with
-every secret-bearing query parameter's value replaced, status, duration, client address, and
+every secret-bearing query parameter's value replaced (and a first segment shaped like a device
+token, blynk-server's `/{token}/get/v1`), status, duration, client address, and
 the organization the request acted for (`-` when none: a refused token, the device API before
 its token is known). The organization comes from the request's `state` (`ORG_KEY`), which the
 routes set once they know it.
@@ -14,6 +15,7 @@ gathered once per request.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 from urllib.parse import parse_qsl, quote
@@ -37,6 +39,14 @@ SECRET_PARAMETERS = frozenset(
     }
 )
 REDACTED = "[redacted]"
+TOKEN_SEGMENT = "[A-Za-z0-9_-]{32}"
+"""A device token as the first segment of a path (blynk-server's HTTP API, `routes/legacy.py`)."""
+_TOKEN_PATH = re.compile(f"^/{TOKEN_SEGMENT}(?=/|$)")
+
+
+def redacted_path(path: str) -> str:
+    """`path` with a first segment shaped like a device token replaced by `REDACTED`."""
+    return _TOKEN_PATH.sub("/" + REDACTED, path, count=1)
 
 
 def redacted_query(query: str) -> str:
@@ -86,7 +96,7 @@ class AccessLog:
 
 def _log(scope: Scope, status: int, ms: float) -> None:
     query = scope.get("query_string", b"").decode("latin-1")
-    path = scope.get("path", "")
+    path = redacted_path(scope.get("path", ""))
     if query:
         path = f"{path}?{redacted_query(query)}"
     client = scope.get("client")

@@ -14,7 +14,7 @@ from pinbase.http.access import AccessLog
 from pinbase.http.errors import install_error_handlers
 from pinbase.http.limits import BodyLimit
 from pinbase.http.openapi import install_openapi
-from pinbase.http.routes import datastreams, device_api, devices, live, oauth, system
+from pinbase.http.routes import datastreams, device_api, devices, legacy, live, oauth, system
 
 DESCRIPTION = (
     "Blynk's Organization datastream API, self-hosted. Obtain a token at `/oauth2/token`, then "
@@ -50,6 +50,9 @@ def create_app(services: Services) -> FastAPI:
         live.router,
     ):
         app.router.routes.extend(router.routes)
+    # blynk-server's /{token}/... routes come last: they match only a token-shaped first
+    # segment, and nothing else may be shadowed by them.
+    app.router.routes.extend(legacy.routes)
     system.mount_docs_assets(app)
     app.add_middleware(BodyLimit, limit=services.settings.body_limit)
     app.add_middleware(AccessLog)  # outermost: it sees every answer, a 413 included

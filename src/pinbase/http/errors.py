@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from pinbase.domain.errors import DomainError, Forbidden, Invalid, NotFound
+from pinbase.http.access import redacted_path
 from pinbase.http.methods import path_methods
 from pinbase.store.errors import Corrupt, StorageFull, StoreUnavailable
 
@@ -110,11 +111,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def unavailable(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StoreUnavailable)
-        log.debug("store failing on %s %s: %s", request.method, request.url.path, exc)
+        path = redacted_path(request.url.path)
+        log.debug("store failing on %s %s: %s", request.method, path, exc)
         return error_response(*store_failure(exc))
 
     async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        log.exception("unhandled error on %s %s", request.method, redacted_path(request.url.path))
         return error_response(500, "Internal server error.")
 
     app.add_exception_handler(ApiError, api_error)

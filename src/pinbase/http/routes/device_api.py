@@ -359,11 +359,17 @@ async def upload_points(svc: AppServices, request: Request) -> Response:
 
 
 def _requested(session: DeviceSession, pairs: list[tuple[str, str]]) -> list[Datastream]:
+    """Pin keys (`&v1&v2`), `dataStreamId=1` and `pin=v1`, in the order given."""
     wanted: dict[int, Datastream] = {}
-    for key, _ in pairs:
+    for key, value in pairs:
         if key == "token":
             continue
-        ds = _by_pin(session, key)
+        if key == "dataStreamId":
+            ds = _by_id(session, value)
+        elif key == "pin":
+            ds = _by_pin(session, value)
+        else:
+            ds = _by_pin(session, key)
         wanted.setdefault(ds.id, ds)
     if not wanted:
         raise Invalid("No pin given: ask for one or more pins, e.g. &v1&v2.")
@@ -374,12 +380,19 @@ def _requested(session: DeviceSession, pairs: list[tuple[str, str]]) -> list[Dat
     "/get",
     summary="Get datastream values",
     description=(
-        "`&v1`: the value of one pin as plain text (a location as `lon,lat`). `&v1&v2`: a JSON "
-        'object such as `{"v1": 1.0, "v2": "text"}` (`null` for a pin without a value).'
+        "`&v1` (or `dataStreamId=1`, or `pin=v1`): the value of one datastream as plain text (a "
+        'location as `lon,lat`). `&v1&v2`: a JSON object such as `{"v1": 1.0, "v2": "text"}` '
+        "(`null` for a pin without a value)."
     ),
     response_class=Response,
     openapi_extra=_documented(
-        _pins_parameter("The pins to read, e.g. `&v1&v2` (values are ignored)", {"v1": ""})
+        _pins_parameter("The pins to read, e.g. `&v1&v2` (values are ignored)", {"v1": ""}),
+        _parameter(
+            "dataStreamId",
+            "A datastream to read by its id",
+            schema={"type": "string", "pattern": "^[0-9]{1,9}$"},
+        ),
+        _parameter("pin", "A datastream to read by its pin, e.g. `v1`", schema=_PIN_SCHEMA),
     ),
     responses=_answers(
         "The value (one pin) or the values by pin (several)",
