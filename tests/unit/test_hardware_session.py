@@ -51,6 +51,7 @@ OK, QUOTA_LIMIT, ILLEGAL, INVALID_TOKEN = (
 )
 ARDUINO = ("ver", "1.3.2", "h-beat", "45", "buff-in", "1024", "dev", "ESP32", "build", "x")
 BLYNKLIB = ("ver", "0.2.6", "buff-in", "1024", "h-beat", "10", "dev", "python")
+BLYNK_LIBRARY_PYTHON = ("ver", "0.2.0", "h-beat", "10", "buff-in", "1024", "dev", "python")
 OTHER = ("ver", "1.0", "dev", "linux")
 
 Sent = tuple[int, int, "int | list[str]"]
@@ -199,11 +200,16 @@ def test_first_frame_must_be_a_login() -> None:
     assert device.received() == []
 
 
-def test_a_second_login_is_illegal() -> None:
-    device = logged_in()
+def test_a_second_login_is_answered_already_registered() -> None:
+    device = framed()
     device.send(frame(codec.LOGIN, 9, TOKEN))
+    device.send(frame(codec.HW_LOGIN, 10, "another token"))
     assert device.requests() == []
-    assert device.received() == [(RESPONSE, 9, ILLEGAL)]
+    assert device.received() == [
+        (RESPONSE, 9, codec.ALREADY_REGISTERED),
+        (RESPONSE, 10, codec.ALREADY_REGISTERED),
+    ]
+    assert device.session.state is State.ACTIVE
 
 
 @pytest.mark.parametrize(
@@ -459,10 +465,19 @@ def test_heartbeat_out_of_range_is_ignored(beat: str) -> None:
     assert device.session.heartbeat_deadline == T0 + 1.5 * HEARTBEAT
 
 
+def info(*pairs: str) -> dict[str, str]:
+    return dict(zip(pairs[::2], pairs[1::2], strict=True))
+
+
 def test_clients_are_told_apart_by_their_first_info() -> None:
-    assert classify(dict(zip(ARDUINO[::2], ARDUINO[1::2], strict=True))) is Client.FRAMED
-    assert classify(dict(zip(BLYNKLIB[::2], BLYNKLIB[1::2], strict=True))) is Client.ONE_PER_READ
-    assert classify({"dev": "esp32-mpython"}) is Client.ONE_PER_READ
+    assert classify(info(*ARDUINO)) is Client.FRAMED
+    assert classify(info(*BLYNKLIB)) is Client.ONE_PER_READ
+    micropython = ("ver", "0.2.6", "buff-in", "1024", "h-beat", "10", "dev", "esp32-mpython")
+    assert classify(info(*micropython)) is Client.ONE_PER_READ
+    assert classify(info(*BLYNK_LIBRARY_PYTHON)) is Client.FRAMED
+    # python, but neither library's order: nothing is assumed (paced, no PING)
+    assert classify({"dev": "python"}) is Client.UNKNOWN
+    assert classify(info("dev", "python", "h-beat", "10", "buff-in", "1024")) is Client.UNKNOWN
     assert classify({"ver": "1.0", "dev": "linux-py"}) is Client.UNKNOWN
     device = logged_in(*ARDUINO)
     assert device.session.client is Client.FRAMED
@@ -534,24 +549,27 @@ def test_the_gate_opens_after_the_grace() -> None:
 
 
 # kinds of clients ---------------------------------------------------------------------------
-def test_framed_client_gets_everything_at_once_including_properties() -> None:
-    device = framed()
+@pytest.mark.parametrize("announced", [ARDUINO, BLYNK_LIBRARY_PYTHON])
+def test_framed_client_gets_everything_at_once_and_never_a_ping(
+    announced: tuple[str, ...],
+) -> None:
+    device = logged_in(*announced)
     session = device.session
     session.send_value("v1", ["1"])
-    assert session.send_property("v1", "color", "#00FF00")
     session.send_value("v2", ["2", "3"])
     assert device.received() == [
         (HARDWARE, 1, ["vw", "1", "1"]),
-        (PROPERTY, 2, ["1", "color", "#00FF00"]),
-        (HARDWARE, 3, ["vw", "2", "2", "3"]),
+        (HARDWARE, 2, ["vw", "2", "2", "3"]),
     ]
-    assert session.next_deadline() == T0 + 1.5 * 45  # nothing else to time
+    beat = int(announced[announced.index("h-beat") + 1])
+    assert session.next_deadline() == T0 + 1.5 * beat  # nothing else to time: no barrier
+    assert device.at(T0 + 1.5 * beat - 0.001) == []  # silent until the heartbeat runs out
+    assert not session.closed
 
 
-def test_unknown_client_is_paced_and_gets_no_properties() -> None:
+def test_unknown_client_is_paced() -> None:
     device = logged_in(*OTHER)
     session = device.session
-    assert not session.send_property("v1", "color", "#00FF00")
     for i in range(3):
         session.send_value("v2", [str(i)])
     # the INTERNAL answer went out at T0: the next frame waits for the gap
@@ -588,7 +606,6 @@ def test_one_per_read_client_sends_the_next_frame_only_after_the_pong() -> None:
     session = device.session
     session.send_value("v2", ["1"])
     session.send_value("v2", ["2"])
-    assert not session.send_property("v2", "color", "#FFFFFF")
     assert device.received() == []  # the barrier of the INTERNAL answer
     assert not session.has_output
     assert session.next_deadline() == pytest.approx(T0 + BARRIER_DELAY)

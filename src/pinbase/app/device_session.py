@@ -177,12 +177,28 @@ class DeviceSession:
         """The device showed it is alive."""
         self.services.presence.seen(self.device.id)
 
-    async def write(self, values: Sequence[tuple[Datastream, Value]]) -> None:
-        """Write values already admitted by the rate limit, each stamped by the session's
-        clock, in one transaction; live subscribers get every value in order."""
-        if values:
+    @property
+    def timezone(self) -> str | None:
+        """The device's IANA timezone, else its organization's; None: UTC."""
+        return self.catalog.timezone_of(self.device)
+
+    async def write(
+        self, values: Sequence[tuple[Datastream, Value]], ts: int | None = None
+    ) -> None:
+        """Write values already admitted by the rate limit, in one transaction; live
+        subscribers get every value in order. Each is stamped by the session's clock, or all
+        at `ts` (epoch ms: a device's timestamped group), each then a history point of its own
+        and current only where no newer value is."""
+        if not values:
+            return
+        if ts is None:
             points = self.clock.stamp(values)
             await self.services.ingest.write_points(self.device, points, origin=self.origin)
+        else:
+            points = [(ds, value, ts) for ds, value in values]
+            await self.services.ingest.write_points(
+                self.device, points, origin=self.origin, current_if_newer=True
+            )
 
     async def write_charged(self, values: Sequence[tuple[Datastream, Value]]) -> None:
         """Charge every value (all or none: RateLimited), then write them."""

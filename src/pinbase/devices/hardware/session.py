@@ -119,6 +119,7 @@ from typing import NamedTuple
 import orjson
 
 from pinbase.devices.hardware import codec as codec
+from pinbase.devices.hardware.clients import Client, classify
 from pinbase.devices.hardware.codec import Frame
 
 LOGIN_TIMEOUT = 10.0
@@ -142,23 +143,6 @@ BARRIER_RETRY_MAX = 0.25
 BARRIER_PROBATION = 3.0
 BARRIER_GIVE_UP = 5.0
 PACING_GAP = 0.005
-
-
-class Client(enum.Enum):
-    UNKNOWN = "unknown"
-    FRAMED = "framed"
-    """Reads frame by frame and handles PROPERTY (the Arduino/C++ library)."""
-    ONE_PER_READ = "one-per-read"
-    """Parses only the first message of each socket read (blynklib)."""
-
-
-def classify(info: dict[str, str]) -> Client:
-    """Which kind of client sent this INTERNAL info."""
-    if "build" in info:
-        return Client.FRAMED
-    if "python" in info.get("dev", "").lower():
-        return Client.ONE_PER_READ
-    return Client.UNKNOWN
 
 
 class State(enum.Enum):
@@ -201,6 +185,9 @@ class Write(NamedTuple):
     first one the rate limit drops."""
 
     values: list[PinWrite]
+    ts: int | None = None
+    """The epoch milliseconds of the GROUP they were sent in (`t\\0<ms>`); None: the
+    connection's clock stamps them."""
 
 
 class Read(NamedTuple):
@@ -226,7 +213,23 @@ class Rtc(NamedTuple):
     msg_id: int
 
 
-Request = Login | Write | Read | SetProperty | Rtc
+class Utc(NamedTuple):
+    """INTERNAL `utc\\0<what>`: answer with `answer_utc(msg_id, fields)`, or `refuse_body` when
+    `what` is not a request the server knows."""
+
+    msg_id: int
+    what: str
+
+
+Request = Login | Write | Read | SetProperty | Rtc | Utc
+
+GROUP_NONE = -1
+"""No GROUP is open."""
+GROUP_CLOCK = -2
+"""A GROUP without a timestamp (`b`) is open: its values take the connection's clock."""
+GROUP_REFUSED = -3
+"""A GROUP whose begin was refused is open: its values are refused until its end."""
+MAX_GROUP_TS = 2**63 - 1
 
 
 class HardwareSession:
@@ -245,6 +248,7 @@ class HardwareSession:
         "_direct",
         "_gate_open",
         "_grace_deadline",
+        "_group",
         "_heartbeat",
         "_ids",
         "_inbox",
@@ -303,6 +307,8 @@ class HardwareSession:
         self._buffer = codec.DEFAULT_BUFFER
         """The device's receive buffer: every frame sent is strictly smaller."""
         self._quota_warned = -QUOTA_WARN_PERIOD
+        self._group = GROUP_NONE
+        """The open GROUP: its timestamp (epoch ms), or one of the `GROUP_` markers."""
         # writing
         self._direct: list[bytes] = []
         """Frames to write now, ahead of the outbox and regardless of the gate and pacing."""
@@ -430,6 +436,7 @@ class HardwareSession:
         end = len(inbox)
         values: list[PinWrite] | None = None
         request: Request | None = None
+        group = self._group
         while pos < end:
             frame = inbox[pos]
             command = frame.command
@@ -440,6 +447,11 @@ class HardwareSession:
                     pos += 1
                     if not self._gate_open:
                         self._open_gate(now)
+                    if group == GROUP_REFUSED:
+                        self.refuse(frame.msg_id)
+                        if self.state is not State.ACTIVE:
+                            break
+                        continue
                     try:
                         texts = [f.decode() for f in fields[2:]]
                     except UnicodeDecodeError:
@@ -459,6 +471,7 @@ class HardwareSession:
             request = self._handle(frame, fields, now)
             if request is not None or self.state is not State.ACTIVE:
                 break
+            group = self._group  # a GROUP frame opens or ends a group
         if self.state is State.ACTIVE:
             if pos < end:
                 self._inbox_pos = pos
@@ -467,7 +480,9 @@ class HardwareSession:
                 self._inbox_pos = 0
                 self.pending = self._decoder.more
         # Writes decoded before the session closed are still stored.
-        return Write(values) if values is not None else request
+        if values is not None:
+            return Write(values, group if group >= 0 else None)
+        return request
 
     def _handle(self, frame: Frame, fields: list[bytes] | None, now: float) -> Request | None:
         """Answer one frame (not a `vw`), or turn it into a request."""
@@ -488,14 +503,43 @@ class HardwareSession:
             return self._internal(frame, now)
         elif command == codec.PROPERTY:
             return self._property(frame)
+        elif command == codec.GROUP:
+            self._group_frame(frame)
+        elif command in (codec.LOGIN, codec.HW_LOGIN):
+            self._answer(frame.msg_id, codec.ALREADY_REGISTERED)
         else:
             self.refuse(frame.msg_id)
         return None
 
-    def _internal(self, frame: Frame, now: float) -> Rtc | None:
+    def _group_frame(self, frame: Frame) -> None:
+        """GROUP `t\\0<epoch ms>` (begin, values at that time), `b` (begin, values at the
+        connection's clock) or `e` (end). A begin while a group is open replaces it; an end
+        without one is harmless. A malformed GROUP is answered ILLEGAL_COMMAND_BODY and, when
+        it was a begin, the values up to the next end are refused: they are not stored at a
+        time the device did not mean."""
+        fields = frame.fields()
+        kind = fields[0] if fields else b""
+        if kind == b"e" and len(fields) == 1:
+            self._group = GROUP_NONE
+        elif kind == b"b" and len(fields) == 1:
+            self._group = GROUP_CLOCK
+        elif kind == b"t" and len(fields) == 2 and (ts := _epoch_ms(fields[1])) is not None:
+            self._group = ts
+        else:
+            if kind in (b"t", b"b"):
+                self._group = GROUP_REFUSED
+            self.refuse_body(frame.msg_id)
+
+    def _internal(self, frame: Frame, now: float) -> Rtc | Utc | None:
         fields = frame.fields()
         if fields and fields[0] == b"rtc":
             return Rtc(frame.msg_id)
+        if fields and fields[0] == b"utc":
+            what = fields[1] if len(fields) == 2 else b""
+            if what.isascii() and what.replace(b"_", b"").isalpha():
+                return Utc(frame.msg_id, what.decode())
+            self.refuse_body(frame.msg_id)
+            return None
         info = codec.key_values(fields)
         self._configure(info)
         if info and not self._classified:
@@ -511,10 +555,10 @@ class HardwareSession:
 
     def _configure(self, info: dict[str, str]) -> None:
         beat = info.get("h-beat", "")
-        if beat.isdigit() and MIN_HEARTBEAT <= int(beat) <= MAX_HEARTBEAT:
+        if beat.isascii() and beat.isdigit() and MIN_HEARTBEAT <= int(beat) <= MAX_HEARTBEAT:
             self._heartbeat = float(int(beat))
         size = info.get("buff-in", "")
-        if size.isdigit() and int(size) >= MIN_BUFFER:
+        if size.isascii() and size.isdigit() and int(size) >= MIN_BUFFER:
             self._buffer = min(int(size), codec.HEADER_SIZE + codec.MAX_BODY + 1)
             self._decoder.max_body = min(max(self._buffer, codec.DEFAULT_BUFFER), codec.MAX_BODY)
 
@@ -565,6 +609,11 @@ class HardwareSession:
         """RESPONSE ILLEGAL_COMMAND to the frame `msg_id`: it could not be applied."""
         self._answer(msg_id, codec.ILLEGAL_COMMAND)
 
+    def refuse_body(self, msg_id: int) -> None:
+        """RESPONSE ILLEGAL_COMMAND_BODY to the frame `msg_id`: a command the server knows,
+        with a body it cannot read."""
+        self._answer(msg_id, codec.ILLEGAL_COMMAND_BODY)
+
     def quota_exceeded(self, msg_id: int, now: float) -> None:
         """The rate limit dropped the frame `msg_id`: RESPONSE QUOTA_LIMIT, at most once a
         `QUOTA_WARN_PERIOD`."""
@@ -574,6 +623,11 @@ class HardwareSession:
 
     def answer_rtc(self, msg_id: int, unix_seconds: int) -> None:
         self._send(codec.message(codec.INTERNAL, msg_id, ("rtc", str(unix_seconds))))
+
+    def answer_utc(self, msg_id: int, fields: Sequence[str]) -> None:
+        """INTERNAL `utc\\0<what>\\0<value>...` (`fields` from `what` on), the way Blynk's
+        server answers a request for the device's `InternalPinUTC`."""
+        self._send(codec.message(codec.INTERNAL, msg_id, ("utc", *fields)))
 
     # downlink ---------------------------------------------------------------------------------
     def send_value(self, pin: str, texts: Sequence[str], msg_id: int | None = None) -> bool:
@@ -587,16 +641,6 @@ class HardwareSession:
             frame = codec.hardware_write(msg_id, codec.bare_pin(pin), texts)
         except codec.CodecError:
             return False  # larger than any frame, so than any device's buffer
-        return self._send(frame)
-
-    def send_property(self, pin: str, name: str, value: str) -> bool:
-        """Queue PROPERTY for `pin`, to clients that handle it (FRAMED); False when not queued."""
-        if self.state is State.CLOSED or self.client is not Client.FRAMED:
-            return False
-        try:
-            frame = codec.property_message(self._ids.next(), codec.bare_pin(pin), name, value)
-        except codec.CodecError:
-            return False
         return self._send(frame)
 
     def _answer(self, msg_id: int, status: int) -> None:
@@ -726,3 +770,11 @@ class HardwareSession:
         delay = min(BARRIER_RETRY_FIRST * 2**self._barrier_attempt, BARRIER_RETRY_MAX)
         self._barrier_attempt += 1
         self._barrier_deadline = now + delay
+
+
+def _epoch_ms(text: bytes) -> int | None:
+    """A non-negative epoch millisecond count, as digits (no sign, no space), or None."""
+    if not text.isdigit() or len(text) > 19:
+        return None
+    value = int(text)
+    return value if value <= MAX_GROUP_TS else None
