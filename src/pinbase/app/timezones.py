@@ -24,9 +24,17 @@ class UnknownTimezone(ValueError):
     """Not an IANA timezone name this system knows."""
 
 
+NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+"""Files of the zone directories that are not IANA timezones."""
+
+
 @functools.cache
 def _known() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
+    return frozenset(
+        name
+        for name in zoneinfo.available_timezones()
+        if name not in NOT_ZONES and not name.startswith(("posix/", "right/"))
+    )
 
 
 def check_timezone(name: str) -> str:
@@ -61,7 +69,7 @@ def posix_rule(data: bytes | None) -> str | None:
     return footer.decode("ascii")
 
 
-def _fixed_rule(info: zoneinfo.ZoneInfo) -> str:
+def fixed_rule(info: zoneinfo.ZoneInfo) -> str:
     offset = datetime.now(UTC).astimezone(info).utcoffset()
     minutes = 0 if offset is None else int(offset.total_seconds()) // 60
     sign = "-" if minutes >= 0 else "+"  # POSIX counts west of UTC as positive
@@ -75,5 +83,5 @@ def load_zone(name: str | None) -> Zone:
     """The zone `name` (UTC when None); UnknownTimezone when the system does not know it."""
     name = check_timezone(name or DEFAULT_TIMEZONE)
     info = zoneinfo.ZoneInfo(name)
-    rule = posix_rule(_tzif(name)) or _fixed_rule(info)
+    rule = posix_rule(_tzif(name)) or fixed_rule(info)
     return Zone(name, info, rule)
