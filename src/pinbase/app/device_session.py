@@ -18,10 +18,12 @@ import orjson
 
 from pinbase.app.auth.secrets import digest
 from pinbase.app.services import Services
+from pinbase.app.timezones import UnknownTimezone, load_zone
 from pinbase.domain.clock import now_ms
 from pinbase.domain.errors import DomainError
 from pinbase.domain.model import Catalog, Datastream, Device, Schema
 from pinbase.domain.properties import check_property
+from pinbase.domain.utc import Zone
 from pinbase.domain.values import Value
 
 TOO_MANY_VALUES = "Too many values from this device; slow down."
@@ -177,10 +179,13 @@ class DeviceSession:
         """The device showed it is alive."""
         self.services.presence.seen(self.device.id)
 
-    @property
-    def timezone(self) -> str | None:
-        """The device's IANA timezone, else its organization's; None: UTC."""
-        return self.catalog.timezone_of(self.device)
+    def zone(self) -> Zone:
+        """The device's timezone, else its organization's, else UTC (also when this system no
+        longer knows the zone the fleet file named)."""
+        try:
+            return load_zone(self.catalog.timezone_of(self.device))
+        except UnknownTimezone:
+            return load_zone(None)
 
     async def write(
         self, values: Sequence[tuple[Datastream, Value]], ts: int | None = None

@@ -53,7 +53,6 @@ from typing import cast
 
 from pinbase.app.device_session import DeviceSession, RateLimited
 from pinbase.app.services import Services
-from pinbase.app.timezones import UnknownTimezone, load_zone
 from pinbase.devices.hardware.session import (
     CloseReason,
     HardwareSession,
@@ -567,11 +566,7 @@ class HardwareConnection(asyncio.Protocol):
         """INTERNAL `utc`: the device's timezone (else its organization's, else UTC)."""
         device = self.device
         assert device is not None
-        try:
-            zone = load_zone(device.timezone)
-        except UnknownTimezone:  # the system lost a zone the fleet file had: answer in UTC
-            zone = load_zone(None)
-        fields = utc_answer(request.what, zone, now_ms())
+        fields = utc_answer(request.what, device.zone(), now_ms())
         if fields is None:
             self.session.refuse_body(request.msg_id)
         else:
