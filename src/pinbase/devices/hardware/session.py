@@ -17,7 +17,9 @@ Choices where Blynk's protocol description is silent:
 Login and session
 - The first frame must be LOGIN (2) or HW_LOGIN (29) whose first body field is the device token
   (request `Login`): RESPONSE 200, or RESPONSE 9 (invalid token) and the connection is closed.
-  Any other first frame closes the connection. A LOGIN after login is answered ILLEGAL_COMMAND.
+  Any other first frame closes the connection. A LOGIN or HW_LOGIN after login is answered
+  ALREADY_REGISTERED (4), as Blynk's server does, and the session goes on (the C++ library
+  takes 4 to its login as success).
 - What a stranger can make the server hold is bounded: a connection that has not logged in
   `login_timeout` seconds after it was accepted is closed, however it trickles its bytes;
   until its login is accepted it may send `login_bytes` bytes in all (the login frame and
@@ -54,8 +56,20 @@ What the device sends
   as in Blynk.
 - A location travels as two fields, `vw\\0<pin>\\0<lon>\\0<lat>`, the way devices send one.
 - INTERNAL (17) `ver..h-beat..buff-in..dev..` sets the heartbeat and receive buffer and is
-  answered RESPONSE 200; INTERNAL `rtc` is answered INTERNAL `rtc\\0<unix seconds>` as Blynk does
-  (request `Rtc`: the wall clock is the adapter's).
+  answered RESPONSE 200 (the heartbeat and buffer only from ASCII digits); INTERNAL `rtc` is
+  answered INTERNAL `rtc\\0<unix seconds>` as Blynk does (request `Rtc`: the wall clock is the
+  adapter's). INTERNAL `utc\\0<what>` (request `Utc`) is answered INTERNAL
+  `utc\\0<what>\\0<value>...` with the request's id, what the C++ library hands to
+  `BLYNK_WRITE(InternalPinUTC)` (`domain.utc` says which requests and values); a `utc` without
+  exactly one request name of letters and `_`, or a name the server does not know, is answered
+  ILLEGAL_COMMAND_BODY (11).
+- GROUP (21), sent by `Blynk.beginGroup(ts)` and `Blynk.endGroup()`: `t\\0<epoch ms>` begins a
+  group whose writes all carry that timestamp (request `Write.ts`), `b` one whose writes take
+  the connection's clock, `e` ends it. A begin while a group is open replaces it; an end
+  without one is ignored. A malformed GROUP (another kind, a timestamp that is not a plain
+  non-negative 64-bit count of digits, extra fields) is answered ILLEGAL_COMMAND_BODY; after a
+  malformed begin the group's writes are refused (ILLEGAL_COMMAND) until its end, so that no
+  value is stored at a time the device did not mean. Nothing is answered on success.
 - PROPERTY (19) `<pin>\\0<property>\\0<value>[\\0<value>...]` from a device sets a widget property
   (several values become a JSON array of strings, Blynk's `labels` form).
 - Frames are decoded a turn at a time: at most `TURN_FRAMES` frames, none starting beyond
@@ -63,8 +77,8 @@ What the device sends
   are, and the adapter lets other connections run between turns. So one read (up to 256 KiB,
   thousands of frames) never holds the event loop for long, and a device that floods the
   server costs it one turn at a time.
-- PING is answered RESPONSE 200. Any other command is answered ILLEGAL_COMMAND and the
-  connection stays up (framing does not depend on the command). A malformed frame (message id
+- PING is answered RESPONSE 200. Any other command (TWEET, EMAIL, NOTIFY, BRIDGE, SMS, EVENT_LOG,
+  unknown codes, ...) is answered ILLEGAL_COMMAND and the connection stays up (framing does not depend on the command). A malformed frame (message id
   0, a body larger than the limit) closes the connection. The body limit is the larger of 1024
   bytes and the `buff-in` the device announced. (blynklib 0.2.6 numbers its messages 0 after
   the 65,535th; it is then disconnected and reconnects with fresh ids, as it also does against
@@ -78,13 +92,13 @@ What the device receives
   (blynklib expects each as the very next frame). The downlink opens after that INTERNAL, after
   the first other frame, or `HANDSHAKE_GRACE` seconds after login, whichever comes first;
   changes meanwhile wait in order.
-- Clients are told apart by the INTERNAL info they send after login (`classify`):
-  * the Arduino/C++ library always sends a `build` key. It reads the stream frame by frame
-    and handles PROPERTY, so it gets property changes, and frames go out as fast as the socket
-    takes them.
-  * `blynklib` (PyPI) announces `dev` = `python` (`...-mpython` for its MicroPython twin). It
-    parses only the first message of each socket read and treats PROPERTY as fatal, so it gets
-    no PROPERTY frames and each frame must arrive in a read of its own. Timing alone cannot
+- Clients are told apart by the INTERNAL info they send after login (`clients.classify`, which
+  holds the table of what each library takes). No client is ever sent PROPERTY (19), and a
+  PING is started by the server only for the read barrier of blynklib, which answers it:
+  * FRAMED (Blynk's C++ library; blynk-library-python 0.2.0) reads frame by frame: frames go
+    out as fast as the socket takes them.
+  * ONE_PER_READ (`blynklib`) parses only the first message of each socket read,
+    so each frame must arrive in a read of its own. Timing alone cannot
     promise that (a retransmitted segment, or a slow device, makes the kernel hand two frames
     over at once), so pinbase uses a read barrier. After every frame (responses and sync
     answers included) it sends a PING, `BARRIER_DELAY` later so that the two rarely share a
@@ -99,9 +113,9 @@ What the device receives
     frame on loopback). RESPONSEs are handled as soon as they are decoded, even while the
     app layer is busy with earlier frames, so the barrier does not wait for the store (unless
     a whole turn of frames waits before the RESPONSE, or reading is paused for the rate limit).
-  * anything else (no INTERNAL at all, or another library) gets no PROPERTY frames and is paced:
-    consecutive frames leave at least `PACING_GAP` seconds apart, so that a client reading one
-    message per read still sees each frame alone when it keeps up.
+  * UNKNOWN (no INTERNAL at all, or another library) is paced: consecutive frames leave at
+    least `PACING_GAP` seconds apart, so that a client reading one message per read still sees
+    each frame alone when it keeps up. A blynklib that never answers a barrier PING joins it.
 - While the socket does not take more (`pause_writing`), queued frames and barrier PINGs wait;
   a PING due meanwhile goes out `BARRIER_DELAY` after `resume_writing`. Answers that must be the
   very next frame (to LOGIN, to the first INTERNAL) go out regardless.

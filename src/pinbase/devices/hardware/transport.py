@@ -37,7 +37,12 @@ requests against the app layer (`DeviceSession`):
   "drained" means handed to the kernel (for TLS: to the socket transport); the session holds its
   queue meanwhile.
 - The connection is the device's presence `Session` once logged in: it queues the device's value
-  and property changes (except those it wrote itself) into the session.
+  changes (except those it wrote itself) into the session; property changes are not sent, as
+  no hardware client library handles PROPERTY (`clients`).
+- A GROUP's timestamped writes (`Write.ts`) are stored at that time: each a history point, and
+  current only where no newer value is; a group stamped beyond the import window (31 days
+  ahead, `domain.clock`) is skipped, as any import. INTERNAL `utc` is answered in the device's
+  zone (`DeviceSession.zone`).
 - A store that is unavailable loses that batch's values, reads or property (logged); the
   connection stays up.
 """
