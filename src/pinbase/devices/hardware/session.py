@@ -77,9 +77,10 @@ What the device sends
   are, and the adapter lets other connections run between turns. So one read (up to 256 KiB,
   thousands of frames) never holds the event loop for long, and a device that floods the
   server costs it one turn at a time.
-- PING is answered RESPONSE 200. Any other command (TWEET, EMAIL, NOTIFY, BRIDGE, SMS, EVENT_LOG,
-  unknown codes, ...) is answered ILLEGAL_COMMAND and the connection stays up (framing does not depend on the command). A malformed frame (message id
-  0, a body larger than the limit) closes the connection. The body limit is the larger of 1024
+- PING is answered RESPONSE 200. Any other command (TWEET, EMAIL, NOTIFY, BRIDGE, SMS,
+  EVENT_LOG, unknown codes, ...) is answered ILLEGAL_COMMAND and the connection stays up
+  (framing does not depend on the command). A malformed frame (message id 0, a body larger
+  than the limit) closes the connection. The body limit is the larger of 1024
   bytes and the `buff-in` the device announced. (blynklib 0.2.6 numbers its messages 0 after
   the 65,535th; it is then disconnected and reconnects with fresh ids, as it also does against
   Blynk's server, whose answer with id 0 it rejects.)
