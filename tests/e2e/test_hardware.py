@@ -18,8 +18,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import BlynkLib  # type: ignore[import-untyped]
 import blynklib  # type: ignore[import-untyped]
 import pytest
+import yaml
 
 from helpers import (
     Api,
@@ -49,8 +51,9 @@ RATE_BURST = 100  # values a device may write at once in this server
 
 # commands and statuses, spelled out here rather than imported from the code under test
 RESPONSE, LOGIN, PING, NOTIFY, SYNC, INTERNAL, PROPERTY_CMD, HARDWARE = 0, 2, 6, 14, 16, 17, 19, 20
-HW_LOGIN = 29
-OK, QUOTA_LIMIT, ILLEGAL_COMMAND, INVALID_TOKEN = 200, 1, 2, 9
+BRIDGE, GROUP, HW_LOGIN, REDIRECT, DEBUG_PRINT = 15, 21, 29, 41, 55
+OK, QUOTA_LIMIT, ILLEGAL_COMMAND, ALREADY_REGISTERED, INVALID_TOKEN = 200, 1, 2, 4, 9
+ILLEGAL_COMMAND_BODY, NOT_AUTHENTICATED = 11, 5
 
 T = TypeVar("T")
 
@@ -61,6 +64,23 @@ def token_of(device_id: int) -> str:
 
 
 DEVICE_TOKENS = {d: token_of(d) for d in range(FIRST_DEVICE, FIRST_DEVICE + DEVICES)}
+ZONED = FIRST_DEVICE + DEVICES
+"""A device with a timezone of its own (never handed out by `Env.take`)."""
+ORG_TIMEZONE, DEVICE_TIMEZONE = "America/New_York", "Europe/Kyiv"
+
+
+def hardware_fleet() -> str:
+    """The weather fleet, with timezones: the organization's, and ZONED's own."""
+    document = yaml.safe_load(
+        weather_fleet("Hardware Farms", CLIENT, {**DEVICE_TOKENS, ZONED: token_of(ZONED)})
+    )
+    org = document["organizations"][0]
+    org["timezone"] = ORG_TIMEZONE
+    for device in org["devices"]:
+        if device["id"] == ZONED:
+            device["timezone"] = DEVICE_TIMEZONE
+    text: str = yaml.safe_dump(document)
+    return text
 
 
 # raw devices ------------------------------------------------------------------------------
@@ -139,6 +159,40 @@ class RawDevice:
         self.sock.close()
 
 
+CPP_ACCEPTS = {RESPONSE, LOGIN, HW_LOGIN, PING, REDIRECT, HARDWARE, BRIDGE, INTERNAL, DEBUG_PRINT}
+"""What Blynk's C++ library (1.x, `BlynkProtocol::processInput`) takes from the server; on any
+other command it drops the connection and reconnects."""
+
+
+class CppDevice(RawDevice):
+    """A raw device holding the server to what Blynk's C++ library accepts: each frame received
+    must be one that `processInput` handles without reconnecting, and the server never starts
+    a PING (the library would answer one, but pinbase promises none)."""
+
+    def __init__(self, port: int, buffer: int = 1024) -> None:
+        super().__init__(port)
+        self.buffer = buffer
+        self.received: list[tuple[int, int, Any]] = []
+
+    def receive(self, skip_pings: bool = True) -> tuple[int, int, Any]:
+        command, msg_id, payload = super().receive(skip_pings=False)
+        self.received.append((command, msg_id, payload))
+        assert msg_id != 0, "the library disconnects on message id 0"
+        assert command in CPP_ACCEPTS, f"the library reconnects on command {command}"
+        assert command != PING, "the server started a PING"
+        if command == RESPONSE:
+            assert payload != NOT_AUTHENTICATED, "the library disconnects on status 5"
+        else:
+            size = len(frame(command, msg_id, *payload))
+            assert size - 5 <= self.buffer, "the library reconnects on a frame this large"
+        return command, msg_id, payload
+
+    def connect(self, token: str) -> None:
+        """HW_LOGIN with id 1, then the info `sendInfo` announces, as the library does."""
+        assert self.login(token, command=HW_LOGIN) == OK
+        self.announce(*ARDUINO_INFO)
+
+
 # blynklib devices -------------------------------------------------------------------------
 class BlynkDevice:
     """The real `blynklib` client, its loop running in a thread."""
@@ -197,6 +251,67 @@ class BlynkDevice:
         self.blynk.disconnect()
 
 
+class BlynkLibDevice:
+    """The real `BlynkLib` (blynk-library-python 0.2.0), its loop running in a thread. It
+    crashes on what it cannot handle (a server PING); the crash is kept, not lost."""
+
+    def __init__(self, port: int, token: str) -> None:
+        self.blynk = BlynkLib.Blynk(token, server="127.0.0.1", port=port, heartbeat=10)
+        self.writes: queue.Queue[tuple[str, list[str]]] = queue.Queue()
+        self.connects = 0
+        self.disconnects = 0
+        self.errors: list[BaseException] = []
+        self._calls: queue.Queue[Callable[[Any], object]] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+        def on_write(pin: str, values: list[str]) -> None:
+            self.writes.put((pin, values))
+
+        def on_connected(ping: int = 0) -> None:
+            self.connects += 1
+
+        def on_disconnected() -> None:
+            self.disconnects += 1
+
+        self.blynk.on("V*", on_write)
+        self.blynk.on("connected", on_connected)
+        self.blynk.on("disconnected", on_disconnected)
+
+    def start(self) -> BlynkLibDevice:
+        self._thread.start()
+        wait_for("BlynkLib connected", lambda: self.connects or self.errors)
+        assert not self.errors, self.errors
+        return self
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.blynk.run()
+                while not self._calls.empty():
+                    self._calls.get()(self.blynk)
+        except Exception as exc:  # the library's own crash, kept for the test
+            self.errors.append(exc)
+
+    def call(self, action: Callable[[Any], object]) -> None:
+        """Run `action` on the library's loop thread."""
+        self._calls.put(action)
+
+    def next_write(self) -> tuple[str, list[str]]:
+        try:
+            return self.writes.get(timeout=DEADLINE)
+        except queue.Empty:
+            raise AssertionError(f"no write reached BlynkLib; errors: {self.errors}") from None
+
+    def healthy(self) -> bool:
+        return not self.errors and self.connects == 1 and self.disconnects == 0
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(DEADLINE)
+        self.blynk.conn.close()
+
+
 # the server -------------------------------------------------------------------------------
 class Env:
     def __init__(self, server: Server, port: int, tls_port: int, cert: Path, api: Api) -> None:
@@ -206,7 +321,7 @@ class Env:
         self.cert = cert
         self.api = api
         self._next = FIRST_DEVICE
-        self._open: list[RawDevice | BlynkDevice] = []
+        self._open: list[RawDevice | BlynkDevice | BlynkLibDevice] = []
 
     def take(self, count: int = 1) -> int:
         """The first of `count` unused fleet devices."""
@@ -227,6 +342,18 @@ class Env:
             device.announce(*info)
         return device
 
+    def cpp(self, device_id: int) -> CppDevice:
+        """A device speaking as Blynk's C++ library does, logged in and announced."""
+        device = CppDevice(self.port)
+        self._open.append(device)
+        device.connect(token_of(device_id))
+        return device
+
+    def blynklib_python(self, device_id: int) -> BlynkLibDevice:
+        device = BlynkLibDevice(self.port, token_of(device_id))
+        self._open.append(device)
+        return device.start()
+
     def blynk(self, device_id: int, tls: bool = False) -> BlynkDevice:
         if tls:
             device = BlynkDevice(self.tls_port, token_of(device_id), str(self.cert))
@@ -237,7 +364,7 @@ class Env:
 
     def close_devices(self) -> None:
         for device in self._open:
-            if isinstance(device, BlynkDevice):
+            if isinstance(device, BlynkDevice | BlynkLibDevice):
                 device.stop()
             else:
                 device.close()
@@ -280,7 +407,7 @@ def hw_env(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[E
         pytest.skip("needs the openssl command to make a TLS certificate")
     data_dir = tmp_path_factory.mktemp(f"hardware-{backend}")
     fleet_file = data_dir / "fleet.yaml"
-    fleet_file.write_text(weather_fleet("Hardware Farms", CLIENT, DEVICE_TOKENS))
+    fleet_file.write_text(hardware_fleet())
     apply_fleet(data_dir, fleet_file)
     cert, key = self_signed(data_dir)
     port, tls_port = free_port(), free_port()
@@ -578,15 +705,6 @@ def test_device_property_is_stored(env: Env) -> None:
 
 
 # raw sockets: downlink --------------------------------------------------------------------
-def test_arduino_library_gets_property_frames(env: Env) -> None:
-    device_id = env.take()
-    device = env.logged_in(device_id, *ARDUINO_INFO)
-    body = {"deviceId": device_id, "dataStreamId": 1, "property": "color", "value": "#00FF00"}
-    assert env.api.post(PROPERTY, body).status_code == 204
-    command, _, fields = device.receive(skip_pings=False)
-    assert (command, fields) == (PROPERTY_CMD, ["1", "color", "#00FF00"])
-
-
 def test_nothing_is_sent_between_login_and_the_internal_answer(env: Env) -> None:
     device_id = env.take()
     device = env.raw()
@@ -642,13 +760,175 @@ def test_stopping_the_server_closes_device_connections(
             server.kill()
 
 
-def test_clients_are_told_apart_by_their_info() -> None:
-    from pinbase.devices.hardware.session import Client, classify
+# what each client library handles -----------------------------------------------------------
+def set_property(env: Env, device_id: int, ds_id: int, name: str, value: str) -> None:
+    body = {"deviceId": device_id, "dataStreamId": ds_id, "property": name, "value": value}
+    response = env.api.post(PROPERTY, body)
+    assert response.status_code == 204, response.text
 
-    def info(*pairs: str) -> dict[str, str]:
-        return dict(zip(pairs[::2], pairs[1::2], strict=True))
 
-    assert classify(info(*ARDUINO_INFO)) is Client.FRAMED
-    assert classify(info(*BLYNKLIB_INFO)) is Client.ONE_PER_READ
-    assert classify(info("dev", "esp32-mpython")) is Client.ONE_PER_READ
-    assert classify(info("ver", "1.0", "dev", "linux-py")) is Client.UNKNOWN
+def properties_of(env: Env, device_id: int, ds_id: int) -> Any:
+    response = env.api.get(PROPERTIES, deviceId=device_id, dataStreamIds=str(ds_id))
+    assert response.status_code == 200, response.text
+    return response.json()[0]["properties"]
+
+
+def test_cpp_library_connection_survives_property_value_and_sync(env: Env) -> None:
+    device_id = env.take()
+    env.write(device_id, MODE, 1)
+    device = env.cpp(device_id)
+    sync = device.send(SYNC, "vr", "5")  # BLYNK_CONNECTED() { Blynk.syncVirtual(V5); }
+    assert device.receive() == (HARDWARE, sync, ["vw", "5", "1"])
+    set_property(env, device_id, TEMPERATURE, "color", "#00FF00")
+    env.write(device_id, HUMIDITY, 21)
+    # Events reach the connection in order: a PROPERTY frame would have come first.
+    assert device.receive() == (HARDWARE, 1, ["vw", "2", "21"])
+    device.send(HARDWARE, "vw", "1", "19.5")  # Blynk.virtualWrite(V1, 19.5)
+    sync = device.send(SYNC)  # Blynk.syncAll()
+    assert [device.receive() for _ in range(3)] == [
+        (HARDWARE, sync, ["vw", "1", "19.5"]),
+        (HARDWARE, sync, ["vw", "2", "21"]),
+        (HARDWARE, sync, ["vw", "5", "1"]),
+    ]
+    device.ping()  # still the first connection, and nothing else was sent before the answer
+    assert device.received[-1] == (RESPONSE, device._id, OK)
+    assert properties_of(env, device_id, TEMPERATURE) == {"color": "#00FF00"}  # stored
+    status = env.status(device_id)
+    assert status["connected"] is True and status["protocol"] == "hardware"
+
+
+def test_blynklib_gets_no_property_and_stays_connected(env: Env) -> None:
+    device_id = env.take()
+    device = env.blynk(device_id)
+    device.call(lambda b: b.virtual_write(1, 18.5))
+    assert wait_for("V1 stored", lambda: env.value(device_id, TEMPERATURE) == 18.5)
+    set_property(env, device_id, HUMIDITY, "label", "Air")
+    env.write(device_id, HUMIDITY, 44)
+    assert device.next_write() == (2, ["44"])
+    device.call(lambda b: b.virtual_sync(1))
+    assert device.next_write() == (1, ["18.5"])
+    assert device.connects == 1, device.logs
+    assert properties_of(env, device_id, HUMIDITY) == {"label": "Air"}
+
+
+def test_blynk_library_python_connects_writes_syncs_and_survives_a_property(env: Env) -> None:
+    device_id = env.take()
+    env.write(device_id, MODE, 2)
+    device = env.blynklib_python(device_id)
+    device.call(lambda b: b.virtual_write(1, 23.5))
+    device.call(lambda b: b.virtual_write(3, "from BlynkLib"))
+    assert wait_for("V1 stored", lambda: env.value(device_id, TEMPERATURE) == 23.5)
+    assert wait_for("V3 stored", lambda: env.value(device_id, STATUS_DS) == "from BlynkLib")
+    device.call(lambda b: b.sync_virtual(5, 1))
+    assert [device.next_write(), device.next_write()] == [("5", ["2"]), ("1", ["23.5"])]
+    set_property(env, device_id, TEMPERATURE, "color", "#123456")  # while connected
+    for i in range(5):
+        env.write(device_id, HUMIDITY, i)  # downlink, back to back
+    assert [device.next_write() for _ in range(5)] == [("2", [str(i)]) for i in range(5)]
+    device.call(lambda b: b.virtual_write(2, 99))
+    assert wait_for("V2 stored", lambda: env.value(device_id, HUMIDITY) == 99)
+    assert device.healthy(), (device.errors, device.connects, device.disconnects)
+    assert env.status(device_id)["connected"] is True
+    assert properties_of(env, device_id, TEMPERATURE) == {"color": "#123456"}
+
+
+def test_blynk_library_python_is_never_pinged(env: Env) -> None:
+    """BlynkLib 0.2.0 crashes answering a server PING: a raw device announcing what it
+    announces gets its frames back to back, and never a PING."""
+    device_id = env.take()
+    device = env.raw()
+    assert device.login(token_of(device_id), command=HW_LOGIN) == OK
+    device.announce("ver", "0.2.0", "h-beat", "10", "buff-in", "1024", "dev", "python")
+    for i in range(3):
+        env.write(device_id, HUMIDITY, 60 + i)
+    received = [device.receive(skip_pings=False) for _ in range(3)]
+    assert received == [(HARDWARE, i + 1, ["vw", "2", str(60 + i)]) for i in range(3)]
+    device.ping()  # the answer is the very next frame: no PING came before it
+
+
+# groups, time, a second login ---------------------------------------------------------------
+def test_a_timestamped_group_carries_its_time_into_history(env: Env) -> None:
+    device_id = env.take()
+    env.write(device_id, TEMPERATURE, 30.0)  # a newer current value than the group's
+    device = env.cpp(device_id)
+    then = int(time.time() * 1000) - 3_600_000
+    device.send(GROUP, "t", str(then))  # Blynk.beginGroup(then)
+    device.send(HARDWARE, "vw", "1", "11.5")
+    device.send(HARDWARE, "vw", "2", "12")
+    device.send(GROUP, "e")  # Blynk.endGroup()
+    device.send(GROUP, "t", str(then + 1000))
+    device.send(HARDWARE, "vw", "1", "13.5")
+    device.send(GROUP, "e")
+    device.ping()
+    assert history_of(env.api, device_id, TEMPERATURE, then) == [(then, 11.5), (then + 1000, 13.5)]
+    assert history_of(env.api, device_id, HUMIDITY, then) == [(then, 12)]
+    assert env.value(device_id, TEMPERATURE) == 30.0  # older points do not replace it
+    assert env.value(device_id, HUMIDITY) == 12  # no value before: the group's becomes current
+
+
+def test_a_malformed_group_is_answered_and_its_values_refused(env: Env) -> None:
+    device_id = env.take()
+    bystander = env.cpp(env.take())
+    device = env.cpp(device_id)
+    begin = device.send(GROUP, "t", "yesterday")
+    assert device.expect_response(begin) == ILLEGAL_COMMAND_BODY
+    write = device.send(HARDWARE, "vw", "2", "5")
+    assert device.expect_response(write) == ILLEGAL_COMMAND
+    device.send(GROUP, "e")
+    device.send(HARDWARE, "vw", "2", "6")
+    device.ping()
+    assert env.value(device_id, HUMIDITY) == 6
+    bystander.ping()
+
+
+def utc(device: RawDevice, what: str) -> list[str]:
+    msg_id = device.send(INTERNAL, "utc", what)
+    command, got_id, fields = device.receive()
+    assert (command, got_id) == (INTERNAL, msg_id), (command, got_id, fields)
+    assert fields[:2] == ["utc", what]
+    return list(fields[2:])
+
+
+def test_utc_requests_answer_with_the_device_or_organization_timezone(env: Env) -> None:
+    zoned = env.cpp(ZONED)
+    assert utc(zoned, "tz_name") == [DEVICE_TIMEZONE]
+    assert utc(zoned, "tz_rule") == ["EET-2EEST,M3.5.0/3,M10.5.0/4"]
+    offset, dst = utc(zoned, "tz")
+    assert int(offset) == 120 and int(dst) in (0, 60)
+    before = int(time.time() * 1000)
+    [now] = utc(zoned, "time")
+    assert before <= int(now) <= int(time.time() * 1000)
+    assert utc(zoned, "iso")[0].endswith(("+02:00", "+03:00"))
+    assert len(utc(zoned, "dst_next")) == 4
+    other = env.cpp(env.take())
+    assert utc(other, "tz_name") == [ORG_TIMEZONE]
+    assert int(utc(other, "tz")[0]) == -300
+    assert other.expect_response(other.send(INTERNAL, "utc", "weather")) == ILLEGAL_COMMAND_BODY
+    assert other.expect_response(other.send(INTERNAL, "utc")) == ILLEGAL_COMMAND_BODY
+    other.ping()
+    zoned.ping()
+
+
+def test_blynklib_gets_utc_answers_too(env: Env) -> None:
+    device = env.blynk(env.take())
+    answers: queue.Queue[list[str]] = queue.Queue()
+
+    @device.blynk.handle_event("internal_utc")  # type: ignore[untyped-decorator]
+    def on_utc(values: list[str]) -> None:
+        answers.put(values)
+
+    device.call(lambda b: b.internal("utc", "tz_name"))
+    assert answers.get(timeout=DEADLINE) == ["tz_name", ORG_TIMEZONE]
+    assert device.connects == 1, device.logs
+
+
+def test_a_second_login_on_the_connection_is_already_registered(env: Env) -> None:
+    device_id = env.take()
+    device = env.cpp(device_id)
+    assert device.expect_response(device.send(HW_LOGIN, token_of(device_id))) == (
+        ALREADY_REGISTERED
+    )
+    assert device.expect_response(device.send(LOGIN, "x" * 32)) == ALREADY_REGISTERED
+    device.ping()
+    env.write(device_id, HUMIDITY, 8)
+    assert device.receive() == (HARDWARE, 1, ["vw", "2", "8"])

@@ -6,6 +6,7 @@ generous deadlines; none of them decides a result by sleeping.
 
 from __future__ import annotations
 
+import json
 import queue
 import shutil
 import socket
@@ -620,3 +621,20 @@ def test_mqtt_over_tls_and_shutdown_with_a_device_connected(tmp_path: Path) -> N
         client.disconnect()
         client.loop_stop()
         server.stop()
+
+
+def test_get_utc_all_json_answers_the_time_and_timezone(env: Env, devices: list[Device]) -> None:
+    device_id = env.devices.take()
+    device = connect(env, devices, device_id).wait_connected()
+    device.subscribe()
+    before = int(time.time() * 1000)
+    device.publish("get/utc/all/json", "")
+    answer = json.loads(device.expect("downlink/utc/all/json"))
+    assert before <= answer["time"] <= int(time.time() * 1000)
+    assert (answer["tz_name"], answer["tz_rule"], answer["tz"], answer["dst"]) == (
+        "UTC",
+        "UTC0",
+        0,
+        0,
+    )
+    assert answer["iso"].endswith("+00:00") and answer["dst_next"] == []

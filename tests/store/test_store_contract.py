@@ -65,7 +65,7 @@ def run(backend: str, tmp_path: Path) -> Iterator[Callable[[Body], None]]:
 def fleet() -> Entities:
     """Two organizations with a row of every kind, every optional column both set and unset."""
     return Entities(
-        organizations=[OrgRow(1, "Acme"), OrgRow(2, "Globex")],
+        organizations=[OrgRow(1, "Acme"), OrgRow(2, "Globex", "Europe/Kyiv")],
         roles=[
             RoleRow(1, "Auditor", ("ORG_DEVICES_VIEW", "OWN_DEVICES_VIEW")),
             RoleRow(2, "X", ()),
@@ -94,7 +94,7 @@ def fleet() -> Entities:
         ],
         devices=[
             DeviceRow(101, 1, 10, "Roof", 2, "a" * 64),
-            DeviceRow(102, 1, 11, "Barn", None, "b" * 64),
+            DeviceRow(102, 1, 11, "Barn", None, "b" * 64, "America/New_York"),
             DeviceRow(201, 2, 30, "Lab", 3, "e" * 64),
         ],
     )
@@ -454,6 +454,42 @@ async def schema_1(url: str) -> None:
         )
     finally:
         await conn.close()
+
+
+async def schema_1_with_devices(url: str) -> None:
+    """A first-schema database holding an organization and a device (before timezones)."""
+    await schema_1(url)
+    statements = [
+        "INSERT INTO organizations (id, name) VALUES (1, 'Acme')",
+        "INSERT INTO products (id, org_id, name) VALUES (10, 1, 'Station')",
+        "INSERT INTO devices (id, org_id, product_id, name, token_hash) "
+        "VALUES (101, 1, 10, 'Roof', 'h')",
+    ]
+    if url.startswith("sqlite:///"):
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
+            for statement in statements:
+                conn.execute(statement)
+            conn.commit()
+        return
+    conn = await asyncpg.connect(url)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def test_rows_from_before_timezones_have_none(backend: str, tmp_path: Path) -> None:
+    async def main() -> None:
+        async with fresh_store(backend, tmp_path, schema_1_with_devices) as store:
+            rows = await store.entities()
+            assert rows.organizations == [OrgRow(1, "Acme", None)]
+            assert rows.devices == [DeviceRow(101, 1, 10, "Roof", None, "h", None)]
+            zoned = DeviceRow(101, 1, 10, "Roof", None, "h", "Asia/Tokyo")
+            await store.upsert_entities(Entities(devices=[zoned]))
+            assert (await store.entities()).devices == [zoned]
+
+    asyncio.run(main())
 
 
 def test_history_of_schema_1_is_kept_as_imported_points(backend: str, tmp_path: Path) -> None:

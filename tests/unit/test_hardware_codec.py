@@ -107,9 +107,6 @@ def test_builders() -> None:
     assert codec.ping(1) == b"\x06\x00\x01\x00\x00"
     frame = codec.hardware_write(3, "2", ["1.5", "2.5"])
     assert frame == raw(codec.HARDWARE, 3, b"vw\x002\x001.5\x002.5")
-    assert codec.property_message(4, "1", "color", "#FF0000") == raw(
-        codec.PROPERTY, 4, b"1\x00color\x00#FF0000"
-    )
     assert codec.message(codec.INTERNAL, 5, ("rtc", "17")) == raw(codec.INTERNAL, 5, b"rtc\x0017")
     assert codec.message(codec.HARDWARE, 6, ("vw", "1", "héllo")).endswith("héllo".encode())
     with pytest.raises(CodecError):

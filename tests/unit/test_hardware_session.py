@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pinbase.devices.hardware import codec as codec
+from pinbase.devices.hardware.clients import Client, classify
 from pinbase.devices.hardware.session import (
     BARRIER_DELAY,
     BARRIER_GIVE_UP,
@@ -20,7 +21,6 @@ from pinbase.devices.hardware.session import (
     QUOTA_WARN_PERIOD,
     TURN_BYTES,
     TURN_FRAMES,
-    Client,
     CloseReason,
     HardwareSession,
     Login,
@@ -29,8 +29,8 @@ from pinbase.devices.hardware.session import (
     Rtc,
     SetProperty,
     State,
+    Utc,
     Write,
-    classify,
 )
 
 T0 = 1000.0
@@ -51,6 +51,7 @@ OK, QUOTA_LIMIT, ILLEGAL, INVALID_TOKEN = (
 )
 ARDUINO = ("ver", "1.3.2", "h-beat", "45", "buff-in", "1024", "dev", "ESP32", "build", "x")
 BLYNKLIB = ("ver", "0.2.6", "buff-in", "1024", "h-beat", "10", "dev", "python")
+BLYNK_LIBRARY_PYTHON = ("ver", "0.2.0", "h-beat", "10", "buff-in", "1024", "dev", "python")
 OTHER = ("ver", "1.0", "dev", "linux")
 
 Sent = tuple[int, int, "int | list[str]"]
@@ -199,11 +200,16 @@ def test_first_frame_must_be_a_login() -> None:
     assert device.received() == []
 
 
-def test_a_second_login_is_illegal() -> None:
-    device = logged_in()
+def test_a_second_login_is_answered_already_registered() -> None:
+    device = framed()
     device.send(frame(codec.LOGIN, 9, TOKEN))
+    device.send(frame(codec.HW_LOGIN, 10, "another token"))
     assert device.requests() == []
-    assert device.received() == [(RESPONSE, 9, ILLEGAL)]
+    assert device.received() == [
+        (RESPONSE, 9, codec.ALREADY_REGISTERED),
+        (RESPONSE, 10, codec.ALREADY_REGISTERED),
+    ]
+    assert device.session.state is State.ACTIVE
 
 
 @pytest.mark.parametrize(
@@ -459,10 +465,19 @@ def test_heartbeat_out_of_range_is_ignored(beat: str) -> None:
     assert device.session.heartbeat_deadline == T0 + 1.5 * HEARTBEAT
 
 
+def info(*pairs: str) -> dict[str, str]:
+    return dict(zip(pairs[::2], pairs[1::2], strict=True))
+
+
 def test_clients_are_told_apart_by_their_first_info() -> None:
-    assert classify(dict(zip(ARDUINO[::2], ARDUINO[1::2], strict=True))) is Client.FRAMED
-    assert classify(dict(zip(BLYNKLIB[::2], BLYNKLIB[1::2], strict=True))) is Client.ONE_PER_READ
-    assert classify({"dev": "esp32-mpython"}) is Client.ONE_PER_READ
+    assert classify(info(*ARDUINO)) is Client.FRAMED
+    assert classify(info(*BLYNKLIB)) is Client.ONE_PER_READ
+    micropython = ("ver", "0.2.6", "buff-in", "1024", "h-beat", "10", "dev", "esp32-mpython")
+    assert classify(info(*micropython)) is Client.ONE_PER_READ
+    assert classify(info(*BLYNK_LIBRARY_PYTHON)) is Client.FRAMED
+    # python, but neither library's order: nothing is assumed (paced, no PING)
+    assert classify({"dev": "python"}) is Client.UNKNOWN
+    assert classify(info("dev", "python", "h-beat", "10", "buff-in", "1024")) is Client.UNKNOWN
     assert classify({"ver": "1.0", "dev": "linux-py"}) is Client.UNKNOWN
     device = logged_in(*ARDUINO)
     assert device.session.client is Client.FRAMED
@@ -534,24 +549,27 @@ def test_the_gate_opens_after_the_grace() -> None:
 
 
 # kinds of clients ---------------------------------------------------------------------------
-def test_framed_client_gets_everything_at_once_including_properties() -> None:
-    device = framed()
+@pytest.mark.parametrize("announced", [ARDUINO, BLYNK_LIBRARY_PYTHON])
+def test_framed_client_gets_everything_at_once_and_never_a_ping(
+    announced: tuple[str, ...],
+) -> None:
+    device = logged_in(*announced)
     session = device.session
     session.send_value("v1", ["1"])
-    assert session.send_property("v1", "color", "#00FF00")
     session.send_value("v2", ["2", "3"])
     assert device.received() == [
         (HARDWARE, 1, ["vw", "1", "1"]),
-        (PROPERTY, 2, ["1", "color", "#00FF00"]),
-        (HARDWARE, 3, ["vw", "2", "2", "3"]),
+        (HARDWARE, 2, ["vw", "2", "2", "3"]),
     ]
-    assert session.next_deadline() == T0 + 1.5 * 45  # nothing else to time
+    beat = int(announced[announced.index("h-beat") + 1])
+    assert session.next_deadline() == T0 + 1.5 * beat  # nothing else to time: no barrier
+    assert device.at(T0 + 1.5 * beat - 0.001) == []  # silent until the heartbeat runs out
+    assert not session.closed
 
 
-def test_unknown_client_is_paced_and_gets_no_properties() -> None:
+def test_unknown_client_is_paced() -> None:
     device = logged_in(*OTHER)
     session = device.session
-    assert not session.send_property("v1", "color", "#00FF00")
     for i in range(3):
         session.send_value("v2", [str(i)])
     # the INTERNAL answer went out at T0: the next frame waits for the gap
@@ -588,7 +606,6 @@ def test_one_per_read_client_sends_the_next_frame_only_after_the_pong() -> None:
     session = device.session
     session.send_value("v2", ["1"])
     session.send_value("v2", ["2"])
-    assert not session.send_property("v2", "color", "#FFFFFF")
     assert device.received() == []  # the barrier of the INTERNAL answer
     assert not session.has_output
     assert session.next_deadline() == pytest.approx(T0 + BARRIER_DELAY)
@@ -728,3 +745,123 @@ def test_a_closed_session_takes_and_sends_nothing() -> None:
     assert not session.send_value("v2", ["1"])
     assert device.received() == []
     assert session.next_deadline() is None
+
+
+# groups, utc, what a device may not send -----------------------------------------------------
+GROUP = codec.GROUP
+ILLEGAL_BODY = codec.ILLEGAL_COMMAND_BODY
+
+
+def test_a_timestamped_group_stamps_its_writes() -> None:
+    device = framed()
+    device.send(
+        frame(HARDWARE, 3, "vw", "1", "0"),
+        frame(GROUP, 4, "t", "1767225600000"),
+        frame(HARDWARE, 5, "vw", "1", "1"),
+        frame(HARDWARE, 6, "vw", "2", "2"),
+        frame(GROUP, 7, "e"),
+        frame(HARDWARE, 8, "vw", "1", "3"),
+    )
+    assert device.requests() == [
+        Write([(3, b"1", ["0"])]),
+        Write([(5, b"1", ["1"]), (6, b"2", ["2"])], 1767225600000),
+        Write([(8, b"1", ["3"])]),
+    ]
+    assert device.received() == []  # a group is acknowledged as writes are: not at all
+
+
+def test_a_group_without_a_timestamp_uses_the_clock_and_a_new_begin_replaces_the_old() -> None:
+    device = framed()
+    device.send(
+        frame(GROUP, 3, "t", "5"),
+        frame(GROUP, 4, "b"),
+        frame(HARDWARE, 5, "vw", "1", "1"),
+        frame(GROUP, 6, "t", "0"),
+        frame(HARDWARE, 7, "vw", "1", "2"),
+        frame(GROUP, 8, "e"),
+        frame(GROUP, 9, "e"),  # an end without a group: harmless
+    )
+    assert device.requests() == [Write([(5, b"1", ["1"])]), Write([(7, b"1", ["2"])], 0)]
+    assert device.received() == []
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        (),
+        ("x",),
+        ("t",),
+        ("t", ""),
+        ("t", "-5"),
+        ("t", "1.5"),
+        ("t", " 15"),
+        ("t", "\u0663"),  # a digit, but not ASCII
+        ("t", "9" * 20),
+        ("t", str(2**63)),
+        ("t", "1", "2"),
+        ("b", "1"),
+        ("e", "1"),
+        (b"\xff",),
+    ],
+)
+def test_a_malformed_group_is_illegal_body_and_its_values_are_refused(
+    fields: tuple[str | bytes, ...],
+) -> None:
+    device = framed()
+    device.send(
+        frame(GROUP, 3, *fields),
+        frame(HARDWARE, 4, "vw", "1", "1"),
+        frame(GROUP, 5, "e"),
+        frame(HARDWARE, 6, "vw", "1", "2"),
+    )
+    begins = bool(fields) and fields[0] in ("t", "b")
+    expected = [Write([(6, b"1", ["2"])])]
+    if not begins:
+        expected.insert(0, Write([(4, b"1", ["1"])]))
+    assert device.requests() == expected
+    answers = [(RESPONSE, 3, ILLEGAL_BODY)] + ([(RESPONSE, 4, ILLEGAL)] if begins else [])
+    assert device.received() == answers
+    assert device.session.state is State.ACTIVE
+
+
+def test_utc_requests_become_requests_and_bad_ones_illegal_body() -> None:
+    device = framed()
+    device.send(
+        frame(INTERNAL, 3, "utc", "tz_name"),
+        frame(INTERNAL, 4, "utc"),
+        frame(INTERNAL, 5, "utc", "time", "extra"),
+        frame(INTERNAL, 6, "utc", b"\xff"),
+        frame(INTERNAL, 7, "utc", "a\x01b"),
+        frame(INTERNAL, 8, "utc", "dst_next"),
+    )
+    assert device.requests() == [Utc(3, "tz_name"), Utc(8, "dst_next")]
+    assert device.received() == [(RESPONSE, i, ILLEGAL_BODY) for i in (4, 5, 6, 7)]
+    device.session.answer_utc(3, ["tz_name", "Europe/Kyiv"])
+    device.session.answer_utc(8, ["dst_next"])
+    assert device.received() == [
+        (INTERNAL, 3, ["utc", "tz_name", "Europe/Kyiv"]),
+        (INTERNAL, 8, ["utc", "dst_next"]),
+    ]
+
+
+def test_utc_info_does_not_configure_or_classify() -> None:
+    device = logged_in()
+    device.send(frame(INTERNAL, 2, "utc", "time"))
+    assert device.requests() == [Utc(2, "time")]
+    assert device.session.client is Client.UNKNOWN
+    assert device.session.heartbeat_deadline == T0 + 1.5 * HEARTBEAT
+
+
+@pytest.mark.parametrize("command", [1, 12, 13, 14, 15, 18, 41, 55, 64, 65, 99, 255])
+def test_commands_the_server_does_not_take_are_illegal_and_harmless(command: int) -> None:
+    device = framed()
+    device.send(frame(command, 3, "x"), frame(HARDWARE, 4, "vw", "1", "1"))
+    assert device.requests() == [Write([(4, b"1", ["1"])])]
+    assert device.received() == [(RESPONSE, 3, ILLEGAL)]
+    assert device.session.state is State.ACTIVE
+
+
+@pytest.mark.parametrize("beat", ["\u00b2", "\u0663\u0660"])
+def test_a_heartbeat_in_other_digits_is_ignored(beat: str) -> None:
+    device = logged_in("h-beat", beat, "buff-in", "\u00b2")
+    assert device.session.heartbeat_deadline == T0 + 1.5 * HEARTBEAT

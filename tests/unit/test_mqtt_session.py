@@ -31,6 +31,7 @@ from pinbase.devices.mqtt.session import (
     TURN_PACKETS,
     BatchValues,
     GetCurrent,
+    GetUtc,
     Login,
     MqttSession,
     SetProperty,
@@ -624,3 +625,15 @@ def test_diag_reaches_the_device_without_a_subscription_at_qos_0() -> None:
     assert publishes(session.data_to_send()) == [
         (DIAG_TOPIC, b"ds/Humidity: Value doesn't match the Datastream data type.", 0, None)
     ]
+
+
+def test_get_utc_is_a_request_answered_on_its_downlink_topic() -> None:
+    session = connected()
+    session.publish_utc('{"time": 1}')
+    assert session.data_to_send() == b""  # no subscription yet
+    assert session.receive_data(subscribe(1, ("downlink/#", 0)), T0) == []
+    session.data_to_send()
+    data = publish("get/utc/all/json") + publish("get/utc/all") + publish("get/utc/all/json/x")
+    assert session.receive_data(data, T0) == [GetUtc()]
+    session.publish_utc('{"time": 1}')
+    assert session.data_to_send() == encode_publish("downlink/utc/all/json", b'{"time": 1}')

@@ -171,6 +171,27 @@ def test_example_document_creates_every_row(db: Path) -> None:
     assert devices[102] == DeviceRow(102, 1, 11, "Barn", None, digest(barn_token))
 
 
+def test_timezones_are_stored_and_resolved_device_then_organization(db: Path) -> None:
+    document = example()
+    document["organizations"][0]["devices"][0]["timezone"] = "Europe/Kyiv"
+    apply_doc(db, document)
+    rows = stored(db)
+    assert {d.id: d.timezone for d in rows.devices} == {101: "Europe/Kyiv", 102: None}
+    assert [o.timezone for o in rows.organizations] == [None]
+
+    async def resolved(store: SqliteStore) -> dict[int, str | None]:
+        catalog = await store.catalog()
+        return {d: catalog.timezone_of(catalog.devices[d]) for d in (101, 102)}
+
+    assert run_with_store(db, resolved) == {101: "Europe/Kyiv", 102: None}  # None: UTC
+    document["organizations"][0]["timezone"] = "America/New_York"
+    apply_doc(db, document)
+    assert run_with_store(db, resolved) == {101: "Europe/Kyiv", 102: "America/New_York"}
+    del document["organizations"][0]["devices"][0]["timezone"]
+    apply_doc(db, document)  # removed from the file: the organization's again
+    assert run_with_store(db, resolved) == {101: "America/New_York", 102: "America/New_York"}
+
+
 def test_example_document_builds_the_catalog(db: Path) -> None:
     apply_doc(db, example())
 
@@ -828,6 +849,22 @@ INVALID: list[tuple[str, Any, str]] = [
     ("organizations", {"id": 1}, "organizations: expected a list, got a mapping"),
     ("organizations.0", "Acme", f"{ORG}: expected a mapping, got a string"),
     ("version", 2, "version: unknown key"),
+    (
+        "organizations.0.timezone",
+        "Mars/Olympus",
+        f"{ORG}.timezone: 'Mars/Olympus' is not an IANA timezone name",
+    ),
+    (
+        "organizations.0.devices.0.timezone",
+        "../../etc/passwd",
+        f"{ORG}.devices[0].timezone: '../../etc/passwd' is not an IANA timezone name",
+    ),
+    (
+        "organizations.0.devices.0.timezone",
+        "localtime",
+        f"{ORG}.devices[0].timezone: 'localtime' is not an IANA timezone name",
+    ),
+    ("organizations.0.devices.1.timezone", 3, f"{ORG}.devices[1].timezone: expected a string"),
 ]
 
 

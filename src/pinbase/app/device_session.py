@@ -18,10 +18,12 @@ import orjson
 
 from pinbase.app.auth.secrets import digest
 from pinbase.app.services import Services
+from pinbase.app.timezones import UnknownTimezone, load_zone
 from pinbase.domain.clock import now_ms
 from pinbase.domain.errors import DomainError
 from pinbase.domain.model import Catalog, Datastream, Device, Schema
 from pinbase.domain.properties import check_property
+from pinbase.domain.utc import Zone
 from pinbase.domain.values import Value
 
 TOO_MANY_VALUES = "Too many values from this device; slow down."
@@ -177,12 +179,31 @@ class DeviceSession:
         """The device showed it is alive."""
         self.services.presence.seen(self.device.id)
 
-    async def write(self, values: Sequence[tuple[Datastream, Value]]) -> None:
-        """Write values already admitted by the rate limit, each stamped by the session's
-        clock, in one transaction; live subscribers get every value in order."""
-        if values:
+    def zone(self) -> Zone:
+        """The device's timezone, else its organization's, else UTC (also when this system no
+        longer knows the zone the fleet file named)."""
+        try:
+            return load_zone(self.catalog.timezone_of(self.device))
+        except UnknownTimezone:
+            return load_zone(None)
+
+    async def write(
+        self, values: Sequence[tuple[Datastream, Value]], ts: int | None = None
+    ) -> None:
+        """Write values already admitted by the rate limit, in one transaction; live
+        subscribers get every value in order. Each is stamped by the session's clock, or all
+        at `ts` (epoch ms: a device's timestamped group), each then a history point of its own
+        and current only where no newer value is."""
+        if not values:
+            return
+        if ts is None:
             points = self.clock.stamp(values)
             await self.services.ingest.write_points(self.device, points, origin=self.origin)
+        else:
+            points = [(ds, value, ts) for ds, value in values]
+            await self.services.ingest.write_points(
+                self.device, points, origin=self.origin, current_if_newer=True
+            )
 
     async def write_charged(self, values: Sequence[tuple[Datastream, Value]]) -> None:
         """Charge every value (all or none: RateLimited), then write them."""

@@ -174,12 +174,14 @@ class Ingest:
         device: Device,
         points: Sequence[tuple[Datastream, Value, int]],
         origin: object | None = None,
+        current_if_newer: bool = False,
     ) -> None:
         """Write values of one device, each at its own timestamp (epoch ms), in one transaction.
 
         Every point becomes a history point of its own (where its datastream keeps history),
         whatever its timestamp, and live subscribers get every point in order; the newest point
-        of each datastream becomes current (the later one of equal timestamps).
+        of each datastream becomes current (the later one of equal timestamps), or, with
+        `current_if_newer`, only where the stored current value is not newer.
         """
         if not points:
             return
@@ -194,7 +196,10 @@ class Ingest:
                 newest[ds.id] = (device.id, ds.id, text, ts)
             if ds.history:
                 history.append((device.id, ds.id, ts, seqs.seq(device.id, ds.id, ts), text))
-        writes.current = list(newest.values())
+        if current_if_newer:
+            writes.current_if_newer = list(newest.values())
+        else:
+            writes.current = list(newest.values())
         await self.store.write_values(writes)
         self.bus.publish(
             ValueChanged(device.org_id, device.id, ds.id, ds.pin, value, ts, origin)

@@ -79,6 +79,7 @@ from pinbase.app.auth.secrets import (
     verify_password,
 )
 from pinbase.app.progress import NoProgress, Progress
+from pinbase.app.timezones import UnknownTimezone, check_timezone
 from pinbase.domain.model import DEFAULT_ROLES, INT32_MAX, INT32_MIN, DataType, Permission
 from pinbase.store import Conflict, Store, opened_store
 from pinbase.store.records import (
@@ -254,6 +255,13 @@ def _text(value: Any, path: str) -> str:
     return value
 
 
+def _timezone(value: Any, path: str) -> str:
+    try:
+        return check_timezone(_text(value, path))
+    except UnknownTimezone as exc:
+        _fail(path, str(exc))
+
+
 def _email(value: Any, path: str) -> str:
     email = _text(value, path)
     local, at, domain = email.rpartition("@")
@@ -397,6 +405,7 @@ class _DeviceSpec(_Named):
     product: int | str
     owner: str | None
     token: str | None
+    timezone: str | None
 
 
 @dataclass(frozen=True)
@@ -428,6 +437,7 @@ class _OrgSpec(_Named):
     users: list[_UserSpec]
     products: list[_ProductSpec]  # roots and variants, each root before its variants
     devices: list[_DeviceSpec]
+    timezone: str | None
 
 
 def _parse_document(document: Any) -> list[_OrgSpec]:
@@ -443,7 +453,11 @@ def _parse_document(document: Any) -> list[_OrgSpec]:
 
 
 def _parse_org(value: Any, path: str) -> _OrgSpec:
-    m = _Map(value, path, ("id", "name", "clients", "roles", "users", "products", "devices"))
+    m = _Map(
+        value,
+        path,
+        ("id", "name", "timezone", "clients", "roles", "users", "products", "devices"),
+    )
     org = _OrgSpec(
         path,
         m.optional("id", _id),
@@ -453,6 +467,7 @@ def _parse_org(value: Any, path: str) -> _OrgSpec:
         users=[_parse_user(item, at) for item, at in m.items("users")],
         products=[p for item, at in m.items("products") for p in _parse_product(item, at)],
         devices=[_parse_device(item, at) for item, at in m.items("devices")],
+        timezone=m.optional("timezone", _timezone),
     )
     _unique(((r.name, f"{r.path}.name") for r in org.roles), "role")
     _unique(((u.email, f"{u.path}.email") for u in org.users), "user email")
@@ -567,7 +582,7 @@ def _number_text(value: float) -> str:
 
 
 def _parse_device(value: Any, path: str) -> _DeviceSpec:
-    m = _Map(value, path, ("id", "name", "product", "owner", "token"))
+    m = _Map(value, path, ("id", "name", "product", "owner", "token", "timezone"))
     return _DeviceSpec(
         path,
         m.optional("id", _id),
@@ -575,6 +590,7 @@ def _parse_device(value: Any, path: str) -> _DeviceSpec:
         product=m.required("product", _product_ref),
         owner=m.optional("owner", _email),
         token=m.optional("token", _device_token),
+        timezone=m.optional("timezone", _timezone),
     )
 
 
@@ -686,7 +702,8 @@ class _Planner:
         self._resolve(orgs)
         stored_orgs = {o.id: o for o in self.existing.organizations}
         for org in orgs:
-            self._put("organizations", stored_orgs.get(org.id), OrgRow(org.id, org.name))
+            row = OrgRow(org.id, org.name, org.timezone)
+            self._put("organizations", stored_orgs.get(org.id), row)
         for org in orgs:
             self._plan_roles(org)
         clients = {c.client_id: c for c in self.existing.clients}
@@ -875,7 +892,7 @@ class _Planner:
         else:
             what = f"device {spec.id} ({spec.name}) token"
             token_hash = digest(self._secret(what, new_device_token))
-        row = DeviceRow(spec.id, org.id, product_id, spec.name, owner_id, token_hash)
+        row = DeviceRow(spec.id, org.id, product_id, spec.name, owner_id, token_hash, spec.timezone)
         self._put("devices", old, row)
         self.devices[spec.id] = row
 

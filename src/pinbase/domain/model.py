@@ -97,6 +97,8 @@ class Device:
     root_product_id: int
     name: str
     owner_id: int | None
+    timezone: str | None = None
+    """IANA name; None: the organization's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,8 @@ class Organization:
     id: int
     name: str
     roles: Mapping[str, frozenset[Permission]]
+    timezone: str | None = None
+    """IANA name; None: UTC."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +133,13 @@ class Catalog:
     def device_by_token_digest(self, token_digest: str) -> Device | None:
         device_id = self.device_tokens.get(token_digest)
         return None if device_id is None else self.devices.get(device_id)
+
+    def timezone_of(self, device: Device) -> str | None:
+        """The device's IANA timezone, else its organization's; None: UTC."""
+        if device.timezone is not None:
+            return device.timezone
+        org = self.organizations.get(device.org_id)
+        return None if org is None else org.timezone
 
     def schema_of(self, device: Device) -> Schema:
         return self.products[device.product_id].schema

@@ -31,7 +31,8 @@ def build_catalog(generation: int, rows: Entities) -> Catalog:
             Permission(p) for p in role.permissions
         )
     organizations = {
-        org.id: Organization(org.id, org.name, roles[org.id]) for org in rows.organizations
+        org.id: Organization(org.id, org.name, roles[org.id], org.timezone)
+        for org in rows.organizations
     }
 
     streams: dict[int, list[Datastream]] = {}
@@ -71,7 +72,13 @@ def build_catalog(generation: int, rows: Entities) -> Catalog:
         products[p.id] = Product(p.id, p.org_id, p.name, root, schemas.get(root, empty))
     devices = {
         d.id: Device(
-            d.id, d.org_id, d.product_id, products[d.product_id].root_id, d.name, d.owner_id
+            d.id,
+            d.org_id,
+            d.product_id,
+            products[d.product_id].root_id,
+            d.name,
+            d.owner_id,
+            d.timezone,
         )
         for d in rows.devices
     }

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 class OrgRow:
     id: int
     name: str
+    timezone: str | None = None
+    """IANA name; None: UTC."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,8 @@ class DeviceRow:
     name: str
     owner_id: int | None
     token_hash: str
+    timezone: str | None = None
+    """IANA name; None: the organization's."""
 
 
 @dataclass(slots=True)

@@ -33,6 +33,7 @@ HARDWARE_SYNC = 16
 INTERNAL = 17
 PROPERTY = 19
 HARDWARE = 20
+GROUP = 21
 HW_LOGIN = 29
 REDIRECT = 41
 
@@ -181,11 +182,6 @@ def ping(msg_id: int) -> bytes:
 def hardware_write(msg_id: int, pin: str, values: Iterable[str]) -> bytes:
     """HARDWARE `vw\\0<pin>\\0<value>[\\0<value>...]`; `pin` as the device names it (`2`)."""
     return message(HARDWARE, msg_id, ("vw", pin, *values))
-
-
-def property_message(msg_id: int, pin: str, name: str, value: str) -> bytes:
-    """PROPERTY `<pin>\\0<property>\\0<value>`."""
-    return message(PROPERTY, msg_id, (pin, name, value))
 
 
 def bare_pin(pin: str) -> str:

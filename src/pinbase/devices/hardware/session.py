@@ -17,7 +17,9 @@ Choices where Blynk's protocol description is silent:
 Login and session
 - The first frame must be LOGIN (2) or HW_LOGIN (29) whose first body field is the device token
   (request `Login`): RESPONSE 200, or RESPONSE 9 (invalid token) and the connection is closed.
-  Any other first frame closes the connection. A LOGIN after login is answered ILLEGAL_COMMAND.
+  Any other first frame closes the connection. A LOGIN or HW_LOGIN after login is answered
+  ALREADY_REGISTERED (4), as Blynk's server does, and the session goes on (the C++ library
+  takes 4 to its login as success).
 - What a stranger can make the server hold is bounded: a connection that has not logged in
   `login_timeout` seconds after it was accepted is closed, however it trickles its bytes;
   until its login is accepted it may send `login_bytes` bytes in all (the login frame and
@@ -54,8 +56,20 @@ What the device sends
   as in Blynk.
 - A location travels as two fields, `vw\\0<pin>\\0<lon>\\0<lat>`, the way devices send one.
 - INTERNAL (17) `ver..h-beat..buff-in..dev..` sets the heartbeat and receive buffer and is
-  answered RESPONSE 200; INTERNAL `rtc` is answered INTERNAL `rtc\\0<unix seconds>` as Blynk does
-  (request `Rtc`: the wall clock is the adapter's).
+  answered RESPONSE 200 (the heartbeat and buffer only from ASCII digits); INTERNAL `rtc` is
+  answered INTERNAL `rtc\\0<unix seconds>` as Blynk does (request `Rtc`: the wall clock is the
+  adapter's). INTERNAL `utc\\0<what>` (request `Utc`) is answered INTERNAL
+  `utc\\0<what>\\0<value>...` with the request's id, what the C++ library hands to
+  `BLYNK_WRITE(InternalPinUTC)` (`domain.utc` says which requests and values); a `utc` without
+  exactly one request name of letters and `_`, or a name the server does not know, is answered
+  ILLEGAL_COMMAND_BODY (11).
+- GROUP (21), sent by `Blynk.beginGroup(ts)` and `Blynk.endGroup()`: `t\\0<epoch ms>` begins a
+  group whose writes all carry that timestamp (request `Write.ts`), `b` one whose writes take
+  the connection's clock, `e` ends it. A begin while a group is open replaces it; an end
+  without one is ignored. A malformed GROUP (another kind, a timestamp that is not a plain
+  non-negative 64-bit count of digits, extra fields) is answered ILLEGAL_COMMAND_BODY; after a
+  malformed begin the group's writes are refused (ILLEGAL_COMMAND) until its end, so that no
+  value is stored at a time the device did not mean. Nothing is answered on success.
 - PROPERTY (19) `<pin>\\0<property>\\0<value>[\\0<value>...]` from a device sets a widget property
   (several values become a JSON array of strings, Blynk's `labels` form).
 - Frames are decoded a turn at a time: at most `TURN_FRAMES` frames, none starting beyond
@@ -63,9 +77,10 @@ What the device sends
   are, and the adapter lets other connections run between turns. So one read (up to 256 KiB,
   thousands of frames) never holds the event loop for long, and a device that floods the
   server costs it one turn at a time.
-- PING is answered RESPONSE 200. Any other command is answered ILLEGAL_COMMAND and the
-  connection stays up (framing does not depend on the command). A malformed frame (message id
-  0, a body larger than the limit) closes the connection. The body limit is the larger of 1024
+- PING is answered RESPONSE 200. Any other command (TWEET, EMAIL, NOTIFY, BRIDGE, SMS,
+  EVENT_LOG, unknown codes, ...) is answered ILLEGAL_COMMAND and the connection stays up
+  (framing does not depend on the command). A malformed frame (message id 0, a body larger
+  than the limit) closes the connection. The body limit is the larger of 1024
   bytes and the `buff-in` the device announced. (blynklib 0.2.6 numbers its messages 0 after
   the 65,535th; it is then disconnected and reconnects with fresh ids, as it also does against
   Blynk's server, whose answer with id 0 it rejects.)
@@ -78,13 +93,13 @@ What the device receives
   (blynklib expects each as the very next frame). The downlink opens after that INTERNAL, after
   the first other frame, or `HANDSHAKE_GRACE` seconds after login, whichever comes first;
   changes meanwhile wait in order.
-- Clients are told apart by the INTERNAL info they send after login (`classify`):
-  * the Arduino/C++ library always sends a `build` key. It reads the stream frame by frame
-    and handles PROPERTY, so it gets property changes, and frames go out as fast as the socket
-    takes them.
-  * `blynklib` (PyPI) announces `dev` = `python` (`...-mpython` for its MicroPython twin). It
-    parses only the first message of each socket read and treats PROPERTY as fatal, so it gets
-    no PROPERTY frames and each frame must arrive in a read of its own. Timing alone cannot
+- Clients are told apart by the INTERNAL info they send after login (`clients.classify`, which
+  holds the table of what each library takes). No client is ever sent PROPERTY (19), and a
+  PING is started by the server only for the read barrier of blynklib, which answers it:
+  * FRAMED (Blynk's C++ library; blynk-library-python 0.2.0) reads frame by frame: frames go
+    out as fast as the socket takes them.
+  * ONE_PER_READ (`blynklib`) parses only the first message of each socket read,
+    so each frame must arrive in a read of its own. Timing alone cannot
     promise that (a retransmitted segment, or a slow device, makes the kernel hand two frames
     over at once), so pinbase uses a read barrier. After every frame (responses and sync
     answers included) it sends a PING, `BARRIER_DELAY` later so that the two rarely share a
@@ -99,9 +114,9 @@ What the device receives
     frame on loopback). RESPONSEs are handled as soon as they are decoded, even while the
     app layer is busy with earlier frames, so the barrier does not wait for the store (unless
     a whole turn of frames waits before the RESPONSE, or reading is paused for the rate limit).
-  * anything else (no INTERNAL at all, or another library) gets no PROPERTY frames and is paced:
-    consecutive frames leave at least `PACING_GAP` seconds apart, so that a client reading one
-    message per read still sees each frame alone when it keeps up.
+  * UNKNOWN (no INTERNAL at all, or another library) is paced: consecutive frames leave at
+    least `PACING_GAP` seconds apart, so that a client reading one message per read still sees
+    each frame alone when it keeps up. A blynklib that never answers a barrier PING joins it.
 - While the socket does not take more (`pause_writing`), queued frames and barrier PINGs wait;
   a PING due meanwhile goes out `BARRIER_DELAY` after `resume_writing`. Answers that must be the
   very next frame (to LOGIN, to the first INTERNAL) go out regardless.
@@ -119,6 +134,7 @@ from typing import NamedTuple
 import orjson
 
 from pinbase.devices.hardware import codec as codec
+from pinbase.devices.hardware.clients import Client, classify
 from pinbase.devices.hardware.codec import Frame
 
 LOGIN_TIMEOUT = 10.0
@@ -142,23 +158,6 @@ BARRIER_RETRY_MAX = 0.25
 BARRIER_PROBATION = 3.0
 BARRIER_GIVE_UP = 5.0
 PACING_GAP = 0.005
-
-
-class Client(enum.Enum):
-    UNKNOWN = "unknown"
-    FRAMED = "framed"
-    """Reads frame by frame and handles PROPERTY (the Arduino/C++ library)."""
-    ONE_PER_READ = "one-per-read"
-    """Parses only the first message of each socket read (blynklib)."""
-
-
-def classify(info: dict[str, str]) -> Client:
-    """Which kind of client sent this INTERNAL info."""
-    if "build" in info:
-        return Client.FRAMED
-    if "python" in info.get("dev", "").lower():
-        return Client.ONE_PER_READ
-    return Client.UNKNOWN
 
 
 class State(enum.Enum):
@@ -201,6 +200,9 @@ class Write(NamedTuple):
     first one the rate limit drops."""
 
     values: list[PinWrite]
+    ts: int | None = None
+    """The epoch milliseconds of the GROUP they were sent in (`t\\0<ms>`); None: the
+    connection's clock stamps them."""
 
 
 class Read(NamedTuple):
@@ -226,7 +228,23 @@ class Rtc(NamedTuple):
     msg_id: int
 
 
-Request = Login | Write | Read | SetProperty | Rtc
+class Utc(NamedTuple):
+    """INTERNAL `utc\\0<what>`: answer with `answer_utc(msg_id, fields)`, or `refuse_body` when
+    `what` is not a request the server knows."""
+
+    msg_id: int
+    what: str
+
+
+Request = Login | Write | Read | SetProperty | Rtc | Utc
+
+GROUP_NONE = -1
+"""No GROUP is open."""
+GROUP_CLOCK = -2
+"""A GROUP without a timestamp (`b`) is open: its values take the connection's clock."""
+GROUP_REFUSED = -3
+"""A GROUP whose begin was refused is open: its values are refused until its end."""
+MAX_GROUP_TS = 2**63 - 1
 
 
 class HardwareSession:
@@ -245,6 +263,7 @@ class HardwareSession:
         "_direct",
         "_gate_open",
         "_grace_deadline",
+        "_group",
         "_heartbeat",
         "_ids",
         "_inbox",
@@ -303,6 +322,8 @@ class HardwareSession:
         self._buffer = codec.DEFAULT_BUFFER
         """The device's receive buffer: every frame sent is strictly smaller."""
         self._quota_warned = -QUOTA_WARN_PERIOD
+        self._group = GROUP_NONE
+        """The open GROUP: its timestamp (epoch ms), or one of the `GROUP_` markers."""
         # writing
         self._direct: list[bytes] = []
         """Frames to write now, ahead of the outbox and regardless of the gate and pacing."""
@@ -430,6 +451,7 @@ class HardwareSession:
         end = len(inbox)
         values: list[PinWrite] | None = None
         request: Request | None = None
+        group = self._group
         while pos < end:
             frame = inbox[pos]
             command = frame.command
@@ -440,6 +462,11 @@ class HardwareSession:
                     pos += 1
                     if not self._gate_open:
                         self._open_gate(now)
+                    if group == GROUP_REFUSED:
+                        self.refuse(frame.msg_id)
+                        if self.state is not State.ACTIVE:
+                            break
+                        continue
                     try:
                         texts = [f.decode() for f in fields[2:]]
                     except UnicodeDecodeError:
@@ -459,6 +486,7 @@ class HardwareSession:
             request = self._handle(frame, fields, now)
             if request is not None or self.state is not State.ACTIVE:
                 break
+            group = self._group  # a GROUP frame opens or ends a group
         if self.state is State.ACTIVE:
             if pos < end:
                 self._inbox_pos = pos
@@ -467,7 +495,9 @@ class HardwareSession:
                 self._inbox_pos = 0
                 self.pending = self._decoder.more
         # Writes decoded before the session closed are still stored.
-        return Write(values) if values is not None else request
+        if values is not None:
+            return Write(values, group if group >= 0 else None)
+        return request
 
     def _handle(self, frame: Frame, fields: list[bytes] | None, now: float) -> Request | None:
         """Answer one frame (not a `vw`), or turn it into a request."""
@@ -488,14 +518,43 @@ class HardwareSession:
             return self._internal(frame, now)
         elif command == codec.PROPERTY:
             return self._property(frame)
+        elif command == codec.GROUP:
+            self._group_frame(frame)
+        elif command in (codec.LOGIN, codec.HW_LOGIN):
+            self._answer(frame.msg_id, codec.ALREADY_REGISTERED)
         else:
             self.refuse(frame.msg_id)
         return None
 
-    def _internal(self, frame: Frame, now: float) -> Rtc | None:
+    def _group_frame(self, frame: Frame) -> None:
+        """GROUP `t\\0<epoch ms>` (begin, values at that time), `b` (begin, values at the
+        connection's clock) or `e` (end). A begin while a group is open replaces it; an end
+        without one is harmless. A malformed GROUP is answered ILLEGAL_COMMAND_BODY and, when
+        it was a begin, the values up to the next end are refused: they are not stored at a
+        time the device did not mean."""
+        fields = frame.fields()
+        kind = fields[0] if fields else b""
+        if kind == b"e" and len(fields) == 1:
+            self._group = GROUP_NONE
+        elif kind == b"b" and len(fields) == 1:
+            self._group = GROUP_CLOCK
+        elif kind == b"t" and len(fields) == 2 and (ts := _epoch_ms(fields[1])) is not None:
+            self._group = ts
+        else:
+            if kind in (b"t", b"b"):
+                self._group = GROUP_REFUSED
+            self.refuse_body(frame.msg_id)
+
+    def _internal(self, frame: Frame, now: float) -> Rtc | Utc | None:
         fields = frame.fields()
         if fields and fields[0] == b"rtc":
             return Rtc(frame.msg_id)
+        if fields and fields[0] == b"utc":
+            what = fields[1] if len(fields) == 2 else b""
+            if what.isascii() and what.replace(b"_", b"").isalpha():
+                return Utc(frame.msg_id, what.decode())
+            self.refuse_body(frame.msg_id)
+            return None
         info = codec.key_values(fields)
         self._configure(info)
         if info and not self._classified:
@@ -511,10 +570,10 @@ class HardwareSession:
 
     def _configure(self, info: dict[str, str]) -> None:
         beat = info.get("h-beat", "")
-        if beat.isdigit() and MIN_HEARTBEAT <= int(beat) <= MAX_HEARTBEAT:
+        if beat.isascii() and beat.isdigit() and MIN_HEARTBEAT <= int(beat) <= MAX_HEARTBEAT:
             self._heartbeat = float(int(beat))
         size = info.get("buff-in", "")
-        if size.isdigit() and int(size) >= MIN_BUFFER:
+        if size.isascii() and size.isdigit() and int(size) >= MIN_BUFFER:
             self._buffer = min(int(size), codec.HEADER_SIZE + codec.MAX_BODY + 1)
             self._decoder.max_body = min(max(self._buffer, codec.DEFAULT_BUFFER), codec.MAX_BODY)
 
@@ -565,6 +624,11 @@ class HardwareSession:
         """RESPONSE ILLEGAL_COMMAND to the frame `msg_id`: it could not be applied."""
         self._answer(msg_id, codec.ILLEGAL_COMMAND)
 
+    def refuse_body(self, msg_id: int) -> None:
+        """RESPONSE ILLEGAL_COMMAND_BODY to the frame `msg_id`: a command the server knows,
+        with a body it cannot read."""
+        self._answer(msg_id, codec.ILLEGAL_COMMAND_BODY)
+
     def quota_exceeded(self, msg_id: int, now: float) -> None:
         """The rate limit dropped the frame `msg_id`: RESPONSE QUOTA_LIMIT, at most once a
         `QUOTA_WARN_PERIOD`."""
@@ -574,6 +638,11 @@ class HardwareSession:
 
     def answer_rtc(self, msg_id: int, unix_seconds: int) -> None:
         self._send(codec.message(codec.INTERNAL, msg_id, ("rtc", str(unix_seconds))))
+
+    def answer_utc(self, msg_id: int, fields: Sequence[str]) -> None:
+        """INTERNAL `utc\\0<what>\\0<value>...` (`fields` from `what` on), the way Blynk's
+        server answers a request for the device's `InternalPinUTC`."""
+        self._send(codec.message(codec.INTERNAL, msg_id, ("utc", *fields)))
 
     # downlink ---------------------------------------------------------------------------------
     def send_value(self, pin: str, texts: Sequence[str], msg_id: int | None = None) -> bool:
@@ -587,16 +656,6 @@ class HardwareSession:
             frame = codec.hardware_write(msg_id, codec.bare_pin(pin), texts)
         except codec.CodecError:
             return False  # larger than any frame, so than any device's buffer
-        return self._send(frame)
-
-    def send_property(self, pin: str, name: str, value: str) -> bool:
-        """Queue PROPERTY for `pin`, to clients that handle it (FRAMED); False when not queued."""
-        if self.state is State.CLOSED or self.client is not Client.FRAMED:
-            return False
-        try:
-            frame = codec.property_message(self._ids.next(), codec.bare_pin(pin), name, value)
-        except codec.CodecError:
-            return False
         return self._send(frame)
 
     def _answer(self, msg_id: int, status: int) -> None:
@@ -726,3 +785,11 @@ class HardwareSession:
         delay = min(BARRIER_RETRY_FIRST * 2**self._barrier_attempt, BARRIER_RETRY_MAX)
         self._barrier_attempt += 1
         self._barrier_deadline = now + delay
+
+
+def _epoch_ms(text: bytes) -> int | None:
+    """A non-negative epoch millisecond count, as digits (no sign, no space), or None."""
+    if not text.isdigit() or len(text) > 19:
+        return None
+    value = int(text)
+    return value if value <= MAX_GROUP_TS else None

@@ -37,7 +37,12 @@ requests against the app layer (`DeviceSession`):
   "drained" means handed to the kernel (for TLS: to the socket transport); the session holds its
   queue meanwhile.
 - The connection is the device's presence `Session` once logged in: it queues the device's value
-  and property changes (except those it wrote itself) into the session.
+  changes (except those it wrote itself) into the session; property changes are not sent, as
+  no hardware client library handles PROPERTY (`clients`).
+- A GROUP's timestamped writes (`Write.ts`) are stored at that time: each a history point, and
+  current only where no newer value is; a group stamped beyond the import window (31 days
+  ahead, `domain.clock`) is skipped, as any import. INTERNAL `utc` is answered in the device's
+  zone (`DeviceSession.zone`).
 - A store that is unavailable loses that batch's values, reads or property (logged); the
   connection stays up.
 """
@@ -62,10 +67,13 @@ from pinbase.devices.hardware.session import (
     Rtc,
     SetProperty,
     State,
+    Utc,
     Write,
 )
+from pinbase.domain.clock import importable, now_ms
 from pinbase.domain.errors import DomainError
 from pinbase.domain.model import Datastream
+from pinbase.domain.utc import utc_answer
 from pinbase.domain.values import Value, parse_text_value, to_text
 from pinbase.live.bus import Event, ValueChanged
 from pinbase.net.admission import Ticket
@@ -257,9 +265,8 @@ class HardwareConnection(asyncio.Protocol):
             return
         if isinstance(event, ValueChanged):
             self._send_value(event.pin, texts_of(event.value))
-        else:
-            self.session.send_property(event.pin, event.name, event.value)
-        self._flush()
+            self._flush()
+        # Property changes are not sent: no client library handles PROPERTY (`clients`).
 
     def replaced(self) -> None:
         log.info("hardware device %s: logged in again elsewhere; closing", self.device_id)
@@ -425,6 +432,8 @@ class HardwareConnection(asyncio.Protocol):
             await self._property(request)
         elif type(request) is Rtc:
             self.session.answer_rtc(request.msg_id, int(time.time()))
+        elif type(request) is Utc:
+            self._utc(request)
 
     async def _login(self, request: Login) -> None:
         device = await DeviceSession.login(self.services, request.token, origin=self)
@@ -473,6 +482,8 @@ class HardwareConnection(asyncio.Protocol):
                 continue
             points.append((ds, value))
             ids.append(msg_id)
+        if request.ts is not None and not importable(request.ts, now_ms()):
+            return  # a GROUP stamped beyond the import window: skipped, as any import
         admitted = device.admit(len(points))
         held = points[admitted:]
         if held:
@@ -480,7 +491,7 @@ class HardwareConnection(asyncio.Protocol):
             del points[admitted:]
         if points:
             self._send_queued()  # refusals go out before the write is awaited
-            await self._store(device, points)
+            await self._store(device, points, request.ts)
         while held and not self._closing:
             wait = device.resume_in(len(held))
             if wait == math.inf:
@@ -488,12 +499,14 @@ class HardwareConnection(asyncio.Protocol):
             await self._hold(wait)
             admitted = device.admit(len(held))
             if admitted and not self._closing:
-                await self._store(device, held[:admitted])
+                await self._store(device, held[:admitted], request.ts)
                 del held[:admitted]
 
-    async def _store(self, device: DeviceSession, points: list[tuple[Datastream, Value]]) -> None:
+    async def _store(
+        self, device: DeviceSession, points: list[tuple[Datastream, Value]], ts: int | None
+    ) -> None:
         try:
-            await device.write(points)
+            await device.write(points, ts)
         except StoreUnavailable as exc:
             log.warning("hardware device %s: values not stored: %s", self.device_id, exc)
 
@@ -553,6 +566,16 @@ class HardwareConnection(asyncio.Protocol):
             self.session.refuse(request.msg_id)
         except StoreUnavailable as exc:
             log.warning("hardware device %s: property not stored: %s", self.device_id, exc)
+
+    def _utc(self, request: Utc) -> None:
+        """INTERNAL `utc`: the device's timezone (else its organization's, else UTC)."""
+        device = self.device
+        assert device is not None
+        fields = utc_answer(request.what, device.zone(), now_ms())
+        if fields is None:
+            self.session.refuse_body(request.msg_id)
+        else:
+            self.session.answer_utc(request.msg_id, fields)
 
     def _send_value(self, pin: str, texts: list[str], msg_id: int | None = None) -> None:
         if not self.session.send_value(pin, texts, msg_id) and not self.session.closed:

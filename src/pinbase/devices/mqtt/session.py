@@ -31,7 +31,8 @@ The protocol, as a device sees it:
   whole batch; charged as one import request against the per-device import limit),
   `ds/<label>/prop/<property>` (widget property),
   `get/ds` (comma-separated labels) and `get/ds/all` (answered on `downlink/ds/<label>` for
-  every requested datastream that has a value). Blynk's `ds/<label>/erase` is not supported
+  every requested datastream that has a value), `get/utc/all/json` (the device's time and
+  timezone, answered on `downlink/utc/all/json`). Blynk's `ds/<label>/erase` is not supported
   (told on `downlink/diag`); other topics (`info/mcu`, ...) are ignored.
 - Every PUBLISH at QoS 0 or 1 goes through the one write path; a QoS 1 PUBACK is sent only once
   the write is durable, and PUBACKs keep the order of their PUBLISHes. QoS 2 closes the
@@ -209,8 +210,19 @@ class GetCurrent(Generic[D]):
     """None: every datastream of the device."""
 
 
+@dataclass(frozen=True, slots=True)
+class GetUtc:
+    """`get/utc/all/json`: send the device's time and timezone with `publish_utc`."""
+
+
 Request: TypeAlias = (
-    Login | WriteValues[D] | BatchValues | TimestampedBatch[D] | SetProperty[D] | GetCurrent[D]
+    Login
+    | WriteValues[D]
+    | BatchValues
+    | TimestampedBatch[D]
+    | SetProperty[D]
+    | GetCurrent[D]
+    | GetUtc
 )
 
 
@@ -490,6 +502,8 @@ class MqttSession(Generic[D]):
             return GetCurrent(wanted)
         if topic == "get/ds/all":
             return GetCurrent(None)
+        if topic == "get/utc/all/json":
+            return GetUtc()
         return None
 
     def done(self, request: object, now: float) -> None:
@@ -539,6 +553,12 @@ class MqttSession(Generic[D]):
         """A datastream's value, to `downlink/ds/<label>` if a subscription matches."""
         if self._subscriptions:
             self._downlink("downlink/ds/" + label, text)
+
+    def publish_utc(self, payload: str) -> None:
+        """The device's time and timezone (JSON), to `downlink/utc/all/json`, where Blynk
+        answers `get/utc/all/json`, if a subscription matches."""
+        if self._subscriptions:
+            self._downlink("downlink/utc/all/json", payload)
 
     def publish_property(self, label: str, name: str, value: str) -> None:
         """A widget property, to `downlink/ds/<label>/prop/<name>` if a subscription matches."""

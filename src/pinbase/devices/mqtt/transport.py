@@ -59,6 +59,7 @@ from pinbase.devices.mqtt.session import (
     DISCONNECTED,
     BatchValues,
     GetCurrent,
+    GetUtc,
     Login,
     MqttSession,
     Request,
@@ -66,8 +67,10 @@ from pinbase.devices.mqtt.session import (
     TimestampedBatch,
     WriteValues,
 )
+from pinbase.domain.clock import now_ms
 from pinbase.domain.errors import DomainError
 from pinbase.domain.model import Datastream
+from pinbase.domain.utc import utc_all
 from pinbase.domain.values import Value, parse_json_value, parse_text_value, to_text
 from pinbase.live.bus import Event, ValueChanged
 from pinbase.net.admission import Ticket
@@ -536,6 +539,8 @@ class MqttConnection(asyncio.Protocol):
             elif isinstance(request, GetCurrent):
                 for ds, value in await device.read(request.datastreams):
                     session.publish_value(ds.label, to_text(value))
+            elif isinstance(request, GetUtc):
+                session.publish_utc(orjson.dumps(utc_all(device.zone(), now_ms())).decode())
             session.done(request, self._loop.time())
             self._flush()  # at once: a change delivered later must not overtake a get/ds
         if unwritten is not None:

@@ -182,6 +182,11 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE history ADD PRIMARY KEY (device_id, ds_id, ts, seq);
     INSERT INTO meta VALUES ('history_writers', 0);
     """,
+    # 3: timezones (IANA names) of organizations and devices; NULL: the default
+    """
+    ALTER TABLE organizations ADD COLUMN timezone text;
+    ALTER TABLE devices ADD COLUMN timezone text;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

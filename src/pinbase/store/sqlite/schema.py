@@ -157,6 +157,11 @@ MIGRATIONS: tuple[str, ...] = (
     END;
     INSERT INTO meta VALUES ('history_writers', 0);
     """,
+    # 3: timezones (IANA names) of organizations and devices; NULL: the default
+    """
+    ALTER TABLE organizations ADD COLUMN timezone TEXT;
+    ALTER TABLE devices ADD COLUMN timezone TEXT;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
