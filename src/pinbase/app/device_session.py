@@ -21,7 +21,7 @@ from pinbase.app.services import Services
 from pinbase.domain.clock import now_ms
 from pinbase.domain.errors import DomainError
 from pinbase.domain.model import Catalog, Datastream, Device, Schema
-from pinbase.domain.properties import check_property
+from pinbase.domain.properties import parse_property
 from pinbase.domain.values import Value
 
 TOO_MANY_VALUES = "Too many values from this device; slow down."
@@ -201,11 +201,10 @@ class DeviceSession:
 
     async def set_properties(self, ds: Datastream, properties: Sequence[tuple[str, str]]) -> None:
         """Check every property (Invalid on the first bad one), charge them all (RateLimited),
-        then store them."""
-        for name, value in properties:
-            check_property(name, value)
-        self.charge(len(properties))
-        for name, value in properties:
+        then store them, each in its stored form (`parse_property`)."""
+        stored = [(name, parse_property(name, value)) for name, value in properties]
+        self.charge(len(stored))
+        for name, value in stored:
             await self.services.ingest.set_property(
                 self.device, ds, name, value, origin=self.origin
             )
