@@ -215,6 +215,34 @@ def test_properties_are_stored_and_announced_in_their_one_form(tmp_path: Path) -
     run(tmp_path, scenario)
 
 
+def test_erasing_a_value_and_a_property_is_stored_and_announced(tmp_path: Path) -> None:
+    async def scenario(svc: Services) -> None:
+        session = await login(svc)
+        ds = session.by_id(1)
+        assert ds is not None
+        await session.write_charged([(ds, 21.5)])
+        await session.set_properties(ds, [("color", "#FF0000"), ("label", "Air")])
+        events: list[Event] = []
+        svc.bus.subscribe_device(101, events.append)
+        await session.erase_value(ds)
+        await session.erase_property(ds, "color")
+        assert await session.read() == []
+        assert await svc.store.properties(101) == {1: {"label": "Air"}}
+        total, _ = await svc.store.history(101, 1, 0, 2**62, 0, 10, True)
+        assert total == 1, "history stays"
+        assert [(type(e).__name__, e.value) for e in events] == [
+            ("ValueChanged", None),
+            ("PropertyChanged", ""),
+        ]
+        await session.erase_value(ds)
+        await session.erase_property(ds, "color")
+        assert len(events) == 2, "erasing what is empty announces nothing"
+        with pytest.raises(Invalid):
+            await session.erase_property(ds, "colour")
+
+    run(tmp_path, scenario)
+
+
 def test_a_session_follows_provisioning_until_its_token_moves(tmp_path: Path) -> None:
     async def scenario(svc: Services) -> None:
         session = await login(svc)

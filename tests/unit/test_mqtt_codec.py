@@ -1,4 +1,5 @@
-"""The MQTT 3.1.1 codec (MQTT 5: test_mqtt5.py): decoding what devices send, encoding what the server answers."""
+"""The MQTT 3.1.1 codec: decoding what devices send, encoding what the server answers (MQTT 5:
+test_mqtt5.py)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from pinbase.app.services import Services
 from pinbase.domain.clock import now_ms
 from pinbase.domain.errors import DomainError
 from pinbase.domain.model import Catalog, Datastream, Device, Schema
-from pinbase.domain.properties import parse_property
+from pinbase.domain.properties import check_property_name, parse_property
 from pinbase.domain.values import Value
 
 TOO_MANY_VALUES = "Too many values from this device; slow down."
@@ -208,6 +208,18 @@ class DeviceSession:
             await self.services.ingest.set_property(
                 self.device, ds, name, value, origin=self.origin
             )
+
+    async def erase_value(self, ds: Datastream) -> None:
+        """The datastream's current value becomes empty (charged as one value: RateLimited)."""
+        self.charge(1)
+        await self.services.ingest.erase_value(self.device, ds, origin=self.origin)
+
+    async def erase_property(self, ds: Datastream, name: str) -> None:
+        """Remove a widget property: Invalid for a name that is not one, RateLimited as one
+        value."""
+        check_property_name(name)
+        self.charge(1)
+        await self.services.ingest.erase_property(self.device, ds, name, origin=self.origin)
 
     async def read(
         self, wanted: Sequence[Datastream] | None = None

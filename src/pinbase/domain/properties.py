@@ -148,17 +148,21 @@ FORMATS: dict[str, tuple[str, Parse]] = {
 PROPERTY_NAMES = tuple(FORMATS)
 
 
+def check_property_name(name: str) -> None:
+    """Raise `Invalid` unless `name` is a widget property."""
+    if name not in FORMATS:
+        raise Invalid(f"Unknown widget property '{name}'.")
+
+
 def parse_property(name: str, value: str) -> str:
     """`value` of widget property `name` in its stored form; `Invalid` unless it is well formed
     (in one of the forms the module docstring lists)."""
-    spec = FORMATS.get(name)
-    if spec is None:
-        raise Invalid(f"Unknown widget property '{name}'.")
+    check_property_name(name)
     if len(value) > MAX_PROPERTY_LENGTH:
         raise Invalid(
             f"Value of property '{name}' is longer than {MAX_PROPERTY_LENGTH} characters."
         )
-    description, parse = spec
+    description, parse = FORMATS[name]
     if "\x00" in value:
         raise Invalid(f"Value of property '{name}' holds a NUL character.")
     stored = parse(value)

@@ -486,9 +486,7 @@ def _subscribe(body: bytes, level: int) -> Subscribe:
         if qos > 2:
             raise CodecError(f"SUBSCRIBE requested QoS byte {qos:#x} is invalid")
         if not valid_filter(topic_filter):
-            raise CodecError(
-                f"invalid topic filter {topic_filter!r}", reasons.TOPIC_FILTER_INVALID
-            )
+            raise CodecError(f"invalid topic filter {topic_filter!r}", reasons.TOPIC_FILTER_INVALID)
         topics.append((topic_filter, qos))
     if not topics:
         raise CodecError("SUBSCRIBE has no topic filter", reasons.PROTOCOL_ERROR)
@@ -611,9 +609,7 @@ PINGRESP = bytes((_PINGRESP << 4, 0))
 # MQTT 5 encoders -------------------------------------------------------------------------
 
 
-def encode_connack5(
-    reason: int, properties: list[tuple[int, props.Value]] | None = None
-) -> bytes:
+def encode_connack5(reason: int, properties: list[tuple[int, props.Value]] | None = None) -> bytes:
     """An MQTT 5 CONNACK: no session present, a reason code, properties."""
     return _packet(_CONNACK << 4, bytes((0, reason)) + props.encode(properties or []))
 
@@ -639,15 +635,11 @@ def encode_puback5(packet_id: int, reason: int) -> bytes:
 
 
 def encode_suback5(packet_id: int, reason_codes: list[int]) -> bytes:
-    return _packet(
-        _SUBACK << 4, packet_id.to_bytes(2, "big") + props.EMPTY + bytes(reason_codes)
-    )
+    return _packet(_SUBACK << 4, packet_id.to_bytes(2, "big") + props.EMPTY + bytes(reason_codes))
 
 
 def encode_unsuback5(packet_id: int, reason_codes: list[int]) -> bytes:
-    return _packet(
-        _UNSUBACK << 4, packet_id.to_bytes(2, "big") + props.EMPTY + bytes(reason_codes)
-    )
+    return _packet(_UNSUBACK << 4, packet_id.to_bytes(2, "big") + props.EMPTY + bytes(reason_codes))
 
 
 def encode_disconnect5(reason: int) -> bytes:

@@ -667,9 +667,7 @@ class MqttSession(Generic[D]):
         if self.state is State.CONNECTING:
             self.close(f"no CONNECT in time: none within {self._connect_timeout:g} s")
         else:
-            self._violation(
-                f"silent for more than {self._timeout:g} s", reasons.KEEP_ALIVE_TIMEOUT
-            )
+            self._violation(f"silent for more than {self._timeout:g} s", reasons.KEEP_ALIVE_TIMEOUT)
         return True
 
     # output -------------------------------------------------------------------------------
