@@ -6,8 +6,10 @@ enforces the deadlines and performs the requests with the app layer.
 The protocol, as a device sees it:
 
 - CONNECT with user name `device` and the device's auth token as password; anything else is
-  CONNACK 4 (bad user name or password) and the connection is closed. A protocol level other
-  than 4 (MQTT 3.1.1) is CONNACK 1; an empty client id without a clean session is CONNACK 2.
+  CONNACK 4 (bad user name or password; MQTT 5: 0x86) and the connection is closed. Protocol
+  levels 4 (MQTT 3.1.1) and 5 (MQTT 5) are spoken, each in its own packet forms; another level
+  is CONNACK 1. A 3.1.1 empty client id without a clean session is CONNACK 2; an MQTT 5 one is
+  assigned `pinbase-<n>`.
   Sessions are always clean: CONNACK says no session is present, and nothing survives a
   connection (no queued QoS 1 messages, no subscriptions, no will message: devices are not
   routed to each other). A first packet other than CONNECT, or a second CONNECT, closes the
@@ -52,6 +54,28 @@ The protocol, as a device sees it:
   QoS 1 PUBLISHes. A device is never sent its own writes back.
 - A malformed packet, or one above 1 MiB, closes that connection only; nothing of the turn
   (below) it was decoded in is acted on.
+- Erasing: `ds/<label>/erase` (`EraseValue`) empties the current value, and
+  `ds/<label>/prop/<name>/erase` (`EraseProperty`) removes a widget property.
+
+MQTT 5, beside the packet forms (properties read and skipped, user properties ignored):
+
+- The CONNACK says what the server does: Session Expiry 0 (sessions are always clean, whatever
+  the client asked), Receive Maximum `TURN_PACKETS`, Maximum QoS 1, Maximum Packet Size 1 MiB,
+  Topic Alias Maximum 0, no subscription identifiers or shared subscriptions; Server Keep
+  Alive when the keep-alive in force is not the client's; an Assigned Client Identifier for an
+  empty one. A CONNECT naming an authentication method is refused (0x8C); a malformed MQTT 5
+  CONNECT gets a CONNACK with its reason code (0x81, 0x82).
+- The device's Receive Maximum is honoured: QoS 1 downlinks beyond it, unacknowledged, go at
+  QoS 0, and a packet id still in flight is never reused. Its Maximum Packet Size too: a
+  downlink or diagnostic larger than it is not sent.
+- Reason codes: a PUBACK refuses a PUBLISH to an unknown label (0x90 topic name invalid); a
+  SUBACK grants QoS 0 or 1, or refuses a shared subscription (0x9E); an UNSUBACK says whether
+  there was a subscription (0x00, 0x11).
+- A protocol violation once logged in is answered with a DISCONNECT carrying its reason code,
+  after the answers due before it, then the connection closes: a malformed packet (0x81), a
+  protocol error (0x82, a second CONNECT, AUTH), a packet above 1 MiB (0x95, at its fixed
+  header), QoS 2 (0x9B), a topic alias (0x94), a subscription identifier (0xA1), keep-alive
+  expiry (0x8D). Before the login, as with 3.1.1, the connection is only closed.
 
 How the machine is driven:
 
@@ -412,11 +436,12 @@ class MqttSession(Generic[D]):
             return []
         return self._connect(packets) if packets else []
 
-    def _violation(self, reason: str, code: int) -> None:
+    def _violation(self, reason: str, code: int, out: list[bytes] | None = None) -> None:
         """Close for a protocol violation: an MQTT 5 device is told why (a DISCONNECT with
-        `code`) once the CONNECT was accepted; a 3.1.1 device, or one not logged in, is not."""
+        `code`, in `out`: after the answers due before it) once the CONNECT was accepted; a
+        3.1.1 device, or one not logged in, is not."""
         if self.level == MQTT5 and self.state is State.CONNECTED:
-            self._out.append(encode_disconnect5(code))
+            (self._out if out is None else out).append(encode_disconnect5(code))
         self.close(reason)
 
     def _connect(self, packets: list[Packet]) -> list[Request[D]]:
@@ -519,6 +544,7 @@ class MqttSession(Generic[D]):
                     self._violation(
                         "malformed packet: topic aliases are not supported",
                         reasons.TOPIC_ALIAS_INVALID,
+                        tail,
                     )
                     break
                 topic = packet.topic
@@ -556,6 +582,7 @@ class MqttSession(Generic[D]):
                     self._violation(
                         "malformed packet: subscription identifiers are not supported",
                         reasons.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED,
+                        tail,
                     )
                     break
                 granted: list[int] = []
@@ -587,7 +614,7 @@ class MqttSession(Generic[D]):
                 self.close(DISCONNECTED)
                 break
             else:  # Connect
-                self._violation("malformed packet: a second CONNECT", reasons.PROTOCOL_ERROR)
+                self._violation("malformed packet: a second CONNECT", reasons.PROTOCOL_ERROR, tail)
                 break
         return requests
 
