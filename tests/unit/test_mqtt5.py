@@ -311,6 +311,20 @@ def test_a_bad_v5_packet_carries_its_reason_code(packet: bytes, reason: int) -> 
     assert caught.value.reason == reason
 
 
+def test_properties_are_bounded_whatever_the_packet_size() -> None:
+    """Reading tiny user properties costs far more than a payload: 16 KiB of them at most."""
+    many = bytes((0x26,)) + b"\x00\x00\x00\x00"
+    decoder = Decoder()
+    decoder.feed(connect5())
+    fits = (props.MAX_LENGTH // len(many)) * many
+    [packet] = decoder.feed(publish5("ds/T", "1", properties=_varint(len(fits)) + fits))
+    assert isinstance(packet, Publish) and packet.payload == b"1"
+    over = fits + many
+    with pytest.raises(CodecError) as caught:
+        decoder.feed(publish5("ds/T", "1", properties=_varint(len(over)) + over))
+    assert caught.value.reason == reasons.PACKET_TOO_LARGE
+
+
 def test_a_topic_alias_and_a_subscription_identifier_are_decoded_for_the_session() -> None:
     alias = publish5("ds/T", "1", properties=_props(bytes((0x23,)) + (1).to_bytes(2, "big")))
     sub_id = subscribe5(1, ("a/#", 0), properties=_props(bytes((0x0B, 5))))

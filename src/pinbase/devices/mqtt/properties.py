@@ -3,6 +3,9 @@ user properties skipped) and encoding those the server sends. Pure and I/O-free.
 
 A property a packet may not carry, or one given twice (user properties aside), is a protocol
 error; a value of the wrong form (bad UTF-8, a zero Receive Maximum, ...) a malformed packet.
+The properties of one packet may span `MAX_LENGTH` bytes: reading a megabyte of tiny user
+properties would hold the event loop for a third of a second, where the payload of a packet of
+that size costs next to nothing.
 """
 
 from __future__ import annotations
@@ -110,6 +113,9 @@ DISCONNECT = frozenset({SESSION_EXPIRY, REASON_STRING, USER_PROPERTY, SERVER_REF
 
 Value = int | str | bytes
 
+MAX_LENGTH = 16 * 1024
+"""Bytes the properties of one packet may span; more is refused as too large (0x95)."""
+
 
 def read_varint(body: bytes, pos: int) -> tuple[int, int]:
     """A variable byte integer at `pos`: (value, position after it)."""
@@ -149,6 +155,11 @@ def read(body: bytes, pos: int, allowed: frozenset[int]) -> tuple[dict[int, Valu
     """The properties at `pos` (their length first): identifier -> value, user properties left
     out; and the position after them."""
     length, pos = read_varint(body, pos)
+    if length > MAX_LENGTH:
+        raise CodecError(
+            f"properties of {length} bytes exceed the limit of {MAX_LENGTH}",
+            reasons.PACKET_TOO_LARGE,
+        )
     end = pos + length
     if end > len(body):
         raise CodecError("properties are longer than the packet")
