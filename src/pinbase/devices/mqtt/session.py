@@ -562,11 +562,11 @@ class MqttSession(Generic[D]):
                     continue
                 command = self._command(topic, packet.payload, tail, now)
                 code = reasons.SUCCESS
-                if type(command) is int:
+                if isinstance(command, int):
                     code = command
                 elif command is not None:
                     values = None
-                    requests.append(command)  # type: ignore[arg-type]
+                    requests.append(command)
                     entry = _Held(command)
                     held.append(entry)
                     tail = entry.answers
