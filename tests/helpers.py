@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -21,6 +23,7 @@ from typing import Any, Self, TypeVar
 
 import asyncpg
 import httpx
+import orjson
 import yaml
 
 from pinbase.domain.clock import now_ms
@@ -379,3 +382,53 @@ async def fresh_store(
             await admin.execute(f"DROP DATABASE IF EXISTS {name}")
         finally:
             await admin.close()
+
+
+LIVE = "/api/v1/organization/live"
+LIVE_DEADLINE = 30.0  # bounds a hung stream; never decides a result
+
+
+class Listener:
+    """Reads an event stream on a thread and hands each parsed event to the test."""
+
+    def __init__(self, base_url: str, token: str, params: dict[str, str] | None = None) -> None:
+        self.events: queue.Queue[tuple[str, dict[str, object]]] = queue.Queue()
+        self.ready = threading.Event()
+        self.ended = threading.Event()
+        """Set when the server ended the stream, cleanly (`error` None) or not."""
+        self.error: Exception | None = None
+        self._client = httpx.Client(base_url=base_url, timeout=None)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(token, params or {}), daemon=True)
+        self._thread.start()
+        assert self.ready.wait(LIVE_DEADLINE), "the stream did not open"
+
+    def _run(self, token: str, params: dict[str, str]) -> None:
+        try:
+            self._read(token, params)
+        except (httpx.HTTPError, OSError) as exc:
+            if not self._stop.is_set():  # closing the client ends the read; nothing else may
+                self.error = exc
+        finally:
+            self.ended.set()
+
+    def _read(self, token: str, params: dict[str, str]) -> None:
+        headers = {"Authorization": f"Bearer {token}"}
+        with self._client.stream("GET", LIVE, headers=headers, params=params) as response:
+            kind = ""
+            for line in response.iter_lines():
+                if line.startswith(": connected"):
+                    self.ready.set()
+                elif line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    self.events.put((kind, orjson.loads(line[6:])))
+                if self._stop.is_set():
+                    return
+
+    def next(self) -> tuple[str, dict[str, object]]:
+        return self.events.get(timeout=LIVE_DEADLINE)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._client.close()

@@ -2,66 +2,16 @@
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
 
-from helpers import Server, apply_fleet, client_token
+from helpers import LIVE, Listener, Server, apply_fleet, client_token
 
 UPDATE = "/api/v1/organization/device/datastream"
-LIVE = "/api/v1/organization/live"
 DEADLINE = 30.0  # bounds a hung stream; never decides a result
-
-
-class Listener:
-    """Reads an event stream on a thread and hands each parsed event to the test."""
-
-    def __init__(self, base_url: str, token: str, params: dict[str, str] | None = None) -> None:
-        self.events: queue.Queue[tuple[str, dict[str, object]]] = queue.Queue()
-        self.ready = threading.Event()
-        self.ended = threading.Event()
-        """Set when the server ended the stream, cleanly (`error` None) or not."""
-        self.error: Exception | None = None
-        self._client = httpx.Client(base_url=base_url, timeout=None)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(token, params or {}), daemon=True)
-        self._thread.start()
-        assert self.ready.wait(DEADLINE), "the stream did not open"
-
-    def _run(self, token: str, params: dict[str, str]) -> None:
-        try:
-            self._read(token, params)
-        except (httpx.HTTPError, OSError) as exc:
-            if not self._stop.is_set():  # closing the client ends the read; nothing else may
-                self.error = exc
-        finally:
-            self.ended.set()
-
-    def _read(self, token: str, params: dict[str, str]) -> None:
-        headers = {"Authorization": f"Bearer {token}"}
-        with self._client.stream("GET", LIVE, headers=headers, params=params) as response:
-            kind = ""
-            for line in response.iter_lines():
-                if line.startswith(": connected"):
-                    self.ready.set()
-                elif line.startswith("event: "):
-                    kind = line[7:]
-                elif line.startswith("data: "):
-                    self.events.put((kind, orjson.loads(line[6:])))
-                if self._stop.is_set():
-                    return
-
-    def next(self) -> tuple[str, dict[str, object]]:
-        return self.events.get(timeout=DEADLINE)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._client.close()
 
 
 @pytest.fixture

@@ -19,10 +19,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from helpers import (
     Api,
+    Listener,
     Server,
     apply_fleet,
     client_token,
@@ -45,7 +46,7 @@ STATUS = "/api/v1/organization/device/status"
 
 TEMPERATURE, HUMIDITY, STATUS_DS, POSITION, MODE = 1, 2, 3, 4, 5
 FIRST_DEVICE = 301
-DEVICES = 30
+DEVICES = 60
 
 
 def token_of(device_id: int) -> str:
@@ -74,10 +75,11 @@ class Devices:
 
 
 class Env:
-    def __init__(self, server: Server, mqtt_port: int, api: Api) -> None:
+    def __init__(self, server: Server, mqtt_port: int, token: str) -> None:
         self.server = server
         self.mqtt_port = mqtt_port
-        self.api = api
+        self.token = token
+        self.api = Api(server.url, token)
         self.devices = Devices()
 
     def status(self, device_id: int) -> dict[str, Any]:
@@ -112,20 +114,26 @@ def env(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]
     apply_fleet(data_dir, fleet)
     mqtt_port = free_port()
     server = Server(data_dir, "--mqtt-port", str(mqtt_port)).start()
-    api = Api(server.url, client_token(server.url, CLIENT))
+    env = Env(server, mqtt_port, client_token(server.url, CLIENT))
     try:
-        yield Env(server, mqtt_port, api)
+        yield env
     finally:
-        api.close()
+        env.api.close()
         assert server.stop() == 0, Path(server.log).read_text()
 
 
 class Device:
     """A paho-mqtt client as a Blynk MQTT device."""
 
-    def __init__(self, env: Env, device_id: int, token: str | None = None) -> None:
+    def __init__(
+        self,
+        env: Env,
+        device_id: int,
+        token: str | None = None,
+        protocol: MQTTProtocolVersion = mqtt.MQTTv311,
+    ) -> None:
         self.device_id = device_id
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=protocol)
         self.client.username_pw_set("device", token if token is not None else token_of(device_id))
         self.client.reconnect_delay_set(min_delay=60, max_delay=120)
         self.connected = threading.Event()
@@ -133,6 +141,10 @@ class Device:
         self.disconnected = threading.Event()
         self.subscribed = threading.Event()
         self.reason: Any = None
+        self.connack_properties: Any = None
+        self.disconnect_reason: Any = None
+        self.acked: dict[int, Any] = {}
+        """PUBACK reason codes (MQTT 5) by message id."""
         self.granted: list[Any] = []
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.seen: list[tuple[str, bytes]] = []
@@ -140,17 +152,23 @@ class Device:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
+        self.client.on_publish = self._on_publish
         self.client.connect("127.0.0.1", env.mqtt_port, keepalive=60)
         self.client.loop_start()
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         self.reason = reason
+        self.connack_properties = props
         (self.refused if reason.is_failure else self.connected).set()
 
     def _on_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
+        self.disconnect_reason = reason
         self.disconnected.set()
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        self.acked[mid] = reason
 
     def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self.messages.put((message.topic, bytes(message.payload)))
@@ -170,11 +188,14 @@ class Device:
         self.client.subscribe(topic_filter, qos)
         assert self.subscribed.wait(DEADLINE), "no SUBACK"
 
-    def publish(self, topic: str, payload: str | bytes, qos: int = 1) -> None:
+    def publish(self, topic: str, payload: str | bytes, qos: int = 1) -> Any:
+        """Publish; at QoS 1 wait for the PUBACK and return its reason code (MQTT 5)."""
         info = self.client.publish(topic, payload, qos=qos)
         if qos:
             info.wait_for_publish(DEADLINE)
             assert info.is_published(), "no PUBACK"
+            return self.acked.get(info.mid)
+        return None
 
     def expect(self, topic: str, deadline: float = DEADLINE) -> bytes:
         """The payload of the next message on `topic`; messages before it go to `seen`."""
@@ -205,8 +226,14 @@ def devices(env: Env) -> Iterator[list[Device]]:
         device.close()
 
 
-def connect(env: Env, devices: list[Device], device_id: int, token: str | None = None) -> Device:
-    device = Device(env, device_id, token)
+def connect(
+    env: Env,
+    devices: list[Device],
+    device_id: int,
+    token: str | None = None,
+    protocol: MQTTProtocolVersion = mqtt.MQTTv311,
+) -> Device:
+    device = Device(env, device_id, token, protocol)
     devices.append(device)
     return device
 
@@ -221,6 +248,7 @@ def _string(text: str) -> bytes:
 
 def connect_bytes(token: str, keep_alive: int = 60, level: int = 4) -> bytes:
     body = _string("MQTT") + bytes((level, 0xC2)) + keep_alive.to_bytes(2, "big")
+    body += b"\x00" if level == 5 else b""  # MQTT 5: no properties
     body += _string("raw") + _string("device") + _string(token)
     return b"\x10" + encode_remaining_length(len(body)) + body
 
@@ -239,6 +267,14 @@ def recv_exactly(sock: socket.socket, size: int) -> bytes:
             break
         data += chunk
     return data
+
+
+def recv_packet(sock: socket.socket) -> bytes:
+    """One whole packet the server sent."""
+    head = recv_exactly(sock, 2)
+    assert len(head) == 2, "closed"
+    assert head[1] < 0x80, "only short packets are expected here"
+    return head + recv_exactly(sock, head[1])
 
 
 def wait_closed(sock: socket.socket) -> None:
@@ -283,7 +319,7 @@ def test_bad_credentials_on_the_wire(env: Env) -> None:
 
 
 def test_unsupported_protocol_level_is_connack_1(env: Env) -> None:
-    with raw_connect(env, token_of(env.devices.take()), level=5) as sock:
+    with raw_connect(env, token_of(env.devices.take()), level=6) as sock:
         assert recv_exactly(sock, 4) == b"\x20\x02\x00\x01"
         wait_closed(sock)
 
@@ -470,8 +506,7 @@ def test_mismatched_value_stores_nothing(env: Env, devices: list[Device]) -> Non
     device.publish("ds/Nope", "1")
     device.publish("batch_ds", '{"Humidity": "wet"}')
     device.publish("ds/Temperature/timestamped_batch", '[[1, "hot"]]')
-    device.publish("ds/Temperature/erase", "")
-    for _ in range(5):
+    for _ in range(4):
         device.expect("downlink/diag")
     assert env.value(device_id, HUMIDITY) is None
     assert env.value(device_id, MODE) is None
@@ -638,3 +673,143 @@ def test_get_utc_all_json_answers_the_time_and_timezone(env: Env, devices: list[
         0,
     )
     assert answer["iso"].endswith("+00:00") and answer["dst_next"] == []
+
+
+# MQTT 3.1.1 and 5 ------------------------------------------------------------------------
+
+PROTOCOLS = pytest.mark.parametrize(
+    "protocol", [mqtt.MQTTv311, mqtt.MQTTv5], ids=["mqtt3.1.1", "mqtt5"]
+)
+
+
+def properties_of(env: Env, device_id: int, ds_id: int) -> dict[str, str]:
+    response = env.api.get(PROPERTIES, deviceId=device_id, dataStreamIds=ds_id)
+    assert response.status_code == 200, response.text
+    found: dict[str, str] = response.json()[0]["properties"]
+    return found
+
+
+@PROTOCOLS
+def test_a_device_session_in_either_version(
+    env: Env, devices: list[Device], protocol: MQTTProtocolVersion
+) -> None:
+    device_id = env.devices.take()
+    device = connect(env, devices, device_id, protocol=protocol).wait_connected()
+    device.subscribe("downlink/#", qos=1)
+    assert [int(r.value) for r in device.granted] == [1]
+    device.publish("ds/Humidity", "41", qos=0)
+    env.wait_for("the QoS 0 value", lambda: env.value(device_id, HUMIDITY) == 41)
+    device.publish("ds/Temperature", "21.5", qos=1)
+    assert env.value(device_id, TEMPERATURE) == 21.5
+
+    body = {"deviceId": device_id, "dataStreamId": MODE, "value": 2}
+    assert env.api.post(UPDATE, body).status_code == 204
+    assert device.expect("downlink/ds/Mode") == b"2"
+
+    device.publish("ds/Temperature/prop/color", "E4F6F7")  # as Blynk's samples send them
+    device.publish("ds/Temperature/prop/isDisabled", "1")
+    assert properties_of(env, device_id, TEMPERATURE) == {
+        "color": "#E4F6F7",
+        "isDisabled": "true",
+    }
+    prop = {"deviceId": device_id, "dataStreamId": TEMPERATURE, "property": "isHidden"}
+    assert env.api.post(PROPERTY, {**prop, "value": "0"}).status_code == 204
+    assert device.expect("downlink/ds/Temperature/prop/isHidden") == b"false"
+
+    device.publish("ds/Temperature/erase", "")
+    assert env.value(device_id, TEMPERATURE) is None
+    assert env.value(device_id, HUMIDITY) == 41, "only the erased datastream"
+    device.publish("ds/Temperature/prop/color/erase", "")
+    assert properties_of(env, device_id, TEMPERATURE) == {
+        "isDisabled": "true",
+        "isHidden": "false",
+    }
+    device.publish("get/ds", "Temperature,Humidity")
+    assert device.expect("downlink/ds/Humidity") == b"41"
+    assert ("downlink/ds/Temperature", b"21.5") not in device.seen
+
+    device.publish("ds/Temperature", "22.5")
+    assert env.value(device_id, TEMPERATURE) == 22.5
+    assert not device.disconnected.is_set(), "the connection stays up"
+    assert env.status(device_id)["connected"] is True
+
+
+def test_erases_reach_the_live_stream(env: Env, devices: list[Device]) -> None:
+    device_id = env.devices.take()
+    device = connect(env, devices, device_id, protocol=mqtt.MQTTv5).wait_connected()
+    device.publish("ds/Status", "ok")
+    device.publish("ds/Status/prop/label", "State")
+    listener = Listener(env.server.url, env.token, {"deviceIds": str(device_id)})
+    try:
+        device.publish("ds/Status/erase", "")
+        device.publish("ds/Status/prop/label/erase", "")
+        device.publish("ds/Status/prop/color", "ff0000")
+        events = [listener.next() for _ in range(3)]
+    finally:
+        listener.close()
+    common = {"deviceId": device_id, "dataStreamId": STATUS_DS, "pin": "v3"}
+    kind, value = events[0]
+    assert kind == "value" and value.items() >= {**common, "value": None}.items()
+    assert events[1:] == [
+        ("property", {**common, "property": "label", "value": ""}),
+        ("property", {**common, "property": "color", "value": "#FF0000"}),
+    ]
+    assert env.value(device_id, STATUS_DS) is None
+
+
+def test_mqtt5_connack_properties_and_reason_codes(env: Env, devices: list[Device]) -> None:
+    device_id = env.devices.take()
+    device = connect(env, devices, device_id, protocol=mqtt.MQTTv5).wait_connected()
+    props = device.connack_properties
+    assert props.MaximumQoS == 1
+    assert props.TopicAliasMaximum == 0
+    assert props.MaximumPacketSize == 1024 * 1024
+    assert props.SessionExpiryInterval == 0
+    assert device.publish("ds/Temperature", "20").value == 0
+    assert device.publish("ds/Nope", "1").value == 0x90  # topic name invalid
+    assert device.expect("downlink/diag") == b"ds/Nope: no datastream with label 'Nope'."
+    device.subscribe("$share/group/downlink/#", qos=1)
+    assert [int(r.value) for r in device.granted] == [0x9E]
+    assert env.value(device_id, TEMPERATURE) == 20
+    assert not device.disconnected.is_set()
+
+
+def _publish5(topic: str, properties: bytes) -> bytes:
+    body = _string(topic) + properties + b"1"
+    return b"\x30" + encode_remaining_length(len(body)) + body
+
+
+@pytest.mark.parametrize(
+    ("packet", "reason"),
+    [
+        (b"\x30\x05\x00\x09ds/", 0x81),  # the topic is longer than the packet
+        (b"\x34\x00", 0x9B),  # QoS 2
+        (b"\x30\xff\xff\xff\x7f", 0x95),  # 256 MiB announced: refused at its header
+        (_publish5("ds/Temperature", b"\x03\x23\x00\x01"), 0x94),  # a topic alias
+        (connect_bytes("x" * 32, level=5), 0x82),  # a second CONNECT
+    ],
+    ids=["malformed", "qos2", "too-large", "topic-alias", "second-connect"],
+)
+def test_an_mqtt5_violation_gets_its_disconnect_and_spares_the_others(
+    env: Env, devices: list[Device], packet: bytes, reason: int
+) -> None:
+    good_id, bad_id = env.devices.take(), env.devices.take()
+    good = connect(env, devices, good_id, protocol=mqtt.MQTTv5).wait_connected()
+    with raw_connect(env, token_of(bad_id), level=5) as sock:
+        connack = recv_packet(sock)
+        assert connack[:4] == b"\x20" + bytes((len(connack) - 2,)) + b"\x00\x00"
+        sock.sendall(packet)
+        assert recv_packet(sock) == bytes((0xE0, 2, reason, 0))
+        wait_closed(sock)
+    good.publish("ds/Temperature", "30.5")
+    assert env.value(good_id, TEMPERATURE) == 30.5
+    assert not good.disconnected.is_set()
+    assert env.status(good_id)["connected"] is True
+
+
+def test_an_oversized_mqtt5_connect_is_only_closed(env: Env) -> None:
+    """Before the login MQTT 5 has the 3.1.1 limits: a CONNECT above the login byte limit is
+    refused at its fixed header, with nothing sent back."""
+    with socket.create_connection(("127.0.0.1", env.mqtt_port), timeout=DEADLINE) as sock:
+        sock.sendall(b"\x10\xff\xff\x03\x00\x04MQTT\x05")
+        assert sock.recv(16) == b""

@@ -532,6 +532,42 @@ def test_properties_are_set_replaced_and_imported(run: Callable[[Body], None]) -
     run(body)
 
 
+def test_a_property_is_deleted_alone(run: Callable[[Body], None]) -> None:
+    async def body(store: Store) -> None:
+        await store.set_property(1, 1, "color", "#FF0000")
+        await store.set_property(1, 1, "label", "Roof")
+        await store.set_property(1, 2, "color", "#00FF00")
+        assert await store.delete_property(1, 1, "color")
+        assert not await store.delete_property(1, 1, "color"), "already gone"
+        assert not await store.delete_property(2, 1, "label"), "another device's"
+        assert await store.properties(1) == {1: {"label": "Roof"}, 2: {"color": "#00FF00"}}
+
+    run(body)
+
+
+def test_erasing_a_current_value_keeps_history_and_other_values(
+    run: Callable[[Body], None],
+) -> None:
+    async def body(store: Store) -> None:
+        await store.write_values(
+            ValueWrites(
+                current=[(1, 1, "10", 100), (1, 2, "20", 100), (2, 1, "30", 100)],
+                history=[(1, 1, 100, 1, "10")],
+            )
+        )
+        assert await store.erase_current(1, 1)
+        assert not await store.erase_current(1, 1), "already empty"
+        assert await store.current_values([1, 2]) == {
+            1: {2: StoredValue("20", 100)},
+            2: {1: StoredValue("30", 100)},
+        }
+        assert await store.history(1, 1, 0, 1000, 0, 10, True) == (1, [(100, "10")])
+        await store.write_values(ValueWrites(current=[(1, 1, "11", 200)]))
+        assert (await store.current_values([1]))[1][1] == StoredValue("11", 200)
+
+    run(body)
+
+
 # --- tokens ---------------------------------------------------------------------------------
 
 

@@ -25,7 +25,7 @@ from pinbase.config import Settings
 from pinbase.domain.clock import DAY_MS, FUTURE_LIMIT_MS, now_ms
 from pinbase.domain.errors import Invalid
 from pinbase.domain.model import Datastream, DataType
-from pinbase.live.bus import Event, ValueChanged
+from pinbase.live.bus import Event, PropertyChanged, ValueChanged
 from pinbase.store.sqlite.store import SqliteStore
 
 TOKEN = "f3Kp0cQm9Zt1Yx7Lw2Nv5Rb8Hs4Jd6Ga"
@@ -196,6 +196,51 @@ def test_properties_are_all_checked_before_any_is_charged_or_stored(tmp_path: Pa
         assert session.admit(10) == 8, "two properties cost two values of the burst of 10"
 
     run(tmp_path, scenario, device_rate=0.001, device_burst=10)
+
+
+def test_properties_are_stored_and_announced_in_their_one_form(tmp_path: Path) -> None:
+    async def scenario(svc: Services) -> None:
+        session = await login(svc)
+        ds = session.by_id(1)
+        assert ds is not None
+        events: list[Event] = []
+        svc.bus.subscribe_device(101, events.append)
+        await session.set_properties(ds, [("color", "e4f6f7"), ("isDisabled", "1")])
+        assert await svc.store.properties(101) == {1: {"color": "#E4F6F7", "isDisabled": "true"}}
+        assert [(e.name, e.value) for e in events if isinstance(e, PropertyChanged)] == [
+            ("color", "#E4F6F7"),
+            ("isDisabled", "true"),
+        ]
+
+    run(tmp_path, scenario)
+
+
+def test_erasing_a_value_and_a_property_is_stored_and_announced(tmp_path: Path) -> None:
+    async def scenario(svc: Services) -> None:
+        session = await login(svc)
+        ds = session.by_id(1)
+        assert ds is not None
+        await session.write_charged([(ds, 21.5)])
+        await session.set_properties(ds, [("color", "#FF0000"), ("label", "Air")])
+        events: list[Event] = []
+        svc.bus.subscribe_device(101, events.append)
+        await session.erase_value(ds)
+        await session.erase_property(ds, "color")
+        assert await session.read() == []
+        assert await svc.store.properties(101) == {1: {"label": "Air"}}
+        total, _ = await svc.store.history(101, 1, 0, 2**62, 0, 10, True)
+        assert total == 1, "history stays"
+        assert [(type(e).__name__, e.value) for e in events] == [
+            ("ValueChanged", None),
+            ("PropertyChanged", ""),
+        ]
+        await session.erase_value(ds)
+        await session.erase_property(ds, "color")
+        assert len(events) == 2, "erasing what is empty announces nothing"
+        with pytest.raises(Invalid):
+            await session.erase_property(ds, "colour")
+
+    run(tmp_path, scenario)
 
 
 def test_a_session_follows_provisioning_until_its_token_moves(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pinbase.domain.errors import Invalid
-from pinbase.domain.properties import MAX_PROPERTY_LENGTH, PROPERTY_NAMES, check_property
+from pinbase.domain.properties import MAX_PROPERTY_LENGTH, PROPERTY_NAMES, parse_property
 
 TEXT = ["label", "onLabel", "offLabel", "suffix", "valueFormatting"]
 COLOURS = ["color", "onColor", "offColor", "onBackColor", "offBackColor"]
@@ -56,12 +56,12 @@ VALID = [
 
 @pytest.mark.parametrize(("name", "value"), VALID)
 def test_well_formed_values_are_accepted(name: str, value: str) -> None:
-    check_property(name, value)
+    parse_property(name, value)
 
 
 INVALID = [
     # colours
-    *[(name, value) for name in COLOURS for value in ["#FFF", "FF0000", "", "notacolour"]],
+    *[(name, value) for name in COLOURS for value in ["#FFF", "FFF", "", "notacolour", "##FF0000"]],
     ("color", "#GG0000"),
     ("color", "#FF00000"),
     ("color", "#FF0000800"),
@@ -69,7 +69,7 @@ INVALID = [
     ("color", "#FF0000\n"),
     ("color", "rgb(255,0,0)"),
     # booleans
-    *[(name, value) for name in BOOLEANS for value in ["True", "FALSE", "1", "0", "yes", ""]],
+    *[(name, value) for name in BOOLEANS for value in ["yes", "", "2", "01", " true", "t"]],
     # numbers
     *[(name, value) for name in NUMBERS for value in ["nan", "inf", "-inf", "abc", "", "1_0"]],
     # maximumFractionDigits
@@ -115,14 +115,35 @@ INVALID = [
 @pytest.mark.parametrize(("name", "value"), INVALID)
 def test_badly_formatted_values_are_rejected(name: str, value: str) -> None:
     with pytest.raises(Invalid) as err:
-        check_property(name, value)
+        parse_property(name, value)
     assert f"'{name}'" in str(err.value)
+
+
+STORED_FORMS = [
+    *[(name, "E4F6F7", "#E4F6F7") for name in COLOURS],
+    ("color", "#e4f6f7", "#E4F6F7"),
+    ("color", "e4f6f7", "#E4F6F7"),
+    ("color", "#E4F6F7", "#E4F6F7"),
+    ("color", "ff000080", "#FF000080"),
+    ("onColor", "Red", "red"),
+    *[(name, value, "true") for name in BOOLEANS for value in ["true", "1", "True", "TRUE"]],
+    *[(name, value, "false") for name in BOOLEANS for value in ["false", "0", "False", "FALSE"]],
+    ("label", "E4F6F7", "E4F6F7"),  # only colours gain a '#'
+    ("label", "1", "1"),  # only booleans become true/false
+    ("step", "1", "1"),
+    ("labels", '["Off", "On"]', '["Off", "On"]'),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "stored"), STORED_FORMS)
+def test_each_accepted_form_is_stored_in_one_form(name: str, value: str, stored: str) -> None:
+    assert parse_property(name, value) == stored
 
 
 @pytest.mark.parametrize("name", ["colour", "Color", "COLOR", "", "value", "pin", "labels "])
 def test_unknown_property_is_rejected(name: str) -> None:
     with pytest.raises(Invalid) as err:
-        check_property(name, "x")
+        parse_property(name, "x")
     assert "Unknown widget property" in str(err.value)
 
 
@@ -136,7 +157,7 @@ def test_unknown_property_is_rejected(name: str) -> None:
 )
 def test_200_characters_is_the_limit_and_is_accepted(name: str, value: str) -> None:
     assert len(value) == MAX_PROPERTY_LENGTH == 200
-    check_property(name, value)
+    parse_property(name, value)
 
 
 @pytest.mark.parametrize(
@@ -151,7 +172,7 @@ def test_200_characters_is_the_limit_and_is_accepted(name: str, value: str) -> N
 def test_201_characters_is_rejected(name: str, value: str) -> None:
     assert len(value) == 201
     with pytest.raises(Invalid) as err:
-        check_property(name, value)
+        parse_property(name, value)
     assert "200" in str(err.value)
 
 
@@ -159,4 +180,4 @@ def test_201_characters_is_rejected(name: str, value: str) -> None:
 def test_a_nul_character_is_rejected_in_any_property(name: str) -> None:
     """PostgreSQL text cannot hold U+0000, so no store is given one."""
     with pytest.raises(Invalid, match="NUL"):
-        check_property(name, "a\x00b")
+        parse_property(name, "a\x00b")

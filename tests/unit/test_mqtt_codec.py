@@ -1,4 +1,5 @@
-"""The MQTT 3.1.1 codec: decoding what devices send, encoding what the server answers."""
+"""The MQTT 3.1.1 codec: decoding what devices send, encoding what the server answers (MQTT 5:
+test_mqtt5.py)."""
 
 from __future__ import annotations
 
@@ -105,7 +106,7 @@ def test_connect_without_credentials() -> None:
     assert packet == Connect(client_id="", clean_session=True, keep_alive=45)
 
 
-@pytest.mark.parametrize(("name", "level"), [("MQTT", 5), ("MQTT", 3), ("MQIsdp", 3)])
+@pytest.mark.parametrize(("name", "level"), [("MQTT", 6), ("MQTT", 3), ("MQIsdp", 3)])
 def test_other_protocol_versions_are_unsupported(name: str, level: int) -> None:
     with pytest.raises(UnsupportedProtocol) as caught:
         decode_all(connect_packet(name=name, level=level))

@@ -30,6 +30,8 @@ from pinbase.devices.mqtt.session import (
     TURN_BYTES,
     TURN_PACKETS,
     BatchValues,
+    EraseProperty,
+    EraseValue,
     GetCurrent,
     GetUtc,
     Login,
@@ -218,7 +220,7 @@ def test_an_unknown_token_is_refused_with_connack_4() -> None:
     assert session.data_to_send() == b""
 
 
-@pytest.mark.parametrize(("name", "level"), [("MQTT", 5), ("MQIsdp", 3)])
+@pytest.mark.parametrize(("name", "level"), [("MQTT", 6), ("MQTT", 3), ("MQIsdp", 3)])
 def test_unsupported_protocol_level_is_connack_1(name: str, level: int) -> None:
     session: MqttSession[str] = MqttSession(T0)
     assert session.receive_data(connect(name=name, level=level), T0) == []
@@ -463,15 +465,15 @@ def test_topics_become_requests() -> None:
     assert session.data_to_send() == b""
 
 
-def test_unknown_labels_and_erase_are_told_on_diag() -> None:
+def test_unknown_labels_are_told_on_diag() -> None:
     session = connected()
     data = b"".join(
         (
             publish("ds/Nope", "1", packet_id=1),
             publish("ds/Nope/prop/color", "#FF0000"),
             publish("ds/Nope/timestamped_batch", "[]"),
-            publish("ds/Temperature/erase"),
             publish("ds/Nope/erase"),
+            publish("ds/Nope/prop/color/erase"),
             publish("get/ds", "Temperature,Nope", packet_id=2),
         )
     )
@@ -482,12 +484,35 @@ def test_unknown_labels_and_erase_are_told_on_diag() -> None:
         "ds/Nope: no datastream with label 'Nope'.",
         "ds/Nope/prop/color: no datastream with label 'Nope'.",
         "ds/Nope/timestamped_batch: no datastream with label 'Nope'.",
-        "ds/Temperature/erase: erasing a value is not supported.",
-        "ds/Nope/erase: no datastream with label 'Nope/erase'.",
+        "ds/Nope/erase: no datastream with label 'Nope'.",
+        "ds/Nope/prop/color/erase: no datastream with label 'Nope'.",
         "get/ds: no datastream with label 'Nope'.",
     ]
     assert split(first)[1] == encode_puback(1)  # in the order of what they answer
     assert finish(session, requests) == encode_puback(2)
+
+
+def test_erase_topics_are_requests_in_order_with_the_values_around_them() -> None:
+    session = connected()
+    data = b"".join(
+        (
+            publish("ds/Temperature", "1"),
+            publish("ds/Temperature/erase", packet_id=1),
+            publish("ds/a/b/erase"),
+            publish("ds/Humidity/prop/color/erase", packet_id=2),
+            publish("ds/a/b/prop/label/erase"),
+        )
+    )
+    requests = session.receive_data(data, T0)
+    assert requests == [
+        WriteValues([("T", b"1")]),
+        EraseValue("T", "ds/Temperature/erase"),
+        EraseValue("AB", "ds/a/b/erase"),
+        EraseProperty("H", "color", "ds/Humidity/prop/color/erase"),
+        EraseProperty("AB", "label", "ds/a/b/prop/label/erase"),
+    ]
+    assert session.data_to_send() == b"", "nothing is told: erasing is supported"
+    assert finish(session, requests) == encode_puback(1) + encode_puback(2)
 
 
 def test_values_around_commands_that_are_not_requests_stay_one_write() -> None:

@@ -22,7 +22,7 @@ from pinbase.app.timezones import UnknownTimezone, load_zone
 from pinbase.domain.clock import now_ms
 from pinbase.domain.errors import DomainError
 from pinbase.domain.model import Catalog, Datastream, Device, Schema
-from pinbase.domain.properties import check_property
+from pinbase.domain.properties import check_property_name, parse_property
 from pinbase.domain.utc import Zone
 from pinbase.domain.values import Value
 
@@ -222,14 +222,25 @@ class DeviceSession:
 
     async def set_properties(self, ds: Datastream, properties: Sequence[tuple[str, str]]) -> None:
         """Check every property (Invalid on the first bad one), charge them all (RateLimited),
-        then store them."""
-        for name, value in properties:
-            check_property(name, value)
-        self.charge(len(properties))
-        for name, value in properties:
+        then store them, each in its stored form (`parse_property`)."""
+        stored = [(name, parse_property(name, value)) for name, value in properties]
+        self.charge(len(stored))
+        for name, value in stored:
             await self.services.ingest.set_property(
                 self.device, ds, name, value, origin=self.origin
             )
+
+    async def erase_value(self, ds: Datastream) -> None:
+        """The datastream's current value becomes empty (charged as one value: RateLimited)."""
+        self.charge(1)
+        await self.services.ingest.erase_value(self.device, ds, origin=self.origin)
+
+    async def erase_property(self, ds: Datastream, name: str) -> None:
+        """Remove a widget property: Invalid for a name that is not one, RateLimited as one
+        value."""
+        check_property_name(name)
+        self.charge(1)
+        await self.services.ingest.erase_property(self.device, ds, name, origin=self.origin)
 
     async def read(
         self, wanted: Sequence[Datastream] | None = None

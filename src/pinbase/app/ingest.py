@@ -239,6 +239,25 @@ class Ingest:
                 [ValueChanged(device.org_id, device.id, ds.id, ds.pin, value, newest[2], origin)]
             )
 
+    async def erase_value(
+        self, device: Device, ds: Datastream, origin: object | None = None
+    ) -> None:
+        """The datastream's current value becomes empty (its history stays): readers find no
+        value, and live subscribers get a change to None (a device, an empty value)."""
+        if await self.store.erase_current(device.id, ds.id):
+            self.bus.publish(
+                [ValueChanged(device.org_id, device.id, ds.id, ds.pin, None, now_ms(), origin)]
+            )
+
+    async def erase_property(
+        self, device: Device, ds: Datastream, name: str, origin: object | None = None
+    ) -> None:
+        """Remove a widget property; live subscribers get it changed to the empty string."""
+        if await self.store.delete_property(device.id, ds.id, name):
+            self.bus.publish(
+                [PropertyChanged(device.org_id, device.id, ds.id, ds.pin, name, "", origin)]
+            )
+
     async def set_property(
         self, device: Device, ds: Datastream, name: str, value: str, origin: object | None = None
     ) -> None:

@@ -127,8 +127,11 @@ def parse_text_value(ds: Datastream, parts: Sequence[str]) -> Value:
     return parse_json_value(ds, parts[0])
 
 
-def to_text(value: Value) -> str:
-    """The text form a device receives (Blynk sends values as strings; location as lon,lat)."""
+def to_text(value: Value | None) -> str:
+    """The text form a device receives (Blynk sends values as strings; location as lon,lat);
+    an erased value (None) is empty."""
+    if value is None:
+        return ""
     if isinstance(value, list):
         return f"{value[0]},{value[1]}"
     return str(value)

@@ -207,6 +207,14 @@ class Store(abc.ABC):
         """Store one widget property value."""
 
     @abc.abstractmethod
+    async def erase_current(self, device_id: int, ds_id: int) -> bool:
+        """Forget a datastream's current value (its history stays); whether it had one."""
+
+    @abc.abstractmethod
+    async def delete_property(self, device_id: int, ds_id: int, name: str) -> bool:
+        """Forget one widget property value; whether it was set."""
+
+    @abc.abstractmethod
     async def properties(self, device_id: int) -> dict[int, dict[str, str]]:
         """Widget properties of a device by datastream id."""
 

@@ -217,6 +217,12 @@ class Statements:
         self.set_current_if_newer = self.set_current + ONLY_NEWER
         self.add_history = upsert(HISTORY, f"VALUES ({d.params(5)})")
         self.set_property = upsert(PROPERTIES, values)
+        self.erase_current = (
+            f"DELETE FROM current_values WHERE device_id = {p(1)} AND ds_id = {p(2)}"
+        )
+        self.delete_property = (
+            f"DELETE FROM properties WHERE device_id = {p(1)} AND ds_id = {p(2)} AND name = {p(3)}"
+        )
         # a writer id above every one handed out so far, and above the parameter
         self.allocate_writer = (
             f"UPDATE meta SET value = CASE WHEN value > {p(1)} THEN value ELSE {p(1)} END + 1 "

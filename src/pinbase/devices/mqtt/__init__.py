@@ -1,12 +1,13 @@
 """The MQTT device API (Blynk's device MQTT API), served inside the pinbase process.
 
-Three layers: `codec` turns bytes into MQTT 3.1.1 packets and back; `session` is one device
-connection as a sans-IO state machine (what a device sees, documented there); `transport` is
-the asyncio listener that feeds sessions from sockets and performs their requests with the app
-layer.
+Three layers: `codec` turns bytes into MQTT 3.1.1 and 5 packets and back (with `properties`,
+MQTT 5's properties, `reasons`, its reason codes, and `errors`, what the codec raises);
+`session` is one device connection as a sans-IO state machine (what a device sees, documented
+there); `transport` is the asyncio listener that feeds sessions from sockets and performs their
+requests with the app layer.
 
-Why no embedded broker: pinbase implements the MQTT 3.1.1 subset it needs with its own codec
-instead of embedding amqtt's broker. pinbase is not a general broker: devices only talk to the
+Why no embedded broker: pinbase implements the MQTT 3.1.1 and 5 subset it needs with its own
+codec instead of embedding amqtt's broker. pinbase is not a general broker: devices only talk to the
 server (no device-to-device routing, no retained messages or wildcard fan-out between clients),
 and an embedded broker would put its own session/topic machinery and an extra hop between the
 socket and pinbase's write path, while the hooks pinbase needs (token as password, every

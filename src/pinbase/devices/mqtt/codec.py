@@ -1,10 +1,19 @@
-"""MQTT 3.1.1 packets: an incremental decoder for what devices send and encoders for what the
-server answers. Pure and I/O-free.
+"""MQTT 3.1.1 and 5 packets: an incremental decoder for what devices send and encoders for what
+the server answers. Pure and I/O-free.
 
 Only the subset the device API needs: CONNECT, PUBLISH at QoS 0 and 1, PUBACK, SUBSCRIBE,
-UNSUBSCRIBE, PINGREQ and DISCONNECT in; CONNACK, PUBLISH, PUBACK, SUBACK, UNSUBACK and PINGRESP
-out. Anything else a client sends (QoS 2 and its PUBREC/PUBREL/PUBCOMP flow, server-only packet
-types, reserved types or flags) is a `CodecError`, after which the connection is unusable.
+UNSUBSCRIBE, PINGREQ and DISCONNECT in; CONNACK, PUBLISH, PUBACK, SUBACK, UNSUBACK, PINGRESP
+and (MQTT 5) DISCONNECT out. Anything else a client sends (QoS 2 and its PUBREC/PUBREL/PUBCOMP
+flow, MQTT 5's AUTH, server-only packet types, reserved types or flags) is a `CodecError`, after
+which the connection is unusable.
+
+The decoder reads the protocol level from the CONNECT and decodes what follows in that version.
+MQTT 5's properties are read (`properties`) and checked against their packet; those the server
+has a use for are kept on the packet (CONNECT's session expiry, receive maximum, maximum packet
+size, authentication method; a PUBLISH's topic alias), the rest skipped, user properties
+included. What MQTT 5 adds to the subscription options (no local, retain as published, retain
+handling) is checked and ignored: devices are never routed to each other and nothing is
+retained.
 """
 
 from __future__ import annotations
@@ -12,12 +21,20 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
+from pinbase.devices.mqtt import properties as props
+from pinbase.devices.mqtt import reasons
+from pinbase.devices.mqtt.errors import CodecError
+
+__all__ = ["CodecError"]
+
 MAX_PACKET_SIZE = 1024 * 1024
 """Largest packet accepted by default (fixed header included), in bytes."""
 MAX_REMAINING_LENGTH = 268_435_455  # four bytes of variable-length integer
 
 PROTOCOL_NAME = "MQTT"
 PROTOCOL_LEVEL = 4  # MQTT 3.1.1
+MQTT5 = 5
+LEVELS = (PROTOCOL_LEVEL, MQTT5)
 
 # CONNACK return codes
 ACCEPTED = 0
@@ -40,14 +57,18 @@ _UNSUBACK = 11
 _PINGREQ = 12
 _PINGRESP = 13
 _DISCONNECT = 14
-
-
-class CodecError(Exception):
-    """The bytes are not a packet this server accepts; the connection must be closed."""
+_AUTH = 15
 
 
 class PacketTooLarge(CodecError):
     """A packet's fixed header announces more than the decoder's `max_packet_size`."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reasons.PACKET_TOO_LARGE)
+
+
+class BadConnect(CodecError):
+    """An MQTT 5 CONNECT that is not well formed: answer a CONNACK with `reason`, then close."""
 
 
 class UnsupportedProtocol(CodecError):
@@ -71,6 +92,16 @@ class Connect:
     will_message: bytes | None = None
     will_qos: int = 0
     will_retain: bool = False
+    level: int = PROTOCOL_LEVEL
+    """4 (MQTT 3.1.1) or 5; what follows the CONNECT is decoded in this version."""
+    session_expiry: int = 0
+    """MQTT 5: seconds the client asks its session to outlive the connection."""
+    receive_maximum: int = 65535
+    """MQTT 5: QoS 1 PUBLISHes the client takes unacknowledged at once."""
+    maximum_packet_size: int | None = None
+    """MQTT 5: the largest packet the client takes (None: no limit but the protocol's)."""
+    auth_method: str | None = None
+    """MQTT 5: an extended authentication method (none is supported)."""
 
 
 @dataclass(slots=True)
@@ -84,6 +115,8 @@ class Publish:
     packet_id: int | None = None
     retain: bool = False
     dup: bool = False
+    topic_alias: int | None = None
+    """MQTT 5: none is allowed (the CONNACK announces a Topic Alias Maximum of 0)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +129,8 @@ class Subscribe:
     packet_id: int
     topics: tuple[tuple[str, int], ...]
     """(topic filter, requested QoS) pairs."""
+    subscription_id: int | None = None
+    """MQTT 5: a Subscription Identifier (not supported)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,13 +158,15 @@ _DISCONNECT_PACKET = Disconnect()
 class Decoder:
     """Turns a byte stream into packets, whatever way the stream is cut into reads."""
 
-    __slots__ = ("_buffer", "max_packet_size", "more")
+    __slots__ = ("_buffer", "level", "max_packet_size", "more")
 
     def __init__(self, max_packet_size: int = MAX_PACKET_SIZE) -> None:
         self.max_packet_size = max_packet_size
         self._buffer = bytearray()
         self.more = False
         """The last `feed` stopped at its limits with bytes left: `feed(b"")` may decode more."""
+        self.level = PROTOCOL_LEVEL
+        """The protocol level of the CONNECT decoded (4 until one is)."""
 
     @property
     def buffered(self) -> int:
@@ -157,7 +194,7 @@ class Decoder:
                 more = True
                 break
             first = buffer[pos]
-            _check_first(first)
+            _check_first(first, self.level)
             length = 0
             shift = 0
             index = pos + 1
@@ -179,7 +216,10 @@ class Decoder:
                 raise PacketTooLarge(f"packet of {size} bytes exceeds the limit of {limit}")
             if index + length > end:
                 break
-            packets.append(_decode(first, bytes(buffer[index : index + length])))
+            packet = _decode(first, bytes(buffer[index : index + length]), self.level)
+            if type(packet) is Connect:
+                self.level = packet.level
+            packets.append(packet)
             pos = index + length
         self.more = more
         if pos:
@@ -197,7 +237,7 @@ _FLAGS = {
 }
 
 
-def _check_first(first: int) -> None:
+def _check_first(first: int, level: int) -> None:
     """Refuse a bad fixed header at its first byte, before waiting for the rest."""
     kind = first >> 4
     flags = first & 0x0F
@@ -206,27 +246,35 @@ def _check_first(first: int) -> None:
         if qos == 3:
             raise CodecError("PUBLISH QoS 3 is invalid")
         if qos == 2:
-            raise CodecError("QoS 2 is not supported")
+            raise CodecError("QoS 2 is not supported", reasons.QOS_NOT_SUPPORTED)
         if flags & 0x08 and not qos:
             raise CodecError("PUBLISH at QoS 0 must not have the DUP flag")
         return
     expected = _FLAGS.get(kind)
     if expected is None:
         if kind in (5, 6, 7):
-            raise CodecError("QoS 2 is not supported")
+            raise CodecError("QoS 2 is not supported", reasons.PROTOCOL_ERROR)
         if kind in (_CONNACK, _SUBACK, _UNSUBACK, _PINGRESP):
-            raise CodecError(f"packet type {kind} is sent by servers only")
+            raise CodecError(f"packet type {kind} is sent by servers only", reasons.PROTOCOL_ERROR)
+        if kind == _AUTH and level == MQTT5:
+            raise CodecError("extended authentication is not supported", reasons.PROTOCOL_ERROR)
         raise CodecError(f"reserved packet type {kind}")
     if flags != expected:
         raise CodecError(f"packet type {kind} has invalid fixed-header flags {flags:#x}")
 
 
-def _decode(first: int, body: bytes) -> Packet:
-    """The packet of a checked first byte and its complete body."""
+def _decode(first: int, body: bytes, level: int) -> Packet:
+    """The packet of a checked first byte and its complete body, in protocol `level`."""
     kind = first >> 4
     if kind == _PUBLISH:
+        if level == MQTT5:
+            return _publish5(first & 0x0F, body)
         return _publish(first & 0x0F, body)
     if kind == _PUBACK:
+        if level == MQTT5 and len(body) > 2:
+            if len(body) > 3:
+                props.read(body, 3, props.PUBACK)  # reason code, then properties: ignored
+            return PubAck(_packet_id(body, 0))
         if len(body) != 2:
             raise CodecError("PUBACK must have a remaining length of 2")
         return PubAck(_packet_id(body, 0))
@@ -234,12 +282,16 @@ def _decode(first: int, body: bytes) -> Packet:
         _empty(kind, body)
         return _PINGREQ_PACKET
     if kind == _SUBSCRIBE:
-        return _subscribe(body)
+        return _subscribe(body, level)
     if kind == _UNSUBSCRIBE:
-        return _unsubscribe(body)
+        return _unsubscribe(body, level)
     if kind == _CONNECT:
         return _connect(body)
-    _empty(kind, body)
+    if level == MQTT5 and len(body) > 1:
+        props.read(body, 1, props.DISCONNECT)  # a reason code, then properties: ignored
+        return _DISCONNECT_PACKET
+    if level != MQTT5:
+        _empty(kind, body)
     return _DISCONNECT_PACKET
 
 
@@ -287,10 +339,23 @@ def _connect(body: bytes) -> Connect:
     if pos >= len(body):
         raise CodecError("CONNECT is truncated")
     level = body[pos]
-    if name != PROTOCOL_NAME or level != PROTOCOL_LEVEL:
+    if name != PROTOCOL_NAME or level not in LEVELS:
         if name in (PROTOCOL_NAME, "MQIsdp"):
             raise UnsupportedProtocol(name, level)
         raise CodecError(f"unknown protocol name {name!r}")
+    if level == MQTT5:
+        try:
+            return _connect_fields(body, pos)
+        except BadConnect:
+            raise
+        except CodecError as exc:
+            raise BadConnect(str(exc), exc.reason) from None
+    return _connect_fields(body, pos)
+
+
+def _connect_fields(body: bytes, pos: int) -> Connect:
+    """A CONNECT from its protocol level (at `pos`) on."""
+    level = body[pos]
     if pos + 4 > len(body):
         raise CodecError("CONNECT is truncated")
     flags = body[pos + 1]
@@ -307,12 +372,17 @@ def _connect(body: bytes) -> Connect:
         raise CodecError("will QoS 3 is invalid")
     if not will and (will_qos or will_retain):
         raise CodecError("will QoS and retain need the will flag")
-    if has_password and not has_username:
+    if has_password and not has_username and level != MQTT5:
         raise CodecError("a password needs a user name")
+    found: dict[int, props.Value] = {}
+    if level == MQTT5:
+        found, pos = props.read(body, pos, props.CONNECT)
     client_id, pos = _text(body, pos)
     will_topic: str | None = None
     will_message: bytes | None = None
     if will:
+        if level == MQTT5:
+            _, pos = props.read(body, pos, props.WILL)
         will_topic, pos = _text(body, pos)
         will_message, pos = _binary(body, pos)
     username: str | None = None
@@ -323,6 +393,13 @@ def _connect(body: bytes) -> Connect:
         password, pos = _binary(body, pos)
     if pos != len(body):
         raise CodecError("CONNECT has trailing bytes")
+    receive_maximum = found.get(props.RECEIVE_MAXIMUM, 65535)
+    maximum_packet_size = found.get(props.MAXIMUM_PACKET_SIZE)
+    auth_method = found.get(props.AUTH_METHOD)
+    if receive_maximum == 0 or maximum_packet_size == 0:
+        raise CodecError("Receive Maximum and Maximum Packet Size must not be 0")
+    if props.AUTH_DATA in found and auth_method is None:
+        raise CodecError("authentication data needs a method", reasons.PROTOCOL_ERROR)
     return Connect(
         client_id=client_id,
         clean_session=bool(flags & 0x02),
@@ -333,6 +410,11 @@ def _connect(body: bytes) -> Connect:
         will_message=will_message,
         will_qos=will_qos,
         will_retain=will_retain,
+        level=level,
+        session_expiry=int(found.get(props.SESSION_EXPIRY, 0)),
+        receive_maximum=int(receive_maximum),
+        maximum_packet_size=None if maximum_packet_size is None else int(maximum_packet_size),
+        auth_method=None if auth_method is None else str(auth_method),
     )
 
 
@@ -356,9 +438,40 @@ def _publish(flags: int, body: bytes) -> Publish:
     return Publish(topic, body[pos:], qos, packet_id, bool(flags & 0x01), bool(flags & 0x08))
 
 
-def _subscribe(body: bytes) -> Subscribe:
+def _publish5(flags: int, body: bytes) -> Publish:
+    """An MQTT 5 PUBLISH: properties after the packet identifier; a topic alias is kept (for the
+    session to refuse), the other properties skipped."""
+    qos = (flags >> 1) & 0x03
+    topic, pos = _text(body, 0)
+    if "+" in topic or "#" in topic:
+        raise CodecError("PUBLISH topic contains a wildcard")
+    packet_id: int | None = None
+    if qos:
+        packet_id = _packet_id(body, pos)
+        pos += 2
+    found, pos = props.read(body, pos, props.PUBLISH)
+    alias = found.get(props.TOPIC_ALIAS)
+    if alias is None and not topic:
+        raise CodecError("PUBLISH topic is empty", reasons.PROTOCOL_ERROR)
+    return Publish(
+        topic,
+        body[pos:],
+        qos,
+        packet_id,
+        bool(flags & 0x01),
+        bool(flags & 0x08),
+        None if alias is None else int(alias),
+    )
+
+
+def _subscribe(body: bytes, level: int) -> Subscribe:
     packet_id = _packet_id(body, 0)
     pos = 2
+    subscription_id: int | None = None
+    if level == MQTT5:
+        found, pos = props.read(body, pos, props.SUBSCRIBE)
+        if props.SUBSCRIPTION_ID in found:
+            subscription_id = int(found[props.SUBSCRIPTION_ID])
     topics: list[tuple[str, int]] = []
     while pos < len(body):
         topic_filter, pos = _text(body, pos)
@@ -366,19 +479,25 @@ def _subscribe(body: bytes) -> Subscribe:
             raise CodecError("SUBSCRIBE requested QoS is missing")
         qos = body[pos]
         pos += 1
+        if level == MQTT5:
+            if qos & 0xC0 or (qos >> 4) & 0x03 == 3:
+                raise CodecError(f"SUBSCRIBE options byte {qos:#x} is invalid")
+            qos &= 0x03  # no local, retain as published, retain handling: nothing is retained
         if qos > 2:
             raise CodecError(f"SUBSCRIBE requested QoS byte {qos:#x} is invalid")
         if not valid_filter(topic_filter):
-            raise CodecError(f"invalid topic filter {topic_filter!r}")
+            raise CodecError(f"invalid topic filter {topic_filter!r}", reasons.TOPIC_FILTER_INVALID)
         topics.append((topic_filter, qos))
     if not topics:
-        raise CodecError("SUBSCRIBE has no topic filter")
-    return Subscribe(packet_id, tuple(topics))
+        raise CodecError("SUBSCRIBE has no topic filter", reasons.PROTOCOL_ERROR)
+    return Subscribe(packet_id, tuple(topics), subscription_id)
 
 
-def _unsubscribe(body: bytes) -> Unsubscribe:
+def _unsubscribe(body: bytes, level: int) -> Unsubscribe:
     packet_id = _packet_id(body, 0)
     pos = 2
+    if level == MQTT5:
+        _, pos = props.read(body, pos, props.UNSUBSCRIBE)
     topics: list[str] = []
     while pos < len(body):
         topic_filter, pos = _text(body, pos)
@@ -485,3 +604,44 @@ def encode_unsuback(packet_id: int) -> bytes:
 
 
 PINGRESP = bytes((_PINGRESP << 4, 0))
+
+
+# MQTT 5 encoders -------------------------------------------------------------------------
+
+
+def encode_connack5(reason: int, properties: list[tuple[int, props.Value]] | None = None) -> bytes:
+    """An MQTT 5 CONNACK: no session present, a reason code, properties."""
+    return _packet(_CONNACK << 4, bytes((0, reason)) + props.encode(properties or []))
+
+
+def encode_publish5(
+    topic: str, payload: bytes, qos: int = 0, packet_id: int | None = None
+) -> bytes:
+    """An MQTT 5 PUBLISH, without properties."""
+    name = topic.encode()
+    header = len(name).to_bytes(2, "big") + name
+    if qos:
+        if packet_id is None or not 0 < packet_id <= 0xFFFF:
+            raise ValueError("a QoS 1 PUBLISH needs a packet identifier from 1 to 65535")
+        header += packet_id.to_bytes(2, "big")
+    return _packet((_PUBLISH << 4) | (qos << 1), header + props.EMPTY + payload)
+
+
+def encode_puback5(packet_id: int, reason: int) -> bytes:
+    """An MQTT 5 PUBACK; its short form (no reason code) for success."""
+    if reason == reasons.SUCCESS:
+        return encode_puback(packet_id)
+    return bytes((_PUBACK << 4, 4, packet_id >> 8, packet_id & 0xFF, reason, 0))
+
+
+def encode_suback5(packet_id: int, reason_codes: list[int]) -> bytes:
+    return _packet(_SUBACK << 4, packet_id.to_bytes(2, "big") + props.EMPTY + bytes(reason_codes))
+
+
+def encode_unsuback5(packet_id: int, reason_codes: list[int]) -> bytes:
+    return _packet(_UNSUBACK << 4, packet_id.to_bytes(2, "big") + props.EMPTY + bytes(reason_codes))
+
+
+def encode_disconnect5(reason: int) -> bytes:
+    """An MQTT 5 DISCONNECT from the server: a reason code, no properties."""
+    return bytes((_DISCONNECT << 4, 2, reason, 0))

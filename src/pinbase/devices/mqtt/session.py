@@ -6,8 +6,10 @@ enforces the deadlines and performs the requests with the app layer.
 The protocol, as a device sees it:
 
 - CONNECT with user name `device` and the device's auth token as password; anything else is
-  CONNACK 4 (bad user name or password) and the connection is closed. A protocol level other
-  than 4 (MQTT 3.1.1) is CONNACK 1; an empty client id without a clean session is CONNACK 2.
+  CONNACK 4 (bad user name or password; MQTT 5: 0x86) and the connection is closed. Protocol
+  levels 4 (MQTT 3.1.1) and 5 (MQTT 5) are spoken, each in its own packet forms; another level
+  is CONNACK 1. A 3.1.1 empty client id without a clean session is CONNACK 2; an MQTT 5 one is
+  assigned `pinbase-<n>`.
   Sessions are always clean: CONNACK says no session is present, and nothing survives a
   connection (no queued QoS 1 messages, no subscriptions, no will message: devices are not
   routed to each other). A first packet other than CONNECT, or a second CONNECT, closes the
@@ -53,6 +55,28 @@ The protocol, as a device sees it:
   QoS 1 PUBLISHes. A device is never sent its own writes back.
 - A malformed packet, or one above 1 MiB, closes that connection only; nothing of the turn
   (below) it was decoded in is acted on.
+- Erasing: `ds/<label>/erase` (`EraseValue`) empties the current value, and
+  `ds/<label>/prop/<name>/erase` (`EraseProperty`) removes a widget property.
+
+MQTT 5, beside the packet forms (properties read and skipped, user properties ignored):
+
+- The CONNACK says what the server does: Session Expiry 0 (sessions are always clean, whatever
+  the client asked), Receive Maximum `TURN_PACKETS`, Maximum QoS 1, Maximum Packet Size 1 MiB,
+  Topic Alias Maximum 0, no subscription identifiers or shared subscriptions; Server Keep
+  Alive when the keep-alive in force is not the client's; an Assigned Client Identifier for an
+  empty one. A CONNECT naming an authentication method is refused (0x8C); a malformed MQTT 5
+  CONNECT gets a CONNACK with its reason code (0x81, 0x82).
+- The device's Receive Maximum is honoured: QoS 1 downlinks beyond it, unacknowledged, go at
+  QoS 0, and a packet id still in flight is never reused. Its Maximum Packet Size too: a
+  downlink or diagnostic larger than it is not sent.
+- Reason codes: a PUBACK refuses a PUBLISH to an unknown label (0x90 topic name invalid); a
+  SUBACK grants QoS 0 or 1, or refuses a shared subscription (0x9E); an UNSUBACK says whether
+  there was a subscription (0x00, 0x11).
+- A protocol violation once logged in is answered with a DISCONNECT carrying its reason code,
+  after the answers due before it, then the connection closes: a malformed packet (0x81), a
+  protocol error (0x82, a second CONNECT, AUTH), a packet above 1 MiB (0x95, at its fixed
+  header), QoS 2 (0x9B), a topic alias (0x94), a subscription identifier (0xA1), keep-alive
+  expiry (0x8D). Before the login, as with 3.1.1, the connection is only closed.
 
 How the machine is driven:
 
@@ -90,13 +114,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeAlias, TypeVar
 
+from pinbase.devices.mqtt import properties as props
+from pinbase.devices.mqtt import reasons
 from pinbase.devices.mqtt.codec import (
     ACCEPTED,
     BAD_USERNAME_OR_PASSWORD,
     IDENTIFIER_REJECTED,
     MAX_PACKET_SIZE,
+    MQTT5,
     PINGRESP,
     UNACCEPTABLE_PROTOCOL_VERSION,
+    BadConnect,
     CodecError,
     Connect,
     Decoder,
@@ -110,10 +138,16 @@ from pinbase.devices.mqtt.codec import (
     Unsubscribe,
     UnsupportedProtocol,
     encode_connack,
+    encode_connack5,
+    encode_disconnect5,
     encode_puback,
+    encode_puback5,
     encode_publish,
+    encode_publish5,
     encode_suback,
+    encode_suback5,
     encode_unsuback,
+    encode_unsuback5,
     topic_matches,
 )
 
@@ -140,6 +174,10 @@ DISCONNECTED = "DISCONNECT"
 """The `reason` of a session the device ended itself."""
 TOO_MUCH_BEFORE_LOGIN = "too much data before login"
 OVER_RATE = "Too many values: reading paused until the rate limit lets more through."
+
+ASSIGNED_ID_PREFIX = "pinbase-"
+"""MQTT 5: an empty client id is given `pinbase-<n>` (the CONNACK says so)."""
+SHARED_PREFIX = "$share/"
 
 _TIMESTAMPED = "/timestamped_batch"
 _ERASE = "/erase"
@@ -203,6 +241,23 @@ class SetProperty(Generic[D]):
 
 
 @dataclass(frozen=True, slots=True)
+class EraseValue(Generic[D]):
+    """`ds/<label>/erase`: the datastream's current value becomes empty."""
+
+    datastream: D
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class EraseProperty(Generic[D]):
+    """`ds/<label>/prop/<name>/erase`: the widget property is removed."""
+
+    datastream: D
+    name: str
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
 class GetCurrent(Generic[D]):
     """`get/ds` or `get/ds/all`: send the current values with `publish_value`."""
 
@@ -221,6 +276,8 @@ Request: TypeAlias = (
     | BatchValues
     | TimestampedBatch[D]
     | SetProperty[D]
+    | EraseValue[D]
+    | EraseProperty[D]
     | GetCurrent[D]
     | GetUtc
 )
@@ -250,17 +307,26 @@ class MqttSession(Generic[D]):
         "_early",
         "_granted_cache",
         "_held",
+        "_inflight",
         "_login_bytes",
+        "_max_out",
         "_out",
         "_packet_id",
         "_quota_warned",
+        "_receive_max",
+        "_server_keep_alive",
         "_subscriptions",
         "_timeout",
+        "client_id",
         "datastreams",
         "keep_alive",
+        "level",
         "reason",
         "state",
     )
+
+    _assigned = 0
+    """Client ids assigned so far (MQTT 5, empty client ids), process-wide."""
 
     def __init__(
         self,
@@ -295,6 +361,16 @@ class MqttSession(Generic[D]):
         self._diag_since = -math.inf
         self._diag_count = 0
         self._quota_warned = -math.inf
+        self.level = 4
+        """The protocol level of the CONNECT: 4 (MQTT 3.1.1) or 5."""
+        self.client_id = ""
+        self._receive_max = 0xFFFF
+        """MQTT 5: QoS 1 downlinks the device takes unacknowledged; beyond, they go at QoS 0."""
+        self._inflight: set[int] = set()
+        """MQTT 5: packet ids of QoS 1 downlinks not yet acknowledged."""
+        self._max_out = MAX_PACKET_SIZE
+        """MQTT 5: the largest packet the device takes; larger downlinks are not sent."""
+        self._server_keep_alive = False
 
     @property
     def closed(self) -> bool:
@@ -337,7 +413,7 @@ class MqttSession(Generic[D]):
             packets = self._decoder.feed(data, TURN_PACKETS, TURN_BYTES)
         except PacketTooLarge as exc:
             if state is State.CONNECTED:
-                self.close(f"malformed packet: {exc}")
+                self._violation(f"malformed packet: {exc}", exc.reason)
             else:
                 self.close(f"{TOO_MUCH_BEFORE_LOGIN}: {exc}")
             return []
@@ -346,10 +422,17 @@ class MqttSession(Generic[D]):
                 self._out.append(encode_connack(UNACCEPTABLE_PROTOCOL_VERSION))
                 self.close(f"CONNECT refused: {exc}")
             else:
+                self._violation(f"malformed packet: {exc}", reasons.PROTOCOL_ERROR)
+            return []
+        except BadConnect as exc:
+            if state is State.CONNECTING:
+                self._out.append(encode_connack5(exc.reason))
                 self.close(f"malformed packet: {exc}")
+            else:
+                self._violation(f"malformed packet: {exc}", reasons.PROTOCOL_ERROR)
             return []
         except CodecError as exc:
-            self.close(f"malformed packet: {exc}")
+            self._violation(f"malformed packet: {exc}", exc.reason)
             return []
         if state is State.CONNECTED:
             requests = self._translate(packets, now)
@@ -360,24 +443,44 @@ class MqttSession(Generic[D]):
             return []
         return self._connect(packets) if packets else []
 
+    def _violation(self, reason: str, code: int, out: list[bytes] | None = None) -> None:
+        """Close for a protocol violation: an MQTT 5 device is told why (a DISCONNECT with
+        `code`, in `out`: after the answers due before it) once the CONNECT was accepted; a
+        3.1.1 device, or one not logged in, is not."""
+        if self.level == MQTT5 and self.state is State.CONNECTED:
+            (self._out if out is None else out).append(encode_disconnect5(code))
+        self.close(reason)
+
     def _connect(self, packets: list[Packet]) -> list[Request[D]]:
         connect = packets[0]
         if not isinstance(connect, Connect):
             self.close("malformed packet: the first packet must be CONNECT")
             return []
-        if not connect.client_id and not connect.clean_session:
+        v5 = connect.level == MQTT5
+        self.level = connect.level
+        self.client_id = connect.client_id
+        if not connect.client_id and not connect.clean_session and not v5:
             self._out.append(encode_connack(IDENTIFIER_REJECTED))
             self.close("CONNECT refused: an empty client id needs a clean session")
+            return []
+        if v5 and connect.auth_method is not None:
+            self._out.append(encode_connack5(reasons.BAD_AUTHENTICATION_METHOD))
+            self.close("CONNECT refused: extended authentication is not supported")
             return []
         token: str | None = None
         if connect.username == USERNAME and connect.password is not None:
             with contextlib.suppress(UnicodeDecodeError):
                 token = connect.password.decode("ascii")
         if token is None:
-            self._out.append(encode_connack(BAD_USERNAME_OR_PASSWORD))
+            self._refuse_login()
             self.close("CONNECT refused: bad user name or password")
             return []
+        if v5:
+            self._receive_max = connect.receive_maximum
+            if connect.maximum_packet_size is not None:
+                self._max_out = min(connect.maximum_packet_size, MAX_PACKET_SIZE)
         keep_alive = connect.keep_alive
+        self._server_keep_alive = not 0 < keep_alive <= MAX_KEEP_ALIVE
         self.keep_alive = keep_alive if 0 < keep_alive <= MAX_KEEP_ALIVE else MAX_KEEP_ALIVE
         self._timeout = self.keep_alive * KEEP_ALIVE_FACTOR
         self.state = State.LOGGING_IN
@@ -395,16 +498,41 @@ class MqttSession(Generic[D]):
         self.state = State.CONNECTED
         self.datastreams = datastreams
         self._decoder.max_packet_size = MAX_PACKET_SIZE
-        self._out.append(_CONNACK_ACCEPTED)
+        self._out.append(_CONNACK_ACCEPTED if self.level != MQTT5 else self._connack5())
         early, self._early = self._early, []
         requests = self._translate(early, now)
         self._restart(now)
         return requests
 
-    def refuse(self) -> None:
-        """The token opens no device: CONNACK 4, and the session closes."""
-        if self.state is State.LOGGING_IN:
+    def _connack5(self) -> bytes:
+        """The MQTT 5 CONNACK of an accepted login: what the server supports and bounds."""
+        items: list[tuple[int, props.Value]] = [
+            (props.SESSION_EXPIRY, 0),  # sessions are always clean
+            (props.RECEIVE_MAXIMUM, TURN_PACKETS),
+            (props.MAXIMUM_QOS, 1),
+            (props.MAXIMUM_PACKET_SIZE, MAX_PACKET_SIZE),
+            (props.TOPIC_ALIAS_MAXIMUM, 0),
+            (props.SUBSCRIPTION_ID_AVAILABLE, 0),
+            (props.SHARED_AVAILABLE, 0),
+        ]
+        if self._server_keep_alive:
+            items.append((props.SERVER_KEEP_ALIVE, self.keep_alive))
+        if not self.client_id:
+            MqttSession._assigned += 1
+            self.client_id = f"{ASSIGNED_ID_PREFIX}{MqttSession._assigned}"
+            items.append((props.ASSIGNED_CLIENT_ID, self.client_id))
+        return encode_connack5(reasons.SUCCESS, items)
+
+    def _refuse_login(self) -> None:
+        if self.level == MQTT5:
+            self._out.append(encode_connack5(reasons.BAD_USERNAME_OR_PASSWORD))
+        else:
             self._out.append(encode_connack(BAD_USERNAME_OR_PASSWORD))
+
+    def refuse(self) -> None:
+        """The token opens no device: CONNACK 4 (MQTT 5: 0x86), and the session closes."""
+        if self.state is State.LOGGING_IN:
+            self._refuse_login()
             self.close("CONNECT refused: unknown token")
 
     def _translate(self, packets: list[Packet], now: float) -> list[Request[D]]:
@@ -416,8 +544,16 @@ class MqttSession(Generic[D]):
         values: list[tuple[D, bytes]] | None = None
         """The open WriteValues: later `ds/<label>` values join it."""
         datastreams = self.datastreams
+        v5 = self.level == MQTT5
         for packet in packets:
             if type(packet) is Publish:
+                if packet.topic_alias is not None:
+                    self._violation(
+                        "malformed packet: topic aliases are not supported",
+                        reasons.TOPIC_ALIAS_INVALID,
+                        tail,
+                    )
+                    break
                 topic = packet.topic
                 if topic.startswith("ds/") and (ds := datastreams.get(topic[3:])) is not None:
                     if values is None:
@@ -428,64 +564,95 @@ class MqttSession(Generic[D]):
                         held.append(entry)
                         tail = entry.answers
                     values.append((ds, packet.payload))
-                else:
-                    command = self._command(topic, packet.payload, tail, now)
-                    if command is not None:
-                        values = None
-                        requests.append(command)
-                        entry = _Held(command)
-                        held.append(entry)
-                        tail = entry.answers
+                    if packet.packet_id is not None:
+                        tail.append(encode_puback(packet.packet_id))
+                    continue
+                command = self._command(topic, packet.payload, tail, now)
+                code = reasons.SUCCESS
+                if isinstance(command, int):
+                    code = command
+                elif command is not None:
+                    values = None
+                    requests.append(command)
+                    entry = _Held(command)
+                    held.append(entry)
+                    tail = entry.answers
                 if packet.packet_id is not None:
-                    tail.append(encode_puback(packet.packet_id))
+                    if v5:
+                        tail.append(encode_puback5(packet.packet_id, code))
+                    else:
+                        tail.append(encode_puback(packet.packet_id))
             elif type(packet) is PingReq:
                 tail.append(PINGRESP)
             elif type(packet) is Subscribe:
-                granted = [min(qos, 1) for _, qos in packet.topics]
-                for (topic_filter, _), qos in zip(packet.topics, granted, strict=True):
-                    self._subscriptions[topic_filter] = qos
+                if packet.subscription_id is not None:
+                    self._violation(
+                        "malformed packet: subscription identifiers are not supported",
+                        reasons.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED,
+                        tail,
+                    )
+                    break
+                granted: list[int] = []
+                for topic_filter, qos in packet.topics:
+                    if v5 and topic_filter.startswith(SHARED_PREFIX):
+                        granted.append(reasons.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)
+                        continue
+                    granted.append(min(qos, 1))
+                    self._subscriptions[topic_filter] = min(qos, 1)
                 self._granted_cache.clear()
-                tail.append(encode_suback(packet.packet_id, granted))
+                if v5:
+                    tail.append(encode_suback5(packet.packet_id, granted))
+                else:
+                    tail.append(encode_suback(packet.packet_id, granted))
             elif type(packet) is Unsubscribe:
+                codes: list[int] = []
                 for topic_filter in packet.topics:
-                    self._subscriptions.pop(topic_filter, None)
+                    had = self._subscriptions.pop(topic_filter, None) is not None
+                    codes.append(reasons.SUCCESS if had else reasons.NO_SUBSCRIPTION_EXISTED)
                 self._granted_cache.clear()
-                tail.append(encode_unsuback(packet.packet_id))
+                if v5:
+                    tail.append(encode_unsuback5(packet.packet_id, codes))
+                else:
+                    tail.append(encode_unsuback(packet.packet_id))
             elif type(packet) is PubAck:
-                pass  # acknowledges a QoS 1 downlink; nothing is redelivered
+                # acknowledges a QoS 1 downlink; nothing is redelivered
+                self._inflight.discard(packet.packet_id)
             elif type(packet) is Disconnect:
                 self.close(DISCONNECTED)
                 break
             else:  # Connect
-                self.close("malformed packet: a second CONNECT")
+                self._violation("malformed packet: a second CONNECT", reasons.PROTOCOL_ERROR, tail)
                 break
         return requests
 
     def _command(
         self, topic: str, payload: bytes, tail: list[bytes], now: float
-    ) -> Request[D] | None:
-        """The request of a PUBLISH other than a known `ds/<label>` value, or None when the
-        device is only told what was wrong (in `tail`) or the topic is ignored."""
+    ) -> Request[D] | int | None:
+        """The request of a PUBLISH other than a known `ds/<label>` value; or, when there is
+        none, the MQTT 5 reason code of its PUBACK: an unknown label is told (in `tail`) and
+        refused, other topics ignored (None)."""
         datastreams = self.datastreams
         if topic.startswith("ds/"):
             rest = topic[3:]
+            label = rest
             if rest.endswith(_TIMESTAMPED):
                 label = rest[: -len(_TIMESTAMPED)]
                 ds = datastreams.get(label)
                 if ds is not None:
                     return TimestampedBatch(ds, topic, payload)
-            elif rest.endswith(_ERASE) and rest[: -len(_ERASE)] in datastreams:
-                self._diag(f"{topic}: erasing a value is not supported.", now, tail)
-                return None
+            elif rest.endswith(_ERASE) and (ds := datastreams.get(rest[: -len(_ERASE)])):
+                return EraseValue(ds, topic)
             elif _PROP in rest:
                 label, _, name = rest.rpartition(_PROP)
                 ds = datastreams.get(label)
                 if ds is not None:
+                    if name.endswith(_ERASE):
+                        return EraseProperty(ds, name[: -len(_ERASE)], topic)
                     return SetProperty(ds, name, topic, payload)
-            else:
-                label = rest
+            elif rest.endswith(_ERASE):
+                label = rest[: -len(_ERASE)]
             self._diag(f"{topic}: no datastream with label '{label}'.", now, tail)
-            return None
+            return reasons.TOPIC_NAME_INVALID
         if topic == "batch_ds":
             return BatchValues(payload)
         if topic == "get/ds":
@@ -536,7 +703,7 @@ class MqttSession(Generic[D]):
         if self.state is State.CONNECTING:
             self.close(f"no CONNECT in time: none within {self._connect_timeout:g} s")
         else:
-            self.close(f"silent for more than {self._timeout:g} s")
+            self._violation(f"silent for more than {self._timeout:g} s", reasons.KEEP_ALIVE_TIMEOUT)
         return True
 
     # output -------------------------------------------------------------------------------
@@ -582,16 +749,38 @@ class MqttSession(Generic[D]):
             self._diag_count = 0
         if self._diag_count < DIAG_PER_SECOND:
             self._diag_count += 1
-            out.append(encode_publish(DIAG_TOPIC, message.encode()))
+            if self.level != MQTT5:
+                out.append(encode_publish(DIAG_TOPIC, message.encode()))
+                return
+            packet = encode_publish5(DIAG_TOPIC, message.encode())
+            if len(packet) <= self._max_out:
+                out.append(packet)
 
     def _downlink(self, topic: str, payload: str) -> None:
         qos = self._granted(topic)
         if qos is None:
             return
-        packet_id: int | None = None
+        if self.level != MQTT5:
+            packet_id: int | None = None
+            if qos:
+                self._packet_id = packet_id = self._packet_id % 0xFFFF + 1
+            self._out.append(encode_publish(topic, payload.encode(), qos, packet_id))
+            return
+        inflight = self._inflight
+        if qos and len(inflight) >= self._receive_max:
+            qos = 0  # the device's Receive Maximum is reached: this one goes unacknowledged
+        packet_id = None
         if qos:
-            self._packet_id = packet_id = self._packet_id % 0xFFFF + 1
-        self._out.append(encode_publish(topic, payload.encode(), qos, packet_id))
+            packet_id = self._packet_id % 0xFFFF + 1
+            while packet_id in inflight:
+                packet_id = packet_id % 0xFFFF + 1
+            self._packet_id = packet_id
+        packet = encode_publish5(topic, payload.encode(), qos, packet_id)
+        if len(packet) > self._max_out:
+            return  # larger than the device takes: not sent, as MQTT 5 requires
+        if packet_id is not None:
+            inflight.add(packet_id)
+        self._out.append(packet)
 
     def _granted(self, topic: str) -> int | None:
         """The QoS of the best subscription matching `topic`, or None when none does."""

@@ -58,6 +58,8 @@ from pinbase.app.services import Services
 from pinbase.devices.mqtt.session import (
     DISCONNECTED,
     BatchValues,
+    EraseProperty,
+    EraseValue,
     GetCurrent,
     GetUtc,
     Login,
@@ -536,6 +538,8 @@ class MqttConnection(asyncio.Protocol):
                 await self._timestamped(device, request)
             elif isinstance(request, SetProperty):
                 await self._property(device, request)
+            elif isinstance(request, (EraseValue, EraseProperty)):
+                await self._erase(device, request)
             elif isinstance(request, GetCurrent):
                 for ds, value in await device.read(request.datastreams):
                     session.publish_value(ds.label, to_text(value))
@@ -649,6 +653,20 @@ class MqttConnection(asyncio.Protocol):
             self._diag(f"{request.topic}: too many writes; dropped.")
         except (UnicodeDecodeError, DomainError) as exc:
             self._diag(f"{request.topic}: {_reason(exc)}")
+
+    async def _erase(
+        self, device: DeviceSession, request: EraseValue[Datastream] | EraseProperty[Datastream]
+    ) -> None:
+        await self._await_rate(device, 1)
+        try:
+            if isinstance(request, EraseValue):
+                await device.erase_value(request.datastream)
+            else:
+                await device.erase_property(request.datastream, request.name)
+        except RateLimited:
+            self._diag(f"{request.topic}: too many writes; dropped.")
+        except DomainError as exc:
+            self._diag(f"{request.topic}: {exc}")
 
     # sending ------------------------------------------------------------------------------
     def _flush(self) -> None:

@@ -22,7 +22,7 @@ from pinbase.domain.model import (
     Schema,
 )
 from pinbase.domain.permissions import covered_device
-from pinbase.domain.properties import check_property
+from pinbase.domain.properties import parse_property
 from pinbase.domain.ratelimit import retry_after
 from pinbase.domain.values import Value, parse_json_value
 from pinbase.http.deps import (
@@ -341,8 +341,8 @@ async def update_property(ctx: OrgContext, request: Request) -> Response:
     device = _writable(ctx, body.deviceId, Permission.ORG_DEVICES_CONTROL)
     ds = _datastream(ctx.catalog.schema_of(device), body.dataStreamId)
     name = body.property.value
-    check_property(name, body.value)
-    await ctx.services.ingest.set_property(device, ds, name, body.value)
+    value = parse_property(name, body.value)
+    await ctx.services.ingest.set_property(device, ds, name, value)
     return Response(status_code=204)
 
 

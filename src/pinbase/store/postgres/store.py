@@ -450,6 +450,16 @@ class PostgresStore(Store):
         async with self._conn() as conn:
             await conn.execute(SQL.set_property, device_id, ds_id, name, value)
 
+    async def erase_current(self, device_id: int, ds_id: int) -> bool:
+        async with self._conn() as conn:
+            status: str = await conn.execute(SQL.erase_current, device_id, ds_id)
+        return status != "DELETE 0"
+
+    async def delete_property(self, device_id: int, ds_id: int, name: str) -> bool:
+        async with self._conn() as conn:
+            status: str = await conn.execute(SQL.delete_property, device_id, ds_id, name)
+        return status != "DELETE 0"
+
     async def properties(self, device_id: int) -> dict[int, dict[str, str]]:
         async with self._conn() as conn:
             rows = await conn.fetch(SQL.properties, device_id)

@@ -607,6 +607,18 @@ class SqliteStore(Store):
 
         await self._write(run)
 
+    async def erase_current(self, device_id: int, ds_id: int) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            return conn.execute(SQL.erase_current, (device_id, ds_id)).rowcount > 0
+
+        return await self._write(run)
+
+    async def delete_property(self, device_id: int, ds_id: int, name: str) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            return conn.execute(SQL.delete_property, (device_id, ds_id, name)).rowcount > 0
+
+        return await self._write(run)
+
     async def properties(self, device_id: int) -> dict[int, dict[str, str]]:
         result: dict[int, dict[str, str]] = {}
         with self._errors:
