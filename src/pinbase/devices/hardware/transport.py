@@ -263,10 +263,12 @@ class HardwareConnection(asyncio.Protocol):
     def deliver(self, event: Event) -> None:
         if event.origin is self or self._closing:
             return
-        if isinstance(event, ValueChanged):
+        # An erased value (None) is not sent: the libraries would read an empty write as 0,
+        # which could switch a relay. Property changes are not sent either: no client library
+        # handles PROPERTY (`clients`).
+        if isinstance(event, ValueChanged) and event.value is not None:
             self._send_value(event.pin, texts_of(event.value))
             self._flush()
-        # Property changes are not sent: no client library handles PROPERTY (`clients`).
 
     def replaced(self) -> None:
         log.info("hardware device %s: logged in again elsewhere; closing", self.device_id)
