@@ -757,10 +757,10 @@ def set_property(api: Api, device_id: int, ds_id: int, name: str, value: object)
         ("suffix", "°C"),
         ("valueFormatting", "{value} units"),
         ("color", "#FF0000"),
-        ("onColor", "#00ff00AA"),
+        ("onColor", "#00FF00AA"),
         ("offColor", "red"),
         ("onBackColor", "#123456"),
-        ("offBackColor", "#abcdef12"),
+        ("offBackColor", "#ABCDEF12"),
         ("isDisabled", "true"),
         ("isHidden", "false"),
         ("isOnPlay", "true"),
@@ -787,6 +787,24 @@ def test_property_update_is_stored_and_read_back(api: Api, name: str, value: str
     assert properties_of(api, 105, TEMPERATURE)[name] == value
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "stored"),
+    [
+        ("color", "FF0000", "#FF0000"),
+        ("onColor", "#00ff00aa", "#00FF00AA"),
+        ("offColor", "RED", "red"),
+        ("isHidden", "True", "true"),
+        ("isDisabled", "1", "true"),
+        ("isMuted", "0", "false"),
+    ],
+)
+def test_lenient_property_forms_are_stored_in_one_form(
+    api: Api, name: str, value: str, stored: str
+) -> None:
+    assert set_property(api, 105, TEMPERATURE, name, value).status_code == 204
+    assert properties_of(api, 105, TEMPERATURE)[name] == stored
+
+
 def test_property_update_overwrites_and_keeps_other_properties(api: Api) -> None:
     assert set_property(api, 106, STATUS, "color", "#111111").status_code == 204
     assert set_property(api, 106, STATUS, "label", "Status label").status_code == 204
@@ -803,11 +821,11 @@ def test_property_update_overwrites_and_keeps_other_properties(api: Api) -> None
         ("Color", "#FF0000"),
         ("", "x"),
         ("color", "#FF00"),
-        ("color", "FF0000"),
         ("color", "#GG0000"),
+        ("color", "GG0000"),
         ("color", "not-a-colour"),
         ("isHidden", "yes"),
-        ("isHidden", "True"),
+        ("isHidden", "2"),
         ("min", "abc"),
         ("min", "NaN"),
         ("max", "inf"),

@@ -314,7 +314,7 @@ SPECIFIC: dict[str, Case] = {
     "property-value-missing": swap(PROPERTY, ', "value": "hostile"', ""),
     "property-bad-colour": swap(PROPERTY, '"label", "value": "hostile"', '"color", "value": "#12"'),
     "property-bad-boolean": swap(
-        PROPERTY, '"label", "value": "hostile"', '"isHidden", "value": "1"'
+        PROPERTY, '"label", "value": "hostile"', '"isHidden", "value": "2"'
     ),
     "property-number-nan": swap(PROPERTY, '"label", "value": "hostile"', '"min", "value": "NaN"'),
 }
