@@ -906,3 +906,33 @@ def test_an_unreachable_postgresql_is_unavailable() -> None:
         await store.close()
 
     asyncio.run(body())
+
+
+def test_metafields_and_meta_values_round_trip(run: Callable[[Body], None]) -> None:
+    from pinbase.domain.metadata import MetaType
+    from pinbase.store.records import MetafieldRow, MetaValueRow
+
+    async def body(store: Store) -> None:
+        rows = fleet()
+        rows.metafields = [
+            MetafieldRow(10, 1, "Site", "list", "North", '["North","South"]', None, None)
+        ]
+        rows.meta_values = [MetaValueRow(101, 1, "South")]
+        await store.upsert_entities(rows)
+        stored = await store.entities()
+        assert stored.metafields == rows.metafields
+        assert stored.meta_values == rows.meta_values
+        catalog = await store.catalog()
+        (site,) = catalog.products[10].metafields.fields
+        assert (site.type, site.default, site.options) == (
+            MetaType.LIST,
+            "North",
+            ("North", "South"),
+        )
+        await store.set_meta_value(102, 1, "North")
+        await store.set_meta_value(101, 1, "North")
+        assert await store.meta_values(101) == {1: "North"}
+        assert await store.meta_values(102) == {1: "North"}
+        assert await store.meta_values(201) == {}
+
+    run(body)

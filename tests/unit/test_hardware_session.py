@@ -24,6 +24,7 @@ from pinbase.devices.hardware.session import (
     CloseReason,
     HardwareSession,
     Login,
+    Meta,
     Read,
     Request,
     Rtc,
@@ -865,3 +866,23 @@ def test_commands_the_server_does_not_take_are_illegal_and_harmless(command: int
 def test_a_heartbeat_in_other_digits_is_ignored(beat: str) -> None:
     device = logged_in("h-beat", beat, "buff-in", "\u00b2")
     assert device.session.heartbeat_deadline == T0 + 1.5 * HEARTBEAT
+
+
+def test_meta_requests_become_requests_and_bad_ones_illegal_body() -> None:
+    device = framed()
+    device.send(
+        frame(INTERNAL, 3, "meta", "get", "Serial Number"),
+        frame(INTERNAL, 4, "meta", "set", "Site", "North"),
+        frame(INTERNAL, 5, "meta", "get"),
+        frame(INTERNAL, 6, "meta", "set", "Site"),
+        frame(INTERNAL, 7, "meta", "drop", "Site"),
+        frame(INTERNAL, 8, "meta", "get", b"\xff"),
+    )
+    assert device.requests() == [Meta(3, "Serial Number", None), Meta(4, "Site", "North")]
+    assert device.received() == [(RESPONSE, i, ILLEGAL_BODY) for i in (5, 6, 7, 8)]
+    device.session.answer_meta(3, "Serial Number", "WS-0001")
+    device.session.answer_ok(4)
+    assert device.received() == [
+        (INTERNAL, 3, ["meta", "Serial Number", "WS-0001"]),
+        (RESPONSE, 4, codec.OK),
+    ]

@@ -33,9 +33,11 @@ from pinbase.devices.mqtt.session import (
     EraseProperty,
     EraseValue,
     GetCurrent,
+    GetMeta,
     GetUtc,
     Login,
     MqttSession,
+    SetMeta,
     SetProperty,
     State,
     TimestampedBatch,
@@ -662,3 +664,20 @@ def test_get_utc_is_a_request_answered_on_its_downlink_topic() -> None:
     assert session.receive_data(data, T0) == [GetUtc()]
     session.publish_utc('{"time": 1}')
     assert session.data_to_send() == encode_publish("downlink/utc/all/json", b'{"time": 1}')
+
+
+def test_meta_topics_become_requests_and_values_go_downlink() -> None:
+    session = connected()
+    assert session.receive_data(subscribe(1, ("downlink/meta/#", 0)), T0) == []
+    session.data_to_send()
+    data = (
+        publish("meta/Site", "North")
+        + publish("get/meta", " Site, ,Serial Number")
+        + publish("meta/")
+    )
+    assert session.receive_data(data, T0) == [
+        SetMeta("Site", "meta/Site", b"North"),
+        GetMeta(["Site", "Serial Number"]),
+    ]
+    session.publish_meta("Site", "North")
+    assert session.data_to_send() == encode_publish("downlink/meta/Site", b"North")

@@ -16,11 +16,13 @@ from collections.abc import Sequence
 
 import orjson
 
+from pinbase.app import metadata
 from pinbase.app.auth.secrets import digest
 from pinbase.app.services import Services
 from pinbase.app.timezones import UnknownTimezone, load_zone
 from pinbase.domain.clock import now_ms
 from pinbase.domain.errors import DomainError
+from pinbase.domain.metadata import Metafield, check_value
 from pinbase.domain.model import Catalog, Datastream, Device, Schema
 from pinbase.domain.properties import check_property_name, parse_property
 from pinbase.domain.utc import Zone
@@ -255,3 +257,19 @@ class DeviceSession:
             if current is not None:
                 found.append((ds, orjson.loads(current.value)))
         return found
+
+    # metadata ------------------------------------------------------------------------------
+    def metafield(self, name: str) -> Metafield:
+        """The device's metafield of that exact name (NotFound when there is none)."""
+        return metadata.find(metadata.metafields_of(self.catalog, self.device), name=name)
+
+    async def read_meta(self, wanted: Sequence[Metafield]) -> list[tuple[Metafield, str | None]]:
+        """The values the device reads (its own, else the default, else None)."""
+        fields = metadata.metafields_of(self.catalog, self.device)
+        return await metadata.read(self.services.store, fields, self.device.id, wanted)
+
+    async def write_meta(self, meta: Metafield, raw: str) -> str:
+        """Check (Invalid), charge one value (RateLimited), then store; the stored text."""
+        check_value(meta, raw)
+        self.charge(1)
+        return await metadata.write(self.services.store, self.device.id, meta, raw)

@@ -80,6 +80,18 @@ from pinbase.app.auth.secrets import (
 )
 from pinbase.app.progress import NoProgress, Progress
 from pinbase.app.timezones import UnknownTimezone, check_timezone
+from pinbase.domain.errors import Invalid
+from pinbase.domain.metadata import (
+    MAX_METAFIELDS,
+    MAX_NAME,
+    MAX_OPTIONS,
+    MAX_TEXT,
+    RESERVED_NAMES,
+    Metafield,
+    MetaType,
+    check_value,
+    metafield_type,
+)
 from pinbase.domain.model import DEFAULT_ROLES, INT32_MAX, INT32_MIN, DataType, Permission
 from pinbase.store import Conflict, Store, opened_store
 from pinbase.store.records import (
@@ -87,6 +99,8 @@ from pinbase.store.records import (
     DatastreamRow,
     DeviceRow,
     Entities,
+    MetafieldRow,
+    MetaValueRow,
     OrgRow,
     ProductRow,
     Revocation,
@@ -398,6 +412,7 @@ class _Named:
 class _ProductSpec(_Named):
     parent: _ProductSpec | None
     datastreams: list[_DatastreamSpec]
+    metafields: list[_MetafieldSpec] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -406,6 +421,8 @@ class _DeviceSpec(_Named):
     owner: str | None
     token: str | None
     timezone: str | None
+    meta: list[tuple[str, str, str]] = field(default_factory=list)
+    """(metafield name, value as text, path of the value)."""
 
 
 @dataclass(frozen=True)
@@ -500,7 +517,7 @@ def _parse_user(value: Any, path: str) -> _UserSpec:
 
 def _parse_product(value: Any, path: str, parent: _ProductSpec | None = None) -> list[_ProductSpec]:
     """A root product followed by its variants (a variant: no datastreams, no variants)."""
-    keys = ("id", "name") if parent else ("id", "name", "datastreams", "variants")
+    keys = ("id", "name") if parent else ("id", "name", "datastreams", "variants", "metafields")
     m = _Map(value, path, keys)
     given_id, name = m.optional("id", _id), m.required("name", _text)
     streams = [_parse_datastream(item, at) for item, at in m.items("datastreams")]
@@ -508,6 +525,7 @@ def _parse_product(value: Any, path: str, parent: _ProductSpec | None = None) ->
     _unique(((d.pin, f"{d.path}.pin") for d in streams), "pin")
     _unique(((d.label, f"{d.path}.label") for d in streams), "label")
     product = _ProductSpec(path, given_id, name, parent, datastreams=streams)
+    product.metafields = _parse_metafields(m)
     variants = [v for item, at in m.items("variants") for v in _parse_product(item, at, product)]
     return [product, *variants]
 
@@ -582,8 +600,8 @@ def _number_text(value: float) -> str:
 
 
 def _parse_device(value: Any, path: str) -> _DeviceSpec:
-    m = _Map(value, path, ("id", "name", "product", "owner", "token", "timezone"))
-    return _DeviceSpec(
+    m = _Map(value, path, ("id", "name", "product", "owner", "token", "timezone", "meta"))
+    spec = _DeviceSpec(
         path,
         m.optional("id", _id),
         m.required("name", _text),
@@ -591,6 +609,127 @@ def _parse_device(value: Any, path: str) -> _DeviceSpec:
         owner=m.optional("owner", _email),
         token=m.optional("token", _device_token),
         timezone=m.optional("timezone", _timezone),
+    )
+    spec.meta = m.optional("meta", _meta_values) or []
+    return spec
+
+
+# --- metadata: product metafields, devices' values ------------------------------------------
+
+
+@dataclass(frozen=True)
+class _MetafieldSpec:
+    path: str
+    meta: Metafield
+
+
+def _parse_metafields(product: _Map) -> list[_MetafieldSpec]:
+    specs = [_parse_metafield(item, at) for item, at in product.items("metafields")]
+    if len(specs) > MAX_METAFIELDS:
+        _fail(product.at("metafields"), f"at most {MAX_METAFIELDS} metafields per product")
+    _unique(((s.meta.id, f"{s.path}.id") for s in specs), "metafield id")
+    _unique(((s.meta.name, f"{s.path}.name") for s in specs), "metafield name")
+    return specs
+
+
+def _meta_name(value: Any, path: str) -> str:
+    name = _text(value, path)
+    if len(name) > MAX_NAME or any(c in name for c in "/+#,\0") or name != name.strip():
+        _fail(
+            path,
+            f"a metafield name has at most {MAX_NAME} characters, no / + # , or NUL, "
+            "and no leading or trailing space",
+        )
+    if name in RESERVED_NAMES:
+        _fail(path, f"{_show(name)} is reserved")
+    return name
+
+
+def _meta_type(value: Any, path: str) -> MetaType:
+    try:
+        return metafield_type(_text(value, path))
+    except Invalid as exc:
+        _fail(path, str(exc))
+
+
+def _meta_text(value: Any, path: str) -> str:
+    """A metadata value as text: a string, or a number (YAML reads 42 as one)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        _fail(path, f"expected a string or a number, got {_kind(value)}")
+    return value if isinstance(value, str) else str(value)
+
+
+def _meta_options(value: Any, path: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or len(value) > MAX_OPTIONS:
+        _fail(path, f"expected a list of 1 to {MAX_OPTIONS} options")
+    options = tuple(_meta_text(item, f"{path}[{i}]").strip() for i, item in enumerate(value))
+    _unique(((o, f"{path}[{i}]") for i, o in enumerate(options)), "option")
+    for i, option in enumerate(options):
+        if not option or len(option) > MAX_TEXT or any(c < " " for c in option):
+            _fail(f"{path}[{i}]", f"an option has 1 to {MAX_TEXT} printable characters")
+    return options
+
+
+_METAFIELD_KEYS = ("id", "name", "type", "default", "options", "min", "max")
+
+
+def _parse_metafield(value: Any, path: str) -> _MetafieldSpec:
+    m = _Map(value, path, _METAFIELD_KEYS)
+    meta_type = m.required("type", _meta_type)
+    options = m.optional("options", _meta_options)
+    if meta_type is MetaType.LIST and options is None:
+        _fail(m.at("options"), "missing (required for type list)")
+    if meta_type is not MetaType.LIST and options is not None:
+        _fail(m.at("options"), "only list metafields have options")
+    low, high = m.optional("min", _number), m.optional("max", _number)
+    for key, bound in (("min", low), ("max", high)):
+        if bound is None:
+            continue
+        if meta_type not in (MetaType.NUMBER, MetaType.TEXT):
+            _fail(m.at(key), f"only number and text metafields have {key}")
+        if meta_type is MetaType.TEXT and not (bound.is_integer() and 0 <= bound <= MAX_TEXT):
+            _fail(m.at(key), f"a text length bound is a whole number from 0 to {MAX_TEXT}")
+    if low is not None and high is not None and low > high:
+        _fail(m.at("min"), f"min {_number_text(low)} is greater than max {_number_text(high)}")
+    meta = Metafield(
+        m.required("id", _id), m.required("name", _meta_name), meta_type, None, options, low, high
+    )
+    default = m.optional("default", _meta_text)
+    if default is not None:
+        meta = replace(meta, default=_checked(meta, default, m.at("default")))
+    return _MetafieldSpec(path, meta)
+
+
+def _checked(meta: Metafield, text: str, path: str) -> str:
+    try:
+        return check_value(meta, text)
+    except Invalid as exc:
+        _fail(path, str(exc))
+
+
+def _meta_values(value: Any, path: str) -> list[tuple[str, str, str]]:
+    if not isinstance(value, dict):
+        _fail(path, f"expected a mapping of metafield names to values, got {_kind(value)}")
+    found = []
+    for name, item in value.items():
+        at = _child(path, name)
+        if not isinstance(name, str):
+            _fail(at, f"a metafield name is a string, got {_kind(name)}")
+        found.append((name, _meta_text(item, at), at))
+    return found
+
+
+def _metafield_row(product_id: int, meta: Metafield) -> MetafieldRow:
+    options = None if meta.options is None else orjson.dumps(list(meta.options)).decode()
+    return MetafieldRow(
+        product_id, meta.id, meta.name, meta.type.value, meta.default, options, meta.min, meta.max
+    )
+
+
+def _metafield_of(row: MetafieldRow) -> Metafield:
+    options = None if row.options is None else tuple(orjson.loads(row.options))
+    return Metafield(
+        row.id, row.name, MetaType(row.type), row.default_value, options, row.min, row.max
     )
 
 
@@ -697,6 +836,11 @@ class _Planner:
         for ds in existing.datastreams:
             self.datastreams.setdefault(ds.product_id, {})[ds.id] = ds
         self.devices: dict[int, DeviceRow] = {d.id: d for d in existing.devices}
+        self.metafields: dict[int, dict[int, Metafield]] = {}
+        for row in existing.metafields:
+            self.metafields.setdefault(row.product_id, {})[row.id] = _metafield_of(row)
+        self.stored_metafields = {(r.product_id, r.id): r for r in existing.metafields}
+        self.meta_values = {(v.device_id, v.field_id): v for v in existing.meta_values}
 
     def run(self, orgs: list[_OrgSpec]) -> tuple[Entities, ApplyReport]:
         self._resolve(orgs)
@@ -825,6 +969,7 @@ class _Planner:
         for spec in org.products:
             if spec.parent is None:
                 self._plan_datastreams(spec)
+                self._plan_metafields(spec)
             else:
                 self._check_variant(spec)
 
@@ -875,6 +1020,34 @@ class _Planner:
                         f"label {_show(spec.label)} is also used by datastream {other.id}",
                     )
 
+    def _plan_metafields(self, product: _ProductSpec) -> None:
+        stored = self.metafields.setdefault(product.id, {})
+        for spec in product.metafields:
+            old = self.stored_metafields.get((product.id, spec.meta.id))
+            self._put("metafields", old, _metafield_row(product.id, spec.meta))
+            stored[spec.meta.id] = spec.meta
+        for spec in product.metafields:
+            for other in stored.values():
+                if other.id != spec.meta.id and other.name == spec.meta.name:
+                    _fail(
+                        f"{spec.path}.name",
+                        f"metafield name {_show(other.name)} is also used by metafield {other.id}",
+                    )
+        if len(stored) > MAX_METAFIELDS:
+            _fail(product.path, f"at most {MAX_METAFIELDS} metafields per product")
+
+    def _plan_meta(self, device: DeviceRow, spec: _DeviceSpec) -> None:
+        root = self.products[device.product_id]
+        while root.parent_id is not None and root.parent_id in self.products:
+            root = self.products[root.parent_id]
+        by_name = {m.name: m for m in self.metafields.get(root.id, {}).values()}
+        for name, text, at in spec.meta:
+            meta = by_name.get(name)
+            if meta is None:
+                _fail(at, f"product {root.id} has no metafield named {_show(name)}")
+            row = MetaValueRow(device.id, meta.id, _checked(meta, text, at))
+            self._put("meta_values", self.meta_values.get((device.id, meta.id)), row)
+
     # devices ------------------------------------------------------------------------------
     def _plan_device(self, org: _OrgSpec, spec: _DeviceSpec) -> None:
         product_id = self._device_product(org, spec)
@@ -895,6 +1068,7 @@ class _Planner:
         row = DeviceRow(spec.id, org.id, product_id, spec.name, owner_id, token_hash, spec.timezone)
         self._put("devices", old, row)
         self.devices[spec.id] = row
+        self._plan_meta(row, spec)
 
     def _device_product(self, org: _OrgSpec, spec: _DeviceSpec) -> int:
         at, ref = f"{spec.path}.product", spec.product

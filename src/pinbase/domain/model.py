@@ -11,6 +11,8 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from pinbase.domain.metadata import NO_METAFIELDS, Metafields
+
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
 INT64_MIN = -(2**63)
@@ -87,6 +89,8 @@ class Product:
     name: str
     root_id: int
     schema: Schema
+    metafields: Metafields = NO_METAFIELDS
+    """The root product's metafields (variants share them)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -218,6 +218,17 @@ class Store(abc.ABC):
     async def properties(self, device_id: int) -> dict[int, dict[str, str]]:
         """Widget properties of a device by datastream id."""
 
+    # metadata ---------------------------------------------------------------------------
+    async def meta_values(self, device_id: int) -> dict[int, str]:
+        """A device's own metadata values by metafield id (defaults are the catalog's)."""
+        rows = await self._fetch(self.SQL.meta_values, (device_id,))
+        return {int(field_id): str(value) for field_id, value in rows}
+
+    @abc.abstractmethod
+    async def set_meta_value(self, device_id: int, field_id: int, value: str) -> None:
+        """Store a device's own value of a metafield; no catalog change (every process reads
+        the values from the database)."""
+
     # OAuth --------------------------------------------------------------------------------
     @abc.abstractmethod
     async def client(self, client_id: str) -> ClientRow | None: ...

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 
+from pinbase.domain.metadata import Metafield, Metafields, MetaType
 from pinbase.domain.model import (
     DEFAULT_ROLES,
     Catalog,
@@ -65,11 +66,14 @@ def build_catalog(generation: int, rows: Entities) -> Catalog:
         return product_id
 
     schemas = {pid: Schema(tuple(items)) for pid, items in streams.items()}
+    metafields = _metafields(rows)
     empty = Schema(())
     products = {}
     for p in rows.products:
         root = root_of(p.id)
-        products[p.id] = Product(p.id, p.org_id, p.name, root, schemas.get(root, empty))
+        products[p.id] = Product(
+            p.id, p.org_id, p.name, root, schemas.get(root, empty), metafields.get(root, _NONE)
+        )
     devices = {
         d.id: Device(
             d.id,
@@ -85,6 +89,18 @@ def build_catalog(generation: int, rows: Entities) -> Catalog:
     users = {u.id: User(u.id, u.org_id, u.email, u.role) for u in rows.users}
     tokens = {d.token_hash: d.id for d in rows.devices}
     return Catalog(generation, organizations, products, devices, users, tokens)
+
+
+_NONE = Metafields()
+
+
+def _metafields(rows: Entities) -> dict[int, Metafields]:
+    found: dict[int, list[Metafield]] = {}
+    for m in rows.metafields:
+        options = None if m.options is None else tuple(str(o) for o in orjson.loads(m.options))
+        meta = Metafield(m.id, m.name, MetaType(m.type), m.default_value, options, m.min, m.max)
+        found.setdefault(m.product_id, []).append(meta)
+    return {pid: Metafields(tuple(items)) for pid, items in found.items()}
 
 
 class CatalogCache:

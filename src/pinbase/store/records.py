@@ -72,6 +72,29 @@ class DeviceRow:
     """IANA name; None: the organization's."""
 
 
+# metadata -------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class MetafieldRow:
+    product_id: int
+    id: int
+    name: str
+    type: str
+    default_value: str | None
+    options: str | None  # JSON array text: ["North", "South"]
+    min: float | None
+    max: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class MetaValueRow:
+    """A device's own value of a metafield (canonical text, `domain.metadata.check_value`)."""
+
+    device_id: int
+    field_id: int
+    value: str
+
+
+# ----------------------------------------------------------------------------------------------
 @dataclass(slots=True)
 class Entities:
     """A set of catalog rows: what the store holds, or what provisioning upserts."""
@@ -83,6 +106,9 @@ class Entities:
     products: list[ProductRow] = field(default_factory=list)
     datastreams: list[DatastreamRow] = field(default_factory=list)
     devices: list[DeviceRow] = field(default_factory=list)
+    metafields: list[MetafieldRow] = field(default_factory=list)
+    meta_values: list[MetaValueRow] = field(default_factory=list)
+    """Per-device metadata values: upserted by provisioning, never deleted by it."""
 
     def is_empty(self) -> bool:
         return not any(
@@ -94,6 +120,8 @@ class Entities:
                 self.products,
                 self.datastreams,
                 self.devices,
+                self.metafields,
+                self.meta_values,
             )
         )
 

@@ -43,6 +43,8 @@ from pinbase.store.records import (
     DatastreamRow,
     DeviceRow,
     Entities,
+    MetafieldRow,
+    MetaValueRow,
     OrgRow,
     ProductRow,
     Revocation,
@@ -130,7 +132,11 @@ ENTITIES: tuple[EntityTable, ...] = (
     _entity("products", ("id",), ProductRow),
     _entity("datastreams", ("product_id", "id"), DatastreamRow),
     _entity("devices", ("id",), DeviceRow, movable="token_hash"),
+    # metadata
+    _entity("metafields", ("product_id", "id"), MetafieldRow),
+    _entity("meta_values", ("device_id", "field_id"), MetaValueRow),
 )
+META_VALUES = ENTITIES[-1]
 CURRENT = Table(
     "current_values", ("device_id", "ds_id"), ("device_id", "ds_id", "value", "updated_at")
 )
@@ -234,6 +240,9 @@ class Statements:
             "ORDER BY ds_id, name"
         )
         self.history_pieces = _history_pieces(d)
+        # metadata values written by devices and the API: no catalog change
+        self.set_meta_value = self.upsert_entities["meta_values"]
+        self.meta_values = f"SELECT field_id, value FROM meta_values WHERE device_id = {p(1)}"
         self.history_page = {
             ascending: "SELECT ts, value FROM history "
             f"WHERE device_id = {p(1)} AND ds_id = {p(2)} AND ts BETWEEN {p(3)} AND {p(4)} "

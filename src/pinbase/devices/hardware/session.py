@@ -63,6 +63,11 @@ What the device sends
   `BLYNK_WRITE(InternalPinUTC)` (`domain.utc` says which requests and values); a `utc` without
   exactly one request name of letters and `_`, or a name the server does not know, is answered
   ILLEGAL_COMMAND_BODY (11).
+- INTERNAL `meta\\0get\\0<name>` (request `Meta`) is answered INTERNAL `meta\\0<name>\\0<value>`
+  with the request's id (what `BLYNK_WRITE(InternalPinMETA)` receives; an empty value when the
+  metafield has none); `meta\\0set\\0<name>\\0<value>` is answered RESPONSE 200 once stored,
+  ILLEGAL_COMMAND_BODY for an unknown name or a value the metafield refuses (charged as one
+  value). Any other shape of `meta` is answered ILLEGAL_COMMAND_BODY.
 - GROUP (21), sent by `Blynk.beginGroup(ts)` and `Blynk.endGroup()`: `t\\0<epoch ms>` begins a
   group whose writes all carry that timestamp (request `Write.ts`), `b` one whose writes take
   the connection's clock, `e` ends it. A begin while a group is open replaces it; an end
@@ -236,7 +241,17 @@ class Utc(NamedTuple):
     what: str
 
 
-Request = Login | Write | Read | SetProperty | Rtc | Utc
+class Meta(NamedTuple):
+    """INTERNAL `meta\\0get|set\\0<name>[\\0<value>]`: answer a get with `answer_meta`, a set
+    with `answer_ok`; `refuse_body` when the name or value is refused."""
+
+    msg_id: int
+    name: str
+    value: str | None
+    """None: a get."""
+
+
+Request = Login | Write | Read | SetProperty | Rtc | Utc | Meta
 
 GROUP_NONE = -1
 """No GROUP is open."""
@@ -245,6 +260,19 @@ GROUP_CLOCK = -2
 GROUP_REFUSED = -3
 """A GROUP whose begin was refused is open: its values are refused until its end."""
 MAX_GROUP_TS = 2**63 - 1
+
+
+def _meta_request(msg_id: int, fields: list[bytes]) -> Meta | None:
+    """`meta get <name>` or `meta set <name> <value>`, UTF-8 text; None for anything else."""
+    try:
+        texts = [f.decode() for f in fields[1:]]
+    except UnicodeDecodeError:
+        return None
+    if len(texts) == 2 and texts[0] == "get" and texts[1]:
+        return Meta(msg_id, texts[1], None)
+    if len(texts) == 3 and texts[0] == "set" and texts[1]:
+        return Meta(msg_id, texts[1], texts[2])
+    return None
 
 
 class HardwareSession:
@@ -545,8 +573,13 @@ class HardwareSession:
                 self._group = GROUP_REFUSED
             self.refuse_body(frame.msg_id)
 
-    def _internal(self, frame: Frame, now: float) -> Rtc | Utc | None:
+    def _internal(self, frame: Frame, now: float) -> Rtc | Utc | Meta | None:
         fields = frame.fields()
+        if fields and fields[0] == b"meta":
+            meta = _meta_request(frame.msg_id, fields)
+            if meta is None:
+                self.refuse_body(frame.msg_id)
+            return meta
         if fields and fields[0] == b"rtc":
             return Rtc(frame.msg_id)
         if fields and fields[0] == b"utc":
@@ -638,6 +671,14 @@ class HardwareSession:
 
     def answer_rtc(self, msg_id: int, unix_seconds: int) -> None:
         self._send(codec.message(codec.INTERNAL, msg_id, ("rtc", str(unix_seconds))))
+
+    def answer_meta(self, msg_id: int, name: str, value: str) -> None:
+        """INTERNAL `meta\\0<name>\\0<value>`: a metafield's value, for `InternalPinMETA`."""
+        self._send(codec.message(codec.INTERNAL, msg_id, ("meta", name, value)))
+
+    def answer_ok(self, msg_id: int) -> None:
+        """RESPONSE 200 to the frame `msg_id`."""
+        self._answer(msg_id, codec.OK)
 
     def answer_utc(self, msg_id: int, fields: Sequence[str]) -> None:
         """INTERNAL `utc\\0<what>\\0<value>...` (`fields` from `what` on), the way Blynk's

@@ -62,6 +62,7 @@ from pinbase.devices.hardware.session import (
     CloseReason,
     HardwareSession,
     Login,
+    Meta,
     Read,
     Request,
     Rtc,
@@ -436,6 +437,8 @@ class HardwareConnection(asyncio.Protocol):
             self.session.answer_rtc(request.msg_id, int(time.time()))
         elif type(request) is Utc:
             self._utc(request)
+        elif type(request) is Meta:
+            await self._meta(request)
 
     async def _login(self, request: Login) -> None:
         device = await DeviceSession.login(self.services, request.token, origin=self)
@@ -578,6 +581,25 @@ class HardwareConnection(asyncio.Protocol):
             self.session.refuse_body(request.msg_id)
         else:
             self.session.answer_utc(request.msg_id, fields)
+
+    async def _meta(self, request: Meta) -> None:
+        """INTERNAL `meta get|set`: the device's metadata (`app.metadata`)."""
+        device = self.device
+        assert device is not None
+        try:
+            meta = device.metafield(request.name)
+            if request.value is None:
+                ((_, value),) = await device.read_meta([meta])
+                self.session.answer_meta(request.msg_id, meta.name, value or "")
+            else:
+                await device.write_meta(meta, request.value)
+                self.session.answer_ok(request.msg_id)
+        except RateLimited:
+            self.session.quota_exceeded(request.msg_id, self.loop.time())
+        except DomainError:
+            self.session.refuse_body(request.msg_id)
+        except StoreUnavailable as exc:
+            log.warning("hardware device %s: metadata not stored: %s", self.device_id, exc)
 
     def _send_value(self, pin: str, texts: list[str], msg_id: int | None = None) -> None:
         if not self.session.send_value(pin, texts, msg_id) and not self.session.closed:

@@ -36,6 +36,10 @@ The protocol, as a device sees it:
   every requested datastream that has a value), `get/utc/all/json` (the device's time and
   timezone, answered on `downlink/utc/all/json`). Blynk's `ds/<label>/erase` is not supported
   (told on `downlink/diag`); other topics (`info/mcu`, ...) are ignored.
+- Metadata: `meta/<name>` sets the device's value of a metafield (the payload, UTF-8 text);
+  `get/meta` (comma-separated names) is answered on `downlink/meta/<name>` per metafield
+  (an empty payload when it has no value). An unknown name or a refused value is told on
+  `downlink/diag` (the transport checks them: the session knows no metafields).
 - Every PUBLISH at QoS 0 or 1 goes through the one write path; a QoS 1 PUBACK is sent only once
   the write is durable, and PUBACKs keep the order of their PUBLISHes. QoS 2 closes the
   connection. The retain flag is ignored.
@@ -166,6 +170,8 @@ KEEP_ALIVE_FACTOR = 1.5
 MAX_KEEP_ALIVE = 600
 """Seconds; a keep-alive of 0 (off) or above this counts as this, so a vanished device that
 never closed its connection is still seen offline."""
+MAX_META_NAMES = 50
+"""Names a `get/meta` asks for beyond this many are ignored."""
 DIAG_TOPIC = "downlink/diag"
 DIAG_PER_SECOND = 10
 MATCH_CACHE_SIZE = 1024
@@ -270,6 +276,22 @@ class GetUtc:
     """`get/utc/all/json`: send the device's time and timezone with `publish_utc`."""
 
 
+@dataclass(frozen=True, slots=True)
+class SetMeta:
+    """`meta/<name>`: the device's value of a metafield, the payload its text."""
+
+    name: str
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class GetMeta:
+    """`get/meta`: send the named metafields' values with `publish_meta`."""
+
+    names: list[str]
+
+
 Request: TypeAlias = (
     Login
     | WriteValues[D]
@@ -280,6 +302,8 @@ Request: TypeAlias = (
     | EraseProperty[D]
     | GetCurrent[D]
     | GetUtc
+    | SetMeta
+    | GetMeta
 )
 
 
@@ -671,6 +695,11 @@ class MqttSession(Generic[D]):
             return GetCurrent(None)
         if topic == "get/utc/all/json":
             return GetUtc()
+        if topic.startswith("meta/") and len(topic) > 5:
+            return SetMeta(topic[5:], topic, payload)
+        if topic == "get/meta":
+            names = [n.strip() for n in payload.decode(errors="replace").split(",")]
+            return GetMeta([n for n in names if n][:MAX_META_NAMES])
         return None
 
     def done(self, request: object, now: float) -> None:
@@ -726,6 +755,11 @@ class MqttSession(Generic[D]):
         answers `get/utc/all/json`, if a subscription matches."""
         if self._subscriptions:
             self._downlink("downlink/utc/all/json", payload)
+
+    def publish_meta(self, name: str, value: str) -> None:
+        """A metafield's value, to `downlink/meta/<name>` if a subscription matches."""
+        if self._subscriptions:
+            self._downlink("downlink/meta/" + name, value)
 
     def publish_property(self, label: str, name: str, value: str) -> None:
         """A widget property, to `downlink/ds/<label>/prop/<name>` if a subscription matches."""

@@ -61,10 +61,12 @@ from pinbase.devices.mqtt.session import (
     EraseProperty,
     EraseValue,
     GetCurrent,
+    GetMeta,
     GetUtc,
     Login,
     MqttSession,
     Request,
+    SetMeta,
     SetProperty,
     TimestampedBatch,
     WriteValues,
@@ -545,6 +547,10 @@ class MqttConnection(asyncio.Protocol):
                     session.publish_value(ds.label, to_text(value))
             elif isinstance(request, GetUtc):
                 session.publish_utc(orjson.dumps(utc_all(device.zone(), now_ms())).decode())
+            elif isinstance(request, SetMeta):
+                await self._set_meta(device, request)
+            elif isinstance(request, GetMeta):
+                await self._get_meta(device, request)
             session.done(request, self._loop.time())
             self._flush()  # at once: a change delivered later must not overtake a get/ds
         if unwritten is not None:
@@ -653,6 +659,25 @@ class MqttConnection(asyncio.Protocol):
             self._diag(f"{request.topic}: too many writes; dropped.")
         except (UnicodeDecodeError, DomainError) as exc:
             self._diag(f"{request.topic}: {_reason(exc)}")
+
+    async def _set_meta(self, device: DeviceSession, request: SetMeta) -> None:
+        await self._await_rate(device, 1)
+        try:
+            await device.write_meta(device.metafield(request.name), request.payload.decode())
+        except RateLimited:
+            self._diag(f"{request.topic}: too many writes; dropped.")
+        except (UnicodeDecodeError, DomainError) as exc:
+            self._diag(f"{request.topic}: {_reason(exc)}")
+
+    async def _get_meta(self, device: DeviceSession, request: GetMeta) -> None:
+        wanted = []
+        for name in request.names:
+            try:
+                wanted.append(device.metafield(name))
+            except DomainError:
+                self._diag(f"get/meta: no metafield named '{name}'.")
+        for meta, value in await device.read_meta(wanted):
+            self._session.publish_meta(meta.name, value or "")
 
     async def _erase(
         self, device: DeviceSession, request: EraseValue[Datastream] | EraseProperty[Datastream]

@@ -187,6 +187,26 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE organizations ADD COLUMN timezone text;
     ALTER TABLE devices ADD COLUMN timezone text;
     """,
+    # 4: metadata: product metafields, devices' own values
+    """
+    CREATE TABLE metafields (
+        product_id integer NOT NULL REFERENCES products(id),
+        id integer NOT NULL,
+        name text NOT NULL,
+        type text NOT NULL,
+        default_value text,
+        options text,
+        min double precision,
+        max double precision,
+        PRIMARY KEY (product_id, id)
+    );
+    CREATE TABLE meta_values (
+        device_id integer NOT NULL REFERENCES devices(id),
+        field_id integer NOT NULL,
+        value text NOT NULL,
+        PRIMARY KEY (device_id, field_id)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -450,6 +450,10 @@ class PostgresStore(Store):
         async with self._conn() as conn:
             await conn.execute(SQL.set_property, device_id, ds_id, name, value)
 
+    async def set_meta_value(self, device_id: int, field_id: int, value: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute(SQL.set_meta_value, device_id, field_id, value)
+
     async def erase_current(self, device_id: int, ds_id: int) -> bool:
         async with self._conn() as conn:
             status: str = await conn.execute(SQL.erase_current, device_id, ds_id)

@@ -162,6 +162,26 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE organizations ADD COLUMN timezone TEXT;
     ALTER TABLE devices ADD COLUMN timezone TEXT;
     """,
+    # 4: metadata: product metafields, devices' own values
+    """
+    CREATE TABLE metafields (
+        product_id INTEGER NOT NULL REFERENCES products(id),
+        id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        type TEXT NOT NULL,
+        default_value TEXT,
+        options TEXT,
+        min REAL,
+        max REAL,
+        PRIMARY KEY (product_id, id)
+    ) WITHOUT ROWID;
+    CREATE TABLE meta_values (
+        device_id INTEGER NOT NULL REFERENCES devices(id),
+        field_id INTEGER NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (device_id, field_id)
+    ) WITHOUT ROWID;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -607,6 +607,12 @@ class SqliteStore(Store):
 
         await self._write(run)
 
+    async def set_meta_value(self, device_id: int, field_id: int, value: str) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(SQL.set_meta_value, (device_id, field_id, value))
+
+        await self._write(run)
+
     async def erase_current(self, device_id: int, ds_id: int) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
             return conn.execute(SQL.erase_current, (device_id, ds_id)).rowcount > 0

@@ -1,0 +1,59 @@
+"""Reading and writing a device's metadata, for every interface (devices and the Platform API).
+
+A device reads its own value of a metafield, else the metafield's default, else nothing. A
+stored value that no longer fits its metafield (the fleet file changed the type) reads as the
+default. Values live in the store, not in the catalog: every process reads them from the
+database, so a write is seen by all at once and bumps no catalog generation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pinbase.domain.errors import DomainError, Invalid, NotFound
+from pinbase.domain.metadata import INVALID_VALUE, Metafield, Metafields, check_value
+from pinbase.domain.model import Catalog, Device
+from pinbase.store.base import Store
+
+NO_METAFIELD = "Meta field is not found."
+__all__ = ["INVALID_VALUE", "NO_METAFIELD", "find", "metafields_of", "read", "write"]
+
+
+def metafields_of(catalog: Catalog, device: Device) -> Metafields:
+    return catalog.products[device.product_id].metafields
+
+
+def find(fields: Metafields, *, field_id: int | None = None, name: str | None = None) -> Metafield:
+    """A metafield by id or by exact name; NotFound when there is none."""
+    meta = fields.by_id.get(field_id) if field_id is not None else None
+    if name is not None:
+        meta = fields.by_name.get(name)
+    if meta is None:
+        raise NotFound(NO_METAFIELD)
+    return meta
+
+
+async def read(
+    store: Store, fields: Metafields, device_id: int, wanted: Iterable[Metafield] | None = None
+) -> list[tuple[Metafield, str | None]]:
+    """Each wanted metafield (all when None) with the value the device reads, or None."""
+    own = await store.meta_values(device_id)
+    found: list[tuple[Metafield, str | None]] = []
+    for meta in fields.fields if wanted is None else wanted:
+        value = own.get(meta.id)
+        if value is not None:
+            try:
+                value = check_value(meta, value)
+            except DomainError:
+                value = None
+        found.append((meta, meta.default if value is None else value))
+    return found
+
+
+async def write(store: Store, device_id: int, meta: Metafield, raw: str) -> str:
+    """Check `raw` (Invalid names the problem) and store its canonical form; returns that."""
+    if not isinstance(raw, str):
+        raise Invalid(f"{meta.name}: expected a text value")
+    value = check_value(meta, raw)
+    await store.set_meta_value(device_id, meta.id, value)
+    return value
