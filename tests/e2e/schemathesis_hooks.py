@@ -41,6 +41,10 @@ SCHEMA_VALID_REFUSALS = [
         r"No value given: .*",
         r"No pin given: .*",
         r"No property given, .*",
+        # metadata: one of two parameters, and the product's metafields
+        r"Give either 'metaFieldId' or 'metaFieldName', not both\.",
+        r"MetaField doesn't exist\.",
+        r"Wrong value: .*",
     )
 ]
 

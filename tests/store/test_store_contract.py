@@ -875,6 +875,8 @@ def test_counts_and_exports_cover_every_row_in_key_order(run: Callable[[Body], N
             "current_values": 4,
             "history": 36,
             "properties": 3,
+            "metafields": 0,
+            "meta_values": 0,
         }
 
         async def collect(batches: Any, size: int) -> list[Any]:

@@ -36,6 +36,7 @@ from pinbase.http.schemas import Int32
 router = APIRouter(tags=["Metadata"])
 
 WRONG_FORMAT = "Wrong metaField format."
+ONE_FIELD = "Give either 'metaFieldId' or 'metaFieldName', not both."
 NO_FIELD = "MetaField doesn't exist."
 WRONG_VALUE = "Wrong value"
 NO_TEMPLATE = "Template not found."
@@ -127,7 +128,9 @@ async def template_metafields(ctx: OrgContext, templateId: Int32Query) -> Respon
 # --- device HTTPS API -------------------------------------------------------------------------
 
 _FIELD_PARAMETERS = (
-    _parameter("metaFieldId", "The metafield's id", schema={"type": "string"}),
+    _parameter(
+        "metaFieldId", "The metafield's id", schema={"type": "string", "pattern": "^[0-9]{1,9}$"}
+    ),
     _parameter("metaFieldName", "Or the metafield's exact name", schema={"type": "string"}),
 )
 
@@ -143,7 +146,7 @@ def _metafield(fields: Any, pairs: list[tuple[str, str]]) -> Metafield:
             return metadata.find(fields, name=name)
     except NotFound:
         raise Invalid(NO_FIELD) from None
-    raise Invalid(WRONG_FORMAT)
+    raise Invalid(ONE_FIELD)
 
 
 @router.get(
