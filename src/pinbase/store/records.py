@@ -72,6 +72,52 @@ class DeviceRow:
     """IANA name; None: the organization's."""
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookRow:
+    """An organization's webhook (`pinbase.domain.webhooks`). The secret and the basic-auth
+    password are kept as given: they sign and authenticate each delivery."""
+
+    id: int
+    org_id: int
+    name: str
+    trigger_type: str
+    url: str
+    method: str
+    content_type: str
+    body: str | None
+    secret: str | None
+    username: str | None
+    password: str | None
+    fires_for: str | None
+    """JSON list: the datastream ids (or event codes) it fires for; None: all."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """A pending delivery: the webhook and its context (JSON object text)."""
+
+    id: int
+    webhook_id: int
+    context: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    """One attempt in the delivery log."""
+
+    id: int
+    webhook_id: int
+    outbox_id: int
+    attempt: int
+    attempted_at: int
+    status: int
+    """The HTTP status received; 0 when none was (no connection, a timeout)."""
+    outcome: str
+    """delivered, retrying or failed (given up)."""
+    detail: str
+
+
 @dataclass(slots=True)
 class Entities:
     """A set of catalog rows: what the store holds, or what provisioning upserts."""
@@ -83,6 +129,7 @@ class Entities:
     products: list[ProductRow] = field(default_factory=list)
     datastreams: list[DatastreamRow] = field(default_factory=list)
     devices: list[DeviceRow] = field(default_factory=list)
+    webhooks: list[WebhookRow] = field(default_factory=list)
 
     def is_empty(self) -> bool:
         return not any(
@@ -94,6 +141,7 @@ class Entities:
                 self.products,
                 self.datastreams,
                 self.devices,
+                self.webhooks,
             )
         )
 
@@ -143,6 +191,8 @@ class ValueWrites:
     history: list[tuple[int, int, int, int, str]] = field(default_factory=list)
     """(device_id, ds_id, ts, seq, value): a history point; the same key (all but the value)
     again replaces it. Imported points carry seq 0 (`sql.IMPORTED_SEQ`), live ones their own."""
+    outbox: list[tuple[int, str, int]] = field(default_factory=list)
+    """(webhook_id, context JSON, due_at): deliveries the write triggers, in its transaction."""
 
 
 @dataclass(frozen=True, slots=True)
