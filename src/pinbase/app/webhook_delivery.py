@@ -54,8 +54,9 @@ class Policy:
 
     @property
     def lease_ms(self) -> int:
-        """How long a claimed row is left to its claimer: well beyond one round's requests."""
-        return int((2 * self.timeout + 30) * 1000)
+        """How long a claimed row is left to its claimer: beyond one round's requests (one
+        webhook's rows go one after another, and at most its rate's burst are sent a round)."""
+        return int((min(BATCH, self.per_minute) * self.timeout + 5) * 1000)
 
 
 async def send(

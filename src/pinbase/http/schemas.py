@@ -155,3 +155,38 @@ class DeviceStatusBody(Struct):
     protocol: str | None
     connectedSince: int | None
     lastSeen: int | None
+
+
+# --- webhooks ------------------------------------------------------------------------------
+
+
+class WebhookBody(Struct):
+    """A webhook as the API shows it: its secret and basic-auth password are never shown."""
+
+    id: int
+    name: str
+    trigger: str
+    url: str
+    method: str
+    contentType: str
+    body: str | None
+    authType: str
+    """NONE or BASIC."""
+    hasSecret: bool
+    datastreams: list[int] | None
+    events: list[str] | None
+
+
+class DeliveryBody(Struct):
+    id: int
+    attempt: int
+    at: int
+    status: int
+    outcome: str
+    detail: str
+
+
+class DeliveryLogBody(Struct):
+    webhookId: int
+    pending: int
+    deliveries: list[DeliveryBody]
