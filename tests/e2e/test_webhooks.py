@@ -207,3 +207,30 @@ def test_the_rate_limit_holds_deliveries_back(tmp_path: Path, receiver: Receiver
         assert len(receiver.got) == 2  # the next token is 30 s away
     finally:
         server.stop()
+
+
+def test_processes_sharing_a_database_deliver_each_event_once(
+    tmp_path: Path, receiver: Receiver, backend: str
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("several server processes share a PostgreSQL database only")
+    data_dir = tmp_path / "data"
+    apply_fleet(data_dir)
+    apply(data_dir, hooks_document(tmp_path, receiver.port))
+    receiver.up()
+    fast = (*FAST, "--webhook-rate", "1000")
+    servers = [Server(data_dir, *fast).start(), Server(data_dir, *fast).start()]
+    try:
+        apis = [Bearer(s.url, client_token(s.url)) for s in servers]
+        values = [float(n) for n in range(40)]
+        for number, value in enumerate(values):
+            write(apis[number % 2], 101, 1, value)
+        wait_for("every delivery", lambda: len(receiver.got) >= len(values))
+        log = "/api/v1/organization/webhook/deliveries"
+        wait_for("an empty outbox", lambda: apis[0].get(log, id=1).json()["pending"] == 0)
+        entries = apis[1].get(log, id=1, limit=1000).json()["deliveries"]
+    finally:
+        for server in servers:
+            server.stop()
+    assert sorted(float(b["value"]) for b in receiver.bodies()) == values
+    assert len(entries) == len(values) and {e["outcome"] for e in entries} == {"delivered"}
