@@ -13,9 +13,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from helpers import Bearer, Server, apply_fleet, client_token, free_port, pinbase, wait_for
+from helpers import (
+    GLOBEX,
+    Bearer,
+    Server,
+    apply_fleet,
+    client_token,
+    free_port,
+    pinbase,
+    wait_for,
+)
 from pinbase.domain.webhooks import verify
 
 SECRET = "hook-secret-0123456789"
@@ -234,3 +244,58 @@ def test_processes_sharing_a_database_deliver_each_event_once(
             server.stop()
     assert sorted(float(b["value"]) for b in receiver.bodies()) == values
     assert len(entries) == len(values) and {e["outcome"] for e in entries} == {"delivered"}
+
+
+def test_webhooks_are_created_replaced_and_deleted_through_the_api(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    data_dir = tmp_path / "data"
+    apply_fleet(data_dir)
+    receiver.up()
+    server = Server(data_dir, *FAST).start()
+    try:
+        api = Bearer(server.url, client_token(server.url))
+        headers = api.headers
+        url = f"http://127.0.0.1:{receiver.port}/made/{{pin}}"
+        made = api.post(
+            "/api/v1/organization/webhook/create",
+            {"name": "Made", "trigger": "DEVICE_DATASTREAM_UPDATE", "url": url},
+        )
+        assert made.status_code == 200, made.text
+        created = made.json()
+        assert (created["id"], created["method"], created["hasSecret"]) == (1, "POST", True)
+        secret = created["secret"]
+        write(api, 101, 2, 55)
+        wait_for("the delivery", lambda: receiver.got)
+        (_, path, got_headers, body) = receiver.got[0]
+        assert path == "/made/V2" and verify(secret, body, got_headers["X-Pinbase-Signature"])
+
+        bad = api.post(
+            "/api/v1/organization/webhook/create",
+            {"name": "x", "trigger": "DEVICE_ADDED", "url": "http://h.test/{oops}"},
+        )
+        assert bad.status_code == 400 and "url: unknown placeholder {oops}" in bad.text
+        replaced = httpx.put(
+            f"{server.url}/api/v1/organization/webhook",
+            json={"id": 1, "name": "Renamed", "trigger": "DEVICE_ADDED", "url": url},
+            headers=headers,
+        )
+        assert replaced.status_code == 200, replaced.text
+        assert (replaced.json()["name"], replaced.json()["hasSecret"]) == ("Renamed", True)
+        assert "secret" not in replaced.json()
+
+        # another organization neither sees nor changes it
+        globex = Bearer(server.url, client_token(server.url, GLOBEX))
+        assert globex.get("/api/v1/organization/webhooks").json() == []
+        assert globex.get("/api/v1/organization/webhook", id=1).status_code == 404
+        gone = httpx.delete(f"{server.url}/api/v1/organization/webhook", params={"id": 1},
+                            headers=globex.headers)  # fmt: skip
+        assert gone.status_code == 404
+
+        deleted = httpx.delete(
+            f"{server.url}/api/v1/organization/webhook", params={"id": 1}, headers=headers
+        )
+        assert deleted.status_code == 204
+        assert api.get("/api/v1/organization/webhook", id=1).status_code == 404
+    finally:
+        server.stop()

@@ -176,3 +176,25 @@ def test_a_delivery_of_a_deleted_webhook_is_dropped(tmp_path: Path) -> None:
         assert [e.detail for e in await store.delivery_log(99, 1)] == ["webhook deleted"]
 
     _with_store(tmp_path, body)
+
+
+def test_the_log_event_seam_fires_for_the_webhooks_codes(tmp_path: Path) -> None:
+    from pinbase.app.webhooks import Webhooks
+    from pinbase.domain.model import Device
+
+    hook = WebhookRow(6, 1, "e", "DEVICE_LOG_EVENT", "http://h/", "POST", "JSON",
+                      None, None, None, None, '["high_temp"]')  # fmt: skip
+
+    async def body(store: SqliteStore) -> None:
+        await store.upsert_entities(Entities(webhooks=[hook]))
+        device = Device(101, 1, 10, 10, "Roof", None)
+        await Webhooks(store).event_logged(device, "low_temp", "cold", 5)
+        await Webhooks(store).event_logged(device, "high_temp", "hot", 7)
+        (row,) = await store.claim_deliveries(7, 8, 10)
+        assert json.loads(row.context) == {
+            "trigger": "DEVICE_LOG_EVENT", "org_id": "1", "device_id": "101",
+            "device_name": "Roof", "ts": "7", "event_code": "high_temp",
+            "event_description": "hot",
+        }  # fmt: skip
+
+    _with_store(tmp_path, body)

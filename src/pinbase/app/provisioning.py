@@ -1091,6 +1091,38 @@ def webhook_row(org_id: int, spec: _WebhookSpec, secret: str) -> WebhookRow:
     )
 
 
+async def put_webhook(
+    store: Store, org_id: int, definition: dict[str, Any], *, create: bool
+) -> tuple[WebhookRow, str | None] | None:
+    """Create a webhook of the organization (with the next free id when the definition has
+    none), or replace one it has (None when it has none of that id): the definition is a
+    fleet-file webhook, checked alike. Returns the stored row and, for a secret generated here,
+    that secret (to be shown once)."""
+    hooks = {h.id: h for h in await store.webhooks()}
+    if create and definition.get("id") is None:
+        definition = {**definition, "id": max(hooks, default=0) + 1}
+    spec = _parse_webhook(definition, "")
+    old = hooks.get(spec.id)
+    if old is not None and old.org_id != org_id:
+        if not create:
+            return None
+        _fail("id", f"webhook {spec.id} belongs to another organization")
+    if create and old is not None:
+        _fail("id", f"webhook {spec.id} exists already")
+    if not create and old is None:
+        return None
+    generated = None
+    secret = spec.secret or (old.secret if old is not None else None)
+    if secret is None:
+        secret = generated = new_token()
+    row = webhook_row(org_id, spec, secret)
+    try:
+        await store.upsert_entities(Entities(webhooks=[row]))
+    except Conflict as exc:
+        raise ProvisioningError("database", str(exc)) from exc
+    return row, generated
+
+
 def plan(
     document: Any, existing: Entities, progress: Progress | None = None
 ) -> tuple[Entities, ApplyReport]:

@@ -177,6 +177,33 @@ class WebhookBody(Struct):
     events: list[str] | None
 
 
+class CreatedWebhookBody(WebhookBody):
+    secret: str | None
+    """The secret generated for it, shown this once; None when the definition gave one."""
+
+
+class WebhookAuth(Struct, forbid_unknown_fields=True):
+    username: str
+    password: str
+
+
+class WebhookDefinition(Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A webhook as the fleet file defines it (docs/fleet-file.md#webhook); `id` is required
+    to replace one, and optional to create one (then the next free id)."""
+
+    name: str
+    trigger: str
+    url: str
+    id: Annotated[int, Meta(ge=1, le=INT32_MAX)] | None = None
+    method: str | None = None
+    content_type: str | None = None
+    body: str | None = None
+    secret: str | None = None
+    auth: WebhookAuth | None = None
+    datastreams: list[int] | None = None
+    events: list[str] | None = None
+
+
 class DeliveryBody(Struct):
     id: int
     attempt: int

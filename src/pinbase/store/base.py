@@ -229,6 +229,18 @@ class Store(abc.ABC):
         rows = await self._fetch(self.SQL.select_entities[table.name], ())
         return [table.row(r) for r in rows]
 
+    async def delete_webhooks(self, ids: Sequence[int]) -> None:
+        """Delete webhooks and their pending deliveries (their log stays), and bump the catalog
+        generation, in one transaction. Unknown ids are no error."""
+        params = [(i,) for i in ids]
+        await self._change_catalog(
+            [
+                (self.SQL.delete_webhook, params),
+                (self.SQL.forget_outbox, params),
+                (self.SQL.bump_generation, [()]),
+            ]
+        )
+
     async def enqueue_deliveries(self, rows: Sequence[tuple[int, str, int]]) -> None:
         """Add (webhook_id, context JSON, due_at) rows to the outbox, in one transaction.
         (A value write adds its own in its transaction: `ValueWrites.outbox`.)"""

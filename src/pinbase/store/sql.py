@@ -290,6 +290,8 @@ class Statements:
             "SELECT id, webhook_id, outbox_id, attempt, attempted_at, status, outcome, detail "
             f"FROM webhook_deliveries WHERE webhook_id = {p(1)} ORDER BY id DESC LIMIT {p(2)}"
         )
+        self.delete_webhook = f"DELETE FROM webhooks WHERE id = {p(1)}"
+        self.forget_outbox = f"DELETE FROM webhook_outbox WHERE webhook_id = {p(1)}"
         self.pending = f"SELECT count(*) FROM webhook_outbox WHERE webhook_id = {p(1)}"
         self.drop_deliveries = f"DELETE FROM webhook_deliveries WHERE attempted_at < {p(1)}"
         # due rows, each claimed by one process until `claimed_until` (a lease: a process that

@@ -1,5 +1,6 @@
-"""Webhooks of the caller's organization (Blynk's Platform webhook routes; reading only), and
-their delivery log (a pinbase extension). Every route needs the ORG_MANAGE permission."""
+"""Webhooks of the caller's organization (Blynk's Platform webhook routes: list, get, create,
+replace, delete; the bodies are the fleet file's webhook, Blynk's being unconfirmed), and their
+delivery log (a pinbase extension). Every route needs the ORG_MANAGE permission."""
 
 from __future__ import annotations
 
@@ -8,13 +9,21 @@ from typing import Annotated
 import msgspec
 import orjson
 from fastapi import APIRouter, Query
+from starlette.requests import Request
 from starlette.responses import Response
 
-from pinbase.domain.errors import NotFound
+from pinbase.app.provisioning import ProvisioningError, put_webhook
+from pinbase.domain.errors import Invalid, NotFound
 from pinbase.domain.model import Permission
-from pinbase.http.deps import Int32Query, OrgContext, PlainInteger
-from pinbase.http.openapi import responses
-from pinbase.http.schemas import DeliveryBody, DeliveryLogBody, WebhookBody
+from pinbase.http.deps import Int32Query, OrgContext, PlainInteger, decode
+from pinbase.http.openapi import json_body, responses
+from pinbase.http.schemas import (
+    CreatedWebhookBody,
+    DeliveryBody,
+    DeliveryLogBody,
+    WebhookBody,
+    WebhookDefinition,
+)
 from pinbase.store.records import WebhookRow
 
 router = APIRouter(prefix="/api", tags=["Webhooks"])
@@ -100,3 +109,62 @@ async def webhook_deliveries(
         ],
     )
     return _json(body)
+
+
+async def _put(ctx: OrgContext, request: Request, *, create: bool) -> tuple[WebhookRow, str | None]:
+    """Create or replace a webhook from the request's definition: (the row, a generated
+    secret)."""
+    ctx.principal.require(Permission.ORG_MANAGE)
+    body = await decode(request, WebhookDefinition)
+    if not create and body.id is None:
+        raise Invalid("id: missing (required)")
+    definition = msgspec.to_builtins(body)
+    try:
+        put = await put_webhook(ctx.services.store, ctx.principal.org_id, definition, create=create)
+    except ProvisioningError as exc:
+        raise Invalid(str(exc)) from None
+    if put is None:
+        raise NotFound(f"Webhook with identifier {body.id} is not found.")
+    return put
+
+
+@router.post(
+    "/v1/organization/webhook/create",
+    summary="Create a webhook",
+    openapi_extra=json_body(WebhookDefinition),
+    responses=responses(
+        {200: ("The webhook, with its secret when one was generated", CreatedWebhookBody)},
+        bad_request="Malformed body, or a definition the fleet file would refuse",
+    ),
+)
+async def create_webhook(ctx: OrgContext, request: Request) -> Response:
+    row, generated = await _put(ctx, request, create=True)
+    shown = _shown(row)
+    fields = {f: getattr(shown, f) for f in shown.__struct_fields__}
+    return _json(CreatedWebhookBody(**fields, secret=generated))
+
+
+@router.put(
+    "/v1/organization/webhook",
+    summary="Replace a webhook (a secret left out is kept)",
+    openapi_extra=json_body(WebhookDefinition),
+    responses=responses(
+        {200: ("The webhook", WebhookBody)},
+        bad_request="Malformed body, or a definition the fleet file would refuse",
+    ),
+)
+async def replace_webhook(ctx: OrgContext, request: Request) -> Response:
+    row, _ = await _put(ctx, request, create=False)
+    return _json(_shown(row))
+
+
+@router.delete(
+    "/v1/organization/webhook",
+    summary="Delete a webhook and its pending deliveries",
+    status_code=204,
+    responses=responses({204: ("Deleted", None)}, (400, 401, 403, 404, 429)),
+)
+async def delete_webhook(ctx: OrgContext, id: Int32Query) -> Response:
+    hook = await _hook(ctx, id)
+    await ctx.services.store.delete_webhooks([hook.id])
+    return Response(status_code=204)
