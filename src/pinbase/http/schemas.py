@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct
@@ -183,25 +183,37 @@ class CreatedWebhookBody(WebhookBody):
 
 
 class WebhookAuth(Struct, forbid_unknown_fields=True):
-    username: str
-    password: str
+    username: Annotated[str, Meta(min_length=1, max_length=256)]
+    password: Annotated[str, Meta(min_length=1, max_length=256)]
 
 
-class WebhookDefinition(Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """A webhook as the fleet file defines it (docs/fleet-file.md#webhook); `id` is required
-    to replace one, and optional to create one (then the next free id)."""
+WebhookId = Annotated[int, Meta(ge=1, le=INT32_MAX)]
+ShortText = Annotated[str, Meta(min_length=1, max_length=256)]
 
-    name: str
-    trigger: str
-    url: str
-    id: Annotated[int, Meta(ge=1, le=INT32_MAX)] | None = None
-    method: str | None = None
-    content_type: str | None = None
-    body: str | None = None
-    secret: str | None = None
+
+class WebhookDefinition(Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+    """A webhook as the fleet file defines it (docs/fleet-file.md#webhook), checked by the
+    same rules; to create one, `id` is optional (then the next free id)."""
+
+    name: ShortText
+    trigger: Literal[
+        "DEVICE_DATASTREAM_UPDATE", "DEVICE_ADDED", "DEVICE_DELETED", "DEVICE_LOG_EVENT"
+    ]
+    url: Annotated[str, Meta(min_length=1, max_length=512)]
+    id: WebhookId | None = None
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] | None = None
+    content_type: Literal["JSON", "PLAIN_TEXT", "URL_ENCODED_FORM"] | None = None
+    body: Annotated[str, Meta(min_length=1, max_length=5120)] | None = None
+    secret: ShortText | None = None
     auth: WebhookAuth | None = None
-    datastreams: list[int] | None = None
-    events: list[str] | None = None
+    datastreams: list[WebhookId] = msgspec.field(default_factory=list)
+    events: list[ShortText] = msgspec.field(default_factory=list)
+
+
+class WebhookReplacement(WebhookDefinition, kw_only=True):
+    """A webhook's new definition: the fleet file's, `id` naming the webhook replaced."""
+
+    id: WebhookId
 
 
 class DeliveryBody(Struct):

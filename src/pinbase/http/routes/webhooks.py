@@ -23,6 +23,7 @@ from pinbase.http.schemas import (
     DeliveryLogBody,
     WebhookBody,
     WebhookDefinition,
+    WebhookReplacement,
 )
 from pinbase.store.records import WebhookRow
 
@@ -115,9 +116,7 @@ async def _put(ctx: OrgContext, request: Request, *, create: bool) -> tuple[Webh
     """Create or replace a webhook from the request's definition: (the row, a generated
     secret)."""
     ctx.principal.require(Permission.ORG_MANAGE)
-    body = await decode(request, WebhookDefinition)
-    if not create and body.id is None:
-        raise Invalid("id: missing (required)")
+    body = await decode(request, WebhookDefinition if create else WebhookReplacement)
     definition = msgspec.to_builtins(body)
     try:
         put = await put_webhook(ctx.services.store, ctx.principal.org_id, definition, create=create)
@@ -147,7 +146,7 @@ async def create_webhook(ctx: OrgContext, request: Request) -> Response:
 @router.put(
     "/v1/organization/webhook",
     summary="Replace a webhook (a secret left out is kept)",
-    openapi_extra=json_body(WebhookDefinition),
+    openapi_extra=json_body(WebhookReplacement),
     responses=responses(
         {200: ("The webhook", WebhookBody)},
         bad_request="Malformed body, or a definition the fleet file would refuse",
