@@ -292,6 +292,10 @@ class Statements:
         )
         self.delete_webhook = f"DELETE FROM webhooks WHERE id = {p(1)}"
         self.forget_outbox = f"DELETE FROM webhook_outbox WHERE webhook_id = {p(1)}"
+        self.any_due = (
+            f"SELECT 1 FROM webhook_outbox WHERE due_at <= {p(1)} AND claimed_until <= {p(1)} "
+            "LIMIT 1"
+        )
         self.pending = f"SELECT count(*) FROM webhook_outbox WHERE webhook_id = {p(1)}"
         self.drop_deliveries = f"DELETE FROM webhook_deliveries WHERE attempted_at < {p(1)}"
         # due rows, each claimed by one process until `claimed_until` (a lease: a process that
