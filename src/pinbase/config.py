@@ -153,6 +153,25 @@ class Settings:
     history_retention_days: int = setting(
         0, "Drop history older than this many days, at start-up and hourly; 0: keep all."
     )
+    webhook_poll: float = setting(
+        1.0, "Seconds between looks at the webhook outbox for due deliveries."
+    )
+    webhook_timeout: float = setting(
+        10.0, "Seconds a webhook delivery may take, connecting and answering, before it fails."
+    )
+    webhook_retry_first: float = setting(
+        10.0, "Seconds before a failed webhook delivery is tried again; doubles per failure."
+    )
+    webhook_retry_longest: float = setting(
+        3600.0, "Longest wait in seconds between two attempts of a webhook delivery."
+    )
+    webhook_attempts: int = setting(
+        10, "Attempts of a webhook delivery before it is given up (logged as failed).", minimum=1
+    )
+    webhook_rate: int = setting(
+        10, "Deliveries per minute per webhook (Blynk: 10); more wait in the outbox.", minimum=1
+    )
+    webhook_log_days: int = setting(7, "Days the webhook delivery log is kept; 0: forever.")
     log_level: LogLevel = setting("info", "Log level: " + ", ".join(get_args(LogLevel)) + ".")
     log_format: LogFormat = setting(
         "text",

@@ -27,6 +27,7 @@ from pinbase.app.auth.secrets import use_password_hash_memory
 from pinbase.app.retention import enforce_retention
 from pinbase.app.revoked_devices import close_revoked_devices
 from pinbase.app.services import Services
+from pinbase.app.webhook_delivery import policy_of, run_deliveries
 from pinbase.config import Settings
 from pinbase.devices.listeners import start_device_listeners, stop_device_listeners
 from pinbase.http.app import create_app
@@ -98,6 +99,9 @@ async def running_services(
             jobs = [
                 asyncio.create_task(enforce_retention(the_store, settings.history_retention_days)),
                 asyncio.create_task(close_revoked_devices(the_store, services.presence)),
+                asyncio.create_task(
+                    run_deliveries(the_store, policy_of(settings), settings.webhook_log_days)
+                ),
             ]
             try:
                 yield services

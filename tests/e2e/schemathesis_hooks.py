@@ -45,6 +45,14 @@ SCHEMA_VALID_REFUSALS = [
         r"Give either 'metaFieldId' or 'metaFieldName', not both\.",
         r"MetaField doesn't exist\.",
         r"Wrong value: .*",
+        # webhooks: the fleet file's rules of a definition (provisioning.py)
+        r"(url|body): unknown placeholder \{\w+\}\.?",
+        r"url: (expected an http:// or https:// URL with a fixed host|not a URL)",
+        r"url: must not hold spaces or control characters",
+        r"[\w.\[\]]+: (must not be empty|expected at most 256 printable characters)",
+        r"auth\.username: must not hold a colon",
+        r"(datastreams|events): only for trigger \w+",
+        r"id: webhook \d+ (exists already|belongs to another organization)",
     )
 ]
 

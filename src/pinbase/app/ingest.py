@@ -40,6 +40,7 @@ from collections.abc import Iterable, Sequence
 
 import orjson
 
+from pinbase.app.webhooks import Webhooks
 from pinbase.domain.clock import importable, now_ms
 from pinbase.domain.model import Datastream, Device
 from pinbase.domain.values import Value
@@ -108,9 +109,12 @@ class LiveSeqs:
 
 
 class Ingest:
-    def __init__(self, store: Store, bus: Bus) -> None:
+    def __init__(self, store: Store, bus: Bus, webhooks: Webhooks | None = None) -> None:
         self.store = store
         self.bus = bus
+        self.webhooks = webhooks
+        """With it, live writes add their DEVICE_DATASTREAM_UPDATE deliveries to the outbox in
+        their own transaction (`pinbase.app.webhooks`)."""
         self._seqs: LiveSeqs | None = None
         self._allocating = asyncio.Lock()
 
@@ -163,6 +167,10 @@ class Ingest:
             current.append((device.id, ds.id, text, stamp))
             if ds.history:
                 history.append((device.id, ds.id, stamp, seqs.seq(device.id, ds.id, stamp), text))
+        if self.webhooks is not None:
+            writes.outbox = await self.webhooks.for_values(
+                ((device, ds, value, stamp) for device, ds, value in cells), now_ms()
+            )
         await self.store.write_values(writes)
         self.bus.publish(
             ValueChanged(device.org_id, device.id, ds.id, ds.pin, value, stamp, origin)
@@ -200,6 +208,10 @@ class Ingest:
             writes.current_if_newer = list(newest.values())
         else:
             writes.current = list(newest.values())
+        if self.webhooks is not None:
+            writes.outbox = await self.webhooks.for_values(
+                ((device, ds, value, ts) for ds, value, ts in points), now_ms()
+            )
         await self.store.write_values(writes)
         self.bus.publish(
             ValueChanged(device.org_id, device.id, ds.id, ds.pin, value, ts, origin)

@@ -67,6 +67,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
+from urllib.parse import urlsplit
 
 import orjson
 import yaml
@@ -80,6 +81,8 @@ from pinbase.app.auth.secrets import (
 )
 from pinbase.app.progress import NoProgress, Progress
 from pinbase.app.timezones import UnknownTimezone, check_timezone
+from pinbase.app.webhooks import Webhooks
+from pinbase.domain.clock import now_ms
 from pinbase.domain.errors import Invalid
 from pinbase.domain.metadata import (
     MAX_METAFIELDS,
@@ -93,6 +96,14 @@ from pinbase.domain.metadata import (
     metafield_type,
 )
 from pinbase.domain.model import DEFAULT_ROLES, INT32_MAX, INT32_MIN, DataType, Permission
+from pinbase.domain.webhooks import (
+    CONTENT_TYPES,
+    MAX_BODY,
+    MAX_URL,
+    METHODS,
+    TRIGGERS,
+    unknown_placeholders,
+)
 from pinbase.store import Conflict, Store, opened_store
 from pinbase.store.records import (
     ClientRow,
@@ -106,6 +117,7 @@ from pinbase.store.records import (
     Revocation,
     RoleRow,
     UserRow,
+    WebhookRow,
 )
 
 T = TypeVar("T")
@@ -455,11 +467,13 @@ class _OrgSpec(_Named):
     products: list[_ProductSpec]  # roots and variants, each root before its variants
     devices: list[_DeviceSpec]
     timezone: str | None
+    webhooks: list[_WebhookSpec] = field(default_factory=list)
 
 
 def _parse_document(document: Any) -> list[_OrgSpec]:
     root = _Map(document, "", ("organizations",))
     orgs = [_parse_org(item, path) for item, path in root.items("organizations", required=True)]
+    _unique(((w.id, f"{w.path}.id") for o in orgs for w in o.webhooks), "webhook id")
     _unique(((c.client_id, f"{c.path}.client_id") for o in orgs for c in o.clients), "client_id")
     _unique(
         ((d.token, f"{d.path}.token") for o in orgs for d in o.devices if d.token is not None),
@@ -473,7 +487,7 @@ def _parse_org(value: Any, path: str) -> _OrgSpec:
     m = _Map(
         value,
         path,
-        ("id", "name", "timezone", "clients", "roles", "users", "products", "devices"),
+        ("id", "name", "timezone", "clients", "roles", "users", "products", "devices", "webhooks"),
     )
     org = _OrgSpec(
         path,
@@ -485,6 +499,7 @@ def _parse_org(value: Any, path: str) -> _OrgSpec:
         products=[p for item, at in m.items("products") for p in _parse_product(item, at)],
         devices=[_parse_device(item, at) for item, at in m.items("devices")],
         timezone=m.optional("timezone", _timezone),
+        webhooks=[_parse_webhook(item, at) for item, at in m.items("webhooks")],
     )
     _unique(((r.name, f"{r.path}.name") for r in org.roles), "role")
     _unique(((u.email, f"{u.path}.email") for u in org.users), "user email")
@@ -863,6 +878,7 @@ class _Planner:
             for spec in org.devices:
                 self._plan_device(org, spec)
         self._check_tokens(orgs)
+        self._plan_webhooks(orgs)
         report = ApplyReport(
             created={k: n for k, n in self.created.items() if n},
             updated={k: n for k, n in self.updated.items() if n},
@@ -871,6 +887,21 @@ class _Planner:
             revoked=Revocation(tuple(self.revoke_users), tuple(self.revoke_clients)),
         )
         return self.rows, report
+
+    def _plan_webhooks(self, orgs: list[_OrgSpec]) -> None:
+        stored = {w.id: w for w in self.existing.webhooks}
+        for org in orgs:
+            assert org.id is not None  # resolved
+            for spec in org.webhooks:
+                old = stored.get(spec.id)
+                if old is not None and old.org_id != org.id:
+                    _fail(f"{spec.path}.id", f"webhook {spec.id} belongs to another organization")
+                secret = spec.secret
+                if secret is None:
+                    secret = old.secret if old is not None else None
+                if secret is None:
+                    secret = self._secret(f"webhook {spec.id} secret", new_token)
+                self._put("webhooks", old, webhook_row(org.id, spec, secret))
 
     def _put(self, kind: str, old: R | None, new: R) -> None:
         if old == new:
@@ -1102,6 +1133,170 @@ class _Planner:
                     )
 
 
+# --- webhooks -------------------------------------------------------------------------------
+
+
+@dataclass
+class _WebhookSpec:
+    path: str
+    id: int
+    name: str
+    trigger: str
+    url: str
+    method: str
+    content_type: str
+    body: str | None
+    secret: str | None
+    username: str | None
+    password: str | None
+    fires_for: list[int] | list[str] | None
+
+
+def _choice(allowed: Sequence[str]) -> Callable[[Any, str], str]:
+    def check(value: Any, path: str) -> str:
+        if value not in allowed:
+            _fail(path, f"expected one of {', '.join(allowed)}, got {_show(value)}")
+        return str(value)
+
+    return check
+
+
+def _template(limit: int) -> Callable[[Any, str], str]:
+    def check(value: Any, path: str) -> str:
+        text = _text(value, path)
+        if len(text) > limit:
+            _fail(path, f"longer than {limit} characters")
+        unknown = unknown_placeholders(text)
+        if unknown:
+            _fail(path, f"unknown placeholder {{{unknown[0]}}}")
+        return text
+
+    return check
+
+
+def _webhook_url(value: Any, path: str) -> str:
+    url = _template(MAX_URL)(value, path)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        _fail(path, "not a URL")
+    if parts.scheme not in ("http", "https") or not parts.netloc or "{" in parts.netloc:
+        _fail(path, "expected an http:// or https:// URL with a fixed host")
+    if any(ch.isspace() or ord(ch) < 32 for ch in url):
+        _fail(path, "must not hold spaces or control characters")
+    return url
+
+
+def _short_text(value: Any, path: str) -> str:
+    text = _text(value, path)
+    if len(text) > 256 or any(ord(ch) < 32 for ch in text):
+        _fail(path, "expected at most 256 printable characters")
+    return text
+
+
+def _parse_webhook(value: Any, path: str) -> _WebhookSpec:
+    m = _Map(
+        value,
+        path,
+        (
+            "id",
+            "name",
+            "trigger",
+            "url",
+            "method",
+            "content_type",
+            "body",
+            "secret",
+            "auth",
+            "datastreams",
+            "events",
+        ),
+    )
+    trigger = m.required("trigger", _choice(TRIGGERS))
+    fires_for: list[int] | list[str] | None = None
+    datastreams = m.items("datastreams")
+    events = m.items("events")
+    if datastreams:
+        if trigger != "DEVICE_DATASTREAM_UPDATE":
+            _fail(m.at("datastreams"), "only for trigger DEVICE_DATASTREAM_UPDATE")
+        fires_for = sorted({_id(item, at) for item, at in datastreams})
+    if events:
+        if trigger != "DEVICE_LOG_EVENT":
+            _fail(m.at("events"), "only for trigger DEVICE_LOG_EVENT")
+        fires_for = sorted({_short_text(item, at) for item, at in events})
+    username = password = None
+    auth = m.optional("auth", lambda v, at: _Map(v, at, ("username", "password")))
+    if auth is not None:
+        username = auth.required("username", _short_text)
+        if ":" in username:
+            _fail(auth.at("username"), "must not hold a colon")
+        password = auth.required("password", _short_text)
+    return _WebhookSpec(
+        path,
+        m.required("id", _id),
+        m.required("name", _short_text),
+        trigger,
+        m.required("url", _webhook_url),
+        m.optional("method", _choice(METHODS)) or "POST",
+        m.optional("content_type", _choice(tuple(CONTENT_TYPES))) or "JSON",
+        m.optional("body", _template(MAX_BODY)),
+        m.optional("secret", _short_text),
+        username,
+        password,
+        fires_for,
+    )
+
+
+def webhook_row(org_id: int, spec: _WebhookSpec, secret: str) -> WebhookRow:
+    only = None if spec.fires_for is None else orjson.dumps(spec.fires_for).decode()
+    return WebhookRow(
+        spec.id,
+        org_id,
+        spec.name,
+        spec.trigger,
+        spec.url,
+        spec.method,
+        spec.content_type,
+        spec.body,
+        secret,
+        spec.username,
+        spec.password,
+        only,
+    )
+
+
+async def put_webhook(
+    store: Store, org_id: int, definition: dict[str, Any], *, create: bool
+) -> tuple[WebhookRow, str | None] | None:
+    """Create a webhook of the organization (with the next free id when the definition has
+    none), or replace one it has (None when it has none of that id): the definition is a
+    fleet-file webhook, checked alike. Returns the stored row and, for a secret generated here,
+    that secret (to be shown once)."""
+    hooks = {h.id: h for h in await store.webhooks()}
+    if create and definition.get("id") is None:
+        definition = {**definition, "id": max(hooks, default=0) + 1}
+    spec = _parse_webhook(definition, "")
+    old = hooks.get(spec.id)
+    if old is not None and old.org_id != org_id:
+        if not create:
+            return None
+        _fail("id", f"webhook {spec.id} belongs to another organization")
+    if create and old is not None:
+        _fail("id", f"webhook {spec.id} exists already")
+    if not create and old is None:
+        return None
+    generated = None
+    secret = spec.secret or (old.secret if old is not None else None)
+    if secret is None:
+        secret = generated = new_token()
+    row = webhook_row(org_id, spec, secret)
+    try:
+        await store.upsert_entities(Entities(webhooks=[row]))
+    except Conflict as exc:
+        raise ProvisioningError("database", str(exc)) from exc
+    return row, generated
+
+
 def plan(
     document: Any, existing: Entities, progress: Progress | None = None
 ) -> tuple[Entities, ApplyReport]:
@@ -1121,6 +1316,10 @@ async def apply(store: Store, document: Any, progress: Progress | None = None) -
             await store.upsert_entities(rows, report.revoked)
         except Conflict as exc:  # the stored rows changed since they were read
             raise ProvisioningError("database", str(exc)) from exc
+        known = {d.id for d in existing.devices}
+        added = [d for d in rows.devices if d.id not in known]
+        if added:  # after the commit: see `pinbase.app.webhooks`
+            await Webhooks(store).device_added(added, now_ms())
     return report
 
 

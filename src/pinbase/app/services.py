@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pinbase.app.auth.access_tokens import AccessTokens
 from pinbase.app.auth.guard import LoginGuard
 from pinbase.app.ingest import Ingest
+from pinbase.app.webhooks import Webhooks
 from pinbase.config import Settings
 from pinbase.domain.ratelimit import TokenBuckets
 from pinbase.live.bus import Bus
@@ -44,22 +45,26 @@ class Services:
     """Import requests per device."""
     device_limits: TokenBuckets
     """Values written by each device through the device interfaces."""
+    webhooks: Webhooks
+    """The webhook triggers (`pinbase.app.webhooks`)."""
 
     @classmethod
     def build(cls, settings: Settings, store: Store) -> Services:
         bus = Bus()
         per_minute = settings.org_rate_limit
         tokens = AccessTokens(store)
+        webhooks = Webhooks(store)
         store.watch_revocations(tokens.forget)
         return cls(
             settings=settings,
             store=store,
             bus=bus,
-            ingest=Ingest(store, bus),
+            ingest=Ingest(store, bus, webhooks),
             presence=Presence(bus),
             tokens=tokens,
             guard=LoginGuard(settings),
             org_limits=Limiter(store, "org", per_minute / 60.0, per_minute),
             import_limits=Limiter(store, "import", settings.import_rate, settings.import_burst),
             device_limits=TokenBuckets(settings.device_rate, settings.device_burst),
+            webhooks=webhooks,
         )

@@ -23,6 +23,7 @@ from pinbase.http.routes import (
     metadata,
     oauth,
     system,
+    webhooks,
 )
 
 DESCRIPTION = (
@@ -58,6 +59,7 @@ def create_app(services: Services) -> FastAPI:
         device_api.router,
         metadata.router,  # metadata
         live.router,
+        webhooks.router,
     ):
         app.router.routes.extend(router.routes)
     # blynk-server's /{token}/... routes come last: they match only a token-shaped first

@@ -111,6 +111,10 @@ def _whole_floats(node: Any, info: mi.Type) -> Any:
         if isinstance(node, float) and node.is_integer() and abs(node) <= _EXACT_FLOAT:
             return int(node)
         return node
+    if isinstance(info, mi.UnionType):  # `int | None`: the int's rule
+        for member in info.types:
+            node = _whole_floats(node, member)
+        return node
     if isinstance(info, mi.StructType) and isinstance(node, dict):
         for field in info.fields:
             if field.encode_name in node:

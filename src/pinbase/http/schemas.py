@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct
@@ -155,3 +155,77 @@ class DeviceStatusBody(Struct):
     protocol: str | None
     connectedSince: int | None
     lastSeen: int | None
+
+
+# --- webhooks ------------------------------------------------------------------------------
+
+
+class WebhookBody(Struct):
+    """A webhook as the API shows it: its secret and basic-auth password are never shown."""
+
+    id: int
+    name: str
+    trigger: str
+    url: str
+    method: str
+    contentType: str
+    body: str | None
+    authType: str
+    """NONE or BASIC."""
+    hasSecret: bool
+    datastreams: list[int] | None
+    events: list[str] | None
+
+
+class CreatedWebhookBody(WebhookBody):
+    secret: str | None
+    """The secret generated for it, shown this once; None when the definition gave one."""
+
+
+class WebhookAuth(Struct, forbid_unknown_fields=True):
+    username: Annotated[str, Meta(min_length=1, max_length=256)]
+    password: Annotated[str, Meta(min_length=1, max_length=256)]
+
+
+WebhookId = Annotated[int, Meta(ge=1, le=INT32_MAX)]
+ShortText = Annotated[str, Meta(min_length=1, max_length=256)]
+
+
+class WebhookDefinition(Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+    """A webhook as the fleet file defines it (docs/fleet-file.md#webhook), checked by the
+    same rules; to create one, `id` is optional (then the next free id)."""
+
+    name: ShortText
+    trigger: Literal[
+        "DEVICE_DATASTREAM_UPDATE", "DEVICE_ADDED", "DEVICE_DELETED", "DEVICE_LOG_EVENT"
+    ]
+    url: Annotated[str, Meta(min_length=1, max_length=512)]
+    id: WebhookId | None = None
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] | None = None
+    content_type: Literal["JSON", "PLAIN_TEXT", "URL_ENCODED_FORM"] | None = None
+    body: Annotated[str, Meta(min_length=1, max_length=5120)] | None = None
+    secret: ShortText | None = None
+    auth: WebhookAuth | None = None
+    datastreams: list[WebhookId] = msgspec.field(default_factory=list)
+    events: list[ShortText] = msgspec.field(default_factory=list)
+
+
+class WebhookReplacement(WebhookDefinition, kw_only=True):
+    """A webhook's new definition: the fleet file's, `id` naming the webhook replaced."""
+
+    id: WebhookId
+
+
+class DeliveryBody(Struct):
+    id: int
+    attempt: int
+    at: int
+    status: int
+    outcome: str
+    detail: str
+
+
+class DeliveryLogBody(Struct):
+    webhookId: int
+    pending: int
+    deliveries: list[DeliveryBody]

@@ -25,17 +25,21 @@ from pinbase.store.health import Health
 from pinbase.store.integrity import explain_conflict, parents_first
 from pinbase.store.records import (
     ClientRow,
+    DeliveryRow,
     Entities,
+    OutboxRow,
     Revocation,
     StoredValue,
     TokenRow,
     TokenState,
     UserRow,
     ValueWrites,
+    WebhookRow,
 )
 from pinbase.store.sql import (
     COUNTED_TABLES,
     CURRENT,
+    ENTITY,
     HISTORY,
     LAST_UPDATES,
     PROPERTIES,
@@ -228,6 +232,91 @@ class Store(abc.ABC):
     async def set_meta_value(self, device_id: int, field_id: int, value: str) -> None:
         """Store a device's own value of a metafield; no catalog change (every process reads
         the values from the database)."""
+
+    # webhooks: the outbox and the delivery log ---------------------------------------------
+    async def webhooks(self) -> list[WebhookRow]:
+        """Every webhook of every organization."""
+        table = ENTITY["webhooks"]
+        rows = await self._fetch(self.SQL.select_entities[table.name], ())
+        return [table.row(r) for r in rows]
+
+    async def delete_webhooks(self, ids: Sequence[int]) -> None:
+        """Delete webhooks and their pending deliveries (their log stays), and bump the catalog
+        generation, in one transaction. Unknown ids are no error."""
+        params = [(i,) for i in ids]
+        await self._change_catalog(
+            [
+                (self.SQL.delete_webhook, params),
+                (self.SQL.forget_outbox, params),
+                (self.SQL.bump_generation, [()]),
+            ]
+        )
+
+    async def enqueue_deliveries(self, rows: Sequence[tuple[int, str, int]]) -> None:
+        """Add (webhook_id, context JSON, due_at) rows to the outbox, in one transaction.
+        (A value write adds its own in its transaction: `ValueWrites.outbox`.)"""
+        if rows:
+            await self._run_writes([(self.SQL.enqueue, list(rows))])
+
+    async def claim_deliveries(self, now: int, lease_until: int, limit: int) -> list[OutboxRow]:
+        """Claim up to `limit` outbox rows due at `now` and not claimed, until `lease_until`.
+
+        Exclusive: of concurrent claims, across processes too, no two get the same row (on
+        PostgreSQL the rows are locked `FOR UPDATE SKIP LOCKED`; SQLite has one writer). A row
+        stays in the outbox until `settle_delivery`: should its claimer die first, it is claimed
+        again once the lease ran out (delivery is at least once).
+        """
+        if not await self._fetch(self.SQL.any_due, (now,)):
+            return []  # a read, so that an idle outbox costs no write transaction
+        rows = await self._write_returning(self.SQL.claim, (lease_until, now, limit))
+        return sorted((OutboxRow(*row) for row in rows), key=lambda r: r.id)
+
+    async def settle_delivery(
+        self, outbox_id: int, log: DeliveryRow, retry_at: int | None = None
+    ) -> None:
+        """Record an attempt in the delivery log and, in the same transaction, forget the
+        outbox row, or with `retry_at` make it due again then with one more attempt counted."""
+        entry = (
+            log.webhook_id,
+            outbox_id,
+            log.attempt,
+            log.attempted_at,
+            log.status,
+            log.outcome,
+            log.detail,
+        )
+        writes: list[tuple[str, list[tuple[Any, ...]]]] = [(self.SQL.log_delivery, [entry])]
+        if retry_at is None:
+            writes.append((self.SQL.outbox_settled, [(outbox_id,)]))
+        else:
+            writes.append((self.SQL.outbox_retry, [(outbox_id, retry_at, log.attempt)]))
+        await self._run_writes(writes)
+
+    async def postpone_delivery(self, outbox_id: int, due_at: int, attempts: int) -> None:
+        """Make a claimed row due again at `due_at` (a rate limit), its attempts unchanged."""
+        await self._run_writes([(self.SQL.outbox_retry, [(outbox_id, due_at, attempts)])])
+
+    async def delivery_log(self, webhook_id: int, limit: int) -> list[DeliveryRow]:
+        """A webhook's latest attempts, newest first."""
+        rows = await self._fetch(self.SQL.delivery_log, (webhook_id, limit))
+        return [DeliveryRow(*row) for row in rows]
+
+    async def pending_deliveries(self, webhook_id: int) -> int:
+        """How many deliveries of a webhook wait in the outbox."""
+        ((count,),) = await self._fetch(self.SQL.pending, (webhook_id,))
+        return int(count)
+
+    async def drop_deliveries_before(self, cutoff: int) -> None:
+        """Forget delivery log entries older than `cutoff` (epoch ms)."""
+        await self._run_writes([(self.SQL.drop_deliveries, [(cutoff,)])])
+
+    @abc.abstractmethod
+    async def _run_writes(self, writes: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        """Run statements, each with its parameter rows, in one durable transaction."""
+
+    @abc.abstractmethod
+    async def _write_returning(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Run one writing statement in its own durable transaction; the rows it returns."""
 
     # OAuth --------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -95,6 +95,52 @@ class MetaValueRow:
 
 
 # ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class WebhookRow:
+    """An organization's webhook (`pinbase.domain.webhooks`). The secret and the basic-auth
+    password are kept as given: they sign and authenticate each delivery."""
+
+    id: int
+    org_id: int
+    name: str
+    trigger_type: str
+    url: str
+    method: str
+    content_type: str
+    body: str | None
+    secret: str | None
+    username: str | None
+    password: str | None
+    fires_for: str | None
+    """JSON list: the datastream ids (or event codes) it fires for; None: all."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """A pending delivery: the webhook and its context (JSON object text)."""
+
+    id: int
+    webhook_id: int
+    context: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    """One attempt in the delivery log."""
+
+    id: int
+    webhook_id: int
+    outbox_id: int
+    attempt: int
+    attempted_at: int
+    status: int
+    """The HTTP status received; 0 when none was (no connection, a timeout)."""
+    outcome: str
+    """delivered, retrying or failed (given up)."""
+    detail: str
+
+
 @dataclass(slots=True)
 class Entities:
     """A set of catalog rows: what the store holds, or what provisioning upserts."""
@@ -109,6 +155,7 @@ class Entities:
     metafields: list[MetafieldRow] = field(default_factory=list)
     meta_values: list[MetaValueRow] = field(default_factory=list)
     """Per-device metadata values: upserted by provisioning, never deleted by it."""
+    webhooks: list[WebhookRow] = field(default_factory=list)
 
     def is_empty(self) -> bool:
         return not any(
@@ -122,6 +169,7 @@ class Entities:
                 self.devices,
                 self.metafields,
                 self.meta_values,
+                self.webhooks,
             )
         )
 
@@ -171,6 +219,8 @@ class ValueWrites:
     history: list[tuple[int, int, int, int, str]] = field(default_factory=list)
     """(device_id, ds_id, ts, seq, value): a history point; the same key (all but the value)
     again replaces it. Imported points carry seq 0 (`sql.IMPORTED_SEQ`), live ones their own."""
+    outbox: list[tuple[int, str, int]] = field(default_factory=list)
+    """(webhook_id, context JSON, due_at): deliveries the write triggers, in its transaction."""
 
 
 @dataclass(frozen=True, slots=True)

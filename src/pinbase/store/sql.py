@@ -51,6 +51,7 @@ from pinbase.store.records import (
     RoleRow,
     TokenRow,
     UserRow,
+    WebhookRow,
 )
 
 BUCKET_SHIFT = 22
@@ -135,6 +136,7 @@ ENTITIES: tuple[EntityTable, ...] = (
     # metadata
     _entity("metafields", ("product_id", "id"), MetafieldRow),
     _entity("meta_values", ("device_id", "field_id"), MetaValueRow),
+    _entity("webhooks", ("id",), WebhookRow),
 )
 META_VALUES = ENTITIES[-1]
 CURRENT = Table(
@@ -277,6 +279,42 @@ class Statements:
         self.delete_user = f"DELETE FROM users WHERE id = {p(1)}"
         self.delete_client = f"DELETE FROM clients WHERE client_id = {p(1)}"
         self.drop_tokens = f"DELETE FROM oauth_tokens WHERE expires_at < {p(1)}"
+
+        # webhooks: the outbox and the delivery log (`pinbase.app.webhooks`)
+        self.enqueue = (
+            "INSERT INTO webhook_outbox (webhook_id, context, due_at, attempts, claimed_until) "
+            f"VALUES ({d.params(3)}, 0, 0)"
+        )
+        self.outbox_settled = f"DELETE FROM webhook_outbox WHERE id = {p(1)}"
+        self.outbox_retry = (
+            f"UPDATE webhook_outbox SET due_at = {p(2)}, attempts = {p(3)}, claimed_until = 0 "
+            f"WHERE id = {p(1)}"
+        )
+        self.log_delivery = (
+            "INSERT INTO webhook_deliveries "
+            "(webhook_id, outbox_id, attempt, attempted_at, status, outcome, detail) "
+            f"VALUES ({d.params(7)})"
+        )
+        self.delivery_log = (
+            "SELECT id, webhook_id, outbox_id, attempt, attempted_at, status, outcome, detail "
+            f"FROM webhook_deliveries WHERE webhook_id = {p(1)} ORDER BY id DESC LIMIT {p(2)}"
+        )
+        self.delete_webhook = f"DELETE FROM webhooks WHERE id = {p(1)}"
+        self.forget_outbox = f"DELETE FROM webhook_outbox WHERE webhook_id = {p(1)}"
+        self.any_due = (
+            f"SELECT 1 FROM webhook_outbox WHERE due_at <= {p(1)} AND claimed_until <= {p(1)} "
+            "LIMIT 1"
+        )
+        self.pending = f"SELECT count(*) FROM webhook_outbox WHERE webhook_id = {p(1)}"
+        self.drop_deliveries = f"DELETE FROM webhook_deliveries WHERE attempted_at < {p(1)}"
+        # due rows, each claimed by one process until `claimed_until` (a lease: a process that
+        # dies holding it leaves the row to be claimed again once it ran out)
+        skip = "" if d.mark == "?" else " FOR UPDATE SKIP LOCKED"
+        self.claim = (
+            f"UPDATE webhook_outbox SET claimed_until = {p(1)} WHERE id IN ("
+            f"SELECT id FROM webhook_outbox WHERE due_at <= {p(2)} AND claimed_until <= {p(2)} "
+            f"ORDER BY due_at, id LIMIT {p(3)}{skip}) RETURNING id, webhook_id, context, attempts"
+        )
 
         # keyset pagination in key order: (first batch, the batch after a key)
         self.export: dict[str, tuple[str, str]] = {}

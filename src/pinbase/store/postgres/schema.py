@@ -207,6 +207,44 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (device_id, field_id)
     );
     """,
+    # 5: webhooks, their outbox of pending deliveries and the delivery log
+    """
+    CREATE TABLE webhooks (
+        id integer PRIMARY KEY,
+        org_id integer NOT NULL REFERENCES organizations(id),
+        name text NOT NULL,
+        trigger_type text NOT NULL,
+        url text NOT NULL,
+        method text NOT NULL,
+        content_type text NOT NULL,
+        body text,
+        secret text,
+        username text,
+        password text,
+        fires_for text
+    );
+    CREATE TABLE webhook_outbox (
+        id bigserial PRIMARY KEY,
+        webhook_id bigint NOT NULL,
+        context text NOT NULL,
+        due_at bigint NOT NULL,
+        attempts bigint NOT NULL,
+        claimed_until bigint NOT NULL
+    );
+    CREATE INDEX webhook_outbox_due ON webhook_outbox (due_at);
+    CREATE TABLE webhook_deliveries (
+        id bigserial PRIMARY KEY,
+        webhook_id bigint NOT NULL,
+        outbox_id bigint NOT NULL,
+        attempt bigint NOT NULL,
+        attempted_at bigint NOT NULL,
+        status bigint NOT NULL,
+        outcome text NOT NULL,
+        detail text NOT NULL
+    );
+    CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, id);
+    CREATE INDEX webhook_deliveries_by_time ON webhook_deliveries (attempted_at);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -384,7 +384,8 @@ class PostgresStore(Store):
             batches = [b for b in batches if b[1]] or [(False, [])]
             changed = 0
             # one statement is its own transaction; two need an explicit one
-            atomic = conn.transaction() if len(batches) > 1 else contextlib.nullcontext()
+            several = len(batches) > 1 or writes.outbox
+            atomic = conn.transaction() if several else contextlib.nullcontext()
             async with atomic:
                 for only_newer, items in batches:
                     current_rows = [(d, s, v, t) for (d, s), (v, t) in items]
@@ -393,7 +394,18 @@ class PostgresStore(Store):
                     )
                     changed += counts[1]
                     history_columns = [[], [], [], [], []]
+                if writes.outbox:
+                    await conn.executemany(SQL.enqueue, writes.outbox)
             return changed
+
+    async def _run_writes(self, writes: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        async with self._conn() as conn, conn.transaction():
+            for statement, params in writes:
+                await conn.executemany(statement, params)
+
+    async def _write_returning(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        async with self._conn() as conn:
+            return [tuple(r) for r in await conn.fetch(sql, *params)]
 
     async def allocate_writer(self, after: int = 0) -> int:
         async with self._conn() as conn:

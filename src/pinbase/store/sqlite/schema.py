@@ -182,6 +182,44 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (device_id, field_id)
     ) WITHOUT ROWID;
     """,
+    # 5: webhooks, their outbox of pending deliveries and the delivery log
+    """
+    CREATE TABLE webhooks (
+        id INTEGER PRIMARY KEY,
+        org_id INTEGER NOT NULL REFERENCES organizations(id),
+        name TEXT NOT NULL,
+        trigger_type TEXT NOT NULL,
+        url TEXT NOT NULL,
+        method TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        body TEXT,
+        secret TEXT,
+        username TEXT,
+        password TEXT,
+        fires_for TEXT
+    );
+    CREATE TABLE webhook_outbox (
+        id INTEGER PRIMARY KEY,
+        webhook_id INTEGER NOT NULL,
+        context TEXT NOT NULL,
+        due_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        claimed_until INTEGER NOT NULL
+    );
+    CREATE INDEX webhook_outbox_due ON webhook_outbox (due_at);
+    CREATE TABLE webhook_deliveries (
+        id INTEGER PRIMARY KEY,
+        webhook_id INTEGER NOT NULL,
+        outbox_id INTEGER NOT NULL,
+        attempt INTEGER NOT NULL,
+        attempted_at INTEGER NOT NULL,
+        status INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, id);
+    CREATE INDEX webhook_deliveries_by_time ON webhook_deliveries (attempted_at);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

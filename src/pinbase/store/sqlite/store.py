@@ -324,6 +324,8 @@ class _WriteValues:
             changed += conn.executemany(SQL.set_current, writes.current).rowcount
         if writes.current_if_newer:
             changed += conn.executemany(SQL.set_current_if_newer, writes.current_if_newer).rowcount
+        if writes.outbox:
+            conn.executemany(SQL.enqueue, writes.outbox)
         return changed
 
 
@@ -339,6 +341,7 @@ def _run_merged(
                 merged = ValueWrites()
             merged.history.extend(fn.writes.history)
             merged.current.extend(fn.writes.current)
+            merged.outbox.extend(fn.writes.outbox)
             results.append(len(fn.writes.current))
             continue
         if merged is not None:
@@ -551,6 +554,19 @@ class SqliteStore(Store):
     async def write_values(self, writes: ValueWrites) -> int:
         changed: int = await self._write(_WriteValues(writes))
         return changed
+
+    async def _run_writes(self, writes: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            for statement, params in writes:
+                conn.executemany(statement, params)
+
+        await self._write(run)
+
+    async def _write_returning(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        def run(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return conn.execute(sql, params).fetchall()
+
+        return await self._write(run)
 
     async def allocate_writer(self, after: int = 0) -> int:
         def run(conn: sqlite3.Connection) -> int:
