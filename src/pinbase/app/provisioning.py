@@ -80,6 +80,13 @@ from pinbase.app.auth.secrets import (
 )
 from pinbase.app.progress import NoProgress, Progress
 from pinbase.app.timezones import UnknownTimezone, check_timezone
+from pinbase.domain.events import (
+    CODE,
+    DEFINABLE,
+    MAX_DEFINITION_DESCRIPTION,
+    MAX_NAME,
+    EventType,
+)
 from pinbase.domain.model import DEFAULT_ROLES, INT32_MAX, INT32_MIN, DataType, Permission
 from pinbase.store import Conflict, Store, opened_store
 from pinbase.store.records import (
@@ -87,6 +94,7 @@ from pinbase.store.records import (
     DatastreamRow,
     DeviceRow,
     Entities,
+    EventDefRow,
     OrgRow,
     ProductRow,
     Revocation,
@@ -398,6 +406,7 @@ class _Named:
 class _ProductSpec(_Named):
     parent: _ProductSpec | None
     datastreams: list[_DatastreamSpec]
+    events: list[_EventSpec] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -500,7 +509,7 @@ def _parse_user(value: Any, path: str) -> _UserSpec:
 
 def _parse_product(value: Any, path: str, parent: _ProductSpec | None = None) -> list[_ProductSpec]:
     """A root product followed by its variants (a variant: no datastreams, no variants)."""
-    keys = ("id", "name") if parent else ("id", "name", "datastreams", "variants")
+    keys = ("id", "name") if parent else ("id", "name", "datastreams", "variants", "events")
     m = _Map(value, path, keys)
     given_id, name = m.optional("id", _id), m.required("name", _text)
     streams = [_parse_datastream(item, at) for item, at in m.items("datastreams")]
@@ -508,6 +517,7 @@ def _parse_product(value: Any, path: str, parent: _ProductSpec | None = None) ->
     _unique(((d.pin, f"{d.path}.pin") for d in streams), "pin")
     _unique(((d.label, f"{d.path}.label") for d in streams), "label")
     product = _ProductSpec(path, given_id, name, parent, datastreams=streams)
+    product.events = _parse_events(m)
     variants = [v for item, at in m.items("variants") for v in _parse_product(item, at, product)]
     return [product, *variants]
 
@@ -579,6 +589,76 @@ def _bounds(m: _Map, data_type: DataType) -> tuple[float | None, float | None]:
 
 def _number_text(value: float) -> str:
     return str(int(value)) if value.is_integer() else repr(value)
+
+
+# events ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _EventSpec:
+    path: str
+    id: int
+    code: str
+    name: str
+    type: EventType
+    description: str | None
+    timeline: bool
+    notify: str | None
+
+
+_EVENT_KEYS = ("id", "code", "name", "type", "description", "timeline", "notify")
+MAX_NOTIFY_EMAILS = 20
+MAX_NOTIFY_PERIOD = 86_400
+
+
+def _parse_events(product: _Map) -> list[_EventSpec]:
+    events = [_parse_event(item, at) for item, at in product.items("events")]
+    _unique(((e.id, f"{e.path}.id") for e in events), "event id")
+    _unique(((e.code, f"{e.path}.code") for e in events), "event code")
+    return events
+
+
+def _parse_event(value: Any, path: str) -> _EventSpec:
+    m = _Map(value, path, _EVENT_KEYS)
+    event_id, code = m.required("id", _id), m.required("code", _text)
+    if CODE.fullmatch(code) is None:
+        _fail(m.at("code"), f"invalid code {_show(code)} (1 to 200 of A-Z a-z 0-9 _ -)")
+    if code in ("ONLINE", "OFFLINE"):
+        _fail(m.at("code"), f"{code} is a system event (built in)")
+    name = m.required("name", _text)
+    if len(name) > MAX_NAME:
+        _fail(m.at("name"), f"longer than {MAX_NAME} characters")
+    kind = m.required("type", _text)
+    if kind not in DEFINABLE:
+        allowed = ", ".join(DEFINABLE)
+        _fail(m.at("type"), f"unknown type {_show(kind)} (expected one of {allowed})")
+    description = m.optional("description", _text)
+    if description is not None and len(description) > MAX_DEFINITION_DESCRIPTION:
+        _fail(m.at("description"), f"longer than {MAX_DEFINITION_DESCRIPTION} characters")
+    timeline = m.optional("timeline", _bool)
+    notify = m.optional("notify", _notify)
+    return _EventSpec(
+        path,
+        event_id,
+        code,
+        name,
+        EventType(kind),
+        description,
+        True if timeline is None else timeline,
+        notify,
+    )
+
+
+def _notify(value: Any, path: str) -> str:
+    """Notification settings, stored as canonical JSON text (delivery is not implemented yet):
+    `email`, a list of addresses or `owner`; `period`, the seconds between two mails."""
+    m = _Map(value, path, ("email", "period"))
+    emails = [item if item == "owner" else _email(item, at) for item, at in m.items("email")]
+    if len(emails) > MAX_NOTIFY_EMAILS:
+        _fail(m.at("email"), f"more than {MAX_NOTIFY_EMAILS} recipients")
+    settings: dict[str, Any] = {"email": emails}
+    period = m.optional("period", lambda v, at: _int(v, at, 0, MAX_NOTIFY_PERIOD))
+    if period is not None:
+        settings["period"] = period
+    return orjson.dumps(settings, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def _parse_device(value: Any, path: str) -> _DeviceSpec:
@@ -697,6 +777,9 @@ class _Planner:
         for ds in existing.datastreams:
             self.datastreams.setdefault(ds.product_id, {})[ds.id] = ds
         self.devices: dict[int, DeviceRow] = {d.id: d for d in existing.devices}
+        self.events: dict[int, dict[int, EventDefRow]] = {}
+        for event in existing.events:
+            self.events.setdefault(event.product_id, {})[event.id] = event
 
     def run(self, orgs: list[_OrgSpec]) -> tuple[Entities, ApplyReport]:
         self._resolve(orgs)
@@ -825,6 +908,7 @@ class _Planner:
         for spec in org.products:
             if spec.parent is None:
                 self._plan_datastreams(spec)
+                self._plan_events(spec)
             else:
                 self._check_variant(spec)
 
@@ -873,6 +957,29 @@ class _Planner:
                     _fail(
                         f"{spec.path}.label",
                         f"label {_show(spec.label)} is also used by datastream {other.id}",
+                    )
+
+    def _plan_events(self, product: _ProductSpec) -> None:
+        stored = self.events.setdefault(product.id, {})
+        for spec in product.events:
+            row = EventDefRow(
+                product.id,
+                spec.id,
+                spec.code,
+                spec.name,
+                spec.type.value,
+                spec.description,
+                spec.timeline,
+                spec.notify,
+            )
+            self._put("events", stored.get(spec.id), row)
+            stored[spec.id] = row
+        for spec in product.events:
+            for other in stored.values():
+                if other.id != spec.id and other.code == spec.code:
+                    _fail(
+                        f"{spec.path}.code",
+                        f"code {_show(spec.code)} is also used by event {other.id}",
                     )
 
     # devices ------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from pinbase.app.auth.access_tokens import AccessTokens
 from pinbase.app.auth.guard import LoginGuard
+from pinbase.app.events import Events
 from pinbase.app.ingest import Ingest
 from pinbase.config import Settings
 from pinbase.domain.ratelimit import TokenBuckets
@@ -44,10 +45,15 @@ class Services:
     """Import requests per device."""
     device_limits: TokenBuckets
     """Values written by each device through the device interfaces."""
+    events: Events
+    """Device events: logging, resolving, ONLINE/OFFLINE."""
 
     @classmethod
     def build(cls, settings: Settings, store: Store) -> Services:
         bus = Bus()
+        presence = Presence(bus)
+        events = Events(store, bus)
+        events.watch(presence)
         per_minute = settings.org_rate_limit
         tokens = AccessTokens(store)
         store.watch_revocations(tokens.forget)
@@ -56,10 +62,11 @@ class Services:
             store=store,
             bus=bus,
             ingest=Ingest(store, bus),
-            presence=Presence(bus),
+            presence=presence,
             tokens=tokens,
             guard=LoginGuard(settings),
             org_limits=Limiter(store, "org", per_minute / 60.0, per_minute),
             import_limits=Limiter(store, "import", settings.import_rate, settings.import_burst),
             device_limits=TokenBuckets(settings.device_rate, settings.device_burst),
+            events=events,
         )

@@ -11,6 +11,8 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from pinbase.domain.events import EventDefinition
+
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
 INT64_MIN = -(2**63)
@@ -87,6 +89,8 @@ class Product:
     name: str
     root_id: int
     schema: Schema
+    events: Mapping[str, EventDefinition] = field(default_factory=dict)
+    """The events its devices may log, by code (a variant has its root product's)."""
 
 
 @dataclass(frozen=True, slots=True)

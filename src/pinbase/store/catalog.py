@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 
+from pinbase.domain.events import EventDefinition, EventType
 from pinbase.domain.model import (
     DEFAULT_ROLES,
     Catalog,
@@ -64,12 +65,19 @@ def build_catalog(generation: int, rows: Entities) -> Catalog:
             product_id = parent
         return product_id
 
+    events: dict[int, dict[str, EventDefinition]] = {}
+    for e in rows.events:
+        events.setdefault(e.product_id, {})[e.code] = EventDefinition(
+            e.id, e.code, e.name, EventType(e.type), e.description, e.timeline, e.notify
+        )
     schemas = {pid: Schema(tuple(items)) for pid, items in streams.items()}
     empty = Schema(())
     products = {}
     for p in rows.products:
         root = root_of(p.id)
-        products[p.id] = Product(p.id, p.org_id, p.name, root, schemas.get(root, empty))
+        products[p.id] = Product(
+            p.id, p.org_id, p.name, root, schemas.get(root, empty), events.get(root, {})
+        )
     devices = {
         d.id: Device(
             d.id,

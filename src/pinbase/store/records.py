@@ -72,6 +72,20 @@ class DeviceRow:
     """IANA name; None: the organization's."""
 
 
+@dataclass(frozen=True, slots=True)
+class EventDefRow:
+    """An event a product's devices may log (`pinbase.domain.events`)."""
+
+    product_id: int
+    id: int
+    code: str
+    name: str
+    type: str
+    description: str | None
+    timeline: bool
+    notify: str | None  # JSON object text: {"email": [...], "period": 300}
+
+
 @dataclass(slots=True)
 class Entities:
     """A set of catalog rows: what the store holds, or what provisioning upserts."""
@@ -83,6 +97,8 @@ class Entities:
     products: list[ProductRow] = field(default_factory=list)
     datastreams: list[DatastreamRow] = field(default_factory=list)
     devices: list[DeviceRow] = field(default_factory=list)
+    events: list[EventDefRow] = field(default_factory=list)
+    """Event definitions (after devices: a table of its own, added by migration 4)."""
 
     def is_empty(self) -> bool:
         return not any(
@@ -94,6 +110,7 @@ class Entities:
                 self.products,
                 self.datastreams,
                 self.devices,
+                self.events,
             )
         )
 
@@ -149,3 +166,18 @@ class ValueWrites:
 class StoredValue:
     value: str  # JSON text
     updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    """One event on a device's timeline (epoch ms timestamps)."""
+
+    id: int
+    device_id: int
+    event_id: int
+    code: str
+    type: str
+    description: str | None
+    ts: int
+    resolved_at: int | None = None
+    resolved_comment: str | None = None

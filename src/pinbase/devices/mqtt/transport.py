@@ -74,7 +74,7 @@ from pinbase.domain.errors import DomainError
 from pinbase.domain.model import Datastream
 from pinbase.domain.utc import utc_all
 from pinbase.domain.values import Value, parse_json_value, parse_text_value, to_text
-from pinbase.live.bus import Event, ValueChanged
+from pinbase.live.bus import Event, PropertyChanged, ValueChanged
 from pinbase.net.admission import Ticket
 from pinbase.net.entry import Entry
 from pinbase.net.gate import Gate
@@ -281,6 +281,8 @@ class MqttConnection(asyncio.Protocol):
         session = self._session
         if event.origin is self or not session.subscriptions or self._closing():
             return
+        if not isinstance(event, ValueChanged | PropertyChanged):
+            return  # device events are not sent to the device
         assert self._device is not None
         ds = self._device.schema.by_id.get(event.ds_id)
         if ds is None:
