@@ -34,6 +34,7 @@ from pinbase.devices.mqtt.session import (
     EraseValue,
     GetCurrent,
     GetUtc,
+    LogEvent,
     Login,
     MqttSession,
     SetProperty,
@@ -662,3 +663,35 @@ def test_get_utc_is_a_request_answered_on_its_downlink_topic() -> None:
     assert session.receive_data(data, T0) == [GetUtc()]
     session.publish_utc('{"time": 1}')
     assert session.data_to_send() == encode_publish("downlink/utc/all/json", b'{"time": 1}')
+
+
+# device events ---------------------------------------------------------------------------------
+
+
+def test_event_topics_become_requests_in_order_with_the_values_around_them() -> None:
+    session = connected()
+    data = b"".join(
+        (
+            publish("ds/Temperature", "41"),
+            publish("event/high_temp", "41 \u00b0C", packet_id=1),
+            publish("event/door_open"),  # empty: the definition's description
+            publish("ds/Temperature", "42"),
+        )
+    )
+    requests = session.receive_data(data, T0)
+    assert requests == [
+        WriteValues([("T", b"41")]),
+        LogEvent("high_temp", "event/high_temp", "41 \u00b0C".encode()),
+        LogEvent("door_open", "event/door_open", b""),
+        WriteValues([("T", b"42")]),
+    ]
+    assert session.data_to_send() == b""  # the PUBACK waits for the event to be stored
+    assert finish(session, requests) == encode_puback(1)
+
+
+def test_an_event_topic_without_a_code_is_told_on_diag() -> None:
+    session = connected()
+    assert session.receive_data(publish("event/", "x", packet_id=1), T0) == []
+    sent = session.data_to_send()
+    assert diags(sent) == ["event/: Event code is not provided."]
+    assert split(sent)[-1] == encode_puback(1)

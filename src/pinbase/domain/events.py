@@ -19,6 +19,8 @@ from pinbase.domain.errors import DomainError, Invalid
 MAX_PER_DAY = 100
 MIN_GAP_MS = 1_000
 MAX_DESCRIPTION = 300
+MAX_COMMENT = 1024
+"""A resolution's comment."""
 MAX_CODE = 200
 MAX_NAME = 200
 MAX_DEFINITION_DESCRIPTION = 1024

@@ -14,7 +14,16 @@ from pinbase.http.access import AccessLog
 from pinbase.http.errors import install_error_handlers
 from pinbase.http.limits import BodyLimit
 from pinbase.http.openapi import install_openapi
-from pinbase.http.routes import datastreams, device_api, devices, legacy, live, oauth, system
+from pinbase.http.routes import (
+    datastreams,
+    device_api,
+    devices,
+    events,
+    legacy,
+    live,
+    oauth,
+    system,
+)
 
 DESCRIPTION = (
     "Blynk's Organization datastream API, self-hosted. Obtain a token at `/oauth2/token`, then "
@@ -46,6 +55,7 @@ def create_app(services: Services) -> FastAPI:
         oauth.router,
         datastreams.router,
         devices.router,
+        events.router,
         device_api.router,
         live.router,
     ):

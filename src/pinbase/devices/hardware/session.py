@@ -236,7 +236,24 @@ class Utc(NamedTuple):
     what: str
 
 
-Request = Login | Write | Read | SetProperty | Rtc | Utc
+class LogEvent(NamedTuple):
+    """EVENT_LOG `code[\\0description]`: log the event; answer `acknowledge`, `refuse_body`
+    (unknown code, description too long) or `limit_reached`."""
+
+    msg_id: int
+    code: str
+    description: str | None
+
+
+class ResolveEvent(NamedTuple):
+    """EVENT_CLEAR `code`: resolve the device's open events of that code; answer `acknowledge`
+    or `refuse_body` (unknown code)."""
+
+    msg_id: int
+    code: str
+
+
+Request = Login | Write | Read | SetProperty | Rtc | Utc | LogEvent | ResolveEvent
 
 GROUP_NONE = -1
 """No GROUP is open."""
@@ -520,6 +537,8 @@ class HardwareSession:
             return self._property(frame)
         elif command == codec.GROUP:
             self._group_frame(frame)
+        elif command in (codec.EVENT_LOG, codec.EVENT_CLEAR):
+            return self._event(frame)
         elif command in (codec.LOGIN, codec.HW_LOGIN):
             self._answer(frame.msg_id, codec.ALREADY_REGISTERED)
         else:
@@ -591,6 +610,22 @@ class HardwareSession:
         value = texts[0] if len(texts) == 1 else orjson.dumps(texts).decode()
         return SetProperty(frame.msg_id, fields[0], name, value)
 
+    def _event(self, frame: Frame) -> LogEvent | ResolveEvent | None:
+        """EVENT_LOG `code` or `code\\0description`; EVENT_CLEAR `code`. A code or description
+        that is not UTF-8, or more fields, is ILLEGAL_COMMAND_BODY."""
+        fields = frame.fields()
+        most = 2 if frame.command == codec.EVENT_LOG else 1
+        try:
+            texts = [f.decode() for f in fields]
+        except UnicodeDecodeError:
+            texts = []
+        if not 1 <= len(texts) <= most or not texts[0]:
+            self.refuse_body(frame.msg_id)
+            return None
+        if frame.command == codec.EVENT_CLEAR:
+            return ResolveEvent(frame.msg_id, texts[0])
+        return LogEvent(frame.msg_id, texts[0], texts[1] if len(texts) == 2 else None)
+
     def _on_response(self, frame: Frame) -> None:
         if self._barrier and frame.msg_id in self._ping_ids:
             self._barrier_answered = True
@@ -635,6 +670,15 @@ class HardwareSession:
         if now - self._quota_warned >= QUOTA_WARN_PERIOD:
             self._quota_warned = now
             self._answer(msg_id, codec.QUOTA_LIMIT)
+
+    def acknowledge(self, msg_id: int) -> None:
+        """RESPONSE OK to the frame `msg_id` (a logged or resolved event)."""
+        self._answer(msg_id, codec.OK)
+
+    def limit_reached(self, msg_id: int) -> None:
+        """RESPONSE QUOTA_LIMIT to the frame `msg_id`: an event over Blynk's limits (every
+        time: an event refused is never silent)."""
+        self._answer(msg_id, codec.QUOTA_LIMIT)
 
     def answer_rtc(self, msg_id: int, unix_seconds: int) -> None:
         self._send(codec.message(codec.INTERNAL, msg_id, ("rtc", str(unix_seconds))))

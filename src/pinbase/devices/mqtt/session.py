@@ -34,7 +34,10 @@ The protocol, as a device sees it:
   `ds/<label>/prop/<property>` (widget property),
   `get/ds` (comma-separated labels) and `get/ds/all` (answered on `downlink/ds/<label>` for
   every requested datastream that has a value), `get/utc/all/json` (the device's time and
-  timezone, answered on `downlink/utc/all/json`). Blynk's `ds/<label>/erase` is not supported
+  timezone, answered on `downlink/utc/all/json`), `event/<code>` (log an event of the
+  product; payload = its description, empty: the event's own; what is refused, an unknown
+  code, a description over 300 characters, an event over the limits, is told on
+  `downlink/diag`). Blynk's `ds/<label>/erase` is not supported
   (told on `downlink/diag`); other topics (`info/mcu`, ...) are ignored.
 - Every PUBLISH at QoS 0 or 1 goes through the one write path; a QoS 1 PUBACK is sent only once
   the write is durable, and PUBACKs keep the order of their PUBLISHes. QoS 2 closes the
@@ -181,6 +184,7 @@ SHARED_PREFIX = "$share/"
 
 _TIMESTAMPED = "/timestamped_batch"
 _ERASE = "/erase"
+_EVENT = "event/"
 _PROP = "/prop/"
 _CONNACK_ACCEPTED = encode_connack(ACCEPTED)
 
@@ -266,6 +270,16 @@ class GetCurrent(Generic[D]):
 
 
 @dataclass(frozen=True, slots=True)
+class LogEvent:
+    """`event/<code>`: log an event of the device's product; the payload is its description
+    (empty: the event's own)."""
+
+    code: str
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class GetUtc:
     """`get/utc/all/json`: send the device's time and timezone with `publish_utc`."""
 
@@ -280,6 +294,7 @@ Request: TypeAlias = (
     | EraseProperty[D]
     | GetCurrent[D]
     | GetUtc
+    | LogEvent
 )
 
 
@@ -671,6 +686,11 @@ class MqttSession(Generic[D]):
             return GetCurrent(None)
         if topic == "get/utc/all/json":
             return GetUtc()
+        if topic.startswith(_EVENT):
+            if not topic[len(_EVENT) :]:
+                self._diag(f"{topic}: Event code is not provided.", now, tail)
+                return reasons.TOPIC_NAME_INVALID
+            return LogEvent(topic[len(_EVENT) :], topic, payload)
         return None
 
     def done(self, request: object, now: float) -> None:

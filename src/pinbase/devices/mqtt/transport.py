@@ -62,6 +62,7 @@ from pinbase.devices.mqtt.session import (
     EraseValue,
     GetCurrent,
     GetUtc,
+    LogEvent,
     Login,
     MqttSession,
     Request,
@@ -547,6 +548,8 @@ class MqttConnection(asyncio.Protocol):
                     session.publish_value(ds.label, to_text(value))
             elif isinstance(request, GetUtc):
                 session.publish_utc(orjson.dumps(utc_all(device.zone(), now_ms())).decode())
+            elif isinstance(request, LogEvent):
+                await self._event(device, request)
             session.done(request, self._loop.time())
             self._flush()  # at once: a change delivered later must not overtake a get/ds
         if unwritten is not None:
@@ -653,6 +656,12 @@ class MqttConnection(asyncio.Protocol):
             )
         except RateLimited:
             self._diag(f"{request.topic}: too many writes; dropped.")
+        except (UnicodeDecodeError, DomainError) as exc:
+            self._diag(f"{request.topic}: {_reason(exc)}")
+
+    async def _event(self, device: DeviceSession, request: LogEvent) -> None:
+        try:
+            await device.log_event(request.code, request.payload.decode())
         except (UnicodeDecodeError, DomainError) as exc:
             self._diag(f"{request.topic}: {_reason(exc)}")
 
