@@ -872,6 +872,7 @@ def test_counts_and_exports_cover_every_row_in_key_order(run: Callable[[Body], N
             "products": 3,
             "datastreams": 3,
             "devices": 3,
+            "events": 0,  # event definitions: tests/store/test_events_store.py
             "current_values": 4,
             "history": 36,
             "properties": 3,
