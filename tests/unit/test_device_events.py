@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
+from helpers import fresh_store
 from pinbase.app.events import UNKNOWN_CODE, Events
 from pinbase.app.provisioning import ProvisioningError, apply, plan
 from pinbase.domain.errors import Invalid, NotFound
@@ -20,8 +21,8 @@ from pinbase.domain.events import DAY_MS, MAX_PER_DAY, TOO_FAST, EventLimit
 from pinbase.live.bus import Bus, Event, EventLogged, EventResolved
 from pinbase.live.presence import Presence
 from pinbase.live.relay import decode, encode
+from pinbase.store.base import Store
 from pinbase.store.records import Entities, EventDefRow, LoggedEvent
-from pinbase.store.sqlite.store import SqliteStore
 
 T = TypeVar("T")
 DAY = 1_700_006_400_000  # the start of a UTC day (epoch ms)
@@ -52,14 +53,12 @@ def document() -> dict[str, Any]:
     return loaded
 
 
-def with_store(db: Path, body: Callable[[SqliteStore], Awaitable[T]]) -> T:
+def in_store(tmp_path: Path, body: Callable[[Store], Awaitable[T]]) -> T:
+    """`body` run with a new SQLite store."""
+
     async def main() -> T:
-        store = SqliteStore(db)
-        await store.open()
-        try:
+        async with fresh_store("sqlite", tmp_path) as store:
             return await body(store)
-        finally:
-            await store.close()
 
     return asyncio.run(main())
 
@@ -68,29 +67,30 @@ def with_store(db: Path, body: Callable[[SqliteStore], Awaitable[T]]) -> T:
 
 
 def test_events_are_provisioned_and_applying_again_changes_nothing(tmp_path: Path) -> None:
-    db = tmp_path / "p.db"
-    report = with_store(db, lambda store: apply(store, document()))
-    assert report.created["events"] == 3
-    events = with_store(db, lambda store: store.entities()).events
-    assert sorted(events, key=lambda e: e.id) == [
-        EventDefRow(
-            10,
-            1,
-            "high_temp",
-            "High temperature",
-            "WARNING",
-            "Temperature above the limit",
-            True,
-            '{"email":["owner","ops@acme.test"],"period":300}',
-        ),
-        EventDefRow(10, 2, "door_open", "Door open", "INFORMATION", None, True, None),
-        EventDefRow(10, 3, "quiet", "Quiet", "CRITICAL", None, False, None),
-    ]
-    again = with_store(db, lambda store: apply(store, document()))
-    assert not again.changed
-    changed = document()
-    changed["organizations"][0]["products"][0]["events"][1]["type"] = "WARNING"
-    assert with_store(db, lambda store: apply(store, changed)).updated == {"events": 1}
+    async def body(store: Store) -> None:
+        report = await apply(store, document())
+        assert report.created["events"] == 3
+        events = (await store.entities()).events
+        assert sorted(events, key=lambda e: e.id) == [
+            EventDefRow(
+                10,
+                1,
+                "high_temp",
+                "High temperature",
+                "WARNING",
+                "Temperature above the limit",
+                True,
+                '{"email":["owner","ops@acme.test"],"period":300}',
+            ),
+            EventDefRow(10, 2, "door_open", "Door open", "INFORMATION", None, True, None),
+            EventDefRow(10, 3, "quiet", "Quiet", "CRITICAL", None, False, None),
+        ]
+        assert not (await apply(store, document())).changed
+        changed = document()
+        changed["organizations"][0]["products"][0]["events"][1]["type"] = "WARNING"
+        assert (await apply(store, changed)).updated == {"events": 1}
+
+    in_store(tmp_path, body)
 
 
 INVALID = [
@@ -127,14 +127,15 @@ def test_variants_have_no_events_of_their_own() -> None:
 
 
 def test_a_code_a_stored_event_keeps_is_refused(tmp_path: Path) -> None:
-    db = tmp_path / "p.db"
-    with_store(db, lambda store: apply(store, document()))
-    doc = copy.deepcopy(document())
-    events = doc["organizations"][0]["products"][0]["events"]
-    doc["organizations"][0]["products"][0]["events"] = [{**events[0], "id": 9}]
-    stored = with_store(db, lambda store: store.entities())
-    with pytest.raises(ProvisioningError, match='code "high_temp" is also used by event 1'):
-        plan(doc, stored)
+    async def body(store: Store) -> None:
+        await apply(store, document())
+        doc = copy.deepcopy(document())
+        events = doc["organizations"][0]["products"][0]["events"]
+        doc["organizations"][0]["products"][0]["events"] = [{**events[0], "id": 9}]
+        with pytest.raises(ProvisioningError, match='code "high_temp" is also used by event 1'):
+            plan(doc, await store.entities())
+
+    in_store(tmp_path, body)
 
 
 # --- the use case, with an injected clock -------------------------------------------------------
@@ -149,19 +150,19 @@ class Clock:
 
 
 def run_events(
-    tmp_path: Path, body: Callable[[Events, SqliteStore, Clock, list[Event]], Awaitable[None]]
+    tmp_path: Path, body: Callable[[Events, Store, Clock, list[Event]], Awaitable[None]]
 ) -> None:
-    async def main(store: SqliteStore) -> None:
+    async def main(store: Store) -> None:
         await apply(store, document())
         bus, clock, seen = Bus(), Clock(), []
         bus.subscribe_org(1, seen.append)
         await body(Events(store, bus, clock), store, clock, seen)
 
-    with_store(tmp_path / "e.db", main)
+    in_store(tmp_path, main)
 
 
 def test_logging_checks_stamps_stores_and_publishes(tmp_path: Path) -> None:
-    async def body(events: Events, store: SqliteStore, clock: Clock, seen: list[Event]) -> None:
+    async def body(events: Events, store: Store, clock: Clock, seen: list[Event]) -> None:
         catalog = await store.catalog()
         barn = catalog.devices[102]  # a variant: its root product's events
         entry = await events.log(catalog, barn, "high_temp", "41 C", origin="me")
@@ -185,7 +186,7 @@ def test_logging_checks_stamps_stores_and_publishes(tmp_path: Path) -> None:
 
 
 def test_the_limits_with_a_clock(tmp_path: Path) -> None:
-    async def body(events: Events, store: SqliteStore, clock: Clock, seen: list[Event]) -> None:
+    async def body(events: Events, store: Store, clock: Clock, seen: list[Event]) -> None:
         catalog = await store.catalog()
         roof = catalog.devices[101]
         await events.log(catalog, roof, "door_open")
@@ -212,7 +213,7 @@ def test_the_limits_with_a_clock(tmp_path: Path) -> None:
 
 
 def test_resolving_publishes_each_resolution(tmp_path: Path) -> None:
-    async def body(events: Events, store: SqliteStore, clock: Clock, seen: list[Event]) -> None:
+    async def body(events: Events, store: Store, clock: Clock, seen: list[Event]) -> None:
         catalog = await store.catalog()
         roof = catalog.devices[101]
         warning = await events.log(catalog, roof, "high_temp")
@@ -245,7 +246,7 @@ class FakeSession:
 
 
 def test_online_and_offline_follow_presence_without_duplicates(tmp_path: Path) -> None:
-    async def body(events: Events, store: SqliteStore, clock: Clock, seen: list[Event]) -> None:
+    async def body(events: Events, store: Store, clock: Clock, seen: list[Event]) -> None:
         presence = Presence(events.bus)
         events.watch(presence)
         first, second = FakeSession(101), FakeSession(101)
