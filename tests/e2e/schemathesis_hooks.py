@@ -41,6 +41,10 @@ SCHEMA_VALID_REFUSALS = [
         r"No value given: .*",
         r"No pin given: .*",
         r"No property given, .*",
+        # device events: the product's event codes, and what a logged event allows
+        r"Can't find Event with this code in Product template",
+        r"Only WARNING and CRITICAL events can be resolved\.",
+        r"The event is already resolved\.",
     )
 ]
 

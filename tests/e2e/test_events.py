@@ -365,7 +365,8 @@ def test_timeline_paging_and_filters(env: Env) -> None:
     assert env.timeline(PAGED, to=newest)["totalElements"] == everything["totalElements"]
     for params in ({"size": 0}, {"size": 101}, {"page": -1}, {"eventType": "NOPE"}):
         assert env.admin.get(TIMELINE, deviceId=PAGED, **params).status_code == 400
-    assert env.admin.get(TIMELINE, deviceId=PAGED, **{"from": 2, "to": 1}).status_code == 400
+    empty = env.admin.get(TIMELINE, deviceId=PAGED, **{"from": 2, "to": 1})
+    assert empty.json() == {"totalElements": 0, "content": []}
     assert env.admin.get(TIMELINE, deviceId=999_999).status_code == 404
     assert env.admin.get(TIMELINE).status_code == 400
 

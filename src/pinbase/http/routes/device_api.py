@@ -517,7 +517,12 @@ async def update_property(svc: AppServices, request: Request) -> Response:
     ),
     response_class=Response,
     openapi_extra=_documented(
-        _parameter("code", "The event's code", True, {"type": "string", "maxLength": MAX_CODE}),
+        _parameter(
+            "code",
+            "The event's code",
+            True,
+            {"type": "string", "minLength": 1, "maxLength": MAX_CODE},
+        ),
         _parameter(
             "description",
             "What happened",
