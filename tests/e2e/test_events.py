@@ -9,10 +9,12 @@ timing.
 
 from __future__ import annotations
 
+import os
 import queue
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,19 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
+from test_multiprocess import fresh_database  # e2e/test_multiprocess.py
 
-from helpers import Api, Listener, Server, apply_fleet, assert_error, free_port, wait_for
+from helpers import (
+    POSTGRES,
+    Api,
+    Listener,
+    Server,
+    apply_fleet,
+    assert_error,
+    free_port,
+    pinbase,
+    wait_for,
+)
 
 CLIENT = ("events-backend", "events-secret-0123456789abcdef")
 PASSWORD = "events-password-1"
@@ -112,6 +125,17 @@ def fleet() -> str:
     return text
 
 
+def password_token(url: str, email: str) -> str:
+    response = httpx.post(
+        f"{url}/oauth2/token",
+        data={"grant_type": "password", "username": email, "password": PASSWORD},
+        auth=CLIENT,
+    )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
 class Env:
     def __init__(self, server: Server, mqtt_port: int, hardware_port: int) -> None:
         self.server = server
@@ -122,14 +146,7 @@ class Env:
         self.user = Api(server.url, self.token("user@events.test"))
 
     def token(self, email: str) -> str:
-        response = httpx.post(
-            f"{self.server.url}/oauth2/token",
-            data={"grant_type": "password", "username": email, "password": PASSWORD},
-            auth=CLIENT,
-        )
-        assert response.status_code == 200, response.text
-        token: str = response.json()["access_token"]
-        return token
+        return password_token(self.server.url, email)
 
     def timeline(self, device_id: int, **params: object) -> dict[str, Any]:
         response = self.admin.get(TIMELINE, deviceId=device_id, **params)
@@ -451,3 +468,40 @@ def test_a_hundred_events_a_day(env: Env) -> None:
     # the device's connections were recorded anyway: system events are never refused
     wait_for("OFFLINE", lambda: env.codes(LIMITED, eventType="OFFLINE"))
     assert env.timeline(LIMITED, eventType="INFORMATION")["totalElements"] == 100
+
+
+# several processes on one PostgreSQL database ---------------------------------------------------
+
+
+@pytest.mark.own_backends
+@pytest.mark.skipif(not POSTGRES, reason="needs PINBASE_TEST_POSTGRES")
+def test_processes_share_the_timeline_the_limits_and_the_stream(tmp_path: Path) -> None:
+    url = fresh_database(f"ev_{os.getpid()}_{time.monotonic_ns()}")
+    path = tmp_path / "fleet.yaml"
+    path.write_text(fleet())
+    assert pinbase("apply", str(path), "--database", url).returncode == 0
+    servers = [Server(tmp_path / name, "--database", url).start() for name in ("a", "b")]
+    try:
+        first, second = servers
+        token = password_token(first.url, "admin@events.test")
+        listener = Listener(second.url, token, {"deviceIds": str(LIMITED)})
+        try:
+            for n in range(100):  # the daily limit counts both processes' events
+                server = servers[n % 2]
+                response = httpx.get(
+                    server.url + LOG_EVENT, params={"token": token_of(LIMITED), "code": f"e{n}"}
+                )
+                assert response.status_code == 200, response.text
+            for server in servers:
+                over = httpx.get(
+                    server.url + LOG_EVENT, params={"token": token_of(LIMITED), "code": "e100"}
+                )
+                assert over.status_code == 429
+            # the stream of one process carries the events logged through the other
+            seen = {listener.next()[1]["eventCode"] for _ in range(100)}
+            assert seen == {f"e{n}" for n in range(100)}
+        finally:
+            listener.close()
+    finally:
+        for server in servers:
+            server.stop()
