@@ -15,10 +15,11 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import BlynkLib  # type: ignore[import-untyped]
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
@@ -52,7 +53,7 @@ RESPONSE, LOGIN, EVENT_LOG, EVENT_CLEAR = 0, 2, 64, 65
 OK, QUOTA_LIMIT, ILLEGAL_COMMAND_BODY = 200, 1, 11
 
 HTTP_DEVICE, HW_DEVICE, MQTT_DEVICE, API_DEVICE, LIVE_DEVICE = 201, 202, 203, 204, 205
-OWNED, LIMITED, PRESENCE, PAGED, HIDDEN = 206, 207, 208, 209, 210
+OWNED, LIMITED, PRESENCE, PAGED, HIDDEN, BLYNKLIB = 206, 207, 208, 209, 210, 211
 
 
 def token_of(device_id: int) -> str:
@@ -86,6 +87,7 @@ def fleet() -> str:
             PRESENCE,
             PAGED,
             HIDDEN,
+            BLYNKLIB,
         )
     ]
     devices.append({"id": OWNED, "name": "Owned", "product": 31, "token": token_of(OWNED),
@@ -266,6 +268,39 @@ def test_hardware_logs_and_resolves_events(env: Env) -> None:
     ]
     assert items[0]["resolvedAt"] >= items[0]["ts"] and items[0]["resolvedComment"] is None
     assert env.codes(HW_DEVICE, eventType="INFORMATION") == ["door_open"]
+
+
+def test_the_blynk_library_logs_events(env: Env) -> None:
+    """blynk-library-python's `log_event`, its loop in a thread of its own."""
+    blynk = BlynkLib.Blynk(token_of(BLYNKLIB), server="127.0.0.1", port=env.hardware_port)
+    calls: queue.Queue[Callable[[Any], object]] = queue.Queue()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def loop() -> None:
+        try:
+            while not stop.is_set():
+                blynk.run()
+                while not calls.empty():
+                    calls.get()(blynk)
+        except Exception as exc:  # the library's own crash, kept for the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        calls.put(lambda b: b.log_event("high_temp", "from BlynkLib"))
+        calls.put(lambda b: b.log_event("door_open"))
+        wait_for("both events", lambda: len(env.codes(BLYNKLIB, eventType="WARNING")) == 1
+                 and len(env.codes(BLYNKLIB, eventType="INFORMATION")) == 1)  # fmt: skip
+        (warning,) = env.timeline(BLYNKLIB, eventType="WARNING")["content"]
+        assert warning["description"] == "from BlynkLib"
+        assert not errors, errors
+    finally:
+        stop.set()
+        thread.join(DEADLINE)
+        blynk.disconnect()
+        blynk.conn.close()
 
 
 def test_online_and_offline_are_recorded_once(env: Env) -> None:
