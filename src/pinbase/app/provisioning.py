@@ -32,6 +32,11 @@ say nothing:
 - `decimals` (0..15) and `units` are for numeric types only, like `min`/`max`; an `integer`
   datastream's `min`/`max` must be whole int32 numbers. `enum` option keys are int32; in JSON
   documents they are strings holding an integer ("0"), non-canonical forms ("01") are refused.
+- Event definitions (`events`, root products only) are keyed by their required `id`; codes are
+  unique within the product counting stored events the file does not mention (as pins are),
+  and `ONLINE`/`OFFLINE` are the system events' own. `timeline` defaults to true (Blynk's
+  Console defaults to off, but pinbase has no Console to turn it on). `notify` is stored as
+  canonical JSON text (sorted keys), so an unchanged setting is no change.
 - Role permissions are de-duplicated and stored sorted; a role named Admin, Staff or User
   overrides that default role for its organization.
 - Device tokens are unique in the server, checked against the stored devices as they will be

@@ -72,6 +72,12 @@ What the device sends
   value is stored at a time the device did not mean. Nothing is answered on success.
 - PROPERTY (19) `<pin>\\0<property>\\0<value>[\\0<value>...]` from a device sets a widget property
   (several values become a JSON array of strings, Blynk's `labels` form).
+- EVENT_LOG (64) `code[\\0description]`, sent by `Blynk.logEvent`, logs an event of the
+  product (request `LogEvent`); EVENT_CLEAR (65) `code` resolves the device's open warnings and
+  critical events of that code (request `ResolveEvent`). Each is answered RESPONSE 200 once
+  stored, QUOTA_LIMIT (1) over Blynk's event limits (every time), ILLEGAL_COMMAND_BODY (11) for
+  an unknown code, a description over 300 characters, a field that is not UTF-8 or extra
+  fields.
 - Frames are decoded a turn at a time: at most `TURN_FRAMES` frames, none starting beyond
   `TURN_BYTES` bytes, wait to be handled; the rest of a large read stays undecoded until they
   are, and the adapter lets other connections run between turns. So one read (up to 256 KiB,
