@@ -184,3 +184,28 @@ def test_resolving_by_id_and_by_code(run: Callable[[Body], None]) -> None:
         assert await store.device_event(102, warning.id) is None
 
     run(body)
+
+
+def test_the_event_log_exports_and_imports_under_its_ids(
+    run: Callable[[Body], None], backend: str, tmp_path: Path
+) -> None:
+    async def body(store: Store) -> None:
+        shown = await log(store, event("high_temp", DAY))
+        hidden = await log(store, event("door", DAY, "INFORMATION"), shown=False)
+        assert isinstance(shown, LoggedEvent) and isinstance(hidden, LoggedEvent)
+        (resolved,) = await store.resolve_events(101, "id", shown.id, DAY + 1, "ok")
+        rows = [row async for batch in store.export_device_events(1) for row in batch]
+        assert rows == [
+            (*dataclasses.astuple(resolved)[:7], True, DAY + 1, "ok"),
+            (*dataclasses.astuple(hidden)[:7], False, None, None),
+        ]
+        async with fresh_store(backend, tmp_path / "copy") as target:
+            await target.upsert_entities(fleet())
+            await target.import_device_events(rows)
+            await target.import_device_events(rows)  # again: replaced, not doubled
+            assert (await target.counts())["device_events"] == 2
+            assert await target.timeline(101, None, 0, 2**62, 0, 10) == (1, [resolved])
+            later = await log(target, event("high_temp", DAY + 5_000))
+            assert isinstance(later, LoggedEvent) and later.id > hidden.id
+
+    run(body)

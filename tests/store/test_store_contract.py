@@ -876,6 +876,7 @@ def test_counts_and_exports_cover_every_row_in_key_order(run: Callable[[Body], N
             "current_values": 4,
             "history": 36,
             "properties": 3,
+            "device_events": 0,  # tests/store/test_events_store.py
         }
 
         async def collect(batches: Any, size: int) -> list[Any]:

@@ -37,6 +37,7 @@ from pinbase.store.records import (
 from pinbase.store.sql import (
     COUNTED_TABLES,
     CURRENT,
+    DEVICE_EVENTS,
     HISTORY,
     LAST_UPDATES,
     PROPERTIES,
@@ -358,6 +359,16 @@ class Store(abc.ABC):
         """Every widget property as (device_id, ds_id, name, value)."""
         async for rows in self._export(PROPERTIES, batch):
             yield rows
+
+    async def export_device_events(self, batch: int) -> AsyncIterator[list[tuple[Any, ...]]]:
+        """Every logged event as its `sql.DEVICE_EVENTS` columns, `shown` a bool."""
+        async for rows in self._export(DEVICE_EVENTS, batch):
+            yield [(*row[:7], bool(row[7]), *row[8:]) for row in rows]
+
+    @abc.abstractmethod
+    async def import_device_events(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert or replace logged events by id (`export_device_events` rows) in one
+        transaction; events logged afterwards get ids above them."""
 
     @abc.abstractmethod
     async def import_properties(self, rows: Sequence[tuple[int, int, str, str]]) -> None:

@@ -148,13 +148,36 @@ IMPORTED_SEQ = 0
 PROPERTIES = Table(
     "properties", ("device_id", "ds_id", "name"), ("device_id", "ds_id", "name", "value")
 )
-EXPORTED = (CURRENT, HISTORY, PROPERTIES)
+DEVICE_EVENTS = Table(
+    "device_events",
+    ("id",),
+    (
+        "id",
+        "device_id",
+        "event_id",
+        "code",
+        "type",
+        "description",
+        "ts",
+        "shown",
+        "resolved_at",
+        "resolved_comment",
+    ),
+)
+"""The event log (the timelines); `shown` is 0/1 in SQLite."""
+EXPORTED = (CURRENT, HISTORY, PROPERTIES, DEVICE_EVENTS)
 """The value tables `pinbase migrate` streams (`Store.export`)."""
 TOKENS = Table("oauth_tokens", ("hash",), tuple(f.name for f in fields(TokenRow)))
 
 ENTITY = {table.name: table for table in ENTITIES}
 ENTITY_TABLES = tuple(ENTITY)
-COUNTED_TABLES = (*ENTITY_TABLES, CURRENT.name, HISTORY.name, PROPERTIES.name)
+COUNTED_TABLES = (
+    *ENTITY_TABLES,
+    CURRENT.name,
+    HISTORY.name,
+    PROPERTIES.name,
+    DEVICE_EVENTS.name,
+)
 EVENT_COLUMNS = (
     "id, device_id, event_id, code, type, description, ts, resolved_at, resolved_comment"
 )
@@ -309,6 +332,9 @@ class Statements:
         resolve = (
             f"UPDATE device_events SET resolved_at = {p(3)}, resolved_comment = {p(4)} "
             f"WHERE device_id = {p(1)} AND resolved_at IS NULL AND type IN {RESOLVABLE_TYPES} AND "
+        )
+        self.import_events = upsert(
+            DEVICE_EVENTS, f"VALUES ({d.params(len(DEVICE_EVENTS.columns))})"
         )
         self.resolve_event = {
             by: f"{resolve}{by} = {p(2)} RETURNING {EVENT_COLUMNS}" for by in ("id", "code")

@@ -496,6 +496,17 @@ class PostgresStore(Store):
             rows = await conn.fetch(SQL.resolve_event[by], device_id, key, ts, comment)
         return [LoggedEvent(*row) for row in rows]
 
+    async def import_device_events(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        async with self._conn() as conn, conn.transaction():
+            await conn.executemany(SQL.import_events, [tuple(row) for row in rows])
+            # the identity goes on above every id copied in
+            await conn.execute(
+                "SELECT setval(pg_get_serial_sequence('device_events', 'id'), "
+                "(SELECT max(id) FROM device_events))"
+            )
+
     async def import_properties(self, rows: Sequence[tuple[int, int, str, str]]) -> None:
         # sorted by key and de-duplicated, like write_values: concurrent writers lock in order
         items = sorted({(d, s, n): v for d, s, n, v in rows}.items())

@@ -656,6 +656,17 @@ class SqliteStore(Store):
 
         return await self._write(run)
 
+    async def import_device_events(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        items = [tuple(row) for row in rows]
+        if not items:
+            return
+
+        def run(conn: sqlite3.Connection) -> None:
+            # AUTOINCREMENT keeps its counter above every id inserted, these included
+            conn.executemany(SQL.import_events, items)
+
+        await self._write(run)
+
     async def import_properties(self, rows: Sequence[tuple[int, int, str, str]]) -> None:
         items = [tuple(row) for row in rows]
         if not items:
