@@ -111,6 +111,7 @@ async def running_services(
                     with contextlib.suppress(asyncio.CancelledError):
                         await job
                 await stop_device_listeners(listeners)
+                await services.events.drain()  # the OFFLINE events of the closed connections
         finally:
             if relay is not None:
                 await relay.stop()

@@ -53,6 +53,10 @@ SCHEMA_VALID_REFUSALS = [
         r"auth\.username: must not hold a colon",
         r"(datastreams|events): only for trigger \w+",
         r"id: webhook \d+ (exists already|belongs to another organization)",
+        # device events: the product's event codes, and what a logged event allows
+        r"Can't find Event with this code in Product template",
+        r"Only WARNING and CRITICAL events can be resolved\.",
+        r"The event is already resolved\.",
     )
 ]
 

@@ -479,6 +479,7 @@ def test_migrate_between_sqlite_stores_is_complete_and_repeatable(tmp_path: Path
                 "current values",
                 "history",
                 "properties",
+                "device events",
             ]
             history_steps = [e[2] for e in recorder.events if e[:2] == ("advance", "history")]
             assert history_steps == [500] * 5 + [497]

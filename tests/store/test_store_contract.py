@@ -878,6 +878,8 @@ def test_counts_and_exports_cover_every_row_in_key_order(run: Callable[[Body], N
             "properties": 3,
             "metafields": 0,
             "meta_values": 0,
+            "events": 0,  # event definitions: tests/store/test_events_store.py
+            "device_events": 0,  # tests/store/test_events_store.py
         }
 
         async def collect(batches: Any, size: int) -> list[Any]:

@@ -23,10 +23,12 @@ from pinbase.devices.hardware.session import (
     TURN_FRAMES,
     CloseReason,
     HardwareSession,
+    LogEvent,
     Login,
     Meta,
     Read,
     Request,
+    ResolveEvent,
     Rtc,
     SetProperty,
     State,
@@ -853,7 +855,7 @@ def test_utc_info_does_not_configure_or_classify() -> None:
     assert device.session.heartbeat_deadline == T0 + 1.5 * HEARTBEAT
 
 
-@pytest.mark.parametrize("command", [1, 12, 13, 14, 15, 18, 41, 55, 64, 65, 99, 255])
+@pytest.mark.parametrize("command", [1, 12, 13, 14, 15, 18, 41, 55, 63, 66, 99, 255])
 def test_commands_the_server_does_not_take_are_illegal_and_harmless(command: int) -> None:
     device = framed()
     device.send(frame(command, 3, "x"), frame(HARDWARE, 4, "vw", "1", "1"))
@@ -886,3 +888,62 @@ def test_meta_requests_become_requests_and_bad_ones_illegal_body() -> None:
         (INTERNAL, 3, ["meta", "Serial Number", "WS-0001"]),
         (RESPONSE, 4, codec.OK),
     ]
+
+
+# device events: EVENT_LOG (64) and EVENT_CLEAR (65) ----------------------------------------------
+
+EVENT_LOG, EVENT_CLEAR, ILLEGAL_BODY_STATUS = 64, 65, codec.ILLEGAL_COMMAND_BODY
+
+
+def test_event_log_frames_become_requests() -> None:
+    device = framed()
+    device.send(
+        frame(EVENT_LOG, 3, "high_temp", "41.5 \u00b0C"),
+        frame(EVENT_LOG, 4, "door_open"),
+        frame(EVENT_CLEAR, 5, "high_temp"),
+    )
+    assert device.requests() == [
+        LogEvent(3, "high_temp", "41.5 \u00b0C"),
+        LogEvent(4, "door_open", None),
+        ResolveEvent(5, "high_temp"),
+    ]
+    device.session.acknowledge(3)
+    device.session.limit_reached(4)
+    device.session.refuse_body(5)
+    assert device.received() == [
+        (RESPONSE, 3, OK),
+        (RESPONSE, 4, QUOTA_LIMIT),
+        (RESPONSE, 5, ILLEGAL_BODY_STATUS),
+    ]
+
+
+def test_every_event_over_the_limit_is_answered() -> None:
+    device = framed()
+    device.send(frame(EVENT_LOG, 3, "a"), frame(EVENT_LOG, 4, "a"))
+    assert device.requests() == [LogEvent(3, "a", None), LogEvent(4, "a", None)]
+    device.session.limit_reached(3)
+    device.session.limit_reached(4)  # not throttled like the values' quota warning
+    assert device.received() == [(RESPONSE, 3, QUOTA_LIMIT), (RESPONSE, 4, QUOTA_LIMIT)]
+
+
+@pytest.mark.parametrize(
+    "command, fields",
+    [
+        (EVENT_LOG, ()),
+        (EVENT_LOG, ("",)),
+        (EVENT_LOG, ("", "description")),
+        (EVENT_LOG, ("a", "b", "c")),
+        (EVENT_LOG, (b"\xff\xfe",)),
+        (EVENT_LOG, ("a", b"\xff")),
+        (EVENT_CLEAR, ()),
+        (EVENT_CLEAR, ("a", "b")),
+    ],
+)
+def test_malformed_event_frames_are_illegal_bodies(
+    command: int, fields: tuple[str | bytes, ...]
+) -> None:
+    device = framed()
+    device.send(frame(command, 3, *fields), frame(HARDWARE, 4, "vw", "1", "1"))
+    assert device.requests() == [Write([(4, b"1", ["1"])])]
+    assert device.received() == [(RESPONSE, 3, ILLEGAL_BODY_STATUS)]
+    assert device.session.state is State.ACTIVE

@@ -35,6 +35,7 @@ from pinbase.devices.mqtt.session import (
     GetCurrent,
     GetMeta,
     GetUtc,
+    LogEvent,
     Login,
     MqttSession,
     SetMeta,
@@ -681,3 +682,35 @@ def test_meta_topics_become_requests_and_values_go_downlink() -> None:
     ]
     session.publish_meta("Site", "North")
     assert session.data_to_send() == encode_publish("downlink/meta/Site", b"North")
+
+
+# device events ---------------------------------------------------------------------------------
+
+
+def test_event_topics_become_requests_in_order_with_the_values_around_them() -> None:
+    session = connected()
+    data = b"".join(
+        (
+            publish("ds/Temperature", "41"),
+            publish("event/high_temp", "41 \u00b0C", packet_id=1),
+            publish("event/door_open"),  # empty: the definition's description
+            publish("ds/Temperature", "42"),
+        )
+    )
+    requests = session.receive_data(data, T0)
+    assert requests == [
+        WriteValues([("T", b"41")]),
+        LogEvent("high_temp", "event/high_temp", "41 \u00b0C".encode()),
+        LogEvent("door_open", "event/door_open", b""),
+        WriteValues([("T", b"42")]),
+    ]
+    assert session.data_to_send() == b""  # the PUBACK waits for the event to be stored
+    assert finish(session, requests) == encode_puback(1)
+
+
+def test_an_event_topic_without_a_code_is_told_on_diag() -> None:
+    session = connected()
+    assert session.receive_data(publish("event/", "x", packet_id=1), T0) == []
+    sent = session.data_to_send()
+    assert diags(sent) == ["event/: Event code is not provided."]
+    assert split(sent)[-1] == encode_puback(1)

@@ -27,6 +27,7 @@ from pinbase.domain.model import Catalog, Datastream, Device, Schema
 from pinbase.domain.properties import check_property_name, parse_property
 from pinbase.domain.utc import Zone
 from pinbase.domain.values import Value
+from pinbase.store.records import LoggedEvent
 
 TOO_MANY_VALUES = "Too many values from this device; slow down."
 TOO_MANY_IMPORTS = "Too many uploads from this device; slow down."
@@ -243,6 +244,18 @@ class DeviceSession:
         check_property_name(name)
         self.charge(1)
         await self.services.ingest.erase_property(self.device, ds, name, origin=self.origin)
+
+    async def log_event(self, code: str, description: str | None = None) -> LoggedEvent:
+        """Log an event of the product by code (`Events.log`: NotFound, Invalid, EventLimit)."""
+        return await self.services.events.log(
+            self.catalog, self.device, code, description, origin=self.origin
+        )
+
+    async def resolve_events(self, code: str) -> list[LoggedEvent]:
+        """Resolve the device's unresolved warnings and critical events of a code (NotFound
+        for a code the product does not define)."""
+        self.services.events.definition(self.catalog, self.device, code)
+        return await self.services.events.resolve(self.device, "code", code, origin=self.origin)
 
     async def read(
         self, wanted: Sequence[Datastream] | None = None

@@ -9,6 +9,8 @@ What is copied, in this order:
 3. history, streamed in key order in batches of 10,000 points, so a history of any length never
    sits in memory; every point keeps its key, seq included (imported points stay imported);
 4. widget properties;
+4a. the event log (every device's timeline), each event under its id; events logged on the
+   target afterwards get ids above the copied ones;
 5. the count of writer ids: the target's next writer id is above every one the source handed
    out, so a live point written to the target never takes the key of a copied one.
 
@@ -52,7 +54,7 @@ R = TypeVar("R")
 BATCH = 10_000  # rows per read and per target transaction
 ENTITY_KINDS = ENTITY_TABLES
 KINDS = COUNTED_TABLES
-PHASES = ("entities", "current values", "history", "properties")
+PHASES = ("entities", "current values", "history", "properties", "device events")
 
 
 class CannotOpen(Exception):
@@ -168,6 +170,12 @@ async def migrate(
         counts["properties"],
         source.export_properties(batch),
         target.import_properties,
+    )
+    await copy(
+        "device events",
+        counts["device_events"],
+        source.export_device_events(batch),
+        target.import_device_events,
     )
     await target.allocate_writer(after=await source.writers())
 

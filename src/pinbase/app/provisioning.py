@@ -32,6 +32,11 @@ say nothing:
 - `decimals` (0..15) and `units` are for numeric types only, like `min`/`max`; an `integer`
   datastream's `min`/`max` must be whole int32 numbers. `enum` option keys are int32; in JSON
   documents they are strings holding an integer ("0"), non-canonical forms ("01") are refused.
+- Event definitions (`events`, root products only) are keyed by their required `id`; codes are
+  unique within the product counting stored events the file does not mention (as pins are),
+  and `ONLINE`/`OFFLINE` are the system events' own. `timeline` defaults to true (Blynk's
+  Console defaults to off, but pinbase has no Console to turn it on). `notify` is stored as
+  canonical JSON text (sorted keys), so an unchanged setting is no change.
 - Role permissions are de-duplicated and stored sorted; a role named Admin, Staff or User
   overrides that default role for its organization.
 - Device tokens are unique in the server, checked against the stored devices as they will be
@@ -84,6 +89,13 @@ from pinbase.app.timezones import UnknownTimezone, check_timezone
 from pinbase.app.webhooks import Webhooks
 from pinbase.domain.clock import now_ms
 from pinbase.domain.errors import Invalid
+from pinbase.domain.events import (
+    CODE,
+    DEFINABLE,
+    MAX_DEFINITION_DESCRIPTION,
+    EventType,
+)
+from pinbase.domain.events import MAX_NAME as MAX_EVENT_NAME
 from pinbase.domain.metadata import (
     MAX_METAFIELDS,
     MAX_NAME,
@@ -110,6 +122,7 @@ from pinbase.store.records import (
     DatastreamRow,
     DeviceRow,
     Entities,
+    EventDefRow,
     MetafieldRow,
     MetaValueRow,
     OrgRow,
@@ -425,6 +438,7 @@ class _ProductSpec(_Named):
     parent: _ProductSpec | None
     datastreams: list[_DatastreamSpec]
     metafields: list[_MetafieldSpec] = field(default_factory=list)
+    events: list[_EventSpec] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -532,7 +546,11 @@ def _parse_user(value: Any, path: str) -> _UserSpec:
 
 def _parse_product(value: Any, path: str, parent: _ProductSpec | None = None) -> list[_ProductSpec]:
     """A root product followed by its variants (a variant: no datastreams, no variants)."""
-    keys = ("id", "name") if parent else ("id", "name", "datastreams", "variants", "metafields")
+    keys = (
+        ("id", "name")
+        if parent
+        else ("id", "name", "datastreams", "variants", "metafields", "events")
+    )
     m = _Map(value, path, keys)
     given_id, name = m.optional("id", _id), m.required("name", _text)
     streams = [_parse_datastream(item, at) for item, at in m.items("datastreams")]
@@ -541,6 +559,7 @@ def _parse_product(value: Any, path: str, parent: _ProductSpec | None = None) ->
     _unique(((d.label, f"{d.path}.label") for d in streams), "label")
     product = _ProductSpec(path, given_id, name, parent, datastreams=streams)
     product.metafields = _parse_metafields(m)
+    product.events = _parse_events(m)
     variants = [v for item, at in m.items("variants") for v in _parse_product(item, at, product)]
     return [product, *variants]
 
@@ -612,6 +631,76 @@ def _bounds(m: _Map, data_type: DataType) -> tuple[float | None, float | None]:
 
 def _number_text(value: float) -> str:
     return str(int(value)) if value.is_integer() else repr(value)
+
+
+# events ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _EventSpec:
+    path: str
+    id: int
+    code: str
+    name: str
+    type: EventType
+    description: str | None
+    timeline: bool
+    notify: str | None
+
+
+_EVENT_KEYS = ("id", "code", "name", "type", "description", "timeline", "notify")
+MAX_NOTIFY_EMAILS = 20
+MAX_NOTIFY_PERIOD = 86_400
+
+
+def _parse_events(product: _Map) -> list[_EventSpec]:
+    events = [_parse_event(item, at) for item, at in product.items("events")]
+    _unique(((e.id, f"{e.path}.id") for e in events), "event id")
+    _unique(((e.code, f"{e.path}.code") for e in events), "event code")
+    return events
+
+
+def _parse_event(value: Any, path: str) -> _EventSpec:
+    m = _Map(value, path, _EVENT_KEYS)
+    event_id, code = m.required("id", _id), m.required("code", _text)
+    if CODE.fullmatch(code) is None:
+        _fail(m.at("code"), f"invalid code {_show(code)} (1 to 200 of A-Z a-z 0-9 _ -)")
+    if code in ("ONLINE", "OFFLINE"):
+        _fail(m.at("code"), f"{code} is a system event (built in)")
+    name = m.required("name", _text)
+    if len(name) > MAX_EVENT_NAME:
+        _fail(m.at("name"), f"longer than {MAX_EVENT_NAME} characters")
+    kind = m.required("type", _text)
+    if kind not in DEFINABLE:
+        allowed = ", ".join(DEFINABLE)
+        _fail(m.at("type"), f"unknown type {_show(kind)} (expected one of {allowed})")
+    description = m.optional("description", _text)
+    if description is not None and len(description) > MAX_DEFINITION_DESCRIPTION:
+        _fail(m.at("description"), f"longer than {MAX_DEFINITION_DESCRIPTION} characters")
+    timeline = m.optional("timeline", _bool)
+    notify = m.optional("notify", _notify)
+    return _EventSpec(
+        path,
+        event_id,
+        code,
+        name,
+        EventType(kind),
+        description,
+        True if timeline is None else timeline,
+        notify,
+    )
+
+
+def _notify(value: Any, path: str) -> str:
+    """Notification settings, stored as canonical JSON text (delivery is not implemented yet):
+    `email`, a list of addresses or `owner`; `period`, the seconds between two mails."""
+    m = _Map(value, path, ("email", "period"))
+    emails = [item if item == "owner" else _email(item, at) for item, at in m.items("email")]
+    if len(emails) > MAX_NOTIFY_EMAILS:
+        _fail(m.at("email"), f"more than {MAX_NOTIFY_EMAILS} recipients")
+    settings: dict[str, Any] = {"email": emails}
+    period = m.optional("period", lambda v, at: _int(v, at, 0, MAX_NOTIFY_PERIOD))
+    if period is not None:
+        settings["period"] = period
+    return orjson.dumps(settings, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def _parse_device(value: Any, path: str) -> _DeviceSpec:
@@ -856,6 +945,9 @@ class _Planner:
             self.metafields.setdefault(row.product_id, {})[row.id] = _metafield_of(row)
         self.stored_metafields = {(r.product_id, r.id): r for r in existing.metafields}
         self.meta_values = {(v.device_id, v.field_id): v for v in existing.meta_values}
+        self.events: dict[int, dict[int, EventDefRow]] = {}
+        for event in existing.events:
+            self.events.setdefault(event.product_id, {})[event.id] = event
 
     def run(self, orgs: list[_OrgSpec]) -> tuple[Entities, ApplyReport]:
         self._resolve(orgs)
@@ -1001,6 +1093,7 @@ class _Planner:
             if spec.parent is None:
                 self._plan_datastreams(spec)
                 self._plan_metafields(spec)
+                self._plan_events(spec)
             else:
                 self._check_variant(spec)
 
@@ -1078,6 +1171,29 @@ class _Planner:
                 _fail(at, f"product {root.id} has no metafield named {_show(name)}")
             row = MetaValueRow(device.id, meta.id, _checked(meta, text, at))
             self._put("meta_values", self.meta_values.get((device.id, meta.id)), row)
+
+    def _plan_events(self, product: _ProductSpec) -> None:
+        stored = self.events.setdefault(product.id, {})
+        for spec in product.events:
+            row = EventDefRow(
+                product.id,
+                spec.id,
+                spec.code,
+                spec.name,
+                spec.type.value,
+                spec.description,
+                spec.timeline,
+                spec.notify,
+            )
+            self._put("events", stored.get(spec.id), row)
+            stored[spec.id] = row
+        for spec in product.events:
+            for other in stored.values():
+                if other.id != spec.id and other.code == spec.code:
+                    _fail(
+                        f"{spec.path}.code",
+                        f"code {_show(spec.code)} is also used by event {other.id}",
+                    )
 
     # devices ------------------------------------------------------------------------------
     def _plan_device(self, org: _OrgSpec, spec: _DeviceSpec) -> None:

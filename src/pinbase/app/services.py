@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from pinbase.app.auth.access_tokens import AccessTokens
 from pinbase.app.auth.guard import LoginGuard
+from pinbase.app.events import Events
 from pinbase.app.ingest import Ingest
 from pinbase.app.webhooks import Webhooks
 from pinbase.config import Settings
@@ -47,10 +48,15 @@ class Services:
     """Values written by each device through the device interfaces."""
     webhooks: Webhooks
     """The webhook triggers (`pinbase.app.webhooks`)."""
+    events: Events
+    """Device events: logging, resolving, ONLINE/OFFLINE."""
 
     @classmethod
     def build(cls, settings: Settings, store: Store) -> Services:
         bus = Bus()
+        presence = Presence(bus)
+        events = Events(store, bus)
+        events.watch(presence)
         per_minute = settings.org_rate_limit
         tokens = AccessTokens(store)
         webhooks = Webhooks(store)
@@ -60,11 +66,12 @@ class Services:
             store=store,
             bus=bus,
             ingest=Ingest(store, bus, webhooks),
-            presence=Presence(bus),
+            presence=presence,
             tokens=tokens,
             guard=LoginGuard(settings),
             org_limits=Limiter(store, "org", per_minute / 60.0, per_minute),
             import_limits=Limiter(store, "import", settings.import_rate, settings.import_burst),
             device_limits=TokenBuckets(settings.device_rate, settings.device_burst),
             webhooks=webhooks,
+            events=events,
         )

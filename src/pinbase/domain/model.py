@@ -11,6 +11,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from pinbase.domain.events import EventDefinition
 from pinbase.domain.metadata import NO_METAFIELDS, Metafields
 
 INT32_MIN = -(2**31)
@@ -91,6 +92,8 @@ class Product:
     schema: Schema
     metafields: Metafields = NO_METAFIELDS
     """The root product's metafields (variants share them)."""
+    events: Mapping[str, EventDefinition] = field(default_factory=dict)
+    """The events its devices may log, by code (a variant has its root product's)."""
 
 
 @dataclass(frozen=True, slots=True)

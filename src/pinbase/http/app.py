@@ -18,6 +18,7 @@ from pinbase.http.routes import (
     datastreams,
     device_api,
     devices,
+    events,
     legacy,
     live,
     metadata,
@@ -56,6 +57,7 @@ def create_app(services: Services) -> FastAPI:
         oauth.router,
         datastreams.router,
         devices.router,
+        events.router,
         device_api.router,
         metadata.router,  # metadata
         live.router,

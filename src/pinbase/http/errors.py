@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from pinbase.domain.errors import DomainError, Forbidden, Invalid, NotFound
+from pinbase.domain.events import EventLimit
 from pinbase.http.access import redacted_path
 from pinbase.http.methods import path_methods
 from pinbase.store.errors import Corrupt, StorageFull, StoreUnavailable
@@ -63,6 +64,7 @@ _DOMAIN_STATUS: tuple[tuple[type[DomainError], int], ...] = (
     (Invalid, 400),
     (Forbidden, 403),
     (NotFound, 404),
+    (EventLimit, 429),
 )
 
 

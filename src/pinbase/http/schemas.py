@@ -9,6 +9,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from pinbase.domain.batch import MAX_ROWS
+from pinbase.domain.events import MAX_CODE, MAX_COMMENT, MAX_DESCRIPTION
 from pinbase.domain.model import INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN
 from pinbase.domain.properties import MAX_PROPERTY_LENGTH, NO_NUL_PATTERN, PROPERTY_NAMES
 
@@ -229,3 +230,47 @@ class DeliveryLogBody(Struct):
     webhookId: int
     pending: int
     deliveries: list[DeliveryBody]
+
+
+# --- device events (the timeline) ------------------------------------------------------------
+
+
+class TriggerEvent(_Body):
+    deviceId: Int32
+    eventCode: Annotated[str, Meta(min_length=1, max_length=MAX_CODE)]
+    eventDescription: (
+        Annotated[str, Meta(max_length=MAX_DESCRIPTION, pattern=NO_NUL_PATTERN)] | None
+    ) = None
+
+
+class ResolveEvent(_Body):
+    deviceId: Int32
+    logEventId: Int64
+    comment: Annotated[str, Meta(max_length=MAX_COMMENT, pattern=NO_NUL_PATTERN)] | None = None
+
+
+class TimelineItem(Struct):
+    id: int
+    deviceId: int
+    eventId: int
+    eventCode: str
+    eventType: str
+    description: str | None
+    ts: int
+    isResolved: bool
+    resolvedAt: int | None
+    resolvedComment: str | None
+
+
+class TimelinePage(Struct):
+    totalElements: int
+    content: list[TimelineItem]
+
+
+class TemplateEvent(Struct):
+    id: int
+    name: str
+    eventCode: str
+    type: str
+    description: str | None
+    showInTimeline: bool

@@ -1,4 +1,4 @@
-"""Publish/subscribe of value and property changes inside one server process.
+"""Publish/subscribe of value and property changes and device events inside one server process.
 
 Writers publish after their transaction committed. Subscribers register a callback for one
 device (device connections) or one organization (dashboards, live feeds); publishing costs one
@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from pinbase.store.records import LoggedEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +39,30 @@ class PropertyChanged:
     origin: object | None = None
 
 
-Event = ValueChanged | PropertyChanged
+@dataclass(frozen=True, slots=True)
+class EventLogged:
+    """A device event was stored (its timeline grew): published after the commit, for the live
+    stream, and for notifications and webhooks to build on."""
+
+    org_id: int
+    device_id: int
+    entry: LoggedEvent
+    shown: bool = True
+    """Whether it shows on the timeline (its definition's `timeline`)."""
+    origin: object | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventResolved:
+    """A logged event was resolved (`entry` carries `resolved_at` and the comment)."""
+
+    org_id: int
+    device_id: int
+    entry: LoggedEvent
+    origin: object | None = None
+
+
+Event = ValueChanged | PropertyChanged | EventLogged | EventResolved
 Deliver = Callable[[Event], None]
 
 

@@ -57,6 +57,9 @@ class Presence:
         self._bus = bus
         self._attached: dict[int, _Attached] = {}
         self._last_seen: dict[int, int] = {}
+        self.on_change: Callable[[int, bool], None] | None = None
+        """Called with (device id, True) when a device without a session attaches one, and
+        (device id, False) when its session detaches (not when a new login replaces it)."""
 
     def attach(self, session: Session) -> None:
         device_id = session.device_id
@@ -69,6 +72,8 @@ class Presence:
         self._attached[device_id] = _Attached(session, now, unsubscribe)
         self._last_seen[device_id] = now
         log.info("device %d connected (%s)", device_id, session.protocol)
+        if previous is None and self.on_change is not None:
+            self.on_change(device_id, True)
 
     def detach(self, session: Session) -> None:
         """Forget the session if it is still the device's current one."""
@@ -78,6 +83,8 @@ class Presence:
             self._release(current)
             self._last_seen[session.device_id] = now_ms()
             log.info("device %d disconnected (%s)", session.device_id, session.protocol)
+            if self.on_change is not None:
+                self.on_change(session.device_id, False)
 
     def close_revoked(self, device_tokens: Mapping[str, int]) -> int:
         """Close every session whose token no longer opens its device, given the catalog's

@@ -13,12 +13,21 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Sequence
+from dataclasses import astuple
 from typing import Any
 
 import orjson
 
-from pinbase.live.bus import Bus, Event, PropertyChanged, ValueChanged
+from pinbase.live.bus import (
+    Bus,
+    Event,
+    EventLogged,
+    EventResolved,
+    PropertyChanged,
+    ValueChanged,
+)
 from pinbase.store.base import Channel
+from pinbase.store.records import LoggedEvent
 
 log = logging.getLogger("pinbase.live.relay")
 
@@ -26,12 +35,22 @@ MAX_PAYLOAD = 7_500  # PostgreSQL NOTIFY payloads must stay under 8000 bytes
 
 
 def encode(event: Event) -> list[Any]:
+    if isinstance(event, EventLogged):
+        return ["e", event.org_id, event.device_id, int(event.shown), *astuple(event.entry)]
+    if isinstance(event, EventResolved):
+        return ["r", event.org_id, event.device_id, 1, *astuple(event.entry)]
     if isinstance(event, ValueChanged):
         return ["v", event.org_id, event.device_id, event.ds_id, event.pin, event.value, event.ts]
     return ["p", event.org_id, event.device_id, event.ds_id, event.pin, event.name, event.value]
 
 
 def decode(item: list[Any]) -> Event:
+    if item and item[0] in ("e", "r"):
+        kind, org_id, device_id, shown, *fields = item
+        entry = LoggedEvent(*fields)
+        if kind == "e":
+            return EventLogged(int(org_id), int(device_id), entry, bool(shown))
+        return EventResolved(int(org_id), int(device_id), entry)
     kind, org_id, device_id, ds_id, pin, a, b = item
     if kind == "v":
         return ValueChanged(int(org_id), int(device_id), int(ds_id), str(pin), a, int(b))

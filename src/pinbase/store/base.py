@@ -27,6 +27,7 @@ from pinbase.store.records import (
     ClientRow,
     DeliveryRow,
     Entities,
+    LoggedEvent,
     OutboxRow,
     Revocation,
     StoredValue,
@@ -39,6 +40,7 @@ from pinbase.store.records import (
 from pinbase.store.sql import (
     COUNTED_TABLES,
     CURRENT,
+    DEVICE_EVENTS,
     ENTITY,
     HISTORY,
     LAST_UPDATES,
@@ -318,6 +320,43 @@ class Store(abc.ABC):
     async def _write_returning(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """Run one writing statement in its own durable transaction; the rows it returns."""
 
+    # device events (the timeline) ----------------------------------------------------------
+    @abc.abstractmethod
+    async def log_event(
+        self, event: LoggedEvent, shown: bool, *, per_day: int, gap_ms: int
+    ) -> LoggedEvent | str:
+        """Store an event (its `id` is ignored) and return it with its id, unless it exceeds a
+        limit: then write nothing and return the limit's name, `"per_day"` (`per_day` events
+        of the device in the UTC day of `event.ts`, system events ONLINE and OFFLINE not
+        counted and never refused) or `"per_second"` (an event of the same code and device
+        less than `gap_ms` before). `shown`: whether it shows on the timeline.
+
+        The limits are checked in the transaction of the insert, serialised per device, so
+        that they hold for the processes sharing a database.
+        """
+
+    async def timeline(
+        self, device_id: int, event_type: str | None, start: int, end: int, offset: int, limit: int
+    ) -> tuple[int, list[LoggedEvent]]:
+        """(how many shown events of the device in [start, end] of that type (any when None),
+        one page of them, newest first)."""
+        params = (device_id, start, end, event_type)
+        ((total,),) = await self._fetch(self.SQL.timeline_count, params)
+        rows = await self._fetch(self.SQL.timeline_page, (*params, limit, offset))
+        return int(total), [LoggedEvent(*row) for row in rows]
+
+    async def device_event(self, device_id: int, event_id: int) -> LoggedEvent | None:
+        """One logged event of a device, by its id."""
+        rows = await self._fetch(self.SQL.device_event, (device_id, event_id))
+        return LoggedEvent(*rows[0]) if rows else None
+
+    @abc.abstractmethod
+    async def resolve_events(
+        self, device_id: int, by: str, key: int | str, ts: int, comment: str | None
+    ) -> list[LoggedEvent]:
+        """Resolve the unresolved warnings and critical events of a device whose `by` ("id" or
+        "code") is `key`, at `ts` with `comment`; the events resolved."""
+
     # OAuth --------------------------------------------------------------------------------
     @abc.abstractmethod
     async def client(self, client_id: str) -> ClientRow | None: ...
@@ -420,6 +459,16 @@ class Store(abc.ABC):
         """Every widget property as (device_id, ds_id, name, value)."""
         async for rows in self._export(PROPERTIES, batch):
             yield rows
+
+    async def export_device_events(self, batch: int) -> AsyncIterator[list[tuple[Any, ...]]]:
+        """Every logged event as its `sql.DEVICE_EVENTS` columns, `shown` a bool."""
+        async for rows in self._export(DEVICE_EVENTS, batch):
+            yield [(*row[:7], bool(row[7]), *row[8:]) for row in rows]
+
+    @abc.abstractmethod
+    async def import_device_events(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert or replace logged events by id (`export_device_events` rows) in one
+        transaction; events logged afterwards get ids above them."""
 
     @abc.abstractmethod
     async def import_properties(self, rows: Sequence[tuple[int, int, str, str]]) -> None:

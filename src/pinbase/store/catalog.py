@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 
+from pinbase.domain.events import EventDefinition, EventType
 from pinbase.domain.metadata import Metafield, Metafields, MetaType
 from pinbase.domain.model import (
     DEFAULT_ROLES,
@@ -65,6 +66,11 @@ def build_catalog(generation: int, rows: Entities) -> Catalog:
             product_id = parent
         return product_id
 
+    events: dict[int, dict[str, EventDefinition]] = {}
+    for e in rows.events:
+        events.setdefault(e.product_id, {})[e.code] = EventDefinition(
+            e.id, e.code, e.name, EventType(e.type), e.description, e.timeline, e.notify
+        )
     schemas = {pid: Schema(tuple(items)) for pid, items in streams.items()}
     metafields = _metafields(rows)
     empty = Schema(())
@@ -72,7 +78,13 @@ def build_catalog(generation: int, rows: Entities) -> Catalog:
     for p in rows.products:
         root = root_of(p.id)
         products[p.id] = Product(
-            p.id, p.org_id, p.name, root, schemas.get(root, empty), metafields.get(root, _NONE)
+            p.id,
+            p.org_id,
+            p.name,
+            root,
+            schemas.get(root, empty),
+            metafields.get(root, _NONE),
+            events.get(root, {}),
         )
     devices = {
         d.id: Device(

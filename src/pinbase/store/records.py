@@ -141,6 +141,20 @@ class DeliveryRow:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class EventDefRow:
+    """An event a product's devices may log (`pinbase.domain.events`)."""
+
+    product_id: int
+    id: int
+    code: str
+    name: str
+    type: str
+    description: str | None
+    timeline: bool
+    notify: str | None  # JSON object text: {"email": [...], "period": 300}
+
+
 @dataclass(slots=True)
 class Entities:
     """A set of catalog rows: what the store holds, or what provisioning upserts."""
@@ -156,6 +170,8 @@ class Entities:
     meta_values: list[MetaValueRow] = field(default_factory=list)
     """Per-device metadata values: upserted by provisioning, never deleted by it."""
     webhooks: list[WebhookRow] = field(default_factory=list)
+    events: list[EventDefRow] = field(default_factory=list)
+    """Event definitions (after devices: a table of its own, added by migration 4)."""
 
     def is_empty(self) -> bool:
         return not any(
@@ -170,6 +186,7 @@ class Entities:
                 self.metafields,
                 self.meta_values,
                 self.webhooks,
+                self.events,
             )
         )
 
@@ -227,3 +244,18 @@ class ValueWrites:
 class StoredValue:
     value: str  # JSON text
     updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    """One event on a device's timeline (epoch ms timestamps)."""
+
+    id: int
+    device_id: int
+    event_id: int
+    code: str
+    type: str
+    description: str | None
+    ts: int
+    resolved_at: int | None = None
+    resolved_comment: str | None = None

@@ -43,6 +43,7 @@ from pinbase.store.records import (
     DatastreamRow,
     DeviceRow,
     Entities,
+    EventDefRow,
     MetafieldRow,
     MetaValueRow,
     OrgRow,
@@ -115,6 +116,10 @@ class EntityTable(Table):
             stored = list(values)
             stored[-1] = bool(stored[-1])  # history: 0/1 in SQLite
             return DatastreamRow(*stored)
+        if self.row_type is EventDefRow:
+            stored = list(values)
+            stored[6] = bool(stored[6])  # timeline: 0/1 in SQLite
+            return EventDefRow(*stored)
         return self.row_type(*values)
 
 
@@ -137,6 +142,7 @@ ENTITIES: tuple[EntityTable, ...] = (
     _entity("metafields", ("product_id", "id"), MetafieldRow),
     _entity("meta_values", ("device_id", "field_id"), MetaValueRow),
     _entity("webhooks", ("id",), WebhookRow),
+    _entity("events", ("product_id", "id"), EventDefRow),
 )
 META_VALUES = ENTITIES[-1]
 CURRENT = Table(
@@ -150,13 +156,42 @@ IMPORTED_SEQ = 0
 PROPERTIES = Table(
     "properties", ("device_id", "ds_id", "name"), ("device_id", "ds_id", "name", "value")
 )
-EXPORTED = (CURRENT, HISTORY, PROPERTIES)
+DEVICE_EVENTS = Table(
+    "device_events",
+    ("id",),
+    (
+        "id",
+        "device_id",
+        "event_id",
+        "code",
+        "type",
+        "description",
+        "ts",
+        "shown",
+        "resolved_at",
+        "resolved_comment",
+    ),
+)
+"""The event log (the timelines); `shown` is 0/1 in SQLite."""
+EXPORTED = (CURRENT, HISTORY, PROPERTIES, DEVICE_EVENTS)
 """The value tables `pinbase migrate` streams (`Store.export`)."""
 TOKENS = Table("oauth_tokens", ("hash",), tuple(f.name for f in fields(TokenRow)))
 
 ENTITY = {table.name: table for table in ENTITIES}
 ENTITY_TABLES = tuple(ENTITY)
-COUNTED_TABLES = (*ENTITY_TABLES, CURRENT.name, HISTORY.name, PROPERTIES.name)
+COUNTED_TABLES = (
+    *ENTITY_TABLES,
+    CURRENT.name,
+    HISTORY.name,
+    PROPERTIES.name,
+    DEVICE_EVENTS.name,
+)
+EVENT_COLUMNS = (
+    "id, device_id, event_id, code, type, description, ts, resolved_at, resolved_comment"
+)
+"""The columns of a `LoggedEvent`, in its fields' order."""
+SYSTEM_TYPES = "('ONLINE', 'OFFLINE')"
+RESOLVABLE_TYPES = "('WARNING', 'CRITICAL')"
 LAST_UPDATES = "SELECT device_id, MAX(updated_at) FROM current_values GROUP BY device_id"
 """What `Store.counts()` reports, in copying order."""
 
@@ -315,6 +350,41 @@ class Statements:
             f"SELECT id FROM webhook_outbox WHERE due_at <= {p(2)} AND claimed_until <= {p(2)} "
             f"ORDER BY due_at, id LIMIT {p(3)}{skip}) RETURNING id, webhook_id, context, attempts"
         )
+        # device events (the timeline): the limits are read in the transaction of the insert
+        self.events_since = (
+            f"SELECT count(*) FROM device_events WHERE device_id = {p(1)} AND ts >= {p(2)} "
+            f"AND type NOT IN {SYSTEM_TYPES}"
+        )
+        self.event_code_since = (
+            f"SELECT 1 FROM device_events WHERE device_id = {p(1)} AND code = {p(2)} "
+            f"AND ts > {p(3)} LIMIT 1"
+        )
+        self.insert_event = (
+            "INSERT INTO device_events (device_id, event_id, code, type, description, ts, shown) "
+            f"VALUES ({d.params(7)}) RETURNING id"
+        )
+        timeline = (
+            f"FROM device_events WHERE device_id = {p(1)} AND shown "
+            f"AND ts BETWEEN {p(2)} AND {p(3)} AND (CAST({p(4)} AS TEXT) IS NULL OR type = {p(4)})"
+        )
+        self.timeline_count = f"SELECT count(*) {timeline}"
+        self.timeline_page = (
+            f"SELECT {EVENT_COLUMNS} {timeline} ORDER BY ts DESC, id DESC "
+            f"LIMIT {p(5)} OFFSET {p(6)}"
+        )
+        self.device_event = (
+            f"SELECT {EVENT_COLUMNS} FROM device_events WHERE device_id = {p(1)} AND id = {p(2)}"
+        )
+        resolve = (
+            f"UPDATE device_events SET resolved_at = {p(3)}, resolved_comment = {p(4)} "
+            f"WHERE device_id = {p(1)} AND resolved_at IS NULL AND type IN {RESOLVABLE_TYPES} AND "
+        )
+        self.import_events = upsert(
+            DEVICE_EVENTS, f"VALUES ({d.params(len(DEVICE_EVENTS.columns))})"
+        )
+        self.resolve_event = {
+            by: f"{resolve}{by} = {p(2)} RETURNING {EVENT_COLUMNS}" for by in ("id", "code")
+        }
 
         # keyset pagination in key order: (first batch, the batch after a key)
         self.export: dict[str, tuple[str, str]] = {}

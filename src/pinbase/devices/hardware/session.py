@@ -77,6 +77,12 @@ What the device sends
   value is stored at a time the device did not mean. Nothing is answered on success.
 - PROPERTY (19) `<pin>\\0<property>\\0<value>[\\0<value>...]` from a device sets a widget property
   (several values become a JSON array of strings, Blynk's `labels` form).
+- EVENT_LOG (64) `code[\\0description]`, sent by `Blynk.logEvent`, logs an event of the
+  product (request `LogEvent`); EVENT_CLEAR (65) `code` resolves the device's open warnings and
+  critical events of that code (request `ResolveEvent`). Each is answered RESPONSE 200 once
+  stored, QUOTA_LIMIT (1) over Blynk's event limits (every time), ILLEGAL_COMMAND_BODY (11) for
+  an unknown code, a description over 300 characters, a field that is not UTF-8 or extra
+  fields.
 - Frames are decoded a turn at a time: at most `TURN_FRAMES` frames, none starting beyond
   `TURN_BYTES` bytes, wait to be handled; the rest of a large read stays undecoded until they
   are, and the adapter lets other connections run between turns. So one read (up to 256 KiB,
@@ -251,7 +257,24 @@ class Meta(NamedTuple):
     """None: a get."""
 
 
-Request = Login | Write | Read | SetProperty | Rtc | Utc | Meta
+class LogEvent(NamedTuple):
+    """EVENT_LOG `code[\\0description]`: log the event; answer `acknowledge`, `refuse_body`
+    (unknown code, description too long) or `limit_reached`."""
+
+    msg_id: int
+    code: str
+    description: str | None
+
+
+class ResolveEvent(NamedTuple):
+    """EVENT_CLEAR `code`: resolve the device's open events of that code; answer `acknowledge`
+    or `refuse_body` (unknown code)."""
+
+    msg_id: int
+    code: str
+
+
+Request = Login | Write | Read | SetProperty | Rtc | Utc | Meta | LogEvent | ResolveEvent
 
 GROUP_NONE = -1
 """No GROUP is open."""
@@ -548,6 +571,8 @@ class HardwareSession:
             return self._property(frame)
         elif command == codec.GROUP:
             self._group_frame(frame)
+        elif command in (codec.EVENT_LOG, codec.EVENT_CLEAR):
+            return self._event(frame)
         elif command in (codec.LOGIN, codec.HW_LOGIN):
             self._answer(frame.msg_id, codec.ALREADY_REGISTERED)
         else:
@@ -624,6 +649,22 @@ class HardwareSession:
         value = texts[0] if len(texts) == 1 else orjson.dumps(texts).decode()
         return SetProperty(frame.msg_id, fields[0], name, value)
 
+    def _event(self, frame: Frame) -> LogEvent | ResolveEvent | None:
+        """EVENT_LOG `code` or `code\\0description`; EVENT_CLEAR `code`. A code or description
+        that is not UTF-8, or more fields, is ILLEGAL_COMMAND_BODY."""
+        fields = frame.fields()
+        most = 2 if frame.command == codec.EVENT_LOG else 1
+        try:
+            texts = [f.decode() for f in fields]
+        except UnicodeDecodeError:
+            texts = []
+        if not 1 <= len(texts) <= most or not texts[0]:
+            self.refuse_body(frame.msg_id)
+            return None
+        if frame.command == codec.EVENT_CLEAR:
+            return ResolveEvent(frame.msg_id, texts[0])
+        return LogEvent(frame.msg_id, texts[0], texts[1] if len(texts) == 2 else None)
+
     def _on_response(self, frame: Frame) -> None:
         if self._barrier and frame.msg_id in self._ping_ids:
             self._barrier_answered = True
@@ -668,6 +709,15 @@ class HardwareSession:
         if now - self._quota_warned >= QUOTA_WARN_PERIOD:
             self._quota_warned = now
             self._answer(msg_id, codec.QUOTA_LIMIT)
+
+    def acknowledge(self, msg_id: int) -> None:
+        """RESPONSE OK to the frame `msg_id` (a logged or resolved event)."""
+        self._answer(msg_id, codec.OK)
+
+    def limit_reached(self, msg_id: int) -> None:
+        """RESPONSE QUOTA_LIMIT to the frame `msg_id`: an event over Blynk's limits (every
+        time: an event refused is never silent)."""
+        self._answer(msg_id, codec.QUOTA_LIMIT)
 
     def answer_rtc(self, msg_id: int, unix_seconds: int) -> None:
         self._send(codec.message(codec.INTERNAL, msg_id, ("rtc", str(unix_seconds))))

@@ -61,10 +61,12 @@ from pinbase.app.services import Services
 from pinbase.devices.hardware.session import (
     CloseReason,
     HardwareSession,
+    LogEvent,
     Login,
     Meta,
     Read,
     Request,
+    ResolveEvent,
     Rtc,
     SetProperty,
     State,
@@ -73,6 +75,7 @@ from pinbase.devices.hardware.session import (
 )
 from pinbase.domain.clock import importable, now_ms
 from pinbase.domain.errors import DomainError
+from pinbase.domain.events import EventLimit
 from pinbase.domain.model import Datastream
 from pinbase.domain.utc import utc_answer
 from pinbase.domain.values import Value, parse_text_value, to_text
@@ -439,6 +442,8 @@ class HardwareConnection(asyncio.Protocol):
             self._utc(request)
         elif type(request) is Meta:
             await self._meta(request)
+        elif type(request) is LogEvent or type(request) is ResolveEvent:
+            await self._event(request)
 
     async def _login(self, request: Login) -> None:
         device = await DeviceSession.login(self.services, request.token, origin=self)
@@ -571,6 +576,24 @@ class HardwareConnection(asyncio.Protocol):
             self.session.refuse(request.msg_id)
         except StoreUnavailable as exc:
             log.warning("hardware device %s: property not stored: %s", self.device_id, exc)
+
+    async def _event(self, request: LogEvent | ResolveEvent) -> None:
+        device = self.device
+        assert device is not None
+        self._send_queued()
+        try:
+            if isinstance(request, LogEvent):
+                await device.log_event(request.code, request.description)
+            else:
+                await device.resolve_events(request.code)
+        except EventLimit:
+            self.session.limit_reached(request.msg_id)
+        except DomainError:
+            self.session.refuse_body(request.msg_id)
+        except StoreUnavailable as exc:
+            log.warning("hardware device %s: event not stored: %s", self.device_id, exc)
+        else:
+            self.session.acknowledge(request.msg_id)
 
     def _utc(self, request: Utc) -> None:
         """INTERNAL `utc`: the device's timezone (else its organization's, else UTC)."""

@@ -34,7 +34,10 @@ The protocol, as a device sees it:
   `ds/<label>/prop/<property>` (widget property),
   `get/ds` (comma-separated labels) and `get/ds/all` (answered on `downlink/ds/<label>` for
   every requested datastream that has a value), `get/utc/all/json` (the device's time and
-  timezone, answered on `downlink/utc/all/json`). Blynk's `ds/<label>/erase` is not supported
+  timezone, answered on `downlink/utc/all/json`), `event/<code>` (log an event of the
+  product; payload = its description, empty: the event's own; what is refused, an unknown
+  code, a description over 300 characters, an event over the limits, is told on
+  `downlink/diag`). Blynk's `ds/<label>/erase` is not supported
   (told on `downlink/diag`); other topics (`info/mcu`, ...) are ignored.
 - Metadata: `meta/<name>` sets the device's value of a metafield (the payload, UTF-8 text);
   `get/meta` (comma-separated names) is answered on `downlink/meta/<name>` per metafield
@@ -187,6 +190,7 @@ SHARED_PREFIX = "$share/"
 
 _TIMESTAMPED = "/timestamped_batch"
 _ERASE = "/erase"
+_EVENT = "event/"
 _PROP = "/prop/"
 _CONNACK_ACCEPTED = encode_connack(ACCEPTED)
 
@@ -272,6 +276,16 @@ class GetCurrent(Generic[D]):
 
 
 @dataclass(frozen=True, slots=True)
+class LogEvent:
+    """`event/<code>`: log an event of the device's product; the payload is its description
+    (empty: the event's own)."""
+
+    code: str
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class GetUtc:
     """`get/utc/all/json`: send the device's time and timezone with `publish_utc`."""
 
@@ -304,6 +318,7 @@ Request: TypeAlias = (
     | GetUtc
     | SetMeta
     | GetMeta
+    | LogEvent
 )
 
 
@@ -700,6 +715,11 @@ class MqttSession(Generic[D]):
         if topic == "get/meta":
             names = [n.strip() for n in payload.decode(errors="replace").split(",")]
             return GetMeta([n for n in names if n][:MAX_META_NAMES])
+        if topic.startswith(_EVENT):
+            if not topic[len(_EVENT) :]:
+                self._diag(f"{topic}: Event code is not provided.", now, tail)
+                return reasons.TOPIC_NAME_INVALID
+            return LogEvent(topic[len(_EVENT) :], topic, payload)
         return None
 
     def done(self, request: object, now: float) -> None:

@@ -63,6 +63,7 @@ from pinbase.devices.mqtt.session import (
     GetCurrent,
     GetMeta,
     GetUtc,
+    LogEvent,
     Login,
     MqttSession,
     Request,
@@ -76,7 +77,7 @@ from pinbase.domain.errors import DomainError
 from pinbase.domain.model import Datastream
 from pinbase.domain.utc import utc_all
 from pinbase.domain.values import Value, parse_json_value, parse_text_value, to_text
-from pinbase.live.bus import Event, ValueChanged
+from pinbase.live.bus import Event, PropertyChanged, ValueChanged
 from pinbase.net.admission import Ticket
 from pinbase.net.entry import Entry
 from pinbase.net.gate import Gate
@@ -283,6 +284,8 @@ class MqttConnection(asyncio.Protocol):
         session = self._session
         if event.origin is self or not session.subscriptions or self._closing():
             return
+        if not isinstance(event, ValueChanged | PropertyChanged):
+            return  # device events are not sent to the device
         assert self._device is not None
         ds = self._device.schema.by_id.get(event.ds_id)
         if ds is None:
@@ -551,6 +554,8 @@ class MqttConnection(asyncio.Protocol):
                 await self._set_meta(device, request)
             elif isinstance(request, GetMeta):
                 await self._get_meta(device, request)
+            elif isinstance(request, LogEvent):
+                await self._event(device, request)
             session.done(request, self._loop.time())
             self._flush()  # at once: a change delivered later must not overtake a get/ds
         if unwritten is not None:
@@ -678,6 +683,12 @@ class MqttConnection(asyncio.Protocol):
                 self._diag(f"get/meta: no metafield named '{name}'.")
         for meta, value in await device.read_meta(wanted):
             self._session.publish_meta(meta.name, value or "")
+
+    async def _event(self, device: DeviceSession, request: LogEvent) -> None:
+        try:
+            await device.log_event(request.code, request.payload.decode())
+        except (UnicodeDecodeError, DomainError) as exc:
+            self._diag(f"{request.topic}: {_reason(exc)}")
 
     async def _erase(
         self, device: DeviceSession, request: EraseValue[Datastream] | EraseProperty[Datastream]

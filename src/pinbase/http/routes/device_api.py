@@ -19,8 +19,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from pinbase.app.device_session import DeviceSession, RateLimited
+from pinbase.app.events import NO_CODE, UNKNOWN_CODE
 from pinbase.domain.batch import MAX_ROWS
-from pinbase.domain.errors import Invalid
+from pinbase.domain.errors import Invalid, NotFound
+from pinbase.domain.events import MAX_CODE, MAX_DESCRIPTION
 from pinbase.domain.model import INT64_MAX, INT64_MIN, Datastream
 from pinbase.domain.properties import MAX_PROPERTY_LENGTH, NO_NUL_PATTERN, PROPERTY_NAMES
 from pinbase.domain.ratelimit import retry_after
@@ -498,5 +500,47 @@ async def update_property(svc: AppServices, request: Request) -> Response:
         await session.set_properties(ds, list(properties.items()))
     except RateLimited as exc:
         raise _rate_limited(exc) from None
+    session.seen()
+    return _empty()
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+@router.get(
+    "/logEvent",
+    summary="Log an event",
+    description=(
+        "`code=high_temp&description=...`: log an event of the device's product (an empty or "
+        "missing description takes the event's own). At most 100 events per device and UTC "
+        "day, one per second per code (else 429), descriptions up to 300 characters."
+    ),
+    response_class=Response,
+    openapi_extra=_documented(
+        _parameter(
+            "code",
+            "The event's code",
+            True,
+            {"type": "string", "minLength": 1, "maxLength": MAX_CODE},
+        ),
+        _parameter(
+            "description",
+            "What happened",
+            False,
+            {"type": "string", "maxLength": MAX_DESCRIPTION, "pattern": NO_NUL_PATTERN},
+        ),
+    ),
+    responses=_answers("Logged (empty body)"),
+)
+async def log_event(svc: AppServices, request: Request) -> Response:
+    pairs = _pairs(request)
+    session = await _session(svc, request, pairs)
+    code = _one(pairs, "code")
+    if not code:
+        raise Invalid(NO_CODE)
+    try:
+        await session.log_event(code, _one(pairs, "description"))
+    except NotFound:
+        raise Invalid(UNKNOWN_CODE) from None
     session.seen()
     return _empty()

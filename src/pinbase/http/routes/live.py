@@ -2,7 +2,9 @@
 
 A script or dashboard keeps one `GET /api/v1/organization/live` open and receives every change
 of the devices its token covers, from whichever interface or server process it came, as
-`event: value` / `event: property` messages whose data is one JSON object. A comment line is
+`event: value` / `event: property` messages whose data is one JSON object; device events shown
+on the timeline, and their resolutions, come as `event: event` messages holding the timeline
+item (`isResolved` tells the two apart). A comment line is
 sent every KEEPALIVE_S seconds so that proxies keep the connection open. A client that cannot
 keep up loses the oldest queued events, never slows writers down. When the server stops, every
 stream ends at once (the bus closes), so a stop does not wait for its clients.
@@ -20,7 +22,8 @@ from starlette.responses import StreamingResponse
 from pinbase.domain.model import INT32_MAX, INT32_MIN
 from pinbase.http.deps import IdsQuery, OrgContext, int_list
 from pinbase.http.openapi import id_list_parameter, responses
-from pinbase.live.bus import Event, ValueChanged
+from pinbase.http.timeline import timeline_item
+from pinbase.live.bus import Event, EventLogged, EventResolved, ValueChanged
 
 router = APIRouter(prefix="/api", tags=["Live updates"])
 
@@ -29,7 +32,11 @@ QUEUE_SIZE = 10_000
 
 
 def _message(event: Event) -> bytes:
-    if isinstance(event, ValueChanged):
+    data: dict[str, object]
+    if isinstance(event, EventLogged | EventResolved):
+        kind = b"event"
+        data = timeline_item(event.entry)
+    elif isinstance(event, ValueChanged):
         kind = b"value"
         data = {
             "deviceId": event.device_id,
@@ -77,6 +84,8 @@ async def live(ctx: OrgContext, deviceIds: IdsQuery = None) -> StreamingResponse
         queue.put_nowait(event)
 
     def deliver(event: Event) -> None:
+        if isinstance(event, EventLogged) and not event.shown:
+            return  # not on the timeline: not on the stream either
         if not wanted or event.device_id in wanted:
             put(event)
 

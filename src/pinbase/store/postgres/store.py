@@ -33,12 +33,13 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import astuple
+from dataclasses import astuple, replace
 from typing import Any
 
 import asyncpg
 
 from pinbase.domain.clock import now_ms
+from pinbase.domain.events import DAY_MS, SYSTEM_EVENT_TYPES
 from pinbase.domain.model import Catalog
 from pinbase.store.base import Store
 from pinbase.store.catalog import CatalogCache, build_catalog
@@ -65,6 +66,7 @@ from pinbase.store.postgres.schema import (
 from pinbase.store.records import (
     ClientRow,
     Entities,
+    LoggedEvent,
     StoredValue,
     TokenRow,
     TokenState,
@@ -154,6 +156,7 @@ _IMPORT_PROPERTIES = upsert(
     PROPERTIES, "SELECT * FROM unnest($1::integer[], $2::integer[], $3::text[], $4::text[])"
 )
 _FAMILY_LOCK = "SELECT pg_advisory_xact_lock(1953459819, hashtext($1))"  # 1953459819: 'toke'
+_EVENTS_LOCK = 0x70626576  # 'pbev', with the device id: one device's events at a time
 _ISSUE_KEY = 0x70627276  # 'pbrv'; one 64-bit key: a key space apart from the two-key locks
 _CHANGING = f"SELECT pg_advisory_xact_lock({_ISSUE_KEY})"
 _ISSUING = f"SELECT pg_advisory_xact_lock_shared({_ISSUE_KEY})"
@@ -483,6 +486,42 @@ class PostgresStore(Store):
         for ds_id, name, value in rows:
             result.setdefault(ds_id, {})[name] = value
         return result
+
+    async def log_event(
+        self, event: LoggedEvent, shown: bool, *, per_day: int, gap_ms: int
+    ) -> LoggedEvent | str:
+        async with self._conn() as conn, conn.transaction():
+            if event.type not in SYSTEM_EVENT_TYPES:
+                # one device's events are logged one at a time, whichever process logs them
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock($1, $2)", _EVENTS_LOCK, event.device_id
+                )
+                since = event.ts - event.ts % DAY_MS
+                if await conn.fetchval(SQL.events_since, event.device_id, since) >= per_day:
+                    return "per_day"
+                recent = (event.device_id, event.code, event.ts - gap_ms)
+                if await conn.fetchval(SQL.event_code_since, *recent) is not None:
+                    return "per_second"
+            new_id = await conn.fetchval(SQL.insert_event, *astuple(event)[1:7], shown)
+        return replace(event, id=int(new_id))
+
+    async def resolve_events(
+        self, device_id: int, by: str, key: int | str, ts: int, comment: str | None
+    ) -> list[LoggedEvent]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(SQL.resolve_event[by], device_id, key, ts, comment)
+        return [LoggedEvent(*row) for row in rows]
+
+    async def import_device_events(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        async with self._conn() as conn, conn.transaction():
+            await conn.executemany(SQL.import_events, [tuple(row) for row in rows])
+            # the identity goes on above every id copied in
+            await conn.execute(
+                "SELECT setval(pg_get_serial_sequence('device_events', 'id'), "
+                "(SELECT max(id) FROM device_events))"
+            )
 
     async def import_properties(self, rows: Sequence[tuple[int, int, str, str]]) -> None:
         # sorted by key and de-duplicated, like write_values: concurrent writers lock in order

@@ -220,6 +220,35 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, id);
     CREATE INDEX webhook_deliveries_by_time ON webhook_deliveries (attempted_at);
     """,
+    # 6: event definitions per product, and the events devices logged (their timeline)
+    """
+    CREATE TABLE events (
+        product_id INTEGER NOT NULL REFERENCES products(id),
+        id INTEGER NOT NULL,
+        code TEXT NOT NULL,
+        name TEXT NOT NULL,
+        type TEXT NOT NULL,
+        description TEXT,
+        timeline INTEGER NOT NULL,
+        notify TEXT,
+        PRIMARY KEY (product_id, id),
+        UNIQUE (product_id, code)
+    ) WITHOUT ROWID;
+    CREATE TABLE device_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        device_id INTEGER NOT NULL,
+        event_id INTEGER NOT NULL,
+        code TEXT NOT NULL,
+        type TEXT NOT NULL,
+        description TEXT,
+        ts INTEGER NOT NULL,
+        shown INTEGER NOT NULL,
+        resolved_at INTEGER,
+        resolved_comment TEXT
+    );
+    CREATE INDEX device_events_by_time ON device_events (device_id, ts);
+    CREATE INDEX device_events_by_code ON device_events (device_id, code, ts);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

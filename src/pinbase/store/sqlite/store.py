@@ -34,12 +34,13 @@ import shutil
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import astuple
+from dataclasses import astuple, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 from pinbase.domain.clock import now_ms
+from pinbase.domain.events import DAY_MS, SYSTEM_EVENT_TYPES
 from pinbase.domain.model import Catalog
 from pinbase.store.base import Store
 from pinbase.store.catalog import CatalogCache, build_catalog
@@ -50,6 +51,7 @@ from pinbase.store.paging import Piece, page_window, piece_params
 from pinbase.store.records import (
     ClientRow,
     Entities,
+    LoggedEvent,
     StoredValue,
     TokenRow,
     TokenState,
@@ -647,6 +649,45 @@ class SqliteStore(Store):
             for ds_id, name, value in self._read_conn().execute(SQL.properties, (device_id,)):
                 result.setdefault(ds_id, {})[name] = value
         return result
+
+    async def log_event(
+        self, event: LoggedEvent, shown: bool, *, per_day: int, gap_ms: int
+    ) -> LoggedEvent | str:
+        # the single writer runs one function at a time: the checks and the insert are atomic
+        def run(conn: sqlite3.Connection) -> LoggedEvent | str:
+            if event.type not in SYSTEM_EVENT_TYPES:
+                since = event.ts - event.ts % DAY_MS
+                (count,) = conn.execute(SQL.events_since, (event.device_id, since)).fetchone()
+                if count >= per_day:
+                    return "per_day"
+                recent = (event.device_id, event.code, event.ts - gap_ms)
+                if conn.execute(SQL.event_code_since, recent).fetchone() is not None:
+                    return "per_second"
+            values = (*astuple(event)[1:7], shown)
+            (new_id,) = conn.execute(SQL.insert_event, values).fetchone()
+            return replace(event, id=int(new_id))
+
+        return await self._write(run)
+
+    async def resolve_events(
+        self, device_id: int, by: str, key: int | str, ts: int, comment: str | None
+    ) -> list[LoggedEvent]:
+        def run(conn: sqlite3.Connection) -> list[LoggedEvent]:
+            params = (device_id, key, ts, comment)
+            return [LoggedEvent(*r) for r in conn.execute(SQL.resolve_event[by], params)]
+
+        return await self._write(run)
+
+    async def import_device_events(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        items = [tuple(row) for row in rows]
+        if not items:
+            return
+
+        def run(conn: sqlite3.Connection) -> None:
+            # AUTOINCREMENT keeps its counter above every id inserted, these included
+            conn.executemany(SQL.import_events, items)
+
+        await self._write(run)
 
     async def import_properties(self, rows: Sequence[tuple[int, int, str, str]]) -> None:
         items = [tuple(row) for row in rows]
