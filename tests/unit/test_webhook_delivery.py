@@ -188,10 +188,10 @@ def test_the_log_event_seam_fires_for_the_webhooks_codes(tmp_path: Path) -> None
     async def body(store: SqliteStore) -> None:
         await store.upsert_entities(Entities(webhooks=[hook]))
         device = Device(101, 1, 10, 10, "Roof", None)
-        await Webhooks(store).event_logged(device, "low_temp", "cold", 5)
-        await Webhooks(store).event_logged(device, "high_temp", "hot", 7)
-        (row,) = await store.claim_deliveries(7, 8, 10)
-        assert json.loads(row.context) == {
+        assert await Webhooks(store).for_event(device, "low_temp", "cold", 5) == []
+        ((hook_id, context, due),) = await Webhooks(store).for_event(device, "high_temp", "hot", 7)
+        assert (hook_id, due) == (6, 7)
+        assert json.loads(context) == {
             "trigger": "DEVICE_LOG_EVENT", "org_id": "1", "device_id": "101",
             "device_name": "Roof", "ts": "7", "event_code": "high_temp",
             "event_description": "hot",

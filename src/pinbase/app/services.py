@@ -55,11 +55,11 @@ class Services:
     def build(cls, settings: Settings, store: Store) -> Services:
         bus = Bus()
         presence = Presence(bus)
-        events = Events(store, bus)
+        webhooks = Webhooks(store)
+        events = Events(store, bus, webhooks=webhooks)
         events.watch(presence)
         per_minute = settings.org_rate_limit
         tokens = AccessTokens(store)
-        webhooks = Webhooks(store)
         store.watch_revocations(tokens.forget)
         return cls(
             settings=settings,

@@ -488,7 +488,13 @@ class PostgresStore(Store):
         return result
 
     async def log_event(
-        self, event: LoggedEvent, shown: bool, *, per_day: int, gap_ms: int
+        self,
+        event: LoggedEvent,
+        shown: bool,
+        *,
+        per_day: int,
+        gap_ms: int,
+        outbox: Sequence[tuple[int, str, int]] = (),
     ) -> LoggedEvent | str:
         async with self._conn() as conn, conn.transaction():
             if event.type not in SYSTEM_EVENT_TYPES:
@@ -503,6 +509,8 @@ class PostgresStore(Store):
                 if await conn.fetchval(SQL.event_code_since, *recent) is not None:
                     return "per_second"
             new_id = await conn.fetchval(SQL.insert_event, *astuple(event)[1:7], shown)
+            if outbox:
+                await conn.executemany(SQL.enqueue, list(outbox))
         return replace(event, id=int(new_id))
 
     async def resolve_events(

@@ -651,7 +651,13 @@ class SqliteStore(Store):
         return result
 
     async def log_event(
-        self, event: LoggedEvent, shown: bool, *, per_day: int, gap_ms: int
+        self,
+        event: LoggedEvent,
+        shown: bool,
+        *,
+        per_day: int,
+        gap_ms: int,
+        outbox: Sequence[tuple[int, str, int]] = (),
     ) -> LoggedEvent | str:
         # the single writer runs one function at a time: the checks and the insert are atomic
         def run(conn: sqlite3.Connection) -> LoggedEvent | str:
@@ -665,6 +671,8 @@ class SqliteStore(Store):
                     return "per_second"
             values = (*astuple(event)[1:7], shown)
             (new_id,) = conn.execute(SQL.insert_event, values).fetchone()
+            if outbox:
+                conn.executemany(SQL.enqueue, list(outbox))
             return replace(event, id=int(new_id))
 
         return await self._write(run)
