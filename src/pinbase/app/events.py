@@ -22,6 +22,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
+from pinbase.app.notifications import Notifications
 from pinbase.app.webhooks import Outbox, Webhooks
 from pinbase.domain.clock import now_ms
 from pinbase.domain.errors import NotFound
@@ -54,10 +55,12 @@ class Events:
         bus: Bus,
         clock: Callable[[], int] = now_ms,
         webhooks: Webhooks | None = None,
+        notifications: Notifications | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
         self.webhooks = webhooks
+        self.notifications = notifications
         self.clock = clock
         """Epoch ms; injected by tests of the limits."""
         self.refused: Counter[str] = Counter()
@@ -86,10 +89,11 @@ class Events:
         empty description takes the definition's."""
         definition = self.definition(catalog, device, code)
         text = check_description(description) or definition.description
-        return await self._store(device, definition, text, definition.timeline, origin)
+        return await self._store(catalog, device, definition, text, definition.timeline, origin)
 
     async def _store(
         self,
+        catalog: Catalog,
         device: Device,
         definition: EventDefinition,
         description: str | None,
@@ -104,8 +108,11 @@ class Events:
         outbox: Outbox = []
         if self.webhooks is not None:
             outbox += await self.webhooks.for_event(device, definition.code, description, at)
+        notice = None
+        if self.notifications is not None:
+            notice = self.notifications.for_event(catalog, device, definition, description, at)
         stored = await self.store.log_event(
-            entry, shown, per_day=MAX_PER_DAY, gap_ms=MIN_GAP_MS, outbox=outbox
+            entry, shown, per_day=MAX_PER_DAY, gap_ms=MIN_GAP_MS, outbox=outbox, notice=notice
         )
         if isinstance(stored, str):
             self.refused[stored] += 1
@@ -146,7 +153,8 @@ class Events:
             catalog = await self.store.catalog()
             device = catalog.devices.get(device_id)
             if device is not None:
-                await self._store(device, ONLINE if online else OFFLINE, None, True, None, ts)
+                event = ONLINE if online else OFFLINE
+                await self._store(catalog, device, event, None, True, None, ts)
         except StoreError as exc:
             log.warning("device %d: system event not recorded: %s", device_id, exc)
 

@@ -28,6 +28,7 @@ from pinbase.store.records import (
     DeliveryRow,
     Entities,
     LoggedEvent,
+    Notice,
     OutboxRow,
     Revocation,
     StoredValue,
@@ -330,6 +331,7 @@ class Store(abc.ABC):
         per_day: int,
         gap_ms: int,
         outbox: Sequence[tuple[int, str, int]] = (),
+        notice: Notice | None = None,
     ) -> LoggedEvent | str:
         """Store an event (its `id` is ignored) and return it with its id, unless it exceeds a
         limit: then write nothing and return the limit's name, `"per_day"` (`per_day` events
