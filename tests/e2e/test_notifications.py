@@ -19,13 +19,14 @@ import pytest
 from aiosmtpd.controller import Controller
 from test_webhooks import FAST, Receiver, apply  # e2e/test_webhooks.py
 
-from helpers import Server, free_port, wait_for
+from helpers import Bearer, Server, client_token, free_port, wait_for
 
 LOG_EVENT = "/external/api/logEvent"
 TOKEN = "NotifyTestToken0000000000000301A"
 OTHER_TOKEN = "NotifyTestToken0000000000000302B"
 THIRD_TOKEN = "NotifyTestToken0000000000000303C"
 SENDER = "alerts@notify.test"
+CLIENT = ("notify-backend", "notify-secret-0123456789abcdef")
 
 
 class Mailbox:
@@ -56,6 +57,12 @@ class Mailbox:
             return list(self.got)
 
 
+def body_of(mail: Message) -> str:
+    payload = mail.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    return payload.decode()
+
+
 @pytest.fixture
 def mailbox() -> Iterator[Mailbox]:
     box = Mailbox()
@@ -80,6 +87,7 @@ def document(tmp_path: Path, hook_port: int) -> Path:
     body = '{"device": "{device_id}", "event": "{event_code}", "text": "{event_description}"}'
     organization = {
         "id": 1, "name": "Notify Farms",
+        "clients": [{"client_id": CLIENT[0], "client_secret": CLIENT[1]}],
         "users": [{"email": "owner@notify.test", "password": "owner-password-1", "role": "User"}],
         "products": [{"id": 30, "name": "Freezer", "events": events}],
         "devices": [
@@ -156,7 +164,7 @@ def test_an_event_mails_its_recipients_once_a_period(
     assert mail["From"] == SENDER and mail["To"] == "owner@notify.test, ops@notify.test"
     assert mail["Subject"] == "High temperature on Cold room"
     assert mail["Bcc"] is None
-    text = mail.get_payload(decode=True).decode()
+    text = body_of(mail)
     assert "Description: 41.5 °C" in text and "Event: High temperature (high_temp)" in text
     assert "Time: 20" in text and " UTC" in text
     assert other_to == ["ops@notify.test"] and other["Subject"] == "High temperature on Spare"
@@ -189,7 +197,7 @@ def test_a_mail_waits_out_an_smtp_server_down(
     finally:
         server.stop()
     ((_, mail),) = mailbox.mails()
-    assert "Description: down" in mail.get_payload(decode=True).decode()
+    assert "Description: down" in body_of(mail)
 
 
 def test_a_malformed_smtp_url_stops_the_start(tmp_path: Path) -> None:
@@ -201,3 +209,32 @@ def test_a_malformed_smtp_url_stops_the_start(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "--smtp-url must be" in result.stderr and "s3cret-pw" not in result.stderr
+
+
+def test_processes_sharing_a_database_notify_each_event_once(
+    tmp_path: Path, receiver: Receiver, mailbox: Mailbox, backend: str
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("several server processes share a PostgreSQL database only")
+    data_dir = tmp_path / "data"
+    apply(data_dir, document(tmp_path, receiver.port))
+    receiver.up()
+    mailbox.up()
+    fast = (*mail_server(mailbox), "--webhook-rate", "1000")
+    servers = [Server(data_dir, *fast).start(), Server(data_dir, *fast).start()]
+    try:
+        for number, token in enumerate((TOKEN, OTHER_TOKEN, THIRD_TOKEN)):
+            log_event(servers[number % 2], token, "high_temp", f"from {number % 2}")
+        wait_for("the deliveries", lambda: len(receiver.got) >= 3)
+        wait_for("the mails", lambda: len(mailbox.mails()) >= 3)
+        api = Bearer(servers[1].url, client_token(servers[1].url, CLIENT))
+        log = "/api/v1/organization/webhook/deliveries"
+        wait_for("an empty outbox", lambda: api.get(log, id=1).json()["pending"] == 0)
+    finally:
+        for server in servers:
+            server.stop()
+    assert sorted(path for _, path, _, _ in receiver.got) == [
+        "/events/301", "/events/302", "/events/303",
+    ]  # fmt: skip
+    subjects = sorted(mail["Subject"] for _, mail in mailbox.mails())
+    assert subjects == [f"High temperature on {name}" for name in ("Cold room", "Spare", "Third")]
