@@ -172,6 +172,13 @@ class Settings:
         10, "Deliveries per minute per webhook (Blynk: 10); more wait in the outbox.", minimum=1
     )
     webhook_log_days: int = setting(7, "Days the webhook delivery log is kept; 0: forever.")
+    smtp_url: str | None = setting(
+        None,
+        "SMTP server for e-mail notifications: smtp://[user:password@]host[:port] (STARTTLS "
+        "when offered; credentials only over TLS) or smtps://… (TLS from the start); unset: "
+        "no mails.",
+    )
+    smtp_from: str = setting("pinbase@localhost", "Sender address of notification mails.")
     log_level: LogLevel = setting("info", "Log level: " + ", ".join(get_args(LogLevel)) + ".")
     log_format: LogFormat = setting(
         "text",

@@ -27,7 +27,7 @@ from pinbase.app.auth.secrets import use_password_hash_memory
 from pinbase.app.retention import enforce_retention
 from pinbase.app.revoked_devices import close_revoked_devices
 from pinbase.app.services import Services
-from pinbase.app.webhook_delivery import policy_of, run_deliveries
+from pinbase.app.webhook_delivery import policy_of, run_deliveries, smtp_of
 from pinbase.config import Settings
 from pinbase.devices.listeners import start_device_listeners, stop_device_listeners
 from pinbase.http.app import create_app
@@ -38,7 +38,7 @@ from pinbase.net.admission import Admission, Budget
 from pinbase.net.eventlog import EventLog
 from pinbase.net.fdlimit import connection_capacity, raise_fd_limit
 from pinbase.net.gate import Gate
-from pinbase.net.startup import check_ports, tls_context
+from pinbase.net.startup import StartupError, check_ports, tls_context
 from pinbase.store import Store, open_store
 
 log = logging.getLogger("pinbase.server")
@@ -85,6 +85,10 @@ async def running_services(
     closing of revoked device connections running; all of it stopped again on exit. The device
     listeners draw from `budget` (default: a new `connection_budget`)."""
     use_password_hash_memory(settings.password_hash_memory)
+    try:
+        smtp = smtp_of(settings)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
     budget = budget if budget is not None else connection_budget(settings)
     the_store = store if store is not None else open_store(settings.database_url)
     await the_store.open()
@@ -100,7 +104,7 @@ async def running_services(
                 asyncio.create_task(enforce_retention(the_store, settings.history_retention_days)),
                 asyncio.create_task(close_revoked_devices(the_store, services.presence)),
                 asyncio.create_task(
-                    run_deliveries(the_store, policy_of(settings), settings.webhook_log_days)
+                    run_deliveries(the_store, policy_of(settings), settings.webhook_log_days, smtp)
                 ),
             ]
             try:

@@ -15,10 +15,12 @@ from helpers import fresh_store, second_store
 from pinbase.domain.events import DAY_MS, EventType
 from pinbase.store import Store
 from pinbase.store.records import (
+    MAIL_OUTBOX,
     DeviceRow,
     Entities,
     EventDefRow,
     LoggedEvent,
+    Notice,
     OrgRow,
     ProductRow,
 )
@@ -207,5 +209,40 @@ def test_the_event_log_exports_and_imports_under_its_ids(
             assert await target.timeline(101, None, 0, 2**62, 0, 10) == (1, [resolved])
             later = await log(target, event("high_temp", DAY + 5_000))
             assert isinstance(later, LoggedEvent) and later.id > hidden.id
+
+    run(body)
+
+
+def test_an_event_mails_at_most_once_a_period_per_code_and_device(
+    run: Callable[[Body], None],
+) -> None:
+    async def mail_of(store: Store, entry: LoggedEvent, period_ms: int = 10_000) -> list[str]:
+        notice = Notice(f"mail {entry.ts}", period_ms)
+        hook = [(7, f"hook {entry.ts}", entry.ts)]
+        stored = await store.log_event(
+            entry, True, per_day=100, gap_ms=GAP, outbox=hook, notice=notice
+        )
+        rows = await store.claim_deliveries(entry.ts, entry.ts + 1, 10)
+        for row in rows:
+            await store.postpone_delivery(row.id, 2**62, 0)  # out of the next claims' way
+        if isinstance(stored, str):
+            assert rows == []  # a refused event writes no outbox rows
+            return [stored]
+        return sorted(f"{r.webhook_id}: {r.context}" for r in rows)
+
+    async def body(store: Store) -> None:
+        assert MAIL_OUTBOX == 0
+        assert await mail_of(store, event("high_temp", DAY)) == [f"0: mail {DAY}", f"7: hook {DAY}"]
+        assert await mail_of(store, event("high_temp", DAY + 500)) == ["per_second"]
+        assert await mail_of(store, event("high_temp", DAY + 9_000)) == [f"7: hook {DAY + 9_000}"]
+        at = DAY + 10_000  # the period since the last mail has passed
+        assert await mail_of(store, event("high_temp", at)) == [f"0: mail {at}", f"7: hook {at}"]
+        # another code, another device: periods of their own
+        assert await mail_of(store, event("door", at + 1)) == [
+            f"0: mail {at + 1}",
+            f"7: hook {at + 1}",
+        ]
+        other = event("high_temp", at + 2, device_id=102)
+        assert await mail_of(store, other) == [f"0: mail {at + 2}", f"7: hook {at + 2}"]
 
     run(body)

@@ -188,13 +188,44 @@ def test_the_log_event_seam_fires_for_the_webhooks_codes(tmp_path: Path) -> None
     async def body(store: SqliteStore) -> None:
         await store.upsert_entities(Entities(webhooks=[hook]))
         device = Device(101, 1, 10, 10, "Roof", None)
-        await Webhooks(store).event_logged(device, "low_temp", "cold", 5)
-        await Webhooks(store).event_logged(device, "high_temp", "hot", 7)
-        (row,) = await store.claim_deliveries(7, 8, 10)
-        assert json.loads(row.context) == {
+        assert await Webhooks(store).for_event(device, "low_temp", "cold", 5) == []
+        ((hook_id, context, due),) = await Webhooks(store).for_event(device, "high_temp", "hot", 7)
+        assert (hook_id, due) == (6, 7)
+        assert json.loads(context) == {
             "trigger": "DEVICE_LOG_EVENT", "org_id": "1", "device_id": "101",
             "device_name": "Roof", "ts": "7", "event_code": "high_temp",
             "event_description": "hot",
         }  # fmt: skip
+
+    _with_store(tmp_path, body)
+
+
+def test_mail_rows_are_retried_without_an_smtp_server_and_unusable_ones_given_up(
+    tmp_path: Path,
+) -> None:
+    from pinbase.app.mail_delivery import parse_smtp_url
+    from pinbase.store.records import MAIL_OUTBOX
+
+    receiver, clock = Receiver(), [1_000_000]
+
+    async def body(store: SqliteStore) -> None:
+        mail = json.dumps({"to": ["a@b.test"], "subject": "s", "body": "b"})
+        await store.enqueue_deliveries([(MAIL_OUTBOX, mail, clock[0])])
+        worker = _deliveries(store, receiver, clock)
+        assert await worker.round() == 1  # no SMTP server in this process: due again later
+        (entry,) = await store.delivery_log(MAIL_OUTBOX, 5)
+        assert (entry.outcome, entry.detail) == (
+            "retrying",
+            "no SMTP server configured in this process",
+        )
+        assert await store.pending_deliveries(MAIL_OUTBOX) == 1 and receiver.got == []
+
+        await store.enqueue_deliveries([(MAIL_OUTBOX, '{"to": []}', clock[0])])
+        smtp = parse_smtp_url("smtp://127.0.0.1:9", "me@x.test")
+        worker.smtp = smtp
+        assert await worker.round() == 1  # the unusable row only; the other is not due yet
+        newest = (await store.delivery_log(MAIL_OUTBOX, 5))[0]
+        assert (newest.outcome, newest.detail) == ("failed", "unrenderable (ValueError)")
+        assert await store.pending_deliveries(MAIL_OUTBOX) == 1
 
     _with_store(tmp_path, body)

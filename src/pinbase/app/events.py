@@ -5,7 +5,10 @@ device HTTP API's `logEvent`, the Organization API's trigger and resolve) goes t
 it finds the definition by code in the device's product, checks the description, stamps the
 event with its clock, has the store apply Blynk's limits in the transaction that stores it
 (so they hold across processes), and publishes `EventLogged` / `EventResolved` on the bus once
-committed. That is the seam notifications and webhooks build on.
+committed. The DEVICE_LOG_EVENT webhook deliveries (`Webhooks.for_event`) and the e-mail
+notification (`Notifications.for_event`) of an event go into the outbox in the transaction that
+stores it, in the process that logs it: never from a bus subscriber, which runs in every
+process.
 
 ONLINE and OFFLINE are recorded from `Presence`: ONLINE when a device connects while it had no
 connection in this process, OFFLINE when its connection closes (a heartbeat that lapsed closes
@@ -19,6 +22,8 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
+from pinbase.app.notifications import Notifications
+from pinbase.app.webhooks import Outbox, Webhooks
 from pinbase.domain.clock import now_ms
 from pinbase.domain.errors import NotFound
 from pinbase.domain.events import (
@@ -44,9 +49,18 @@ NO_CODE = "Event code is not provided."
 
 
 class Events:
-    def __init__(self, store: Store, bus: Bus, clock: Callable[[], int] = now_ms) -> None:
+    def __init__(
+        self,
+        store: Store,
+        bus: Bus,
+        clock: Callable[[], int] = now_ms,
+        webhooks: Webhooks | None = None,
+        notifications: Notifications | None = None,
+    ) -> None:
         self.store = store
         self.bus = bus
+        self.webhooks = webhooks
+        self.notifications = notifications
         self.clock = clock
         """Epoch ms; injected by tests of the limits."""
         self.refused: Counter[str] = Counter()
@@ -75,10 +89,11 @@ class Events:
         empty description takes the definition's."""
         definition = self.definition(catalog, device, code)
         text = check_description(description) or definition.description
-        return await self._store(device, definition, text, definition.timeline, origin)
+        return await self._store(catalog, device, definition, text, definition.timeline, origin)
 
     async def _store(
         self,
+        catalog: Catalog,
         device: Device,
         definition: EventDefinition,
         description: str | None,
@@ -86,16 +101,19 @@ class Events:
         origin: object | None,
         ts: int | None = None,
     ) -> LoggedEvent:
+        at = self.clock() if ts is None else ts
         entry = LoggedEvent(
-            0,
-            device.id,
-            definition.id,
-            definition.code,
-            definition.type.value,
-            description,
-            self.clock() if ts is None else ts,
+            0, device.id, definition.id, definition.code, definition.type.value, description, at
         )
-        stored = await self.store.log_event(entry, shown, per_day=MAX_PER_DAY, gap_ms=MIN_GAP_MS)
+        outbox: Outbox = []
+        if self.webhooks is not None:
+            outbox += await self.webhooks.for_event(device, definition.code, description, at)
+        notice = None
+        if self.notifications is not None:
+            notice = self.notifications.for_event(catalog, device, definition, description, at)
+        stored = await self.store.log_event(
+            entry, shown, per_day=MAX_PER_DAY, gap_ms=MIN_GAP_MS, outbox=outbox, notice=notice
+        )
         if isinstance(stored, str):
             self.refused[stored] += 1
             log.info("device %d: event %s refused (%s)", device.id, definition.code, stored)
@@ -135,7 +153,8 @@ class Events:
             catalog = await self.store.catalog()
             device = catalog.devices.get(device_id)
             if device is not None:
-                await self._store(device, ONLINE if online else OFFLINE, None, True, None, ts)
+                event = ONLINE if online else OFFLINE
+                await self._store(catalog, device, event, None, True, None, ts)
         except StoreError as exc:
             log.warning("device %d: system event not recorded: %s", device_id, exc)
 

@@ -690,8 +690,8 @@ def _parse_event(value: Any, path: str) -> _EventSpec:
 
 
 def _notify(value: Any, path: str) -> str:
-    """Notification settings, stored as canonical JSON text (delivery is not implemented yet):
-    `email`, a list of addresses or `owner`; `period`, the seconds between two mails."""
+    """Notification settings, stored as canonical JSON text (`pinbase.app.notifications` mails
+    them): `email`, a list of addresses or `owner`; `period`, the seconds between two mails."""
     m = _Map(value, path, ("email", "period"))
     emails = [item if item == "owner" else _email(item, at) for item, at in m.items("email")]
     if len(emails) > MAX_NOTIFY_EMAILS:

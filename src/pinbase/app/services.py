@@ -8,6 +8,7 @@ from pinbase.app.auth.access_tokens import AccessTokens
 from pinbase.app.auth.guard import LoginGuard
 from pinbase.app.events import Events
 from pinbase.app.ingest import Ingest
+from pinbase.app.notifications import Notifications
 from pinbase.app.webhooks import Webhooks
 from pinbase.config import Settings
 from pinbase.domain.ratelimit import TokenBuckets
@@ -55,11 +56,12 @@ class Services:
     def build(cls, settings: Settings, store: Store) -> Services:
         bus = Bus()
         presence = Presence(bus)
-        events = Events(store, bus)
+        webhooks = Webhooks(store)
+        notifications = Notifications(settings.smtp_url is not None)
+        events = Events(store, bus, webhooks=webhooks, notifications=notifications)
         events.watch(presence)
         per_minute = settings.org_rate_limit
         tokens = AccessTokens(store)
-        webhooks = Webhooks(store)
         store.watch_revocations(tokens.forget)
         return cls(
             settings=settings,

@@ -27,12 +27,13 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
+from pinbase.app.mail_delivery import SmtpServer, parse_smtp_url, send_mail
 from pinbase.config import Settings
 from pinbase.domain.clock import now_ms
 from pinbase.domain.webhooks import Backoff, Request, render
 from pinbase.store.base import Store
 from pinbase.store.errors import StoreError
-from pinbase.store.records import DeliveryRow, OutboxRow, WebhookRow
+from pinbase.store.records import MAIL_OUTBOX, DeliveryRow, OutboxRow, WebhookRow
 
 log = logging.getLogger("pinbase.webhooks")
 
@@ -105,11 +106,14 @@ class Deliveries:
         policy: Policy,
         client: httpx.AsyncClient,
         clock: Callable[[], int] = now_ms,
+        smtp: SmtpServer | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
         self.client = client
         self.clock = clock
+        self.smtp = smtp
+        """Where e-mail notifications (outbox rows of `MAIL_OUTBOX`) go; None: not configured."""
 
     async def round(self) -> int:
         """Claim the due rows and deliver them; how many were claimed."""
@@ -134,8 +138,32 @@ class Deliveries:
         for row in rows:
             await self._deliver(hook, row)
 
+    async def _mail(self, row: OutboxRow) -> None:
+        """Send an e-mail notification; retried like a webhook delivery, logged under id 0."""
+        attempt = row.attempts + 1
+        if self.smtp is None:
+            outcome, detail = "retry", "no SMTP server configured in this process"
+        else:
+            outcome, detail = await send_mail(self.smtp, row.context, self.policy.timeout)
+        now = self.clock()
+        status = 250 if outcome == "sent" else 0
+        if outcome == "sent":
+            entry = DeliveryRow(0, MAIL_OUTBOX, row.id, attempt, now, status, "delivered", detail)
+            await self.store.settle_delivery(row.id, entry)
+            return
+        delay = self.policy.backoff.delay(attempt) if outcome == "retry" else None
+        result = "failed" if delay is None else "retrying"
+        host = self.smtp.host if self.smtp is not None else "?"
+        log.warning("mail notification via %s: attempt %d %s (%s)", host, attempt, result, detail)
+        entry = DeliveryRow(0, MAIL_OUTBOX, row.id, attempt, now, status, result, detail)
+        retry_at = None if delay is None else now + math.ceil(delay * 1000)
+        await self.store.settle_delivery(row.id, entry, retry_at)
+
     async def _deliver(self, hook: WebhookRow | None, row: OutboxRow) -> None:
         attempt = row.attempts + 1
+        if row.webhook_id == MAIL_OUTBOX:
+            await self._mail(row)
+            return
         if hook is None:  # deleted meanwhile
             entry = DeliveryRow(
                 0, row.webhook_id, row.id, attempt, self.clock(), 0, "failed", "webhook deleted"
@@ -212,8 +240,17 @@ def policy_of(settings: Settings) -> Policy:
     return Policy(settings.webhook_poll, settings.webhook_timeout, backoff, settings.webhook_rate)
 
 
-async def run_deliveries(store: Store, policy: Policy, log_days: int) -> None:
+def smtp_of(settings: Settings) -> SmtpServer | None:
+    """The SMTP server of `--smtp-url` (ValueError when malformed), None when unset."""
+    if settings.smtp_url is None:
+        return None
+    return parse_smtp_url(settings.smtp_url, settings.smtp_from)
+
+
+async def run_deliveries(
+    store: Store, policy: Policy, log_days: int, smtp: SmtpServer | None = None
+) -> None:
     """The worker of a server process, with its own HTTP client (redirects not followed,
-    environment proxies ignored)."""
+    environment proxies ignored), sending e-mail notifications through `smtp`."""
     async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as client:
-        await Deliveries(store, policy, client).run(log_days)
+        await Deliveries(store, policy, client, smtp=smtp).run(log_days)

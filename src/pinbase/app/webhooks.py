@@ -11,8 +11,10 @@ Where each trigger is written to the outbox:
 - DEVICE_ADDED, DEVICE_DELETED: right after the provisioning transaction commits
   (`device_added`, `device_deleted`); a crash between that commit and this write loses those
   deliveries (at most once for these two triggers).
-- DEVICE_LOG_EVENT: the seam for device events: call `event_logged(device, code, description,
-  ts)` after the event is stored; the webhook's `events` list (`fires_for`) filters by code.
+- DEVICE_LOG_EVENT: in the transaction that stores the event (`Events` passes `for_event`'s
+  rows to `Store.log_event`), so a stored event always has its deliveries pending and a refused
+  one has none. Every logged event fires, ONLINE and OFFLINE included; the webhook's `events`
+  list (`fires_for`) filters by code.
 
 Once in the outbox a delivery is made at least once: it stays there until an attempt settles it.
 """
@@ -118,8 +120,7 @@ class Webhooks:
         rows: Outbox = []
         for device in devices:
             for hook in hooks.get((device.org_id, trigger), ()):
-                if trigger != "DEVICE_LOG_EVENT" or fires_for(hook, more["event_code"]):
-                    rows.append((hook.id, _context(trigger, device, ts=str(now), **more), now))
+                rows.append((hook.id, _context(trigger, device, ts=str(now), **more), now))
         await self.store.enqueue_deliveries(rows)
 
     async def device_added(self, devices: Sequence[DeviceFacts], now: int) -> None:
@@ -128,8 +129,14 @@ class Webhooks:
     async def device_deleted(self, devices: Sequence[DeviceFacts], now: int) -> None:
         await self._enqueue("DEVICE_DELETED", devices, now)
 
-    async def event_logged(self, device: Device, code: str, description: str, ts: int) -> None:
-        """The seam for device events: DEVICE_LOG_EVENT deliveries of a stored event."""
-        await self._enqueue(
-            "DEVICE_LOG_EVENT", [device], ts, event_code=code, event_description=description
-        )
+    async def for_event(
+        self, device: DeviceFacts, code: str, description: str | None, ts: int
+    ) -> Outbox:
+        """DEVICE_LOG_EVENT rows for an event about to be stored (due at once)."""
+        rows: Outbox = []
+        for hook in (await self._current()).get((device.org_id, "DEVICE_LOG_EVENT"), ()):
+            if fires_for(hook, code):
+                more = {"event_code": code, "event_description": description or ""}
+                context = _context("DEVICE_LOG_EVENT", device, ts=str(ts), **more)
+                rows.append((hook.id, context, ts))
+        return rows

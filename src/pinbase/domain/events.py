@@ -56,7 +56,8 @@ class EventDefinition:
     timeline: bool = True
     """Whether logged events show on the device timeline (they are stored either way)."""
     notify: str | None = None
-    """The notification settings as JSON text (`{"email": [...], "period": s}`); not used yet."""
+    """The notification settings as JSON text (`{"email": [...], "period": s}`), read by
+    `pinbase.domain.notifications`."""
 
 
 ONLINE = EventDefinition(-1, "ONLINE", "Online", EventType.ONLINE)

@@ -28,6 +28,7 @@ from pinbase.store.records import (
     DeliveryRow,
     Entities,
     LoggedEvent,
+    Notice,
     OutboxRow,
     Revocation,
     StoredValue,
@@ -323,13 +324,21 @@ class Store(abc.ABC):
     # device events (the timeline) ----------------------------------------------------------
     @abc.abstractmethod
     async def log_event(
-        self, event: LoggedEvent, shown: bool, *, per_day: int, gap_ms: int
+        self,
+        event: LoggedEvent,
+        shown: bool,
+        *,
+        per_day: int,
+        gap_ms: int,
+        outbox: Sequence[tuple[int, str, int]] = (),
+        notice: Notice | None = None,
     ) -> LoggedEvent | str:
         """Store an event (its `id` is ignored) and return it with its id, unless it exceeds a
         limit: then write nothing and return the limit's name, `"per_day"` (`per_day` events
         of the device in the UTC day of `event.ts`, system events ONLINE and OFFLINE not
         counted and never refused) or `"per_second"` (an event of the same code and device
-        less than `gap_ms` before). `shown`: whether it shows on the timeline.
+        less than `gap_ms` before). `shown`: whether it shows on the timeline. `outbox`:
+        (webhook_id, context JSON, due_at) rows added in the same transaction when it is stored.
 
         The limits are checked in the transaction of the insert, serialised per device, so
         that they hold for the processes sharing a database.

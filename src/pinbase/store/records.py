@@ -246,6 +246,19 @@ class StoredValue:
     updated_at: int
 
 
+MAIL_OUTBOX = 0
+"""The `webhook_id` of an outbox row that is an e-mail notification (no webhook has id 0)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """An e-mail notification of an event about to be stored: its outbox context, sent unless
+    one of the same device and code was sent less than `period_ms` before."""
+
+    context: str
+    period_ms: int
+
+
 @dataclass(frozen=True, slots=True)
 class LoggedEvent:
     """One event on a device's timeline (epoch ms timestamps)."""

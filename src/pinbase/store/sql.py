@@ -359,6 +359,13 @@ class Statements:
             f"SELECT 1 FROM device_events WHERE device_id = {p(1)} AND code = {p(2)} "
             f"AND ts > {p(3)} LIMIT 1"
         )
+        self.notified_at = (
+            f"SELECT sent_at FROM notifications_sent WHERE device_id = {p(1)} AND code = {p(2)}"
+        )
+        self.set_notified = (
+            f"INSERT INTO notifications_sent (device_id, code, sent_at) VALUES ({d.params(3)}) "
+            "ON CONFLICT (device_id, code) DO UPDATE SET sent_at = excluded.sent_at"
+        )
         self.insert_event = (
             "INSERT INTO device_events (device_id, event_id, code, type, description, ts, shown) "
             f"VALUES ({d.params(7)}) RETURNING id"

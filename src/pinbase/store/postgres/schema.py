@@ -274,6 +274,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX device_events_by_time ON device_events (device_id, ts);
     CREATE INDEX device_events_by_code ON device_events (device_id, code, ts);
     """,
+    # 7: when each device last mailed a notification of each event code (the period's limit)
+    """
+    CREATE TABLE notifications_sent (
+        device_id bigint NOT NULL,
+        code TEXT NOT NULL,
+        sent_at bigint NOT NULL,
+        PRIMARY KEY (device_id, code)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -64,9 +64,11 @@ from pinbase.store.postgres.schema import (
     month_of,
 )
 from pinbase.store.records import (
+    MAIL_OUTBOX,
     ClientRow,
     Entities,
     LoggedEvent,
+    Notice,
     StoredValue,
     TokenRow,
     TokenState,
@@ -488,7 +490,14 @@ class PostgresStore(Store):
         return result
 
     async def log_event(
-        self, event: LoggedEvent, shown: bool, *, per_day: int, gap_ms: int
+        self,
+        event: LoggedEvent,
+        shown: bool,
+        *,
+        per_day: int,
+        gap_ms: int,
+        outbox: Sequence[tuple[int, str, int]] = (),
+        notice: Notice | None = None,
     ) -> LoggedEvent | str:
         async with self._conn() as conn, conn.transaction():
             if event.type not in SYSTEM_EVENT_TYPES:
@@ -503,6 +512,14 @@ class PostgresStore(Store):
                 if await conn.fetchval(SQL.event_code_since, *recent) is not None:
                     return "per_second"
             new_id = await conn.fetchval(SQL.insert_event, *astuple(event)[1:7], shown)
+            rows = list(outbox)
+            if notice is not None:
+                last = await conn.fetchval(SQL.notified_at, event.device_id, event.code)
+                if last is None or event.ts - last >= notice.period_ms:
+                    await conn.execute(SQL.set_notified, event.device_id, event.code, event.ts)
+                    rows.append((MAIL_OUTBOX, notice.context, event.ts))
+            if rows:
+                await conn.executemany(SQL.enqueue, rows)
         return replace(event, id=int(new_id))
 
     async def resolve_events(

@@ -49,9 +49,11 @@ from pinbase.store.errors import Conflict, Corrupt, StorageFull, StoreError, Sto
 from pinbase.store.health import Health
 from pinbase.store.paging import Piece, page_window, piece_params
 from pinbase.store.records import (
+    MAIL_OUTBOX,
     ClientRow,
     Entities,
     LoggedEvent,
+    Notice,
     StoredValue,
     TokenRow,
     TokenState,
@@ -651,7 +653,14 @@ class SqliteStore(Store):
         return result
 
     async def log_event(
-        self, event: LoggedEvent, shown: bool, *, per_day: int, gap_ms: int
+        self,
+        event: LoggedEvent,
+        shown: bool,
+        *,
+        per_day: int,
+        gap_ms: int,
+        outbox: Sequence[tuple[int, str, int]] = (),
+        notice: Notice | None = None,
     ) -> LoggedEvent | str:
         # the single writer runs one function at a time: the checks and the insert are atomic
         def run(conn: sqlite3.Connection) -> LoggedEvent | str:
@@ -665,6 +674,14 @@ class SqliteStore(Store):
                     return "per_second"
             values = (*astuple(event)[1:7], shown)
             (new_id,) = conn.execute(SQL.insert_event, values).fetchone()
+            rows = list(outbox)
+            if notice is not None:
+                last = conn.execute(SQL.notified_at, (event.device_id, event.code)).fetchone()
+                if last is None or event.ts - last[0] >= notice.period_ms:
+                    conn.execute(SQL.set_notified, (event.device_id, event.code, event.ts))
+                    rows.append((MAIL_OUTBOX, notice.context, event.ts))
+            if rows:
+                conn.executemany(SQL.enqueue, rows)
             return replace(event, id=int(new_id))
 
         return await self._write(run)
