@@ -2,9 +2,9 @@
 webhook deliveries/s to a local receiver.
 
 Run with `.venv/bin/python bench/events.py`. Starts one real `pinbase serve` (SQLite in a temp
-dir; the fleet of bench/devices.py, its product given `EVENT_CODES` event definitions, a
-`Hooked` datastream and one DEVICE_DATASTREAM_UPDATE webhook on it to a receiver in this process)
-and writes its figures as JSON to bench/results/events.json.
+dir; the fleet of bench/devices.py, its product given `EVENT_CODES` event definitions, a `Hooked`
+datastream and one DEVICE_DATASTREAM_UPDATE webhook on it to a receiver in this process; the
+MQTT listener idle) and writes its figures as JSON to bench/results/events.json.
 
 - Events: `CONNECTIONS` hardware-protocol connections (fresh devices each run, so Blynk's 100
   events per device per day hold) each log `PER_CONNECTION` events, one distinct code each (one
@@ -33,12 +33,8 @@ import contextlib
 import json
 import multiprocessing
 import os
-import platform
 import shutil
-import socket
-import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -48,10 +44,11 @@ from typing import Any
 
 import httpx
 
-from common import ROOT
+from common import log_problems, machine, write_results
 from devices import (
     HOST,
     SERVER_FLAGS,
+    DeviceServer,
     device_fleet,
     free_port,
     org_client,
@@ -103,47 +100,10 @@ def event_fleet(receiver_port: int) -> dict[str, Any]:
     return document
 
 
-class EventServer:
-    """A real `pinbase serve` with the HTTP and hardware-protocol listeners."""
-
-    def __init__(self, data_dir: Path, log: Path) -> None:
-        self.http_port, self.hardware_port = free_port(), free_port()
-        self.url = f"http://{HOST}:{self.http_port}"
-        with log.open("ab") as output:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable, "-m", "pinbase", "serve", "--port", str(self.http_port),
-                    "--data-dir", str(data_dir), "--hardware-port", str(self.hardware_port),
-                    "--mqtt-port", "0", *SERVER_FLAGS, *WEBHOOK_FLAGS,
-                ],
-                stdout=output,
-                stderr=output,
-            )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with status {self.process.returncode}")
-            try:
-                if httpx.get(f"{self.url}/healthz").status_code == 200:
-                    socket.create_connection((HOST, self.hardware_port), timeout=1).close()
-                    return
-            except (httpx.TransportError, OSError):
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("server did not start")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=60)
-
-
 # the load generator (a separate process) -----------------------------------------------
 
 
-async def _answer(
-    reader: asyncio.StreamReader, decoder: hw.FrameDecoder, msg_id: int
-) -> int:
+async def _answer(reader: asyncio.StreamReader, decoder: hw.FrameDecoder, msg_id: int) -> int:
     """Read until the RESPONSE to `msg_id`; its status."""
     while True:
         data = await reader.read(4096)
@@ -154,9 +114,7 @@ async def _answer(
                 return frame.status
 
 
-async def _connection(
-    device_id: int, kind: str, count: int
-) -> list[tuple[int, int, float, float]]:
+async def _connection(device_id: int, kind: str, count: int) -> list[tuple[int, int, float, float]]:
     """(device, n, sent, answered) for each of `count` frames, one at a time."""
     reader, writer = await asyncio.open_connection(HOST, PORT[0])
     decoder = hw.FrameDecoder(hw.MAX_BODY)
@@ -224,9 +182,10 @@ class LiveListener:
 
     def _run(self) -> None:
         kind = ""
-        with contextlib.suppress(httpx.HTTPError), self.client.stream(
-            "GET", "/api/v1/organization/live"
-        ) as response:
+        with (
+            contextlib.suppress(httpx.HTTPError),
+            self.client.stream("GET", "/api/v1/organization/live") as response,
+        ):
             for line in response.iter_lines():
                 now = time.monotonic()
                 if line.startswith(": connected"):
@@ -311,7 +270,7 @@ def ms(samples: list[float]) -> dict[str, float]:
 
 def frames_run(
     pool: concurrent.futures.Executor,
-    server: EventServer,
+    server: DeviceServer,
     live: LiveListener,
     kind: str,
     ids: list[int],
@@ -348,7 +307,7 @@ def timeline_check(http: httpx.Client, ids: list[int]) -> list[int]:
 
 def hook_run(
     pool: concurrent.futures.Executor,
-    server: EventServer,
+    server: DeviceServer,
     receiver: Receiver,
     ids: list[int],
 ) -> dict[str, Any]:
@@ -384,13 +343,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="pinbase-bench-events-"))
     log = work / "server.log"
     results: dict[str, Any] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "sqlite": sqlite3.sqlite_version,
-            "load_average_at_start": os.getloadavg()[0],
-        },
+        "machine": {**machine(), "load_average_at_start": os.getloadavg()[0]},
         "server_flags": " ".join((*SERVER_FLAGS, *WEBHOOK_FLAGS)),
     }
     receiver = Receiver(free_port())
@@ -398,14 +351,15 @@ def main() -> None:
     try:
         data = work / "data"
         asyncio.run(apply_to_database(database_url(data, None), event_fleet(receiver.port)))
-        server = EventServer(data, log)
+        server = DeviceServer(data, log, *WEBHOOK_FLAGS)
         try:
             with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
                 http = org_client(server.url)
                 live = LiveListener(server.url, http.headers["Authorization"])
                 # warm-up: 10 devices, a few of each
-                pool.submit(load, server.hardware_port, list(range(9001, 9011)), "event", 5).result()
-                pool.submit(load, server.hardware_port, list(range(9001, 9011)), "value", 5).result()
+                warm = list(range(9001, 9011))
+                pool.submit(load, server.hardware_port, warm, "event", 5).result()
+                pool.submit(load, server.hardware_port, warm, "value", 5).result()
                 events: list[dict[str, Any]] = []
                 values: list[dict[str, Any]] = []
                 hooks: list[dict[str, Any]] = []
@@ -449,11 +403,7 @@ def main() -> None:
             "p99_ms": median_of(hooks, "write_to_delivery_ms", "p99"),
             "runs": hooks,
         }
-        problems = [
-            line
-            for line in log.read_text(errors="replace").splitlines()
-            if line.startswith(("WARNING", "ERROR", "CRITICAL", "Traceback"))
-        ][:20]
+        problems = log_problems(log)
     except BaseException:
         if log.exists():
             print(log.read_text()[-5000:], file=sys.stderr)
@@ -461,12 +411,8 @@ def main() -> None:
     finally:
         receiver.stop()
         shutil.rmtree(work, ignore_errors=True)
-    results["runtime_s"] = round(time.monotonic() - started, 1)
     results["server_log_problems"] = problems
-    results["machine"]["load_average_at_end"] = os.getloadavg()[0]
-    out = ROOT / "results"
-    out.mkdir(exist_ok=True)
-    (out / "events.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results("events", results, started)
     print(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=1)[:4000])
 
 
