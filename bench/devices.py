@@ -140,6 +140,13 @@ def chunks(items: list[int], size: int) -> Iterator[list[int]]:
 # the server ------------------------------------------------------------------------------
 
 
+def profiler() -> tuple[str, ...]:
+    """cProfile options for the server when `BENCH_PROFILE` names an output file, else none.
+    The profile is written when the server stops (SIGTERM ends it cleanly)."""
+    path = os.environ.get("BENCH_PROFILE")
+    return ("-m", "cProfile", "-o", path) if path else ()
+
+
 class DeviceServer:
     """A real `pinbase serve` process with the HTTP, hardware-protocol and MQTT listeners."""
 
@@ -151,7 +158,8 @@ class DeviceServer:
         with log.open("ab") as output:
             self.process = subprocess.Popen(
                 [
-                    sys.executable, "-m", "pinbase", "serve", "--port", str(self.http_port),
+                    sys.executable, *profiler(), "-m", "pinbase", "serve",
+                    "--port", str(self.http_port),
                     "--data-dir", str(data_dir), "--hardware-port", str(self.hardware_port),
                     "--mqtt-port", str(self.mqtt_port), *SERVER_FLAGS, *flags,
                 ],

@@ -260,6 +260,12 @@ class Receiver:
 # measurements ----------------------------------------------------------------------------
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def ms(samples: list[float]) -> dict[str, float]:
     return {
         "p50": round(statistics.median(samples) * 1000, 2),
@@ -275,9 +281,11 @@ def frames_run(
     kind: str,
     ids: list[int],
 ) -> dict[str, Any]:
+    cpu = cpu_s(server.pid)
     rows = pool.submit(load, server.hardware_port, ids, kind, PER_CONNECTION).result()
     keys = [(kind, d, n) for d, n, _, _ in rows]
     seen = live.wait(keys)
+    cpu = cpu_s(server.pid) - cpu
     if len(seen) != len(keys):
         raise RuntimeError(f"{kind}: {len(keys) - len(seen)} never reached the live stream")
     start = min(r[2] for r in rows)
@@ -289,6 +297,8 @@ def frames_run(
         "answered_per_s": round(len(rows) / (answered_end - start)),
         "answer_ms": ms([a - s for _, _, s, a in rows]),
         "to_live_ms": ms([seen[(kind, d, n)] - s for d, n, s, _ in rows]),
+        "server_cpu_us_per_frame": round(cpu / len(rows) * 1e6),
+        "server_cpu_share": round(cpu / (end - start), 2),
     }
 
 
@@ -312,10 +322,12 @@ def hook_run(
     ids: list[int],
 ) -> dict[str, Any]:
     per_device = HOOK_VALUES // len(ids)
+    cpu = cpu_s(server.pid)
     rows = pool.submit(load, server.hardware_port, ids, "hook", per_device).result()
     keys = [(d, n) for d, n, _, _ in rows]
     before = receiver.requests
     seen = receiver.wait(keys)
+    cpu = cpu_s(server.pid) - cpu
     if len(seen) != len(keys):
         raise RuntimeError(f"webhooks: {len(keys) - len(seen)} never delivered")
     start = min(r[2] for r in rows)
@@ -325,6 +337,8 @@ def hook_run(
         "per_s": round(len(keys) / (end - start)),
         "write_to_delivery_ms": ms([seen[(d, n)] - s for d, n, s, _ in rows]),
         "requests_during_wait": receiver.requests - before,
+        "server_cpu_us_per_delivery": round(cpu / len(keys) * 1e6),
+        "server_cpu_share": round(cpu / (end - start), 2),
     }
 
 
