@@ -15,8 +15,8 @@ MQTT listener idle) and writes its figures as JSON to bench/results/events.json.
   the counts). events/s = events / (first frame → last event seen on the live stream).
 - Baseline in the same run: the same connections each write `PER_CONNECTION` values
   (HARDWARE `vw`) the same way; a `vw` is not answered, so each is followed by a PING in the same
-  write and the PING's RESPONSE is the answer (sent before the value is stored); latency to the
-  live stream's `event: value` message.
+  write and the PING's RESPONSE is the answer (the session handles a PING after writes once
+  they are stored); latency to the live stream's `event: value` message.
 - Webhooks: `HOOK_VALUES` values written to the `Hooked` datastream by the same connections
   (pipelined, no waiting); deliveries/s = deliveries / (first write → last delivery received),
   and write → delivery latency. The server runs with `--webhook-rate` raised (Blynk's 10 a
