@@ -59,6 +59,7 @@ from devices import (
 from pinbase.app.provisioning import apply_to_database
 from pinbase.config import database_url
 from pinbase.devices.hardware import codec as hw
+from postgres import cluster, database
 
 CONNECTIONS = 100
 PER_CONNECTION = 100
@@ -352,71 +353,80 @@ def median_of(runs: list[dict[str, Any]], *path: str) -> float:
     return round(statistics.median(values), 2)
 
 
+def summary(runs: list[dict[str, Any]], latency: str) -> dict[str, Any]:
+    """The medians over the runs of the rate and of the p50 and p99 of `latency`."""
+    return {
+        "per_s": median_of(runs, "per_s"),
+        **{f"{latency}_{q}": median_of(runs, latency, q) for q in ("p50", "p99")},
+        "runs": runs,
+    }
+
+
+def measure(url: str, work: Path, log: Path, receiver: Receiver, *flags: str) -> dict[str, Any]:
+    """RUNS runs of each part against one server on the database at `url`."""
+    asyncio.run(apply_to_database(url, event_fleet(receiver.port)))
+    server = DeviceServer(work / "data", log, *WEBHOOK_FLAGS, *flags)
+    context = multiprocessing.get_context("spawn")
+    events: list[dict[str, Any]] = []
+    values: list[dict[str, Any]] = []
+    hooks: list[dict[str, Any]] = []
+    try:
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+            http = org_client(server.url)
+            live = LiveListener(server.url, http.headers["Authorization"])
+            # warm-up: 10 devices, a few of each
+            warm = list(range(9001, 9011))
+            pool.submit(load, server.hardware_port, warm, "event", 5).result()
+            pool.submit(load, server.hardware_port, warm, "value", 5).result()
+            for run in range(RUNS):
+                base = run * 1000
+                ids = list(range(base + 1, base + CONNECTIONS + 1))
+                values.append(frames_run(pool, server, live, "value", ids))
+                print(f"  run {run} values: {values[-1]}", flush=True)
+                events.append(frames_run(pool, server, live, "event", ids))
+                events[-1]["timeline_sample"] = timeline_check(http, ids)
+                print(f"  run {run} events: {events[-1]}", flush=True)
+                hook_ids = list(range(base + 501, base + 501 + CONNECTIONS))
+                hooks.append(hook_run(pool, server, receiver, hook_ids))
+                print(f"  run {run} webhooks: {hooks[-1]}", flush=True)
+            live.close()
+            http.close()
+    finally:
+        server.stop()
+    return {
+        "events": {
+            "connections": CONNECTIONS,
+            "per_connection": PER_CONNECTION,
+            **summary(events, "answer_ms"),
+            **{f"to_live_ms_{q}": median_of(events, "to_live_ms", q) for q in ("p50", "p99")},
+        },
+        "values_baseline": {
+            **summary(values, "answer_ms"),
+            **{f"to_live_ms_{q}": median_of(values, "to_live_ms", q) for q in ("p50", "p99")},
+        },
+        "webhooks": {"deliveries": HOOK_VALUES, **summary(hooks, "write_to_delivery_ms")},
+    }
+
+
 def main() -> None:
+    """SQLite, then PostgreSQL (a throwaway cluster, as bench/postgres.py starts it) unless
+    BENCH_EVENTS_POSTGRES=0."""
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="pinbase-bench-events-"))
+    work.chmod(0o755)  # the postgres user owns the cluster directory inside
     log = work / "server.log"
     results: dict[str, Any] = {
         "machine": {**machine(), "load_average_at_start": os.getloadavg()[0]},
         "server_flags": " ".join((*SERVER_FLAGS, *WEBHOOK_FLAGS)),
     }
     receiver = Receiver(free_port())
-    context = multiprocessing.get_context("spawn")
     try:
-        data = work / "data"
-        asyncio.run(apply_to_database(database_url(data, None), event_fleet(receiver.port)))
-        server = DeviceServer(data, log, *WEBHOOK_FLAGS)
-        try:
-            with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-                http = org_client(server.url)
-                live = LiveListener(server.url, http.headers["Authorization"])
-                # warm-up: 10 devices, a few of each
-                warm = list(range(9001, 9011))
-                pool.submit(load, server.hardware_port, warm, "event", 5).result()
-                pool.submit(load, server.hardware_port, warm, "value", 5).result()
-                events: list[dict[str, Any]] = []
-                values: list[dict[str, Any]] = []
-                hooks: list[dict[str, Any]] = []
-                for run in range(RUNS):
-                    base = run * 1000
-                    ids = list(range(base + 1, base + CONNECTIONS + 1))
-                    values.append(frames_run(pool, server, live, "value", ids))
-                    print(f"  run {run} values: {values[-1]}", flush=True)
-                    events.append(frames_run(pool, server, live, "event", ids))
-                    events[-1]["timeline_sample"] = timeline_check(http, ids)
-                    print(f"  run {run} events: {events[-1]}", flush=True)
-                    hook_ids = list(range(base + 501, base + 501 + CONNECTIONS))
-                    hooks.append(hook_run(pool, server, receiver, hook_ids))
-                    print(f"  run {run} webhooks: {hooks[-1]}", flush=True)
-                live.close()
-                http.close()
-        finally:
-            server.stop()
-        results["events"] = {
-            "connections": CONNECTIONS,
-            "per_connection": PER_CONNECTION,
-            "per_s": median_of(events, "per_s"),
-            "answer_p50_ms": median_of(events, "answer_ms", "p50"),
-            "answer_p99_ms": median_of(events, "answer_ms", "p99"),
-            "to_live_p50_ms": median_of(events, "to_live_ms", "p50"),
-            "to_live_p99_ms": median_of(events, "to_live_ms", "p99"),
-            "runs": events,
-        }
-        results["values_baseline"] = {
-            "per_s": median_of(values, "per_s"),
-            "answer_p50_ms": median_of(values, "answer_ms", "p50"),
-            "answer_p99_ms": median_of(values, "answer_ms", "p99"),
-            "to_live_p50_ms": median_of(values, "to_live_ms", "p50"),
-            "to_live_p99_ms": median_of(values, "to_live_ms", "p99"),
-            "runs": values,
-        }
-        results["webhooks"] = {
-            "deliveries": HOOK_VALUES,
-            "per_s": median_of(hooks, "per_s"),
-            "p50_ms": median_of(hooks, "write_to_delivery_ms", "p50"),
-            "p99_ms": median_of(hooks, "write_to_delivery_ms", "p99"),
-            "runs": hooks,
-        }
+        print("SQLite", flush=True)
+        results["sqlite"] = measure(database_url(work / "data", None), work, log, receiver)
+        if os.environ.get("BENCH_EVENTS_POSTGRES", "1") != "0":
+            print("PostgreSQL", flush=True)
+            with cluster(work) as admin, database(admin, "pinbase_bench_events") as url:
+                results["postgres"] = measure(url, work, log, receiver, "--database", url)
         problems = log_problems(log)
     except BaseException:
         if log.exists():
@@ -427,7 +437,9 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     results["server_log_problems"] = problems
     write_results("events", results, started)
-    print(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=1)[:4000])
+    for store in ("sqlite", "postgres"):
+        for part, figures in results.get(store, {}).items():
+            print(store, part, {k: v for k, v in figures.items() if k != "runs"})
 
 
 if __name__ == "__main__":
