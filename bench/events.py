@@ -323,6 +323,7 @@ def hook_run(
     ids: list[int],
 ) -> dict[str, Any]:
     per_device = HOOK_VALUES // len(ids)
+    receiver.seen.clear()  # the keys repeat on another store
     cpu = cpu_s(server.pid)
     rows = pool.submit(load, server.hardware_port, ids, "hook", per_device).result()
     keys = [(d, n) for d, n, _, _ in rows]
