@@ -34,9 +34,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy --strict bench
 
-bench: $(STAMP)  ## benchmarks (SQLite, device protocols, PostgreSQL); report in bench/README.md
+bench: $(STAMP)  ## benchmarks (SQLite, device protocols, events and webhooks, PostgreSQL); report in bench/README.md
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/devices.py
+	$(BIN)/python bench/events.py
 	$(BIN)/python bench/postgres.py
 
 SOAK_MINUTES ?= 30

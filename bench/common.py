@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import platform
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -61,6 +64,34 @@ def timed(fn: Callable[[], object], repeats: int = REPEATS) -> list[float]:
         fn()
         samples.append(time.perf_counter() - start)
     return samples
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "sqlite": sqlite3.sqlite_version,
+    }
+
+
+def log_problems(log: Path) -> list[str]:
+    """The first warnings, errors and tracebacks a server wrote to `log`."""
+    return [
+        line
+        for line in log.read_text(errors="replace").splitlines()
+        if line.startswith(("WARNING", "ERROR", "CRITICAL", "Traceback"))
+    ][:20]
+
+
+def write_results(name: str, results: dict[str, Any], started: float) -> None:
+    """Add the run time and the load average at the end; write `results/<name>.json`."""
+    results["runtime_s"] = round(time.monotonic() - started, 1)
+    results["machine"]["load_average_at_end"] = os.getloadavg()[0]
+    out = ROOT / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
 def rss_kib(pid: int) -> int:

@@ -33,12 +33,10 @@ import http.client
 import json
 import multiprocessing
 import os
-import platform
 import random
 import resource
 import shutil
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -51,7 +49,18 @@ from typing import Any
 
 import httpx
 
-from common import CLIENT, DEVICES, ROOT, batch_rows, batch_update, fleet, rss_kib, timed
+from common import (
+    CLIENT,
+    DEVICES,
+    batch_rows,
+    batch_update,
+    fleet,
+    log_problems,
+    machine,
+    rss_kib,
+    timed,
+    write_results,
+)
 from pinbase.app.provisioning import apply_to_database
 from pinbase.config import database_url
 from pinbase.devices.hardware import codec as hw
@@ -131,19 +140,28 @@ def chunks(items: list[int], size: int) -> Iterator[list[int]]:
 # the server ------------------------------------------------------------------------------
 
 
+def profiler() -> tuple[str, ...]:
+    """cProfile options for the server when `BENCH_PROFILE` names an output file, else none.
+    The profile is written when the server stops (SIGTERM ends it cleanly)."""
+    path = os.environ.get("BENCH_PROFILE")
+    return ("-m", "cProfile", "-o", path) if path else ()
+
+
 class DeviceServer:
     """A real `pinbase serve` process with the HTTP, hardware-protocol and MQTT listeners."""
 
-    def __init__(self, data_dir: Path, log: Path) -> None:
+    def __init__(self, data_dir: Path, log: Path, *flags: str) -> None:
+        """`flags`: more `pinbase serve` options."""
         self.http_port, self.hardware_port, self.mqtt_port = free_port(), free_port(), free_port()
         self.url = f"http://{HOST}:{self.http_port}"
         self.log = log
         with log.open("ab") as output:
             self.process = subprocess.Popen(
                 [
-                    sys.executable, "-m", "pinbase", "serve", "--port", str(self.http_port),
+                    sys.executable, *profiler(), "-m", "pinbase", "serve",
+                    "--port", str(self.http_port),
                     "--data-dir", str(data_dir), "--hardware-port", str(self.hardware_port),
-                    "--mqtt-port", str(self.mqtt_port), *SERVER_FLAGS,
+                    "--mqtt-port", str(self.mqtt_port), *SERVER_FLAGS, *flags,
                 ],
                 stdout=output,
                 stderr=output,
@@ -660,10 +678,7 @@ def main() -> None:
     log = work / "server.log"
     results: dict[str, Any] = {
         "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "sqlite": sqlite3.sqlite_version,
+            **machine(),
             "open_files_limit": limit,
             "load_average_at_start": os.getloadavg()[0],
         },
@@ -695,24 +710,15 @@ def main() -> None:
         for proto in ("tcp", "mqtt"):
             print(f"idle memory and downlink latency: {proto}", flush=True)
             results[f"idle_{proto}"] = idle_and_downlink(data[proto], log, proto)
-        problems = [
-            line
-            for line in log.read_text(errors="replace").splitlines()
-            if line.startswith(("WARNING", "ERROR", "CRITICAL", "Traceback"))
-        ][:20]
+        problems = log_problems(log)
     except BaseException:
         if log.exists():
             print(log.read_text()[-5000:], file=sys.stderr)
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    results["runtime_s"] = round(time.monotonic() - started, 1)
     results["server_log_problems"] = problems
-    results["machine"]["load_average_at_end"] = os.getloadavg()[0]
-
-    out = ROOT / "results"
-    out.mkdir(exist_ok=True)
-    (out / "devices.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results("devices", results, started)
     print(json.dumps(results, indent=2))
 
 
