@@ -20,7 +20,16 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from helpers import Api, Server, apply_fleet, assert_error, client_token, free_port, user_token
+from helpers import (
+    Api,
+    Listener,
+    Server,
+    apply_fleet,
+    assert_error,
+    client_token,
+    free_port,
+    user_token,
+)
 
 CLIENT = ("meta-backend", "meta-secret-0123456789abcdef")
 OTHER_CLIENT = ("metaother-backend", "metaother-secret-0123456789abcdef")
@@ -516,6 +525,59 @@ def test_permissions(env: Env) -> None:
         assert_error(foreign.get(TEMPLATE_FIELDS, templateId=50), 404)
     finally:
         foreign.close()
+
+
+# the live stream -----------------------------------------------------------------------------
+
+
+def metadata_events(listener: Listener, count: int) -> list[tuple[str, dict[str, object]]]:
+    """The next `count` `meta` events (devices connecting add ONLINE and OFFLINE events)."""
+    found: list[tuple[str, dict[str, object]]] = []
+    while len(found) < count:
+        kind, data = listener.next()
+        if kind == "meta":
+            found.append((kind, data))
+    return found
+
+
+def test_changes_are_sent_on_the_live_stream(env: Env) -> None:
+    listener = Listener(env.server.url, password_token(env.server.url, "auditor@meta.test"),
+                        {"deviceIds": str(LIVE)})  # fmt: skip
+    try:
+        assert env.post(env.admin, LIVE, WEIGHT, "12.5").status_code == 204
+        assert env.http_update(LIVE, metaFieldName="Site", value="South").status_code == 200
+        assert_error(env.http_update(LIVE, metaFieldName="Site", value="East"), 400)  # not sent
+        hardware = Hardware(env, LIVE)
+        try:
+            assert hardware.set("Place", "1,2") == OK
+        finally:
+            hardware.close()
+        device = MqttDevice(env, LIVE)
+        try:
+            device.publish("meta/Serial Number", "LIVE-1")
+        finally:
+            device.close()
+        seen = metadata_events(listener, 4)
+    finally:
+        listener.close()
+    assert seen == [
+        ("meta", {"deviceId": LIVE, "id": WEIGHT, "name": "Weight", "value": 12.5}),
+        ("meta", {"deviceId": LIVE, "id": SITE, "name": "Site", "value": "South"}),
+        ("meta", {"deviceId": LIVE, "id": PLACE, "name": "Place", "value": "1 2"}),
+        ("meta", {"deviceId": LIVE, "id": SERIAL, "name": "Serial Number", "value": "LIVE-1"}),
+    ]
+
+
+def test_the_live_stream_leaves_out_devices_the_user_does_not_see(env: Env) -> None:
+    listener = Listener(env.server.url, password_token(env.server.url, "user@meta.test"))
+    try:
+        assert env.post(env.admin, PERMITTED, SERIAL, "hidden").status_code == 204
+        assert env.post(env.admin, OWNED, SERIAL, "shown").status_code == 204
+        seen = metadata_events(listener, 1)
+    finally:
+        listener.close()
+    assert seen == [("meta", {"deviceId": OWNED, "id": SERIAL, "name": "Serial Number",
+                                     "value": "shown"})]  # fmt: skip
 
 
 # apply ---------------------------------------------------------------------------------------
