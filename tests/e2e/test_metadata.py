@@ -45,7 +45,7 @@ RESPONSE, LOGIN, INTERNAL = 0, 2, 17
 OK, QUOTA_LIMIT, ILLEGAL_COMMAND_BODY = 200, 1, 11
 
 READER, HTTP_WRITER, HW_WRITER, MQTT_WRITER, API_WRITER = 501, 502, 503, 504, 505
-REFUSED, PERMITTED, OWNED, APPLIED, LIVE = 506, 507, 508, 509, 510
+REFUSED, PERMITTED, OWNED, APPLIED, LIVE, MOVED = 506, 507, 508, 509, 510, 511
 FOREIGN = 601
 
 SERIAL, SITE, WEIGHT, CONTACT, PLACE = 1, 2, 3, 4, 5
@@ -65,7 +65,7 @@ def token_of(device_id: int) -> str:
     return f"MetaTestToken{device_id:019d}"
 
 
-def fleet(applied_meta: dict[str, object]) -> str:
+def fleet(applied_meta: dict[str, object], moved_product: int = 50) -> str:
     users = [("admin@meta.test", "Admin"), ("auditor@meta.test", "Auditor"),
              ("user@meta.test", "User")]  # fmt: skip
     devices: list[dict[str, object]] = [
@@ -74,12 +74,25 @@ def fleet(applied_meta: dict[str, object]) -> str:
     ]
     devices[0]["meta"] = {"Serial Number": "WS-0001", "Site": "South", "Weight": 42.5}
     devices += [
-        {"id": OWNED, "name": "Owned", "product": 51, "token": token_of(OWNED),
-         "owner": "user@meta.test"},
-        {"id": APPLIED, "name": "Applied", "product": 50, "token": token_of(APPLIED),
-         "meta": applied_meta},
+        {
+            "id": OWNED,
+            "name": "Owned",
+            "product": 51,
+            "token": token_of(OWNED),
+            "owner": "user@meta.test",
+        },
+        {
+            "id": APPLIED,
+            "name": "Applied",
+            "product": 50,
+            "token": token_of(APPLIED),
+            "meta": applied_meta,
+        },
         {"id": LIVE, "name": "Live", "product": 50, "token": token_of(LIVE)},
-    ]  # fmt: skip
+        {"id": MOVED, "name": "Moved", "product": moved_product, "token": token_of(MOVED)},
+    ]
+    if moved_product == 52:
+        devices[-1]["meta"] = {"Gate Code": "G-1"}  # fmt: skip
     document = {
         "organizations": [
             {
@@ -96,6 +109,11 @@ def fleet(applied_meta: dict[str, object]) -> str:
                         "name": "Station",
                         "metafields": METAFIELDS,
                         "variants": [{"id": 51, "name": "Station Pro"}],
+                    },
+                    {
+                        "id": 52,
+                        "name": "Gate",
+                        "metafields": [{"id": SERIAL, "name": "Gate Code", "type": "text"}],
                     },
                 ],
                 "devices": devices,
@@ -607,3 +625,17 @@ def test_apply_keeps_values_the_file_does_not_name(env: Env) -> None:
     }  # fmt: skip
     assert env.http_read(APPLIED, "Weight") == "3"
     assert env.platform(READER)["Serial Number"] == "WS-0001"
+
+
+def test_a_device_moved_to_another_product_reads_none_of_its_old_values(env: Env) -> None:
+    assert env.post(env.admin, MOVED, SERIAL, "S-MOVED").status_code == 204
+    env.fleet_path.write_text(fleet(FIRST_APPLIED, moved_product=52))
+    apply_fleet(env.server.data_dir, env.fleet_path)
+    response = env.admin.get(FIELD, deviceId=MOVED)
+    assert response.status_code == 200, response.text
+    assert response.json() == [{"id": SERIAL, "name": "Gate Code", "value": "G-1"}]
+    # moved back without a value in the file: the Gate's value is not read as a serial number
+    env.fleet_path.write_text(fleet(FIRST_APPLIED))
+    apply_fleet(env.server.data_dir, env.fleet_path)
+    assert "Serial Number" not in env.platform(MOVED)
+    assert env.http_read(MOVED, "Serial Number") == ""
