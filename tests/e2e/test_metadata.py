@@ -67,7 +67,7 @@ def token_of(device_id: int) -> str:
 
 def fleet(applied_meta: dict[str, object], moved_product: int = 50) -> str:
     users = [("admin@meta.test", "Admin"), ("auditor@meta.test", "Auditor"),
-             ("user@meta.test", "User")]  # fmt: skip
+             ("user@meta.test", "User"), ("blind@meta.test", "Blind")]  # fmt: skip
     devices: list[dict[str, object]] = [
         {"id": d, "name": f"Device {d}", "product": 50, "token": token_of(d)}
         for d in (READER, HTTP_WRITER, HW_WRITER, MQTT_WRITER, API_WRITER, REFUSED, PERMITTED)
@@ -99,7 +99,10 @@ def fleet(applied_meta: dict[str, object], moved_product: int = 50) -> str:
                 "id": 5,
                 "name": "Meta Inc",
                 "clients": [{"client_id": CLIENT[0], "client_secret": CLIENT[1]}],
-                "roles": [{"name": "Auditor", "permissions": ["ORG_DEVICES_VIEW"]}],
+                "roles": [
+                    {"name": "Auditor", "permissions": ["ORG_DEVICES_VIEW"]},
+                    {"name": "Blind", "permissions": ["ORG_DEVICES_CONTROL"]},
+                ],
                 "users": [
                     {"email": email, "password": PASSWORD, "role": role} for email, role in users
                 ],
@@ -526,6 +529,15 @@ def test_permissions(env: Env) -> None:
     owned = env.user.get(FIELD, deviceId=OWNED).json()
     assert {item["name"]: item.get("value") for item in owned}["Site"] == "South"
     assert env.platform(PERMITTED) == {"Site": "North", "Weight": 10}
+    # control without any view permission is not enough, as elsewhere in the API
+    blind = Api(env.server.url, password_token(env.server.url, "blind@meta.test"))
+    try:
+        assert_error(blind.get(FIELD, deviceId=PERMITTED), 403)
+        assert_error(env.post(blind, PERMITTED, SITE, "South"), 403)
+        assert_error(blind.get(TEMPLATE_FIELDS, templateId=50), 403)
+    finally:
+        blind.close()
+    assert env.user.get(TEMPLATE_FIELDS, templateId=50).status_code == 200
     # another organization's devices and templates are not found
     assert_error(env.admin.get(FIELD, deviceId=FOREIGN), 404)
     assert_error(env.post(env.admin, FOREIGN, 1, "mine"), 404)
