@@ -6,10 +6,12 @@ interface's answer; permissions; and `pinbase apply` keeping what the file does 
 
 from __future__ import annotations
 
+import os
 import queue
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,10 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
+from test_multiprocess import fresh_database  # e2e/test_multiprocess.py
 
 from helpers import (
+    POSTGRES,
     Api,
     Listener,
     Server,
@@ -28,6 +32,7 @@ from helpers import (
     assert_error,
     client_token,
     free_port,
+    pinbase,
     user_token,
 )
 
@@ -651,3 +656,36 @@ def test_a_device_moved_to_another_product_reads_none_of_its_old_values(env: Env
     apply_fleet(env.server.data_dir, env.fleet_path)
     assert "Serial Number" not in env.platform(MOVED)
     assert env.http_read(MOVED, "Serial Number") == ""
+
+
+@pytest.mark.own_backends
+@pytest.mark.skipif(not POSTGRES, reason="needs PINBASE_TEST_POSTGRES")
+def test_processes_share_values_and_the_stream(tmp_path: Path) -> None:
+    url = fresh_database(f"meta_{os.getpid()}_{time.monotonic_ns()}")
+    path = tmp_path / "fleet.yaml"
+    path.write_text(fleet(FIRST_APPLIED))
+    assert pinbase("apply", str(path), "--database", url).returncode == 0
+    servers = [Server(tmp_path / name, "--database", url).start() for name in ("a", "b")]
+    try:
+        first, second = servers
+        listener = Listener(second.url, password_token(second.url, "admin@meta.test"),
+                            {"deviceIds": str(LIVE)})  # fmt: skip
+        try:
+            written = httpx.get(
+                first.url + UPDATE_META,
+                params={"token": token_of(LIVE), "metaFieldName": "Site", "value": "South"},
+            )
+            assert written.status_code == 200, written.text
+            # the other process reads it at once, and its stream carries it
+            read = httpx.get(
+                second.url + GET_META, params={"token": token_of(LIVE), "metaFieldId": str(SITE)}
+            )
+            assert read.text == "South"
+            assert metadata_events(listener, 1) == [
+                ("meta", {"deviceId": LIVE, "id": SITE, "name": "Site", "value": "South"})
+            ]
+        finally:
+            listener.close()
+    finally:
+        for server in servers:
+            server.stop()
