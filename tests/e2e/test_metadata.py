@@ -647,7 +647,10 @@ def test_apply_keeps_values_the_file_does_not_name(env: Env) -> None:
 def test_a_device_moved_to_another_product_reads_none_of_its_old_values(env: Env) -> None:
     assert env.post(env.admin, MOVED, SERIAL, "S-MOVED").status_code == 204
     env.fleet_path.write_text(fleet(FIRST_APPLIED, moved_product=52))
-    apply_fleet(env.server.data_dir, env.fleet_path)
+    applied = pinbase("apply", str(env.fleet_path), "--data-dir", str(env.server.data_dir))
+    assert applied.returncode == 0, applied.stderr
+    said = "deleted the metadata values of devices moved to another product: 511"
+    assert said in applied.stdout.replace("\n", " ")
     response = env.admin.get(FIELD, deviceId=MOVED)
     assert response.status_code == 200, response.text
     assert response.json() == [{"id": SERIAL, "name": "Gate Code", "value": "G-1"}]
