@@ -266,10 +266,14 @@ def client_token(base_url: str, credentials: tuple[str, str] = ACME) -> str:
     return token
 
 
-def user_token(base_url: str, email: str, credentials: tuple[str, str] = ACME) -> str:
+def user_token(
+    base_url: str, email: str, credentials: tuple[str, str] = ACME, password: str | None = None
+) -> str:
+    """A user's access token; the password is the test fleet's unless given."""
+    secret = PASSWORDS[email] if password is None else password
     response = httpx.post(
         f"{base_url}/oauth2/token",
-        data={"grant_type": "password", "username": email, "password": PASSWORDS[email]},
+        data={"grant_type": "password", "username": email, "password": secret},
         auth=credentials,
     )
     assert response.status_code == 200, response.text

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import orjson
 
-from pinbase.live.bus import Bus, Event, PropertyChanged, ValueChanged
+from pinbase.live.bus import Bus, Event, MetaChanged, PropertyChanged, ValueChanged
 from pinbase.live.relay import MAX_PAYLOAD, ChannelRelay, chunks, decode, encode
 
 
@@ -32,7 +32,8 @@ PROPERTY = PropertyChanged(1, 7, 2, "v2", "color", "#FF0000")
 
 
 def test_events_survive_the_wire_format() -> None:
-    for event in (VALUE, PROPERTY, ValueChanged(2, 8, 1, "v1", "text", 5)):
+    metadata = (MetaChanged(1, 7, 2, "Site", "South"), MetaChanged(1, 7, 3, "Weight", 7.5))
+    for event in (VALUE, PROPERTY, ValueChanged(2, 8, 1, "v1", "text", 5), *metadata):
         assert decode(orjson.loads(orjson.dumps(encode(event)))) == event
 
 

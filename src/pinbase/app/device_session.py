@@ -285,4 +285,7 @@ class DeviceSession:
         """Check (Invalid), charge one value (RateLimited), then store; the stored text."""
         check_value(meta, raw)
         self.charge(1)
-        return await metadata.write(self.services.store, self.device.id, meta, raw)
+        services = self.services
+        return await metadata.write(
+            services.store, services.bus, self.device, meta, raw, self.origin
+        )

@@ -3,7 +3,9 @@
 A device reads its own value of a metafield, else the metafield's default, else nothing. A
 stored value that no longer fits its metafield (the fleet file changed the type) reads as the
 default. Values live in the store, not in the catalog: every process reads them from the
-database, so a write is seen by all at once and bumps no catalog generation.
+database, so a write is seen by all at once and bumps no catalog generation. A write is
+published on the bus (`MetaChanged`) once stored; `pinbase apply` runs in no server and
+publishes nothing.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from pinbase.domain.errors import DomainError, Invalid, NotFound
-from pinbase.domain.metadata import INVALID_VALUE, Metafield, Metafields, check_value
+from pinbase.domain.metadata import INVALID_VALUE, Metafield, Metafields, check_value, json_value
 from pinbase.domain.model import Catalog, Device
+from pinbase.live.bus import Bus, MetaChanged
 from pinbase.store.base import Store
 
 NO_METAFIELD = "Meta field is not found."
@@ -50,10 +53,15 @@ async def read(
     return found
 
 
-async def write(store: Store, device_id: int, meta: Metafield, raw: str) -> str:
-    """Check `raw` (Invalid names the problem) and store its canonical form; returns that."""
+async def write(
+    store: Store, bus: Bus, device: Device, meta: Metafield, raw: str, origin: object = None
+) -> str:
+    """Check `raw` (Invalid names the problem) and store its canonical form; returns that.
+    The change is then published on the bus (the live stream's `meta` events)."""
     if not isinstance(raw, str):
         raise Invalid(f"{meta.name}: expected a text value")
     value = check_value(meta, raw)
-    await store.set_meta_value(device_id, meta.id, value)
+    await store.set_meta_value(device.id, meta.id, value)
+    shown = json_value(meta, value)
+    bus.publish([MetaChanged(device.org_id, device.id, meta.id, meta.name, shown, origin)])
     return value

@@ -164,6 +164,9 @@ class ApplyReport:
     """Generated secrets, to be shown once: (what, secret)."""
     revoked: Revocation = field(default_factory=Revocation)
     """The users and clients whose tokens the apply revoked (credentials or role changed)."""
+    cleared_meta: tuple[int, ...] = ()
+    """Devices moved to another product family: their metadata values (the old family's
+    metafields) are deleted before the file's are written."""
 
     @property
     def changed(self) -> bool:
@@ -945,6 +948,7 @@ class _Planner:
             self.metafields.setdefault(row.product_id, {})[row.id] = _metafield_of(row)
         self.stored_metafields = {(r.product_id, r.id): r for r in existing.metafields}
         self.meta_values = {(v.device_id, v.field_id): v for v in existing.meta_values}
+        self.cleared_meta: list[int] = []
         self.events: dict[int, dict[int, EventDefRow]] = {}
         for event in existing.events:
             self.events.setdefault(event.product_id, {})[event.id] = event
@@ -977,6 +981,7 @@ class _Planner:
             unchanged=self.unchanged,
             secrets=self.secrets,
             revoked=Revocation(tuple(self.revoke_users), tuple(self.revoke_clients)),
+            cleared_meta=tuple(self.cleared_meta),
         )
         return self.rows, report
 
@@ -1160,15 +1165,26 @@ class _Planner:
         if len(stored) > MAX_METAFIELDS:
             _fail(product.path, f"at most {MAX_METAFIELDS} metafields per product")
 
-    def _plan_meta(self, device: DeviceRow, spec: _DeviceSpec) -> None:
-        root = self.products[device.product_id]
+    def _family(self, product_id: int) -> int:
+        """The root product of `product_id` (whose metafields its devices have)."""
+        root = self.products[product_id]
         while root.parent_id is not None and root.parent_id in self.products:
             root = self.products[root.parent_id]
-        by_name = {m.name: m for m in self.metafields.get(root.id, {}).values()}
+        return root.id
+
+    def _plan_meta(self, device: DeviceRow, old: DeviceRow | None, spec: _DeviceSpec) -> None:
+        family = self._family(device.product_id)
+        if old is not None and self._family(old.product_id) != family:
+            stale = [key for key in self.meta_values if key[0] == device.id]
+            for key in stale:
+                del self.meta_values[key]
+            if stale:
+                self.cleared_meta.append(device.id)
+        by_name = {m.name: m for m in self.metafields.get(family, {}).values()}
         for name, text, at in spec.meta:
             meta = by_name.get(name)
             if meta is None:
-                _fail(at, f"product {root.id} has no metafield named {_show(name)}")
+                _fail(at, f"product {family} has no metafield named {_show(name)}")
             row = MetaValueRow(device.id, meta.id, _checked(meta, text, at))
             self._put("meta_values", self.meta_values.get((device.id, meta.id)), row)
 
@@ -1215,7 +1231,7 @@ class _Planner:
         row = DeviceRow(spec.id, org.id, product_id, spec.name, owner_id, token_hash, spec.timezone)
         self._put("devices", old, row)
         self.devices[spec.id] = row
-        self._plan_meta(row, spec)
+        self._plan_meta(row, old, spec)
 
     def _device_product(self, org: _OrgSpec, spec: _DeviceSpec) -> int:
         at, ref = f"{spec.path}.product", spec.product
@@ -1429,7 +1445,7 @@ async def apply(store: Store, document: Any, progress: Progress | None = None) -
     rows, report = plan(document, existing, progress)
     if not rows.is_empty():
         try:
-            await store.upsert_entities(rows, report.revoked)
+            await store.upsert_entities(rows, report.revoked, report.cleared_meta)
         except Conflict as exc:  # the stored rows changed since they were read
             raise ProvisioningError("database", str(exc)) from exc
         known = {d.id for d in existing.devices}

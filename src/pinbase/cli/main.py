@@ -166,6 +166,9 @@ def print_report(report: ApplyReport) -> None:
             f"revoked the tokens of {len(revoked.user_ids)} users and {len(revoked.client_ids)} "
             "clients (password, role or secret changed)"
         )
+    if report.cleared_meta:
+        moved = ", ".join(str(device_id) for device_id in report.cleared_meta)
+        out.print(f"deleted the metadata values of devices moved to another product: {moved}")
     if report.secrets:
         out.print("\nGenerated secrets (shown once, stored only as hashes):")
         for what, secret in report.secrets:

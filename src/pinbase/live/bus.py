@@ -1,4 +1,4 @@
-"""Publish/subscribe of value and property changes and device events inside one server process.
+"""Publish/subscribe of value, property and metadata changes and device events in one process.
 
 Writers publish after their transaction committed. Subscribers register a callback for one
 device (device connections) or one organization (dashboards, live feeds); publishing costs one
@@ -62,7 +62,20 @@ class EventResolved:
     origin: object | None = None
 
 
-Event = ValueChanged | PropertyChanged | EventLogged | EventResolved
+@dataclass(frozen=True, slots=True)
+class MetaChanged:
+    """A device's value of a metafield was stored through the API or by the device."""
+
+    org_id: int
+    device_id: int
+    field_id: int
+    name: str
+    value: str | int | float
+    """As the JSON answers carry it (`domain.metadata.json_value`)."""
+    origin: object | None = None
+
+
+Event = ValueChanged | PropertyChanged | EventLogged | EventResolved | MetaChanged
 Deliver = Callable[[Event], None]
 
 

@@ -23,6 +23,7 @@ from pinbase.live.bus import (
     Event,
     EventLogged,
     EventResolved,
+    MetaChanged,
     PropertyChanged,
     ValueChanged,
 )
@@ -39,6 +40,8 @@ def encode(event: Event) -> list[Any]:
         return ["e", event.org_id, event.device_id, int(event.shown), *astuple(event.entry)]
     if isinstance(event, EventResolved):
         return ["r", event.org_id, event.device_id, 1, *astuple(event.entry)]
+    if isinstance(event, MetaChanged):
+        return ["m", event.org_id, event.device_id, event.field_id, event.name, event.value]
     if isinstance(event, ValueChanged):
         return ["v", event.org_id, event.device_id, event.ds_id, event.pin, event.value, event.ts]
     return ["p", event.org_id, event.device_id, event.ds_id, event.pin, event.name, event.value]
@@ -51,6 +54,9 @@ def decode(item: list[Any]) -> Event:
         if kind == "e":
             return EventLogged(int(org_id), int(device_id), entry, bool(shown))
         return EventResolved(int(org_id), int(device_id), entry)
+    if item and item[0] == "m":
+        _, org_id, device_id, field_id, name, value = item
+        return MetaChanged(int(org_id), int(device_id), int(field_id), str(name), value)
     kind, org_id, device_id, ds_id, pin, a, b = item
     if kind == "v":
         return ValueChanged(int(org_id), int(device_id), int(ds_id), str(pin), a, int(b))

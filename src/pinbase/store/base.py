@@ -114,9 +114,12 @@ class Store(abc.ABC):
     async def entities(self) -> Entities:
         """Every catalog row, secrets' hashes included (for provisioning)."""
 
-    async def upsert_entities(self, rows: Entities, revoke: Revocation = Revocation()) -> None:
+    async def upsert_entities(
+        self, rows: Entities, revoke: Revocation = Revocation(), clear_meta: Sequence[int] = ()
+    ) -> None:
         """Insert or update the given rows, revoke the tokens of `revoke`, and bump the catalog
-        generation, in one transaction.
+        generation, in one transaction. The metadata values of the `clear_meta` devices are
+        deleted first (devices moved to another product family: see `app.provisioning`).
 
         The rows are applied as one set: their order does not matter (variants are written
         after their parents), and a device token or user email may move from one row of the set
@@ -126,7 +129,7 @@ class Store(abc.ABC):
         """
         rows = dataclasses.replace(rows, products=parents_first(rows.products))
         try:
-            await self._change_catalog(self.SQL.entity_writes(rows, revoke))
+            await self._change_catalog(self.SQL.entity_writes(rows, revoke, clear_meta))
         except Conflict as exc:
             explained = explain_conflict(rows, await self.entities())
             raise Conflict(explained or f"the rows break a rule of the database: {exc}") from exc

@@ -280,6 +280,7 @@ class Statements:
         # metadata values written by devices and the API: no catalog change
         self.set_meta_value = self.upsert_entities["meta_values"]
         self.meta_values = f"SELECT field_id, value FROM meta_values WHERE device_id = {p(1)}"
+        self.clear_meta_values = f"DELETE FROM meta_values WHERE device_id = {p(1)}"
         self.history_page = {
             ascending: "SELECT ts, value FROM history "
             f"WHERE device_id = {p(1)} AND ds_id = {p(2)} AND ts BETWEEN {p(3)} AND {p(4)} "
@@ -404,12 +405,15 @@ class Statements:
             )
 
     def entity_writes(
-        self, rows: Entities, revoke: Revocation = Revocation()
+        self, rows: Entities, revoke: Revocation = Revocation(), clear_meta: Sequence[int] = ()
     ) -> list[tuple[str, list[tuple[Any, ...]]]]:
         """The statements of one `upsert_entities`, each with its parameter rows, in order:
-        changing unique values released, every table upserted, the tokens of `revoke` revoked,
-        the catalog generation bumped."""
+        the metadata values of the `clear_meta` devices deleted, changing unique values
+        released, every table upserted, the tokens of `revoke` revoked, the catalog generation
+        bumped."""
         writes: list[tuple[str, list[tuple[Any, ...]]]] = []
+        if clear_meta:
+            writes.append((self.clear_meta_values, [(device_id,) for device_id in clear_meta]))
         for table in ENTITIES:
             items = getattr(rows, table.name)
             if items and table.movable is not None:

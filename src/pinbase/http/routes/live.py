@@ -4,7 +4,9 @@ A script or dashboard keeps one `GET /api/v1/organization/live` open and receive
 of the devices its token covers, from whichever interface or server process it came, as
 `event: value` / `event: property` messages whose data is one JSON object; device events shown
 on the timeline, and their resolutions, come as `event: event` messages holding the timeline
-item (`isResolved` tells the two apart). A comment line is
+item (`isResolved` tells the two apart); a metadata value stored through the API or by a
+device comes as `event: meta` (`deviceId`, the metafield's `id` and `name`, and the `value`
+as `device/metafield` answers it; values set by `pinbase apply` are not sent). A comment line is
 sent every KEEPALIVE_S seconds so that proxies keep the connection open. A client that cannot
 keep up loses the oldest queued events, never slows writers down. When the server stops, every
 stream ends at once (the bus closes), so a stop does not wait for its clients.
@@ -23,7 +25,7 @@ from pinbase.domain.model import INT32_MAX, INT32_MIN
 from pinbase.http.deps import IdsQuery, OrgContext, int_list
 from pinbase.http.openapi import id_list_parameter, responses
 from pinbase.http.timeline import timeline_item
-from pinbase.live.bus import Event, EventLogged, EventResolved, ValueChanged
+from pinbase.live.bus import Event, EventLogged, EventResolved, MetaChanged, ValueChanged
 
 router = APIRouter(prefix="/api", tags=["Live updates"])
 
@@ -36,6 +38,10 @@ def _message(event: Event) -> bytes:
     if isinstance(event, EventLogged | EventResolved):
         kind = b"event"
         data = timeline_item(event.entry)
+    elif isinstance(event, MetaChanged):
+        kind = b"meta"
+        data = {"deviceId": event.device_id, "id": event.field_id, "name": event.name}
+        data["value"] = event.value
     elif isinstance(event, ValueChanged):
         kind = b"value"
         data = {

@@ -106,7 +106,7 @@ async def update_metadata(ctx: OrgContext, request: Request) -> Response:
     raw = body.newValue
     text = raw if isinstance(raw, str) else number_text(float(raw))
     try:
-        await metadata.write(ctx.services.store, device.id, meta, text)
+        await metadata.write(ctx.services.store, ctx.services.bus, device, meta, text)
     except Invalid as exc:
         raise Invalid(f"{metadata.INVALID_VALUE} {exc}") from None
     return Response(status_code=204)
