@@ -179,6 +179,11 @@ class Settings:
         "no mails.",
     )
     smtp_from: str = setting("pinbase@localhost", "Sender address of notification mails.")
+    smtp_ca: str | None = setting(
+        None,
+        "PEM file of the CA certificates the SMTP server's certificate is checked against (a "
+        "private mail relay); unset: the system's.",
+    )
     log_level: LogLevel = setting("info", "Log level: " + ", ".join(get_args(LogLevel)) + ".")
     log_format: LogFormat = setting(
         "text",

@@ -7,6 +7,7 @@ Deliveries are awaited as conditions (`wait_for`), never by time.
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from email import message_from_bytes
@@ -16,7 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
+import trustme
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 from test_webhooks import FAST, Receiver, apply  # e2e/test_webhooks.py
 
 from helpers import Bearer, Server, client_token, free_port, wait_for
@@ -238,3 +241,93 @@ def test_processes_sharing_a_database_notify_each_event_once(
     ]  # fmt: skip
     subjects = sorted(mail["Subject"] for _, mail in mailbox.mails())
     assert subjects == [f"High temperature on {name}" for name in ("Cold room", "Spare", "Third")]
+
+
+# --- TLS: STARTTLS with a login, and TLS from the start ---------------------------------------
+
+
+class TlsMailbox(Mailbox):
+    """The mailbox with a certificate of a test CA: STARTTLS required and a login (user
+    `alerts`), or, `implicit`, TLS from the first byte. It records how each mail came."""
+
+    def __init__(self, ca: Any, implicit: bool) -> None:
+        super().__init__()
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(self.context)
+        self.implicit = implicit
+        self.sessions: list[tuple[bool, bool]] = []  # (over TLS, logged in)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        over_tls = server.transport.get_extra_info("ssl_object") is not None
+        self.sessions.append((over_tls, bool(session.authenticated)))
+        return await super().handle_DATA(server, session, envelope)
+
+    def up(self) -> None:
+        def check(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+            good = (data.login, data.password) == (b"alerts", b"mail-pass")
+            return AuthResult(success=good)
+
+        if self.implicit:
+            self.controller = Controller(
+                self, hostname="127.0.0.1", port=self.port, ssl_context=self.context,
+                authenticator=check, auth_require_tls=False,
+            )  # fmt: skip
+        else:
+            self.controller = Controller(
+                self, hostname="127.0.0.1", port=self.port, tls_context=self.context,
+                require_starttls=True, authenticator=check,
+            )  # fmt: skip
+        self.controller.start()
+
+
+@pytest.mark.parametrize("scheme", ["smtp", "smtps"])
+def test_mail_over_tls_with_a_login_checks_the_certificate(
+    tmp_path: Path, receiver: Receiver, scheme: str
+) -> None:
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    box = TlsMailbox(ca, implicit=scheme == "smtps")
+    box.up()
+    data_dir = tmp_path / "data"
+    apply(data_dir, document(tmp_path, receiver.port))
+    url = f"{scheme}://alerts:mail-pass@127.0.0.1:{box.port}"
+    server = Server(
+        data_dir, *FAST, "--smtp-url", url, "--smtp-from", SENDER, "--smtp-ca", str(ca_file)
+    ).start()
+    try:
+        log_event(server, TOKEN, "high_temp", "over TLS")
+        wait_for("the mail", lambda: box.mails())
+    finally:
+        server.stop()
+        box.down()
+    ((to, mail),) = box.mails()
+    assert to == ["owner@notify.test", "ops@notify.test"] and "over TLS" in body_of(mail)
+    assert box.sessions == [(True, True)]
+    assert "mail-pass" not in server.log.read_text()
+
+
+def test_a_certificate_the_ca_does_not_sign_is_refused_and_retried(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    box = TlsMailbox(trustme.CA(), implicit=False)  # signed by a CA pinbase does not trust
+    box.up()
+    ca_file = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca_file))
+    data_dir = tmp_path / "data"
+    apply(data_dir, document(tmp_path, receiver.port))
+    url = f"smtp://alerts:mail-pass@127.0.0.1:{box.port}"
+    server = Server(
+        data_dir, *FAST, "--smtp-url", url, "--smtp-from", SENDER, "--smtp-ca", str(ca_file)
+    ).start()
+    try:
+        log_event(server, TOKEN, "high_temp", "untrusted")
+        wait_for(
+            "a refused attempt",
+            lambda: "mail notification via 127.0.0.1: attempt 2 retrying" in server.log.read_text(),
+        )
+    finally:
+        server.stop()
+        box.down()
+    assert box.mails() == [] and box.sessions == []
+    assert "mail-pass" not in server.log.read_text()

@@ -2,7 +2,8 @@
 server of `--smtp-url`, with the standard library's smtplib in a worker thread.
 
 `smtp://host[:port]` (port 25 by default) upgrades with STARTTLS when the server offers it;
-`smtps://host[:port]` (465) speaks TLS from the start; certificates are verified. A user and
+`smtps://host[:port]` (465) speaks TLS from the start; certificates are verified (against
+`--smtp-ca` when given). A user and
 password in the URL log in, and only over TLS: a server without STARTTLS is never sent them
 (the attempt fails and is retried). The log and the delivery log name the host and what
 happened, never the credentials or the mail.
@@ -32,13 +33,16 @@ class SmtpServer:
     username: str | None
     password: str | None
     sender: str
+    tls: ssl.SSLContext
+    """Checks the server's certificate: against `--smtp-ca` when given, else the system's CAs."""
 
     def __repr__(self) -> str:  # never the password
         return f"SmtpServer({'smtps' if self.implicit_tls else 'smtp'}://{self.host}:{self.port})"
 
 
-def parse_smtp_url(url: str, sender: str) -> SmtpServer:
-    """The server of an smtp:// or smtps:// URL; ValueError (without the URL) when malformed."""
+def parse_smtp_url(url: str, sender: str, ca_file: str | None = None) -> SmtpServer:
+    """The server of an smtp:// or smtps:// URL; ValueError (without the URL) when malformed,
+    or when `ca_file` is not a readable PEM file of certificates."""
     problem = "--smtp-url must be smtp://[user:password@]host[:port] or smtps://…"
     try:
         parts = urlsplit(url)
@@ -49,7 +53,14 @@ def parse_smtp_url(url: str, sender: str) -> SmtpServer:
         raise ValueError(problem)
     username = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password else None
-    return SmtpServer(parts.scheme == "smtps", parts.hostname, port, username, password, sender)
+    try:
+        tls = ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        problem = f"--smtp-ca {ca_file}: not a readable PEM file of certificates ({exc})"
+        raise ValueError(problem) from None
+    return SmtpServer(
+        parts.scheme == "smtps", parts.hostname, port, username, password, sender, tls
+    )
 
 
 def message(server: SmtpServer, context: str) -> EmailMessage:
@@ -69,7 +80,7 @@ def message(server: SmtpServer, context: str) -> EmailMessage:
 
 
 def _send(server: SmtpServer, mail: EmailMessage, timeout: float) -> str:
-    tls = ssl.create_default_context()
+    tls = server.tls
     client: smtplib.SMTP
     if server.implicit_tls:
         client = smtplib.SMTP_SSL(server.host, server.port, timeout=timeout, context=tls)

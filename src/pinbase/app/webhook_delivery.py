@@ -244,7 +244,7 @@ def smtp_of(settings: Settings) -> SmtpServer | None:
     """The SMTP server of `--smtp-url` (ValueError when malformed), None when unset."""
     if settings.smtp_url is None:
         return None
-    return parse_smtp_url(settings.smtp_url, settings.smtp_from)
+    return parse_smtp_url(settings.smtp_url, settings.smtp_from, settings.smtp_ca)
 
 
 async def run_deliveries(
