@@ -258,6 +258,10 @@ class Notice:
     context: str
     period_ms: int
 
+    def due(self, last_sent: int | None, ts: int) -> bool:
+        """Whether to send it for an event at `ts`, the last mail having gone at `last_sent`."""
+        return last_sent is None or ts - last_sent >= self.period_ms
+
 
 @dataclass(frozen=True, slots=True)
 class LoggedEvent:

@@ -551,15 +551,7 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
 def encode_remaining_length(length: int) -> bytes:
     if not 0 <= length <= MAX_REMAINING_LENGTH:
         raise ValueError(f"remaining length {length} cannot be encoded")
-    out = bytearray()
-    while True:
-        byte = length & 0x7F
-        length >>= 7
-        if length:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+    return props.encode_varint(length)
 
 
 def _packet(first: int, body: bytes) -> bytes:

@@ -144,8 +144,9 @@ async def _session(
     return session
 
 
-def _by_pin(session: DeviceSession, pin: str) -> Datastream:
-    """A pin as the HTTP API names it: `v1`, `V1` or `1`; digital/analog pins have none."""
+def datastream_by_pin(session: DeviceSession, pin: str, missing: str = NO_DATASTREAM) -> Datastream:
+    """A pin as Blynk's HTTP APIs name it: `v1`, `V1` or `1`; digital and analog pins (`D3`,
+    `A0`) are well formed but have no datastream (Invalid(`missing`))."""
     match = _PIN.fullmatch(pin)
     if match is None:
         raise Invalid(WRONG_PIN)
@@ -153,7 +154,7 @@ def _by_pin(session: DeviceSession, pin: str) -> Datastream:
     if match.group(1) in ("", "v", "V"):
         ds = session.by_pin(str(int(match.group(2))))
     if ds is None:
-        raise Invalid(NO_DATASTREAM)
+        raise Invalid(missing)
     return ds
 
 
@@ -195,13 +196,13 @@ def _written_values(
     if ds_id is not None:
         add(_by_id(session, ds_id), named)
     elif pin is not None:
-        add(_by_pin(session, pin), named)
+        add(datastream_by_pin(session, pin), named)
     elif named:
         raise Invalid("Parameter 'value' needs 'dataStreamId' or 'pin'.")
     for key, value in pairs:
         if key in ("token", "dataStreamId", "pin", "value"):
             continue
-        add(_by_pin(session, key), [value])
+        add(datastream_by_pin(session, key), [value])
     if not grouped:
         raise Invalid("No value given: send pin=value pairs, e.g. v1=100.")
     return [(ds, parse_text_value(ds, parts)) for ds, parts in grouped.values()]
@@ -347,7 +348,7 @@ async def upload_points(svc: AppServices, request: Request) -> Response:
     pin = _one(pairs, "pin")
     if pin is None:
         raise Invalid(WRONG_PIN)
-    ds = _by_pin(session, pin)
+    ds = datastream_by_pin(session, pin)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in _JSON_TYPES:
         raise Invalid("Content-Type must be application/json.")
@@ -369,9 +370,9 @@ def _requested(session: DeviceSession, pairs: list[tuple[str, str]]) -> list[Dat
         if key == "dataStreamId":
             ds = _by_id(session, value)
         elif key == "pin":
-            ds = _by_pin(session, value)
+            ds = datastream_by_pin(session, value)
         else:
-            ds = _by_pin(session, key)
+            ds = datastream_by_pin(session, key)
         wanted.setdefault(ds.id, ds)
     if not wanted:
         raise Invalid("No pin given: ask for one or more pins, e.g. &v1&v2.")
@@ -486,7 +487,7 @@ async def update_property(svc: AppServices, request: Request) -> Response:
     pin = _one(pairs, "pin")
     if pin is None:
         raise Invalid(WRONG_PIN)
-    ds = _by_pin(session, pin)
+    ds = datastream_by_pin(session, pin)
     properties: dict[str, str] = {}
     for key, value in pairs:
         if key in ("token", "pin"):

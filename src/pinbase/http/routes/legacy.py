@@ -25,7 +25,6 @@ JSON (docs/devices.md documents them).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable, Mapping
 
 import msgspec
@@ -38,24 +37,24 @@ from starlette.routing import BaseRoute, Route
 from pinbase.app.device_session import DeviceSession, RateLimited
 from pinbase.app.services import Services
 from pinbase.domain.errors import DomainError, Invalid
-from pinbase.domain.model import Datastream
 from pinbase.domain.properties import PROPERTY_NAMES
 from pinbase.domain.ratelimit import retry_after
 from pinbase.domain.values import Value, parse_text_value, to_text
 from pinbase.http.access import ORG_KEY, TOKEN_SEGMENT
 from pinbase.http.errors import ApiError, store_failure
+from pinbase.http.routes.device_api import (
+    INVALID_TOKEN,
+    NO_DATASTREAM,
+    datastream_by_pin,
+)
 from pinbase.store.errors import StoreUnavailable
 
-INVALID_TOKEN = "Invalid token."
-WRONG_PIN = "Wrong pin format."
 NO_PIN = "Requested pin doesn't exist in the app."
-NO_DATASTREAM = "No datastream setup for that pin."
 WRONG_REQUEST = "Wrong request format."
 NO_VALUES = "No pin for update provided."
 WRONG_BODY = 'The body must be a JSON array of values, e.g. ["40"].'
 UNSUPPORTED = "Not supported by pinbase: {what}."
 
-_PIN = re.compile(r"([vVdDaA]?)([0-9]{1,3})")
 _PROPERTIES = frozenset(PROPERTY_NAMES)
 
 
@@ -118,23 +117,10 @@ def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     return endpoint
 
 
-def _by_pin(session: DeviceSession, pin: str, missing: str) -> Datastream:
-    """Blynk's pin (`V1`, `v1`; `1` too); digital and analog pins have no datastream."""
-    match = _PIN.fullmatch(pin)
-    if match is None:
-        raise Invalid(WRONG_PIN)
-    ds = None
-    if match.group(1) in ("", "v", "V"):
-        ds = session.by_pin(str(int(match.group(2))))
-    if ds is None:
-        raise Invalid(missing)
-    return ds
-
-
 async def _write(session: DeviceSession, pin: str, parts: list[str]) -> Response:
     if not parts:
         raise Invalid(NO_VALUES)
-    ds = _by_pin(session, pin, NO_DATASTREAM)
+    ds = datastream_by_pin(session, pin, NO_DATASTREAM)
     await session.write_charged([(ds, parse_text_value(ds, parts))])
     session.seen()
     return Response(status_code=200)
@@ -144,7 +130,7 @@ async def _write(session: DeviceSession, pin: str, parts: list[str]) -> Response
 
 
 async def _get(request: Request, session: DeviceSession) -> Response:
-    ds = _by_pin(session, request.path_params["pin"], NO_PIN)
+    ds = datastream_by_pin(session, request.path_params["pin"], NO_PIN)
     found = await session.read([ds])
     return _json(_parts(found[0][1]) if found else [])
 
@@ -165,7 +151,7 @@ async def _update_by_query(request: Request, session: DeviceSession) -> Response
             properties[key] = value
     if not properties:
         raise Invalid(WRONG_REQUEST)
-    ds = _by_pin(session, pin, NO_DATASTREAM)
+    ds = datastream_by_pin(session, pin, NO_DATASTREAM)
     await session.set_properties(ds, list(properties.items()))
     session.seen()
     return Response(status_code=200)

@@ -39,7 +39,7 @@ from typing import Any
 import asyncpg
 
 from pinbase.domain.clock import now_ms
-from pinbase.domain.events import DAY_MS, SYSTEM_EVENT_TYPES
+from pinbase.domain.events import SYSTEM_EVENT_TYPES, day_start
 from pinbase.domain.model import Catalog
 from pinbase.store.base import Store
 from pinbase.store.catalog import CatalogCache, build_catalog
@@ -505,7 +505,7 @@ class PostgresStore(Store):
                 await conn.execute(
                     "SELECT pg_advisory_xact_lock($1, $2)", _EVENTS_LOCK, event.device_id
                 )
-                since = event.ts - event.ts % DAY_MS
+                since = day_start(event.ts)
                 if await conn.fetchval(SQL.events_since, event.device_id, since) >= per_day:
                     return "per_day"
                 recent = (event.device_id, event.code, event.ts - gap_ms)
@@ -515,7 +515,7 @@ class PostgresStore(Store):
             rows = list(outbox)
             if notice is not None:
                 last = await conn.fetchval(SQL.notified_at, event.device_id, event.code)
-                if last is None or event.ts - last >= notice.period_ms:
+                if notice.due(last, event.ts):
                     await conn.execute(SQL.set_notified, event.device_id, event.code, event.ts)
                     rows.append((MAIL_OUTBOX, notice.context, event.ts))
             if rows:

@@ -40,7 +40,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from pinbase.domain.clock import now_ms
-from pinbase.domain.events import DAY_MS, SYSTEM_EVENT_TYPES
+from pinbase.domain.events import SYSTEM_EVENT_TYPES, day_start
 from pinbase.domain.model import Catalog
 from pinbase.store.base import Store
 from pinbase.store.catalog import CatalogCache, build_catalog
@@ -665,7 +665,7 @@ class SqliteStore(Store):
         # the single writer runs one function at a time: the checks and the insert are atomic
         def run(conn: sqlite3.Connection) -> LoggedEvent | str:
             if event.type not in SYSTEM_EVENT_TYPES:
-                since = event.ts - event.ts % DAY_MS
+                since = day_start(event.ts)
                 (count,) = conn.execute(SQL.events_since, (event.device_id, since)).fetchone()
                 if count >= per_day:
                     return "per_day"
@@ -677,7 +677,7 @@ class SqliteStore(Store):
             rows = list(outbox)
             if notice is not None:
                 last = conn.execute(SQL.notified_at, (event.device_id, event.code)).fetchone()
-                if last is None or event.ts - last[0] >= notice.period_ms:
+                if notice.due(last[0] if last is not None else None, event.ts):
                     conn.execute(SQL.set_notified, (event.device_id, event.code, event.ts))
                     rows.append((MAIL_OUTBOX, notice.context, event.ts))
             if rows:
