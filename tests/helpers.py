@@ -255,6 +255,14 @@ def apply_fleet(data_dir: Path, fleet: Path = FLEET) -> None:
     assert result.returncode == 0, result.stderr + result.stdout
 
 
+def apply_fleet_text(data_dir: Path, text: str) -> None:
+    """Apply a fleet file given as its text (kept as `data_dir/fleet.yaml`)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fleet = data_dir / "fleet.yaml"
+    fleet.write_text(text)
+    apply_fleet(data_dir, fleet)
+
+
 def client_token(base_url: str, credentials: tuple[str, str] = ACME) -> str:
     response = httpx.post(
         f"{base_url}/oauth2/token",

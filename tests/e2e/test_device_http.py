@@ -15,7 +15,15 @@ import httpx
 import orjson
 import pytest
 
-from helpers import ACME, Api, Server, apply_fleet, client_token, now_ms, weather_fleet
+from helpers import (
+    ACME,
+    Api,
+    Server,
+    apply_fleet_text,
+    client_token,
+    now_ms,
+    weather_fleet,
+)
 
 SHARED_TOKEN = "f3Kp0cQm9Zt1Yx7Lw2Nv5Rb8Hs4Jd6Ga"  # device 101 of tests/fleet.yaml
 
@@ -42,10 +50,8 @@ FLEET = weather_fleet("Acme Farms", ACME, {d: token_of(d) for d in DEVICE_IDS})
 
 
 def start_own_server(tmp_path: Path, *extra: str) -> Server:
-    fleet = tmp_path / "fleet.yaml"
-    fleet.write_text(FLEET)
     data_dir = tmp_path / "data"
-    apply_fleet(data_dir, fleet)
+    apply_fleet_text(data_dir, FLEET)
     return Server(data_dir, *extra).start()
 
 

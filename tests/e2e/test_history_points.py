@@ -21,7 +21,7 @@ import httpx
 import orjson
 import pytest
 
-from helpers import ACME, Api, Server, apply_fleet, client_token, weather_fleet
+from helpers import ACME, Api, Server, apply_fleet_text, client_token, weather_fleet
 
 UPDATE = "/api/v1/organization/device/datastream"
 IMPORT = "/api/v1/organization/device/import/batch"
@@ -39,10 +39,9 @@ def token_of(device_id: int) -> str:
 def own(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Server]:
     """A server of this module alone; no rate limit gets in the way of the writers."""
     tmp_path: Path = tmp_path_factory.mktemp(f"history-points-{backend}")
-    fleet = tmp_path / "fleet.yaml"
-    fleet.write_text(weather_fleet("Acme Farms", ACME, {d: token_of(d) for d in DEVICE_IDS}))
     data_dir = tmp_path / "data"
-    apply_fleet(data_dir, fleet)
+    tokens = {d: token_of(d) for d in DEVICE_IDS}
+    apply_fleet_text(data_dir, weather_fleet("Acme Farms", ACME, tokens))
     running = Server(
         data_dir,
         "--org-rate-limit",

@@ -29,7 +29,7 @@ from helpers import (
     DEADLINE,
     Api,
     Server,
-    apply_fleet,
+    apply_fleet_text,
     client_token,
     free_port,
     history_of,
@@ -218,11 +218,8 @@ def start(tmp_path: Path) -> Iterator[Callable[..., DeviceServer]]:
 
     def run(*flags: str) -> DeviceServer:
         data_dir = tmp_path / f"data{len(started)}"
-        data_dir.mkdir()
-        fleet = data_dir / "fleet.yaml"
         tokens = {d: token_of(d) for d in range(FIRST_DEVICE, FIRST_DEVICE + DEVICES)}
-        fleet.write_text(weather_fleet("Hostile Farms", CLIENT, tokens))
-        apply_fleet(data_dir, fleet)
+        apply_fleet_text(data_dir, weather_fleet("Hostile Farms", CLIENT, tokens))
         server = DeviceServer(data_dir, *flags)
         started.append(server)
         server.start()
@@ -412,10 +409,8 @@ def flood_server(
 ) -> Iterator[tuple[DeviceServer, Api]]:
     """A server whose devices may write 20 values a second, bursts of 20."""
     data_dir = tmp_path_factory.mktemp(f"flood-{backend}")
-    fleet = data_dir / "fleet.yaml"
     tokens = {d: token_of(d) for d in range(FIRST_DEVICE, FIRST_DEVICE + DEVICES)}
-    fleet.write_text(weather_fleet("Hostile Farms", CLIENT, tokens))
-    apply_fleet(data_dir, fleet)
+    apply_fleet_text(data_dir, weather_fleet("Hostile Farms", CLIENT, tokens))
     server = DeviceServer(data_dir, "--device-rate", "20", "--device-burst", "20")
     server.start()
     api = Api(server.url, client_token(server.url, CLIENT))

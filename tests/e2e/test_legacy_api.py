@@ -15,7 +15,15 @@ import httpx
 import orjson
 import pytest
 
-from helpers import ACME, Api, Server, apply_fleet, client_token, wait_for, weather_fleet
+from helpers import (
+    ACME,
+    Api,
+    Server,
+    apply_fleet_text,
+    client_token,
+    wait_for,
+    weather_fleet,
+)
 
 INVALID_TOKEN = "Invalid token."
 WRONG_PIN = "Wrong pin format."
@@ -41,10 +49,9 @@ def token_of(device_id: int) -> str:
 
 
 def start_server(tmp_path: Path, *extra: str) -> Server:
-    fleet = tmp_path / "fleet.yaml"
-    fleet.write_text(weather_fleet("Acme Farms", ACME, {d: token_of(d) for d in DEVICE_IDS}))
     data_dir = tmp_path / "data"
-    apply_fleet(data_dir, fleet)
+    tokens = {d: token_of(d) for d in DEVICE_IDS}
+    apply_fleet_text(data_dir, weather_fleet("Acme Farms", ACME, tokens))
     return Server(data_dir, *extra).start()
 
 

@@ -25,7 +25,7 @@ from helpers import (
     Api,
     Listener,
     Server,
-    apply_fleet,
+    apply_fleet_text,
     client_token,
     free_port,
     history_of,
@@ -109,9 +109,7 @@ class Env:
 def env(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     """One server per store backend, with the MQTT listener on."""
     data_dir = tmp_path_factory.mktemp(f"mqtt-{backend}")
-    fleet = data_dir / "fleet.yaml"
-    fleet.write_text(FLEET_YAML)
-    apply_fleet(data_dir, fleet)
+    apply_fleet_text(data_dir, FLEET_YAML)
     mqtt_port = free_port()
     server = Server(data_dir, "--mqtt-port", str(mqtt_port)).start()
     env = Env(server, mqtt_port, client_token(server.url, CLIENT))
@@ -622,10 +620,7 @@ def test_mqtt_over_tls_and_shutdown_with_a_device_connected(tmp_path: Path) -> N
     )
     assert made.returncode == 0, made.stderr
     data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    fleet = data_dir / "fleet.yaml"
-    fleet.write_text(FLEET_YAML)
-    apply_fleet(data_dir, fleet)
+    apply_fleet_text(data_dir, FLEET_YAML)
     tls_port = free_port()
     flags = ["--mqtt-tls-port", str(tls_port), "--tls-cert", str(cert), "--tls-key", str(key)]
     server = Server(data_dir, *flags).start()
