@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -444,3 +445,31 @@ class Listener:
     def close(self) -> None:
         self._stop.set()
         self._client.close()
+
+
+# --- a server's resources and log, for the hostile-traffic tests ----------------------------
+
+
+def rss_mib(server: Server) -> float:
+    assert server.process is not None
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+    assert found is not None
+    return int(found.group(1)) / 1024
+
+
+def log_counts(server: Server, phrase: str) -> tuple[int, int]:
+    """(lines, events) of the server's log lines containing `phrase`: a summary line
+    "(N times in the last S s)" stands for N events."""
+    lines = [line for line in server.log.read_text().splitlines() if phrase in line]
+    events = 0
+    for line in lines:
+        counted = re.search(r"\((\d+) times? in the last \d+ s\)$", line)
+        events += int(counted.group(1)) if counted else 1
+    return len(lines), events
+
+
+def most_log_lines(since: float) -> int:
+    """Lines about one kind of event a server may write from `since` on: the first, one count
+    per 10 s interval, and one at shutdown."""
+    return 2 + int((time.monotonic() - since) // 10) + 1

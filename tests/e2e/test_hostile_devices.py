@@ -8,7 +8,6 @@ small limits and waits for outcomes with a deadline, never for a time.
 
 from __future__ import annotations
 
-import re
 import select
 import shutil
 import socket
@@ -33,7 +32,10 @@ from helpers import (
     client_token,
     free_port,
     history_of,
+    log_counts,
+    most_log_lines,
     now_ms,
+    rss_mib,
     wait_for,
     weather_fleet,
 )
@@ -175,31 +177,6 @@ def mqtt_write(peer: Peer, value: str, packet_id: int = 7) -> None:
     puback = bytes((0x40, 2)) + packet_id.to_bytes(2, "big")
     wait_for("the PUBACK", lambda: peer.poll() or puback in peer.received)
     assert puback in peer.received
-
-
-def rss_mib(server: Server) -> float:
-    assert server.process is not None
-    status = Path(f"/proc/{server.process.pid}/status").read_text()
-    found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
-    assert found is not None
-    return int(found.group(1)) / 1024
-
-
-def log_counts(server: Server, phrase: str) -> tuple[int, int]:
-    """(lines, events) of the server's log lines containing `phrase`: a summary line
-    "(N times in the last S s)" stands for N events."""
-    lines = [line for line in server.log.read_text().splitlines() if phrase in line]
-    events = 0
-    for line in lines:
-        counted = re.search(r"\((\d+) times? in the last \d+ s\)$", line)
-        events += int(counted.group(1)) if counted else 1
-    return len(lines), events
-
-
-def most_log_lines(since: float) -> int:
-    """Lines about one kind of event a server may write from `since` on: the first, one count
-    per 10 s interval, and one at shutdown."""
-    return 2 + int((time.monotonic() - since) // 10) + 1
 
 
 class DeviceServer(Server):

@@ -20,7 +20,7 @@ from typing import Self
 
 import pytest
 
-from helpers import DEADLINE, Server, wait_for
+from helpers import DEADLINE, Server, log_counts, most_log_lines, rss_mib, wait_for
 
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: pinbase\r\n\r\n"
 MIB = 1024 * 1024
@@ -99,31 +99,6 @@ def refused(client: Client) -> bool:
 def a_new_connection_is_served(server: Server, source: str = "127.0.0.1") -> bool:
     with Client(server, source) as client:
         return client.request() == 200
-
-
-def rss_mib(server: Server) -> float:
-    assert server.process is not None
-    status = Path(f"/proc/{server.process.pid}/status").read_text()
-    found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
-    assert found is not None
-    return int(found.group(1)) / 1024
-
-
-def log_counts(server: Server, phrase: str) -> tuple[int, int]:
-    """(lines, events) of the server's log lines containing `phrase`: a summary line
-    "(N times in the last S s)" stands for N events."""
-    lines = [line for line in server.log.read_text().splitlines() if phrase in line]
-    events = 0
-    for line in lines:
-        counted = re.search(r"\((\d+) times? in the last \d+ s\)$", line)
-        events += int(counted.group(1)) if counted else 1
-    return len(lines), events
-
-
-def most_log_lines(since: float) -> int:
-    """Lines about one kind of event a server may write from `since` on: the first, one count
-    per 10 s interval, and one at shutdown."""
-    return 2 + int((time.monotonic() - since) // 10) + 1
 
 
 @pytest.fixture
