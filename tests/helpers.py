@@ -91,11 +91,43 @@ def database_args(data_dir: Path) -> list[str]:
     return ["--database", url] if url else []
 
 
+_PORTS_PER_WORKER = 2000
+
+
+def _worker_ports() -> range:
+    """This test process's own ports: below the system's ephemeral range, where no client
+    socket of any test takes its source port, and apart from every other pytest-xdist worker's.
+    (A port the system hands out with bind(0) could be taken meanwhile by one of the thousands
+    of client sockets the hostile-traffic tests open, and the server then failed to start.)"""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    start = low - (index + 1) * _PORTS_PER_WORKER
+    assert start >= 1024, f"no room for worker {worker}'s ports below {low}"
+    return range(start, start + _PORTS_PER_WORKER)
+
+
+_port_cursor = [0]
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A loopback port of this test process's own range that can be bound now (as servers
+    bind, with SO_REUSEADDR), taken in turn so that a port just handed out is not again soon."""
+    ports = _worker_ports()
+    for _ in range(len(ports)):
+        port = ports[_port_cursor[0] % len(ports)]
+        _port_cursor[0] += 1
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free port in {ports}")
 
 
 def pinbase(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
