@@ -100,12 +100,24 @@ def test_default_roles_match_the_spec() -> None:
         P.ORG_DEVICE_DATA_IMPORT,
     }
     assert blynk_four <= DEFAULT_ROLES["Admin"]
+    assert DEFAULT_ROLES["Admin"] == set(P)
     assert DEFAULT_ROLES["Staff"] == {
         P.ORG_DEVICES_VIEW,
         P.ORG_DEVICES_CONTROL,
         P.ORG_DEVICE_DATA_IMPORT,
+        P.ORG_DEVICES_CREATE,
+        P.ORG_DEVICES_EDIT,
+        P.PROVISION_DEVICES,
+        P.PRODUCT_VIEW,
+        P.ORG_VIEW,
+        P.ORG_VIEW_USERS,
     }
-    assert DEFAULT_ROLES["User"] == {P.OWN_DEVICES_VIEW, P.ORG_DEVICES_CONTROL}
+    assert DEFAULT_ROLES["User"] == {
+        P.OWN_DEVICES_VIEW,
+        P.ORG_DEVICES_CONTROL,
+        P.PRODUCT_VIEW,
+        P.ORG_VIEW,
+    }
 
 
 @pytest.mark.parametrize(

@@ -29,10 +29,21 @@ class DataType(enum.StrEnum):
 
 
 class Permission(enum.StrEnum):
+    """Blynk's names for what a user's role allows (docs/api.md#permissions)."""
+
     OWN_DEVICES_VIEW = "OWN_DEVICES_VIEW"
     ORG_DEVICES_VIEW = "ORG_DEVICES_VIEW"
     ORG_DEVICES_CONTROL = "ORG_DEVICES_CONTROL"
     ORG_DEVICE_DATA_IMPORT = "ORG_DEVICE_DATA_IMPORT"
+    ORG_DEVICES_CREATE = "ORG_DEVICES_CREATE"
+    ORG_DEVICES_EDIT = "ORG_DEVICES_EDIT"
+    ORG_DEVICES_DELETE = "ORG_DEVICES_DELETE"
+    PROVISION_DEVICES = "PROVISION_DEVICES"
+    PRODUCT_VIEW = "PRODUCT_VIEW"
+    ORG_VIEW = "ORG_VIEW"
+    ORG_VIEW_USERS = "ORG_VIEW_USERS"
+    ORG_INVITE_USERS = "ORG_INVITE_USERS"
+    ORG_EDIT_USERS = "ORG_EDIT_USERS"
     ORG_MANAGE = "ORG_MANAGE"
 
 
@@ -45,9 +56,22 @@ DEFAULT_ROLES: Mapping[str, frozenset[Permission]] = {
             Permission.ORG_DEVICES_VIEW,
             Permission.ORG_DEVICES_CONTROL,
             Permission.ORG_DEVICE_DATA_IMPORT,
+            Permission.ORG_DEVICES_CREATE,
+            Permission.ORG_DEVICES_EDIT,
+            Permission.PROVISION_DEVICES,
+            Permission.PRODUCT_VIEW,
+            Permission.ORG_VIEW,
+            Permission.ORG_VIEW_USERS,
         }
     ),
-    "User": frozenset({Permission.OWN_DEVICES_VIEW, Permission.ORG_DEVICES_CONTROL}),
+    "User": frozenset(
+        {
+            Permission.OWN_DEVICES_VIEW,
+            Permission.ORG_DEVICES_CONTROL,
+            Permission.PRODUCT_VIEW,
+            Permission.ORG_VIEW,
+        }
+    ),
 }
 
 
