@@ -1,6 +1,6 @@
 """The one place that assembles a running pinbase: the store, the services every interface
 shares, the relay between processes, the device listeners, the retention job and the HTTP
-server; and that stops them again, in the reverse order.
+server with the MCP endpoint mounted in it; and that stops them again, in the reverse order.
 
 On SIGTERM or SIGINT the HTTP server stops accepting and finishes its in-flight requests, the
 device listeners close their connections, and the store finishes its queued writes and closes.
@@ -34,6 +34,7 @@ from pinbase.http.app import create_app
 from pinbase.http.protocol import bound_protocol
 from pinbase.live.bus import Bus
 from pinbase.live.relay import ChannelRelay
+from pinbase.mcp.server import McpEndpoint, create_mcp
 from pinbase.net.admission import Admission, Budget
 from pinbase.net.eventlog import EventLog
 from pinbase.net.fdlimit import connection_capacity, raise_fd_limit
@@ -129,9 +130,15 @@ def connection_budget(settings: Settings) -> Budget:
     return Budget(connection_capacity(settings.max_connections, fd_limit))
 
 
-def http_server(services: Services, budget: Budget, log_level: str = "info") -> GracefulServer:
-    """The HTTP server of `services`, not yet started, admitting connections within `budget`."""
+def http_server(
+    services: Services, budget: Budget, log_level: str = "info", mcp: McpEndpoint | None = None
+) -> GracefulServer:
+    """The HTTP server of `services`, not yet started, admitting connections within `budget`;
+    serving the MCP endpoint `mcp` too when given (its session manager run by the caller)."""
     settings = services.settings
+    app = create_app(services)
+    if mcp is not None:
+        app.router.routes.extend(mcp.routes)
     admission = Admission(
         "http",
         budget,
@@ -140,7 +147,7 @@ def http_server(services: Services, budget: Budget, log_level: str = "info") -> 
     )
     gate = Gate(admission)
     config = uvicorn.Config(
-        create_app(services),
+        app,
         host=settings.host,
         port=settings.port,
         http=bound_protocol(gate, settings.header_timeout, settings.max_header_bytes),
@@ -184,10 +191,12 @@ async def serve(settings: Settings, http: asyncio.Future[GracefulServer] | None 
     budget = connection_budget(settings)
     async with running_services(settings, budget=budget) as services:
         log.info("accepting up to %d connections", budget.capacity)
-        server = http_server(services, budget, settings.log_level)
+        mcp = create_mcp(services)
+        server = http_server(services, budget, settings.log_level, mcp)
         if http is not None:
             http.set_result(server)
-        await server.serve()
+        async with mcp.session_manager.run():
+            await server.serve()
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:

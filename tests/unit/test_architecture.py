@@ -3,10 +3,10 @@
 Each top-level part of `pinbase` sits in a layer and may import only from its own part and from
 lower layers:
 
-    domain < config < store < live < app < net < http | devices < server < demo < cli
+    domain < config < store < live < app < net < http | devices | mcp < server < demo < cli
 
-`net` holds the connection-level defences both faces share (admission, rate-limited logging).
-`http` and `devices` are faces side by side: neither imports the other. Every import counts,
+`net` holds the connection-level defences the faces share (admission, rate-limited logging).
+`http`, `devices` and `mcp` are faces side by side: none imports another. Every import counts,
 including those inside functions and under TYPE_CHECKING.
 """
 
@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     {"live"},
     {"app"},
     {"net"},
-    {"http", "devices"},
+    {"http", "devices", "mcp"},
     {"server"},
     {"demo"},
     {"cli"},

@@ -11,19 +11,41 @@ publishes nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from pinbase.domain.errors import DomainError, Invalid, NotFound
-from pinbase.domain.metadata import INVALID_VALUE, Metafield, Metafields, check_value, json_value
+from pinbase.domain.metadata import (
+    BLYNK_NAMES,
+    INVALID_VALUE,
+    Metafield,
+    Metafields,
+    check_value,
+    json_value,
+)
 from pinbase.domain.model import Catalog, Device
 from pinbase.live.bus import Bus, MetaChanged
 from pinbase.store.base import Store
 
 NO_METAFIELD = "Meta field is not found."
-__all__ = ["INVALID_VALUE", "NO_METAFIELD", "find", "metafields_of", "read", "write"]
+__all__ = ["INVALID_VALUE", "NO_METAFIELD", "describe", "find", "metafields_of", "read", "write"]
 
 
 def metafields_of(catalog: Catalog, device: Device) -> Metafields:
     return catalog.products[device.product_id].metafields
+
+
+def describe(meta: Metafield) -> dict[str, Any]:
+    """A metafield as the API shows it, its type named as Blynk does."""
+    item: dict[str, Any] = {"id": meta.id, "name": meta.name, "type": BLYNK_NAMES[meta.type]}
+    if meta.default is not None:
+        item["default"] = json_value(meta, meta.default)
+    if meta.options is not None:
+        item["options"] = list(meta.options)
+    if meta.min is not None:
+        item["min"] = meta.min
+    if meta.max is not None:
+        item["max"] = meta.max
+    return item
 
 
 def find(fields: Metafields, *, field_id: int | None = None, name: str | None = None) -> Metafield:

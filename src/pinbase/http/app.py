@@ -24,6 +24,7 @@ from pinbase.http.routes import (
     metadata,
     oauth,
     system,
+    templates,
     webhooks,
 )
 
@@ -60,6 +61,7 @@ def create_app(services: Services) -> FastAPI:
         events.router,
         device_api.router,
         metadata.router,  # metadata
+        templates.router,
         live.router,
         webhooks.router,
     ):

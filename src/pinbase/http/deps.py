@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -14,17 +13,11 @@ from fastapi.security import OAuth2
 from pydantic import BeforeValidator
 from starlette.requests import ClientDisconnect
 
-from pinbase.app.auth.bearer import Unauthorized, authenticate
+from pinbase.app.auth.bearer import Unauthorized
+from pinbase.app.caller import Caller, OrgRateLimited, admit
 from pinbase.app.services import Services
 from pinbase.domain.errors import Invalid
-from pinbase.domain.model import (
-    INT32_MAX,
-    INT32_MIN,
-    INT64_MAX,
-    INT64_MIN,
-    Catalog,
-)
-from pinbase.domain.permissions import Principal
+from pinbase.domain.model import INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN
 from pinbase.domain.ratelimit import retry_after
 from pinbase.http.access import ORG_KEY
 from pinbase.http.errors import ApiError
@@ -42,16 +35,6 @@ AppServices = Annotated[Services, Depends(services)]
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 
-
-@dataclass(frozen=True, slots=True)
-class Context:
-    """The caller of an Organization API request and the catalog it is judged against."""
-
-    principal: Principal
-    catalog: Catalog
-    services: Services
-
-
 TOKEN_URL = "/oauth2/token"
 
 
@@ -59,32 +42,28 @@ class OrganizationBearer(OAuth2):
     """Bearer authentication of the Organization API, resolved in one dependency.
 
     It is documented as OAuth2 security (client credentials and password flows at `TOKEN_URL`),
-    and yields the request's `Context`: the token's principal, the catalog, and the
+    and yields the request's `Caller`: the token's principal, the catalog, and the
     organization's rate limit taken.
     """
 
-    async def __call__(self, request: Request) -> Context:  # type: ignore[override]
+    async def __call__(self, request: Request) -> Caller:  # type: ignore[override]
         svc: Services = request.app.state.services
         scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer":
             credentials = ""
         try:
-            principal, catalog = await authenticate(svc, credentials)
+            caller = await admit(svc, credentials)
         except Unauthorized as exc:
             raise ApiError(401, str(exc), _CHALLENGE) from None
-        setattr(request.state, ORG_KEY, principal.org_id)
-        wait = await svc.org_limits.take(principal.org_id)
-        if wait:
-            raise ApiError(
-                429,
-                "Rate limit exceeded for this organization; retry later.",
-                {"Retry-After": retry_after(wait)},
-            )
-        return Context(principal, catalog, svc)
+        except OrgRateLimited as exc:
+            setattr(request.state, ORG_KEY, exc.org_id)
+            raise ApiError(429, str(exc), {"Retry-After": retry_after(exc.wait)}) from None
+        setattr(request.state, ORG_KEY, caller.principal.org_id)
+        return caller
 
 
 OrgContext = Annotated[
-    Context,
+    Caller,
     Depends(
         OrganizationBearer(
             flows=OAuthFlows(

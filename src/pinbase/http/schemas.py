@@ -274,3 +274,57 @@ class TemplateEvent(Struct):
     type: str
     description: str | None
     showInTimeline: bool
+
+
+class TemplateMetafield(Struct):
+    id: int
+    name: str
+    type: str
+    default: Any = None
+    options: list[str] | None = None
+    min: float | None = None
+    max: float | None = None
+
+
+class Template(Struct):
+    id: int
+    name: str
+    orgId: int
+    templateIds: list[str]
+    parentId: int | None = None
+
+
+class TemplatePage(Struct):
+    totalElements: int
+    content: list[Template]
+
+
+class EnumOption(Struct):
+    value: int
+    label: str
+
+
+class TemplateDataStream(Struct):
+    id: int
+    label: str
+    alias: str
+    type: Literal["INT", "DOUBLE", "ENUM", "STRING", "LOCATION"]
+    pin: int
+    pinType: Literal["VIRTUAL"]
+    isHistory: bool
+    min: float | None = None
+    max: float | None = None
+    decimals: int | None = None
+    units: str | None = None
+    options: list[EnumOption] | None = None
+
+
+class TemplateDetails(Struct):
+    id: int
+    name: str
+    orgId: int
+    templateIds: list[str]
+    dataStreams: list[TemplateDataStream]
+    events: list[TemplateEvent]
+    metaFields: list[TemplateMetafield]
+    parentId: int | None = None

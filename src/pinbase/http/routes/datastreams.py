@@ -9,17 +9,18 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from pinbase.app import datastream_values
+from pinbase.app.datastream_values import controlled, datastream, values_json
+from pinbase.app.paging import Page
 from pinbase.domain import batch
-from pinbase.domain.errors import Invalid, Mismatch, NotFound
+from pinbase.domain.errors import Invalid, Mismatch
 from pinbase.domain.model import (
     INT32_MAX,
     INT32_MIN,
     INT64_MAX,
     INT64_MIN,
     Datastream,
-    Device,
     Permission,
-    Schema,
 )
 from pinbase.domain.permissions import covered_device
 from pinbase.domain.properties import parse_property
@@ -49,7 +50,6 @@ from pinbase.http.schemas import (
     UpdateValue,
     UpdateValues,
 )
-from pinbase.store.records import StoredValue
 
 router = APIRouter(prefix="/api", tags=["Organization datastreams"])
 
@@ -60,35 +60,6 @@ MAX_BATCH_DEVICES = 10
 
 def _json(content: object, status: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code=status, media_type="application/json")
-
-
-def _datastream(schema: Schema, ds_id: int) -> Datastream:
-    ds = schema.by_id.get(ds_id)
-    if ds is None:
-        raise NotFound(f"Datastream with identifier {ds_id} is not found.")
-    return ds
-
-
-def _values(
-    schema: Schema, stored: dict[int, StoredValue], wanted: list[int] | None
-) -> list[dict[str, object]]:
-    chosen = set(wanted) if wanted else None
-    result = []
-    for ds in schema.datastreams:
-        if chosen is not None and ds.id not in chosen:
-            continue
-        item: dict[str, object] = {
-            "dataStreamId": ds.id,
-            "pin": ds.pin,
-            "dataStreamLabel": ds.label,
-            "dataStreamAlias": ds.alias,
-        }
-        value = stored.get(ds.id)
-        if value is not None:
-            item["value"] = orjson.Fragment(value.value)
-            item["updatedAt"] = value.updated_at
-        result.append(item)
-    return result
 
 
 _DATASTREAM_IDS = id_list_parameter(
@@ -108,10 +79,7 @@ async def device_values(
     ctx: OrgContext, deviceId: Int32Query, dataStreamIds: IdsQuery = None
 ) -> Response:
     wanted = int_list("dataStreamIds", dataStreamIds, INT32_MIN, INT32_MAX)
-    ctx.principal.require_view()
-    device = covered_device(ctx.catalog, ctx.principal, deviceId)
-    stored = await ctx.services.store.current_values([device.id])
-    return _json(_values(ctx.catalog.schema_of(device), stored[device.id], wanted))
+    return _json(await datastream_values.current(ctx, deviceId, wanted))
 
 
 @router.get(
@@ -157,7 +125,7 @@ async def batch_values(
         [
             {
                 "deviceId": d.id,
-                "dataStreamValues": _values(ctx.catalog.schema_of(d), stored[d.id], wanted),
+                "dataStreamValues": values_json(ctx.catalog.schema_of(d), stored[d.id], wanted),
             }
             for d in devices
         ]
@@ -193,32 +161,10 @@ async def history(
     size: Annotated[int, Query(ge=1, le=1000), PlainInteger] = 50,
     order: Annotated[Literal["desc", "asc"], Query(description="Newest first by default")] = "desc",
 ) -> Response:
-    if dataStreamId is None and pin is None:
-        raise Invalid("Query parameter 'dataStreamId' or 'pin' is required.")
-    if from_ > to:
-        raise Invalid("Query parameter 'from' must not be after 'to'.")
-    ctx.principal.require_view()
-    device = covered_device(ctx.catalog, ctx.principal, deviceId)
-    schema = ctx.catalog.schema_of(device)
-    if dataStreamId is not None:
-        ds = _datastream(schema, dataStreamId)
-    else:
-        assert pin is not None
-        found = schema.by_pin.get(pin.lower())
-        if found is None:
-            raise NotFound(f"Datastream with pin '{pin}' is not found.")
-        ds = found
-    total, rows = await ctx.services.store.history(
-        device.id, ds.id, from_, to, page * size, size, order == "asc"
+    found = await datastream_values.history(
+        ctx, deviceId, dataStreamId, pin, from_, to, Page(page, size), order == "asc"
     )
-    content = [{"createdAt": ts, "value": orjson.Fragment(value)} for ts, value in rows]
-    return _json({"totalElements": total, "content": content})
-
-
-def _writable(ctx: OrgContext, device_id: int, permission: Permission) -> Device:
-    ctx.principal.require(permission)
-    ctx.principal.require_view()
-    return covered_device(ctx.catalog, ctx.principal, device_id)
+    return _json(found)
 
 
 @router.post(
@@ -233,10 +179,7 @@ def _writable(ctx: OrgContext, device_id: int, permission: Permission) -> Device
 )
 async def update_value(ctx: OrgContext, request: Request) -> Response:
     body = await decode(request, UpdateValue)
-    device = _writable(ctx, body.deviceId, Permission.ORG_DEVICES_CONTROL)
-    ds = _datastream(ctx.catalog.schema_of(device), body.dataStreamId)
-    value = parse_json_value(ds, body.value)
-    await ctx.services.ingest.write(device, [(ds, value)])
+    await datastream_values.write(ctx, body.deviceId, body.dataStreamId, body.value)
     return Response(status_code=204)
 
 
@@ -249,7 +192,7 @@ async def update_value(ctx: OrgContext, request: Request) -> Response:
 )
 async def update_values(ctx: OrgContext, request: Request) -> Response:
     body = await decode(request, UpdateValues)
-    device = _writable(ctx, body.deviceId, Permission.ORG_DEVICES_CONTROL)
+    device = controlled(ctx, body.deviceId, Permission.ORG_DEVICES_CONTROL)
     schema = ctx.catalog.schema_of(device)
     accepted: list[tuple[Datastream, Value]] = []
     for key, raw in body.values.items():
@@ -307,8 +250,8 @@ async def batch_update(ctx: OrgContext, request: Request) -> Response:
 )
 async def import_batch(ctx: OrgContext, request: Request) -> Response:
     body = await decode(request, ImportBatch)
-    device = _writable(ctx, body.deviceId, Permission.ORG_DEVICE_DATA_IMPORT)
-    ds = _datastream(ctx.catalog.schema_of(device), body.dataStreamId)
+    device = controlled(ctx, body.deviceId, Permission.ORG_DEVICE_DATA_IMPORT)
+    ds = datastream(ctx.catalog.schema_of(device), body.dataStreamId)
     wait = await ctx.services.import_limits.take(device.id)
     if wait:
         raise ApiError(
@@ -338,8 +281,8 @@ async def import_batch(ctx: OrgContext, request: Request) -> Response:
 )
 async def update_property(ctx: OrgContext, request: Request) -> Response:
     body = await decode(request, PropertyUpdate)
-    device = _writable(ctx, body.deviceId, Permission.ORG_DEVICES_CONTROL)
-    ds = _datastream(ctx.catalog.schema_of(device), body.dataStreamId)
+    device = controlled(ctx, body.deviceId, Permission.ORG_DEVICES_CONTROL)
+    ds = datastream(ctx.catalog.schema_of(device), body.dataStreamId)
     name = body.property.value
     value = parse_property(name, body.value)
     await ctx.services.ingest.set_property(device, ds, name, value)

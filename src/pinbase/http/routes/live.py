@@ -21,10 +21,10 @@ import orjson
 from fastapi import APIRouter
 from starlette.responses import StreamingResponse
 
+from pinbase.app.timeline import timeline_item
 from pinbase.domain.model import INT32_MAX, INT32_MIN
 from pinbase.http.deps import IdsQuery, OrgContext, int_list
 from pinbase.http.openapi import id_list_parameter, responses
-from pinbase.http.timeline import timeline_item
 from pinbase.live.bus import Event, EventLogged, EventResolved, MetaChanged, ValueChanged
 
 router = APIRouter(prefix="/api", tags=["Live updates"])

@@ -1,7 +1,7 @@
 """Metadata: the Platform API's metafield routes and the device HTTPS API's `device/meta`.
 
-Platform API: reading needs a view permission on the device (or, for a template's metafields,
-on devices at all), writing `ORG_DEVICES_CONTROL`; another organization's device or product is
+Platform API: reading needs a view permission on the device, writing `ORG_DEVICES_CONTROL`
+(a template's metafields are in `templates.py`); another organization's device or product is
 404 like a missing one. Device API: Blynk's messages, always 400.
 """
 
@@ -17,7 +17,7 @@ from starlette.responses import Response
 from pinbase.app import metadata
 from pinbase.app.device_session import RateLimited
 from pinbase.domain.errors import Invalid, NotFound
-from pinbase.domain.metadata import BLYNK_NAMES, MAX_TEXT, Metafield, json_value, number_text
+from pinbase.domain.metadata import MAX_TEXT, Metafield, json_value, number_text
 from pinbase.domain.model import Permission
 from pinbase.domain.permissions import covered_device
 from pinbase.http.deps import AppServices, Int32Query, OrgContext, decode
@@ -39,7 +39,6 @@ WRONG_FORMAT = "Wrong metaField format."
 ONE_FIELD = "Give either 'metaFieldId' or 'metaFieldName', not both."
 NO_FIELD = "MetaField doesn't exist."
 WRONG_VALUE = "Wrong value"
-NO_TEMPLATE = "Template not found."
 
 
 class MetafieldUpdate(Struct, forbid_unknown_fields=True):
@@ -50,19 +49,6 @@ class MetafieldUpdate(Struct, forbid_unknown_fields=True):
 
 def _json(content: object) -> Response:
     return Response(orjson.dumps(content), media_type="application/json")
-
-
-def _describe(meta: Metafield) -> dict[str, Any]:
-    item: dict[str, Any] = {"id": meta.id, "name": meta.name, "type": BLYNK_NAMES[meta.type]}
-    if meta.default is not None:
-        item["default"] = json_value(meta, meta.default)
-    if meta.options is not None:
-        item["options"] = list(meta.options)
-    if meta.min is not None:
-        item["min"] = meta.min
-    if meta.max is not None:
-        item["max"] = meta.max
-    return item
 
 
 # --- Platform API -----------------------------------------------------------------------------
@@ -110,19 +96,6 @@ async def update_metadata(ctx: OrgContext, request: Request) -> Response:
     except Invalid as exc:
         raise Invalid(f"{metadata.INVALID_VALUE} {exc}") from None
     return Response(status_code=204)
-
-
-@router.get(
-    "/api/v1/organization/template/metafields",
-    summary="Get template metafields",
-    responses=responses({200: ("The product's metafields", None)}),
-)
-async def template_metafields(ctx: OrgContext, templateId: Int32Query) -> Response:
-    ctx.principal.require_view()
-    product = ctx.catalog.products.get(templateId)
-    if product is None or product.org_id != ctx.principal.org_id:
-        raise NotFound(NO_TEMPLATE)
-    return _json([_describe(meta) for meta in product.metafields.fields])
 
 
 # --- device HTTPS API -------------------------------------------------------------------------
