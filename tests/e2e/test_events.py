@@ -441,7 +441,7 @@ def test_permissions(env: Env) -> None:
 
 def test_template_events(env: Env) -> None:
     for template in (30, 31):  # a variant has its root product's events
-        response = env.auditor.get(TEMPLATE_EVENTS, templateId=template)
+        response = env.admin.get(TEMPLATE_EVENTS, templateId=template)
         assert response.status_code == 200, response.text
         listed = response.json()
         assert [(e["id"], e["eventCode"], e["type"]) for e in listed] == [
@@ -453,8 +453,10 @@ def test_template_events(env: Env) -> None:
         ]
         assert listed[2]["description"] == "Temperature above the limit"
         assert [e["showInTimeline"] for e in listed[2:]] == [True, True, False]
-    assert env.admin.get(TEMPLATE_EVENTS, templateId=999).status_code == 404
+    assert_error(env.admin.get(TEMPLATE_EVENTS, templateId=999), 404, "Template not found.")
     assert env.admin.get(TEMPLATE_EVENTS).status_code == 400
+    # templates need PRODUCT_VIEW: viewing devices is not enough
+    assert_error(env.auditor.get(TEMPLATE_EVENTS, templateId=30), 403)
 
 
 def test_live_stream_carries_events_and_resolutions(env: Env) -> None:

@@ -365,7 +365,7 @@ def test_defaults_and_own_values_read_the_same_everywhere(env: Env) -> None:
 
 def test_template_metafields(env: Env) -> None:
     for template in (50, 51):  # a variant has its root product's metafields
-        response = env.auditor.get(TEMPLATE_FIELDS, templateId=template)
+        response = env.admin.get(TEMPLATE_FIELDS, templateId=template)
         assert response.status_code == 200, response.text
         assert response.json() == [
             {"id": 1, "name": "Serial Number", "type": "Text", "max": 40},
@@ -377,6 +377,8 @@ def test_template_metafields(env: Env) -> None:
         ]  # fmt: skip
     assert_error(env.admin.get(TEMPLATE_FIELDS, templateId=999), 404, "Template not found.")
     assert env.admin.get(TEMPLATE_FIELDS).status_code == 400
+    # templates need PRODUCT_VIEW: viewing devices is not enough
+    assert_error(env.auditor.get(TEMPLATE_FIELDS, templateId=50), 403)
 
 
 # writing -------------------------------------------------------------------------------------
