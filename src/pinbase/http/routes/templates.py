@@ -3,13 +3,15 @@ datastreams, events and metafields (docs/api.md, "Templates"). All need `PRODUCT
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from pinbase.app import templates
+from pinbase.app.caller import Caller
 from pinbase.app.paging import DEFAULT_SIZE, MAX_SIZE, Page
 from pinbase.domain.model import INT32_MAX
 from pinbase.http.deps import Int32Query, OrgContext, PlainInteger
@@ -46,42 +48,51 @@ async def list_templates(
     return _json(templates.templates(ctx, Page(page, size)))
 
 
-@router.get(
+def _template_route(
+    path: str,
+    summary: str,
+    answer: tuple[str, Any],
+    use: Callable[[Caller, int], object],
+    description: str | None = None,
+) -> None:
+    """A route answering `use(caller, templateId)`: one template or a part of it."""
+
+    async def route(ctx: OrgContext, templateId: Int32Query) -> Response:
+        return _json(use(ctx, templateId))
+
+    router.get(
+        path,
+        summary=summary,
+        description=description,
+        responses=responses({200: answer}, _ERRORS),
+        name=use.__name__,
+    )(route)
+
+
+_template_route(
     "/template",
-    summary="Get a template with its datastreams, events and metafields",
-    description="A variant product shares its root product's, and names it as `parentId`.",
-    responses=responses({200: ("The template", TemplateDetails)}, _ERRORS),
+    "Get a template with its datastreams, events and metafields",
+    ("The template", TemplateDetails),
+    templates.template_details,
+    "A variant product shares its root product's, and names it as `parentId`.",
 )
-async def get_template(ctx: OrgContext, templateId: Int32Query) -> Response:
-    return _json(templates.template_details(ctx, templateId))
-
-
-@router.get(
+_template_route(
     "/template/datastreams",
-    summary="Get the datastreams of a template",
-    responses=responses({200: ("The datastreams", list[TemplateDataStream])}, _ERRORS),
+    "Get the datastreams of a template",
+    ("The datastreams", list[TemplateDataStream]),
+    templates.datastreams,
 )
-async def template_datastreams(ctx: OrgContext, templateId: Int32Query) -> Response:
-    return _json(templates.datastreams(ctx, templateId))
-
-
-@router.get(
+_template_route(
     "/template/events",
-    summary="Get the events of a template",
-    description=(
-        "The events a product defines (a variant: its root product's), the system events "
-        "ONLINE (id -1) and OFFLINE (id -2) first."
-    ),
-    responses=responses({200: ("The template's events", list[TemplateEvent])}, _ERRORS),
+    "Get the events of a template",
+    ("The template's events", list[TemplateEvent]),
+    templates.events,
+    "The events a product defines (a variant: its root product's), the system events "
+    "ONLINE (id -1) and OFFLINE (id -2) first.",
 )
-async def template_events(ctx: OrgContext, templateId: Int32Query) -> Response:
-    return _json(templates.events(ctx, templateId))
-
-
-@router.get(
+_template_route(
     "/template/metafields",
-    summary="Get the metafields of a template",
-    responses=responses({200: ("The template's metafields", list[TemplateMetafield])}, _ERRORS),
+    "Get the metafields of a template",
+    ("The template's metafields", list[TemplateMetafield]),
+    templates.metafields,
 )
-async def template_metafields(ctx: OrgContext, templateId: Int32Query) -> Response:
-    return _json(templates.metafields(ctx, templateId))
