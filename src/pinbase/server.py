@@ -57,9 +57,15 @@ class GracefulServer(uvicorn.Server):
         self.ready = asyncio.Event()
         self.gate = gate
         self.bus = bus
+        self.followers: list[GracefulServer] = []
+        """Servers of further listeners (HTTPS): they take no signals and stop with this one."""
+        self.takes_signals = True
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
+        if not self.takes_signals:
+            yield
+            return
         with super().capture_signals():
             try:
                 yield
@@ -72,6 +78,8 @@ class GracefulServer(uvicorn.Server):
             self.ready.set()
 
     async def shutdown(self, sockets: Any = None) -> None:
+        for follower in self.followers:
+            follower.should_exit = True
         self.bus.close()  # live streams end now rather than at the graceful-shutdown timeout
         await super().shutdown(sockets)
         self.gate.close()
@@ -129,11 +137,14 @@ def connection_budget(settings: Settings) -> Budget:
     return Budget(connection_capacity(settings.max_connections, fd_limit))
 
 
-def http_server(services: Services, budget: Budget, log_level: str = "info") -> GracefulServer:
-    """The HTTP server of `services`, not yet started, admitting connections within `budget`."""
+def http_server(
+    services: Services, budget: Budget, log_level: str = "info", tls: bool = False
+) -> GracefulServer:
+    """The HTTP server of `services`, not yet started, admitting connections within `budget`;
+    with `tls`, the HTTPS server of `--https-port` (the same application)."""
     settings = services.settings
     admission = Admission(
-        "http",
+        "https" if tls else "http",
         budget,
         settings.max_connections_per_address,
         EventLog.to_logger(logging.getLogger("pinbase.http")),
@@ -142,7 +153,9 @@ def http_server(services: Services, budget: Budget, log_level: str = "info") -> 
     config = uvicorn.Config(
         create_app(services),
         host=settings.host,
-        port=settings.port,
+        port=settings.https_port if tls else settings.port,
+        ssl_certfile=settings.tls_cert if tls else None,
+        ssl_keyfile=settings.tls_key if tls else None,
         http=bound_protocol(gate, settings.header_timeout, settings.max_header_bytes),
         ws="none",  # no WebSocket route; a protocol switch would escape the admission gate
         # uvicorn annotates it int, but it is seconds for call_later: a float works.
@@ -166,13 +179,14 @@ def preflight(settings: Settings) -> None:
         settings.host,
         {
             "--port": settings.port,
+            "--https-port": settings.https_port,
             "--hardware-port": settings.hardware_port,
             "--hardware-tls-port": settings.hardware_tls_port,
             "--mqtt-port": settings.mqtt_port,
             "--mqtt-tls-port": settings.mqtt_tls_port,
         },
     )
-    if settings.hardware_tls_port or settings.mqtt_tls_port:
+    if settings.https_port or settings.hardware_tls_port or settings.mqtt_tls_port:
         tls_context(settings.tls_cert, settings.tls_key)
 
 
@@ -185,9 +199,13 @@ async def serve(settings: Settings, http: asyncio.Future[GracefulServer] | None 
     async with running_services(settings, budget=budget) as services:
         log.info("accepting up to %d connections", budget.capacity)
         server = http_server(services, budget, settings.log_level)
+        if settings.https_port:
+            https = http_server(services, budget, settings.log_level, tls=True)
+            https.takes_signals = False
+            server.followers.append(https)
         if http is not None:
             http.set_result(server)
-        await server.serve()
+        await asyncio.gather(server.serve(), *(f.serve() for f in server.followers))
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:

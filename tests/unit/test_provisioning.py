@@ -131,7 +131,7 @@ def test_example_document_creates_every_row(db: Path) -> None:
     assert report.changed
     rows = stored(db)
     assert [(o.id, o.name) for o in rows.organizations] == [(1, "Acme Farms")]
-    assert rows.roles == [RoleRow(1, "Auditor", ("ORG_DEVICES_VIEW",))]
+    assert rows.roles == [RoleRow(1, "Auditor", ("ORG_DEVICES_VIEW",), 4)]
     [client] = rows.clients
     assert (client.client_id, client.org_id) == ("acme-backend", 1)
     assert client.secret_hash == digest(CLIENT_SECRET)

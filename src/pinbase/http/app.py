@@ -23,7 +23,9 @@ from pinbase.http.routes import (
     live,
     metadata,
     oauth,
+    organization,
     system,
+    users,
     webhooks,
 )
 
@@ -62,6 +64,8 @@ def create_app(services: Services) -> FastAPI:
         metadata.router,  # metadata
         live.router,
         webhooks.router,
+        users.router,
+        organization.router,
     ):
         app.router.routes.extend(router.routes)
     # blynk-server's /{token}/... routes come last: they match only a token-shaped first

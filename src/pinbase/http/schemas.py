@@ -274,3 +274,59 @@ class TemplateEvent(Struct):
     type: str
     description: str | None
     showInTimeline: bool
+
+
+# --- users and the organization ---------------------------------------------------------------
+Email = Annotated[str, Meta(min_length=3, max_length=255, examples=["ann@example.com"])]
+UserName = Annotated[str, Meta(min_length=1, max_length=50)]
+
+
+class UserBody(Struct):
+    id: int
+    name: str
+    email: str
+    roleId: int
+    role: str
+    orgId: int
+    status: Literal["Pending", "Active"]
+    registeredAt: int
+    lastModifiedTs: int
+
+
+class InvitedUserBody(UserBody):
+    invitationToken: str
+    """The one-time invitation token (a pinbase extension): shown in this answer only."""
+
+
+class UserProfileBody(UserBody):
+    orgName: str
+    permissions: list[str]
+
+
+class UsersPage(Struct):
+    totalElements: int
+    content: list[UserBody]
+
+
+class OrganizationBody(Struct):
+    id: int
+    name: str
+    tz: str
+
+
+class NewUserBody(_Body):
+    email: Email
+    name: UserName
+    roleId: Int32
+    orgId: Int32 | None = None
+    """Blynk's organization id; when given it must be the token's organization."""
+
+
+class CreateUserBody(NewUserBody):
+    passwordHash: Annotated[str, Meta(max_length=64)] | None = None
+    password: Annotated[str, Meta(max_length=256)] | None = None
+
+
+class AcceptInvitationBody(_Body):
+    token: Annotated[str, Meta(min_length=1, max_length=128)]
+    password: Annotated[str, Meta(max_length=256)]
