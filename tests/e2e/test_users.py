@@ -178,7 +178,7 @@ def test_users_and_the_organization_are_read(env: Env) -> None:
     profile = env.as_user("staff@users.test").get(PROFILE).json()
     assert profile["email"] == "staff@users.test" and profile["orgName"] == "Users Farms"
     assert "ORG_VIEW_USERS" in profile["permissions"] and "ORG_MANAGE" not in profile["permissions"]
-    assert "client-credentials" in assert_error(env.as_client().get(PROFILE), 400)
+    assert "client-credentials" in assert_error(env.as_client().get(PROFILE), 403)
     assert admin.get(ORG).json() == {"id": 1, "name": "Users Farms", "tz": "Europe/Kyiv"}
     assert env.as_client(OTHER).get(ORG).json()["name"] == "Other Farms"
 

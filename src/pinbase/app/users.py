@@ -20,8 +20,7 @@ Rules (docs/api.md#users):
 
 from __future__ import annotations
 
-import base64
-import binascii
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -44,10 +43,13 @@ from pinbase.store.errors import Conflict
 from pinbase.store.records import MAIL_OUTBOX, UserRow
 
 MAX_NAME = 50
+NAME_PATTERN = r"[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*"
+"""A user's name: no control characters, and not blank."""
+PREHASH_PATTERN = r"[A-Za-z0-9+/]{43}="
+"""Blynk's passwordHash: Base64 of a SHA-256 digest."""
 MAX_EMAIL = 255
 MIN_PASSWORD = 8
 MAX_PASSWORD = 256
-PREHASH_BYTES = 32
 DAY_MS = 86_400_000
 ADD_ATTEMPTS = 3
 """Tries of `add_user` when another process took the next user id meanwhile."""
@@ -123,8 +125,8 @@ def checked_email(email: str) -> str:
 
 
 def checked_name(name: str) -> str:
-    if not name.strip() or len(name) > MAX_NAME or not name.isprintable():
-        raise Invalid(f"A user's name is 1 to {MAX_NAME} printable characters.")
+    if len(name) > MAX_NAME or not re.fullmatch(NAME_PATTERN, name):
+        raise Invalid(f"A user's name is 1 to {MAX_NAME} characters, not blank, no control ones.")
     return name
 
 
@@ -136,11 +138,7 @@ def checked_password(password: str) -> str:
 
 def checked_prehash(prehash: str) -> str:
     """Blynk's `passwordHash`: Base64 of a SHA-256 digest (44 characters)."""
-    try:
-        raw = base64.b64decode(prehash, validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != PREHASH_BYTES:
+    if not re.fullmatch(PREHASH_PATTERN, prehash):
         raise Invalid("'passwordHash' must be Base64 of a SHA-256 digest (44 characters).")
     return prehash
 

@@ -8,9 +8,18 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from pinbase.app.users import (
+    MAX_EMAIL,
+    MAX_NAME,
+    MAX_PASSWORD,
+    MIN_PASSWORD,
+    NAME_PATTERN,
+    PREHASH_PATTERN,
+)
 from pinbase.domain.batch import MAX_ROWS
 from pinbase.domain.events import MAX_CODE, MAX_COMMENT, MAX_DESCRIPTION
 from pinbase.domain.model import INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN
+from pinbase.domain.notifications import ADDRESS_PATTERN
 from pinbase.domain.properties import MAX_PROPERTY_LENGTH, NO_NUL_PATTERN, PROPERTY_NAMES
 
 Int32 = Annotated[int, Meta(ge=INT32_MIN, le=INT32_MAX)]
@@ -277,8 +286,12 @@ class TemplateEvent(Struct):
 
 
 # --- users and the organization ---------------------------------------------------------------
-Email = Annotated[str, Meta(min_length=3, max_length=255, examples=["ann@example.com"])]
-UserName = Annotated[str, Meta(min_length=1, max_length=50)]
+Email = Annotated[
+    str,
+    Meta(max_length=MAX_EMAIL, pattern=f"^{ADDRESS_PATTERN}$", examples=["ann@example.com"]),
+]
+UserName = Annotated[str, Meta(min_length=1, max_length=MAX_NAME, pattern=f"^{NAME_PATTERN}$")]
+Password = Annotated[str, Meta(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)]
 
 
 class UserBody(Struct):
@@ -323,10 +336,10 @@ class NewUserBody(_Body):
 
 
 class CreateUserBody(NewUserBody):
-    passwordHash: Annotated[str, Meta(max_length=64)] | None = None
-    password: Annotated[str, Meta(max_length=256)] | None = None
+    passwordHash: Annotated[str, Meta(pattern=f"^{PREHASH_PATTERN}$")] | None = None
+    password: Password | None = None
 
 
 class AcceptInvitationBody(_Body):
     token: Annotated[str, Meta(min_length=1, max_length=128)]
-    password: Annotated[str, Meta(max_length=256)]
+    password: Password

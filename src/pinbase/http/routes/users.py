@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from pinbase.app import users
 from pinbase.app.auth.guard import Busy, Throttled, address_key
-from pinbase.domain.errors import Invalid
+from pinbase.domain.errors import Forbidden, Invalid
 from pinbase.domain.model import Catalog, Permission, User
 from pinbase.domain.permissions import Principal
 from pinbase.domain.ratelimit import retry_after
@@ -139,14 +139,13 @@ async def get_user(ctx: OrgContext, userId: Int32Query) -> Response:
     "/api/v1/organization/user/profile",
     summary="Get the token's own user profile",
     responses=responses(
-        {200: ("The user the token was issued to", UserProfileBody)},
-        bad_request="The token has no user (client credentials)",
+        {200: ("The user the token was issued to", UserProfileBody)}, errors=(401, 403, 429)
     ),
 )
 async def own_profile(ctx: OrgContext) -> Response:
     user_id = ctx.principal.user_id
     if user_id is None:
-        raise Invalid(
+        raise Forbidden(
             "A client-credentials token has no user profile; use a token of the password grant."
         )
     user = users.find(ctx.catalog, ctx.principal, user_id)
