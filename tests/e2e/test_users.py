@@ -30,6 +30,7 @@ from helpers import (
     assert_error,
     client_token,
     free_port,
+    pinbase,
     wait_for,
 )
 
@@ -329,3 +330,26 @@ def test_a_role_change_revokes_the_users_tokens(env: Env) -> None:
     )
     assert_error(missing, 404, "Role is not found.")
     assert admin.get(USER, userId=user_id).json()["roleId"] == 4
+
+
+def test_failed_acceptances_are_throttled(env: Env) -> None:
+    """Last in the module: it spends the test address's failure budget on this server."""
+    statuses = []
+    for attempt in range(60):  # the address budget (--auth-address-failures) is 50
+        answer = httpx.post(
+            env.https + ACCEPT,
+            json={"token": f"guess-{attempt}", "password": "guessed-password-1"},
+            verify=env.ca,
+        )
+        statuses.append(answer.status_code)
+        if answer.status_code == 429:
+            assert int(answer.headers["Retry-After"]) > 0
+            break
+    assert statuses[-1] == 429 and set(statuses[:-1]) == {404}
+
+
+def test_the_https_port_needs_a_certificate(tmp_path: Path) -> None:
+    port = str(free_port())
+    result = pinbase("serve", "--data-dir", str(tmp_path), "--https-port", port)
+    assert result.returncode != 0
+    assert "--tls-cert" in result.stderr and "Traceback" not in result.stderr
