@@ -205,7 +205,23 @@ async def serve(settings: Settings, http: asyncio.Future[GracefulServer] | None 
             server.followers.append(https)
         if http is not None:
             http.set_result(server)
-        await asyncio.gather(server.serve(), *(f.serve() for f in server.followers))
+        followers = [await _started(follower) for follower in server.followers]
+        await server.serve()
+        for follower in server.followers:  # also when it stopped before its shutdown
+            follower.should_exit = True
+        await asyncio.gather(*followers)
+
+
+async def _started(server: GracefulServer) -> asyncio.Task[None]:
+    """`server` serving in a task of its own, once it accepts connections (or has failed), so
+    that the HTTPS port is open by the time the HTTP port answers."""
+    serving = asyncio.create_task(server.serve())
+    ready = asyncio.create_task(server.ready.wait())
+    await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)
+    ready.cancel()
+    if serving.done():
+        await serving  # its failure, if it failed
+    return serving
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:

@@ -320,6 +320,12 @@ def test_a_role_change_revokes_the_users_tokens(env: Env) -> None:
     assert_error(mover.get(PROFILE), 401)
     assert env.as_user("mover@users.test").get(PROFILE).json()["roleId"] == 4
 
+    staff_id = admin.get(SEARCH, query="staff@users.test").json()["content"][0]["id"]
+    demote = {"userId": staff_id, "roleId": 3}  # User: within the Manager's permissions
+    denied = put(env.server.url + ROLE, params=demote, headers=manager.headers)
+    assert "the user's role" in assert_error(denied, 403)  # a Staff has more than a Manager
+    assert admin.get(USER, userId=staff_id).json()["role"] == "Staff"
+
     other = env.as_user("other@users.test")
     foreign = put(
         env.server.url + ROLE, params={"userId": user_id, "roleId": 1}, headers=other.headers

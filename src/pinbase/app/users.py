@@ -39,7 +39,7 @@ from pinbase.domain.model import Catalog, Organization, User, UserStatus
 from pinbase.domain.notifications import is_address
 from pinbase.domain.permissions import Principal
 from pinbase.store.base import Store
-from pinbase.store.errors import Conflict
+from pinbase.store.errors import Conflict, StoreUnavailable
 from pinbase.store.records import MAIL_OUTBOX, UserRow
 
 MAX_NAME = 50
@@ -101,14 +101,15 @@ def grantable_role(catalog: Catalog, principal: Principal, role_id: int) -> str:
     name = org.role_named(role_id)
     if name is None:
         raise NotFound("Role is not found.")
-    missing = org.roles[name] - principal.permissions
-    if missing:
-        raise Forbidden(
-            f"Access denied: role {role_id} ({name}) has permissions this token lacks: "
-            + ", ".join(sorted(missing))
-            + "."
-        )
+    _check_grant(org, principal, name, f"role {role_id} ({name})")
     return name
+
+
+def _check_grant(org: Organization, principal: Principal, role: str, what: str) -> None:
+    missing = org.roles.get(role, frozenset()) - principal.permissions
+    if missing:
+        lacking = ", ".join(sorted(missing))
+        raise Forbidden(f"Access denied: {what} has permissions this token lacks: {lacking}.")
 
 
 def role_permissions(org: Organization, user: User) -> list[str]:
@@ -213,9 +214,11 @@ class Users:
     async def set_role(
         self, catalog: Catalog, principal: Principal, user_id: int, role_id: int
     ) -> None:
-        """Give the user the role `role_id`; its tokens are revoked (unless it had it)."""
+        """Give the user the role `role_id`; its tokens are revoked (unless it had it). Nor
+        may a token change the role of a user who holds permissions the token lacks."""
         user = find(catalog, principal, user_id)
         role = grantable_role(catalog, principal, role_id)
+        _check_grant(catalog.organizations[user.org_id], principal, user.role, "the user's role")
         if role != user.role:
             await self.store.set_user_role(user.id, role, now_ms())
 
@@ -254,7 +257,7 @@ class Users:
                     raise Invalid(f"{row.email} is already in use.") from None
                 continue  # another process took the id
             return (await self.store.catalog()).users[user_id]
-        raise Conflict("user ids were taken by concurrent creations; retry")
+        raise StoreUnavailable("user ids were taken by concurrent creations; retry")
 
     def _invitation_mail(self, org: Organization, new: NewUser, token: str) -> str | None:
         if not self.mail:
