@@ -456,15 +456,8 @@ async def schema_1(url: str) -> None:
         await conn.close()
 
 
-async def schema_1_with_devices(url: str) -> None:
-    """A first-schema database holding an organization and a device (before timezones)."""
-    await schema_1(url)
-    statements = [
-        "INSERT INTO organizations (id, name) VALUES (1, 'Acme')",
-        "INSERT INTO products (id, org_id, name) VALUES (10, 1, 'Station')",
-        "INSERT INTO devices (id, org_id, product_id, name, token_hash) "
-        "VALUES (101, 1, 10, 'Roof', 'h')",
-    ]
+async def execute(url: str, statements: list[str]) -> None:
+    """Run statements on the database of `url`, outside any store."""
     if url.startswith("sqlite:///"):
         with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
             for statement in statements:
@@ -477,6 +470,18 @@ async def schema_1_with_devices(url: str) -> None:
             await conn.execute(statement)
     finally:
         await conn.close()
+
+
+async def schema_1_with_devices(url: str) -> None:
+    """A first-schema database holding an organization and a device (before timezones)."""
+    await schema_1(url)
+    statements = [
+        "INSERT INTO organizations (id, name) VALUES (1, 'Acme')",
+        "INSERT INTO products (id, org_id, name) VALUES (10, 1, 'Station')",
+        "INSERT INTO devices (id, org_id, product_id, name, token_hash) "
+        "VALUES (101, 1, 10, 'Roof', 'h')",
+    ]
+    await execute(url, statements)
 
 
 def test_rows_from_before_timezones_have_none(backend: str, tmp_path: Path) -> None:
@@ -955,18 +960,7 @@ async def schema_7_with_users(url: str) -> None:
         "INSERT INTO users (id, org_id, email, password_hash, role) "
         "VALUES (5, 1, 'ann@acme.test', 'h', 'Viewer')",
     ]
-    if url.startswith("sqlite:///"):
-        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
-            for statement in statements:
-                conn.execute(statement)
-            conn.commit()
-        return
-    conn = await asyncpg.connect(url)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
+    await execute(url, statements)
 
 
 def test_migration_8_gives_roles_ids_and_users_names(backend: str, tmp_path: Path) -> None:
