@@ -136,8 +136,9 @@ def env(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]
         context = ssl.create_default_context(cafile=str(ca_file))
         yield Env(server, f"https://127.0.0.1:{https_port}", context, mailbox, data_dir)
     finally:
-        server.stop()
+        code = server.stop()  # SIGTERM stops both listeners
         mailbox.down()
+    assert code == 0, server.log.read_text()
 
 
 def blynk_hash(email: str, password: str) -> str:

@@ -1,12 +1,6 @@
-"""The users of an organization over the Platform API: listing and searching them, creating,
-inviting, changing roles, and accepting an invitation.
+"""The users of an organization over the Platform API: creating, inviting, changing roles,
+and accepting an invitation (the rules without I/O: `pinbase.domain.users`).
 
-Rules (docs/api.md#users):
-
-- Another organization's user, like an absent one, is 404; a role id the organization does not
-  have is 404 "Role is not found.".
-- A caller may hand out only a role whose permissions it holds itself (403 otherwise), when
-  creating, inviting or changing a role.
 - A password reaches the server only over TLS: plain `password`, or Blynk's `passwordHash`
   (stored as argon2 of that pre-hash behind a marker, `pinbase.app.auth.secrets`). The routes
   check the transport; the use cases take the secret as given.
@@ -20,8 +14,6 @@ Rules (docs/api.md#users):
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import orjson
@@ -34,114 +26,17 @@ from pinbase.app.auth.secrets import (
     new_token,
 )
 from pinbase.domain.clock import now_ms
-from pinbase.domain.errors import Forbidden, Invalid, NotFound
+from pinbase.domain.errors import Invalid, NotFound
 from pinbase.domain.model import Catalog, Organization, User, UserStatus
-from pinbase.domain.notifications import is_address
 from pinbase.domain.permissions import Principal
+from pinbase.domain.users import check_grant, find, grantable_role
 from pinbase.store.base import Store
 from pinbase.store.errors import Conflict, StoreUnavailable
 from pinbase.store.records import MAIL_OUTBOX, UserRow
 
-MAX_NAME = 50
-NAME_PATTERN = r"[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*"
-"""A user's name: no control characters, and not blank."""
-PREHASH_PATTERN = r"[A-Za-z0-9+/]{43}="
-"""Blynk's passwordHash: Base64 of a SHA-256 digest."""
-MAX_EMAIL = 255
-MIN_PASSWORD = 8
-MAX_PASSWORD = 256
 DAY_MS = 86_400_000
 ADD_ATTEMPTS = 3
 """Tries of `add_user` when another process took the next user id meanwhile."""
-
-SORT_KEYS: dict[str, Callable[[User], tuple[object, ...]]] = {
-    "User Id": lambda u: (u.id,),
-    "Name": lambda u: (u.name.lower(), u.id),
-    "Email": lambda u: (u.email.lower(), u.id),
-    "Status": lambda u: (u.status.value, u.id),
-    "Role": lambda u: (u.role, u.id),
-    "Registered At": lambda u: (u.registered_at, u.id),
-}
-"""Blynk's sortBy names of a user search that pinbase knows, and how each sorts."""
-
-
-def user_not_found(user_id: int) -> NotFound:
-    return NotFound(
-        f"User with identifier {user_id} is not found or belong to another organization."
-    )
-
-
-def org_users(catalog: Catalog, org_id: int) -> list[User]:
-    return sorted((u for u in catalog.users.values() if u.org_id == org_id), key=lambda u: u.id)
-
-
-def search(catalog: Catalog, org_id: int, query: str, sort_by: str, descending: bool) -> list[User]:
-    """The organization's users whose name or e-mail holds `query` (case-insensitive), or whose
-    id it is, in `sort_by` order."""
-    needle = query.lower()
-    found = [
-        u
-        for u in org_users(catalog, org_id)
-        if needle in u.name.lower() or needle in u.email.lower() or needle == str(u.id)
-    ]
-    return sorted(found, key=SORT_KEYS[sort_by], reverse=descending)
-
-
-def find(catalog: Catalog, principal: Principal, user_id: int) -> User:
-    """The user, if it is of the principal's organization; else the 404 of an absent one."""
-    user = catalog.users.get(user_id)
-    if user is None or user.org_id != principal.org_id:
-        raise user_not_found(user_id)
-    return user
-
-
-def grantable_role(catalog: Catalog, principal: Principal, role_id: int) -> str:
-    """The name of the organization's role `role_id`, if the principal may hand it out."""
-    org = catalog.organizations[principal.org_id]
-    name = org.role_named(role_id)
-    if name is None:
-        raise NotFound("Role is not found.")
-    _check_grant(org, principal, name, f"role {role_id} ({name})")
-    return name
-
-
-def _check_grant(org: Organization, principal: Principal, role: str, what: str) -> None:
-    missing = org.roles.get(role, frozenset()) - principal.permissions
-    if missing:
-        lacking = ", ".join(sorted(missing))
-        raise Forbidden(f"Access denied: {what} has permissions this token lacks: {lacking}.")
-
-
-def role_permissions(org: Organization, user: User) -> list[str]:
-    return sorted(org.roles.get(user.role, frozenset()))
-
-
-# --- checks of what a request gives ------------------------------------------------------------
-
-
-def checked_email(email: str) -> str:
-    if len(email) > MAX_EMAIL or not is_address(email):
-        raise Invalid(f"'{email[:60]}' is not an e-mail address.")
-    return email
-
-
-def checked_name(name: str) -> str:
-    if len(name) > MAX_NAME or not re.fullmatch(NAME_PATTERN, name):
-        raise Invalid(f"A user's name is 1 to {MAX_NAME} characters, not blank, no control ones.")
-    return name
-
-
-def checked_password(password: str) -> str:
-    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
-        raise Invalid(f"A password is {MIN_PASSWORD} to {MAX_PASSWORD} characters.")
-    return password
-
-
-def checked_prehash(prehash: str) -> str:
-    """Blynk's `passwordHash`: Base64 of a SHA-256 digest (44 characters)."""
-    if not re.fullmatch(PREHASH_PATTERN, prehash):
-        raise Invalid("'passwordHash' must be Base64 of a SHA-256 digest (44 characters).")
-    return prehash
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +113,7 @@ class Users:
         may a token change the role of a user who holds permissions the token lacks."""
         user = find(catalog, principal, user_id)
         role = grantable_role(catalog, principal, role_id)
-        _check_grant(catalog.organizations[user.org_id], principal, user.role, "the user's role")
+        check_grant(catalog.organizations[user.org_id], principal, user.role, "the user's role")
         if role != user.role:
             await self.store.set_user_role(user.id, role, now_ms())
 

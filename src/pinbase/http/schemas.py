@@ -8,7 +8,12 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-from pinbase.app.users import (
+from pinbase.domain.batch import MAX_ROWS
+from pinbase.domain.events import MAX_CODE, MAX_COMMENT, MAX_DESCRIPTION
+from pinbase.domain.model import INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN
+from pinbase.domain.notifications import ADDRESS_PATTERN
+from pinbase.domain.properties import MAX_PROPERTY_LENGTH, NO_NUL_PATTERN, PROPERTY_NAMES
+from pinbase.domain.users import (
     MAX_EMAIL,
     MAX_NAME,
     MAX_PASSWORD,
@@ -16,11 +21,6 @@ from pinbase.app.users import (
     NAME_PATTERN,
     PREHASH_PATTERN,
 )
-from pinbase.domain.batch import MAX_ROWS
-from pinbase.domain.events import MAX_CODE, MAX_COMMENT, MAX_DESCRIPTION
-from pinbase.domain.model import INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN
-from pinbase.domain.notifications import ADDRESS_PATTERN
-from pinbase.domain.properties import MAX_PROPERTY_LENGTH, NO_NUL_PATTERN, PROPERTY_NAMES
 
 Int32 = Annotated[int, Meta(ge=INT32_MIN, le=INT32_MAX)]
 Int64 = Annotated[int, Meta(ge=INT64_MIN, le=INT64_MAX)]

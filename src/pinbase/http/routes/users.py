@@ -15,8 +15,9 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from pinbase.app import users
 from pinbase.app.auth.guard import Busy, Throttled, address_key
+from pinbase.app.users import NewUser, Secret
+from pinbase.domain import users
 from pinbase.domain.errors import Forbidden, Invalid
 from pinbase.domain.model import Catalog, Permission, User
 from pinbase.domain.permissions import Principal
@@ -90,11 +91,11 @@ async def _guarded(work: Awaitable[T]) -> T:
         ) from None
 
 
-def _new_user(principal: Principal, body: NewUserBody) -> users.NewUser:
+def _new_user(principal: Principal, body: NewUserBody) -> NewUser:
     if body.orgId is not None and body.orgId != principal.org_id:
         raise ApiError(404, f"Organization with identifier {body.orgId} is not found.")
     email = users.checked_email(body.email)
-    return users.NewUser(email, users.checked_name(body.name), body.roleId)
+    return NewUser(email, users.checked_name(body.name), body.roleId)
 
 
 @router.get(
@@ -175,10 +176,10 @@ async def create_in_org(ctx: OrgContext, request: Request) -> Response:
     if (body.password is None) == (body.passwordHash is None):
         raise Invalid("Give exactly one of 'password' and 'passwordHash'.")
     if body.passwordHash is not None:
-        secret = users.Secret(users.checked_prehash(body.passwordHash), prehashed=True)
+        secret = Secret(users.checked_prehash(body.passwordHash), prehashed=True)
     else:
         assert body.password is not None
-        secret = users.Secret(users.checked_password(body.password), prehashed=False)
+        secret = Secret(users.checked_password(body.password), prehashed=False)
     user = await _guarded(ctx.services.users.create(ctx.catalog, ctx.principal, new, secret))
     return _json(user_object(await ctx.services.store.catalog(), user), 201)
 
