@@ -48,6 +48,11 @@ class Settings:
 
     host: str = setting("127.0.0.1", "Address the HTTP and device listeners bind.")
     port: int = setting(8080, "HTTP port (Organization API, device HTTP API, docs).")
+    https_port: int = setting(
+        0,
+        "HTTPS port serving the same API over TLS (needs --tls-cert and --tls-key); the routes "
+        "that take passwords answer only here. 0: off.",
+    )
     data_dir: Path = setting(DEFAULT_DATA_DIR, "Directory of the embedded SQLite database.")
     database: str | None = setting(
         None, "Database URL: sqlite:///FILE or postgresql://…", "sqlite:///<data-dir>/pinbase.db"
@@ -126,7 +131,9 @@ class Settings:
     mqtt_tls_port: int = setting(
         0, "MQTT device API over TLS (needs --tls-cert and --tls-key); 0: off."
     )
-    tls_cert: str | None = setting(None, "PEM certificate chain for the TLS ports.")
+    tls_cert: str | None = setting(
+        None, "PEM certificate chain for the TLS ports (HTTPS and devices)."
+    )
     tls_key: str | None = setting(None, "PEM private key for the TLS ports.")
     device_connections_per_address: int = setting(
         256,
@@ -172,6 +179,9 @@ class Settings:
         10, "Deliveries per minute per webhook (Blynk: 10); more wait in the outbox.", minimum=1
     )
     webhook_log_days: int = setting(7, "Days the webhook delivery log is kept; 0: forever.")
+    invitation_days: int = setting(
+        7, "Days an invitation to an organization may be accepted.", minimum=1
+    )
     smtp_url: str | None = setting(
         None,
         "SMTP server for e-mail notifications: smtp://[user:password@]host[:port] (STARTTLS "

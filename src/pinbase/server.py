@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from pinbase.app.auth.secrets import use_password_hash_memory
 from pinbase.app.retention import enforce_retention
@@ -34,7 +35,7 @@ from pinbase.http.app import create_app
 from pinbase.http.protocol import bound_protocol
 from pinbase.live.bus import Bus
 from pinbase.live.relay import ChannelRelay
-from pinbase.mcp.server import McpEndpoint, create_mcp
+from pinbase.mcp.server import create_mcp
 from pinbase.net.admission import Admission, Budget
 from pinbase.net.eventlog import EventLog
 from pinbase.net.fdlimit import connection_capacity, raise_fd_limit
@@ -58,9 +59,15 @@ class GracefulServer(uvicorn.Server):
         self.ready = asyncio.Event()
         self.gate = gate
         self.bus = bus
+        self.followers: list[GracefulServer] = []
+        """Servers of further listeners (HTTPS): they take no signals and stop with this one."""
+        self.takes_signals = True
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
+        if not self.takes_signals:
+            yield
+            return
         with super().capture_signals():
             try:
                 yield
@@ -73,6 +80,8 @@ class GracefulServer(uvicorn.Server):
             self.ready.set()
 
     async def shutdown(self, sockets: Any = None) -> None:
+        for follower in self.followers:
+            follower.should_exit = True
         self.bus.close()  # live streams end now rather than at the graceful-shutdown timeout
         await super().shutdown(sockets)
         self.gate.close()
@@ -131,16 +140,13 @@ def connection_budget(settings: Settings) -> Budget:
 
 
 def http_server(
-    services: Services, budget: Budget, log_level: str = "info", mcp: McpEndpoint | None = None
+    app: ASGIApp, services: Services, budget: Budget, log_level: str = "info", tls: bool = False
 ) -> GracefulServer:
-    """The HTTP server of `services`, not yet started, admitting connections within `budget`;
-    serving the MCP endpoint `mcp` too when given (its session manager run by the caller)."""
+    """The HTTP server of `app` (`create_app(services)`), not yet started, admitting
+    connections within `budget`; with `tls`, the HTTPS server of `--https-port`."""
     settings = services.settings
-    app = create_app(services)
-    if mcp is not None:
-        app.router.routes.extend(mcp.routes)
     admission = Admission(
-        "http",
+        "https" if tls else "http",
         budget,
         settings.max_connections_per_address,
         EventLog.to_logger(logging.getLogger("pinbase.http")),
@@ -149,7 +155,9 @@ def http_server(
     config = uvicorn.Config(
         app,
         host=settings.host,
-        port=settings.port,
+        port=settings.https_port if tls else settings.port,
+        ssl_certfile=settings.tls_cert if tls else None,
+        ssl_keyfile=settings.tls_key if tls else None,
         http=bound_protocol(gate, settings.header_timeout, settings.max_header_bytes),
         ws="none",  # no WebSocket route; a protocol switch would escape the admission gate
         # uvicorn annotates it int, but it is seconds for call_later: a float works.
@@ -173,13 +181,14 @@ def preflight(settings: Settings) -> None:
         settings.host,
         {
             "--port": settings.port,
+            "--https-port": settings.https_port,
             "--hardware-port": settings.hardware_port,
             "--hardware-tls-port": settings.hardware_tls_port,
             "--mqtt-port": settings.mqtt_port,
             "--mqtt-tls-port": settings.mqtt_tls_port,
         },
     )
-    if settings.hardware_tls_port or settings.mqtt_tls_port:
+    if settings.https_port or settings.hardware_tls_port or settings.mqtt_tls_port:
         tls_context(settings.tls_cert, settings.tls_key)
 
 
@@ -192,11 +201,33 @@ async def serve(settings: Settings, http: asyncio.Future[GracefulServer] | None 
     async with running_services(settings, budget=budget) as services:
         log.info("accepting up to %d connections", budget.capacity)
         mcp = create_mcp(services)
-        server = http_server(services, budget, settings.log_level, mcp)
+        app = create_app(services)
+        app.router.routes.extend(mcp.routes)  # one application for both ports
+        server = http_server(app, services, budget, settings.log_level)
+        if settings.https_port:
+            https = http_server(app, services, budget, settings.log_level, tls=True)
+            https.takes_signals = False
+            server.followers.append(https)
         if http is not None:
             http.set_result(server)
         async with mcp.session_manager.run():
+            followers = [await _started(follower) for follower in server.followers]
             await server.serve()
+            for follower in server.followers:  # also when it stopped before its shutdown
+                follower.should_exit = True
+            await asyncio.gather(*followers)
+
+
+async def _started(server: GracefulServer) -> asyncio.Task[None]:
+    """`server` serving in a task of its own, once it accepts connections (or has failed), so
+    that the HTTPS port is open by the time the HTTP port answers."""
+    serving = asyncio.create_task(server.serve())
+    ready = asyncio.create_task(server.ready.wait())
+    await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)
+    ready.cancel()
+    if serving.done():
+        await serving  # its failure, if it failed
+    return serving
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:

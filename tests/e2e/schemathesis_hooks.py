@@ -57,6 +57,11 @@ SCHEMA_VALID_REFUSALS = [
         r"Can't find Event with this code in Product template",
         r"Only WARNING and CRITICAL events can be resolved\.",
         r"The event is already resolved\.",
+        # users: passwords only over TLS (the suite's server has no HTTPS port), one of two
+        # password fields, an e-mail in use
+        r"Passwords are accepted only over HTTPS .*",
+        r"Give exactly one of 'password' and 'passwordHash'\.",
+        r".+ is already in use\.",
     )
 ]
 

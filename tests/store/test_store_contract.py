@@ -456,15 +456,8 @@ async def schema_1(url: str) -> None:
         await conn.close()
 
 
-async def schema_1_with_devices(url: str) -> None:
-    """A first-schema database holding an organization and a device (before timezones)."""
-    await schema_1(url)
-    statements = [
-        "INSERT INTO organizations (id, name) VALUES (1, 'Acme')",
-        "INSERT INTO products (id, org_id, name) VALUES (10, 1, 'Station')",
-        "INSERT INTO devices (id, org_id, product_id, name, token_hash) "
-        "VALUES (101, 1, 10, 'Roof', 'h')",
-    ]
+async def execute(url: str, statements: list[str]) -> None:
+    """Run statements on the database of `url`, outside any store."""
     if url.startswith("sqlite:///"):
         with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
             for statement in statements:
@@ -477,6 +470,18 @@ async def schema_1_with_devices(url: str) -> None:
             await conn.execute(statement)
     finally:
         await conn.close()
+
+
+async def schema_1_with_devices(url: str) -> None:
+    """A first-schema database holding an organization and a device (before timezones)."""
+    await schema_1(url)
+    statements = [
+        "INSERT INTO organizations (id, name) VALUES (1, 'Acme')",
+        "INSERT INTO products (id, org_id, name) VALUES (10, 1, 'Station')",
+        "INSERT INTO devices (id, org_id, product_id, name, token_hash) "
+        "VALUES (101, 1, 10, 'Roof', 'h')",
+    ]
+    await execute(url, statements)
 
 
 def test_rows_from_before_timezones_have_none(backend: str, tmp_path: Path) -> None:
@@ -939,5 +944,72 @@ def test_metafields_and_meta_values_round_trip(run: Callable[[Body], None]) -> N
         assert await store.meta_values(101) == {1: "North"}
         assert await store.meta_values(102) == {1: "North"}
         assert await store.meta_values(201) == {}
+
+    run(body)
+
+
+# --- users of the Platform API ------------------------------------------------------------
+
+
+async def schema_7_with_users(url: str) -> None:
+    """A database before migration 8: custom roles without ids, users without names."""
+    await schema_1_with_devices(url)
+    statements = [
+        "INSERT INTO roles (org_id, name, permissions) VALUES (1, 'Viewer', ''), "
+        "(1, 'Auditor', 'ORG_VIEW'), (1, 'Admin', 'ORG_VIEW')",
+        "INSERT INTO users (id, org_id, email, password_hash, role) "
+        "VALUES (5, 1, 'ann@acme.test', 'h', 'Viewer')",
+    ]
+    await execute(url, statements)
+
+
+def test_migration_8_gives_roles_ids_and_users_names(backend: str, tmp_path: Path) -> None:
+    async def main() -> None:
+        async with fresh_store(backend, tmp_path, schema_7_with_users) as store:
+            rows = await store.entities()
+            assert {r.name: r.id for r in rows.roles} == {"Admin": 1, "Auditor": 4, "Viewer": 5}
+            assert rows.users == [
+                UserRow(5, 1, "ann@acme.test", "h", "Viewer", "ann@acme.test", "Active", 0, 0)
+            ]
+
+    asyncio.run(main())
+
+
+def test_users_are_added_once_and_invitations_accepted_once(run: Callable[[Body], None]) -> None:
+    async def body(store: Store) -> None:
+        await store.upsert_entities(fleet())
+        before = await generation(store)
+        new_id = await store.next_user_id()
+        invited = UserRow(
+            new_id, 1, "new@acme.test", "", "User", "New", "Pending", 5, 5, "i" * 64, NOW
+        )
+        await store.add_user(invited, [(0, '{"to": ["new@acme.test"]}', 5)])
+        assert await generation(store) == before + 1
+        assert await store.user(new_id) == invited
+        assert await store.user_by_invitation("i" * 64) == invited
+        assert (await store.catalog()).users[new_id].status == "Pending"
+        for clash in (
+            dataclasses.replace(invited, email="other@acme.test"),  # the id is taken
+            dataclasses.replace(invited, id=new_id + 1, invitation_hash=None),  # the e-mail
+        ):
+            with pytest.raises(Conflict):
+                await store.add_user(clash)
+        assert (await store.counts())["users"] == len(fleet().users) + 1
+
+        assert not await store.accept_invitation(new_id, "i" * 64, "late", NOW)  # expired
+        assert not await store.accept_invitation(new_id, "x" * 64, "wrong", NOW - 1)
+        assert await store.accept_invitation(new_id, "i" * 64, "hash-1", NOW - 1)
+        assert not await store.accept_invitation(new_id, "i" * 64, "hash-2", NOW - 1)  # used
+        accepted = await store.user(new_id)
+        assert accepted is not None
+        assert (accepted.password_hash, accepted.status) == ("hash-1", "Active")
+        assert accepted.invitation_hash is None and accepted.last_modified == NOW - 1
+
+        await store.insert_tokens(
+            [TokenRow("t" * 64, "access", "acme-backend", 1, new_id, "f", NOW)]
+        )
+        await store.set_user_role(new_id, "Admin", NOW)
+        assert await store.access_token("t" * 64, NOW - 1) is None  # revoked with the change
+        assert (await store.catalog()).users[new_id].role == "Admin"
 
     run(body)

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Iterator
 
 import pytest
 
-from pinbase.app.auth.secrets import hash_password, use_password_hash_memory, verify_password
+from pinbase.app.auth.secrets import (
+    BLYNK_SCHEME,
+    blynk_prehash,
+    hash_blynk_prehash,
+    hash_password,
+    use_password_hash_memory,
+    verify_password,
+    verify_user_password,
+)
 from pinbase.config import Settings
 
 
@@ -35,3 +45,19 @@ def test_the_default_is_argon2s_own_and_less_than_a_mebibyte_is_refused() -> Non
     assert Settings().password_hash_memory == 64 * 1024
     with pytest.raises(ValueError, match="at least 1024 KiB"):
         use_password_hash_memory(512)
+
+
+def test_a_blynk_prehash_is_stored_so_that_the_plain_password_verifies() -> None:
+    email, password = "Ann@Example.com", "ann's passphrase"
+    # Blynk's SHA256Util.makeHash: SHA-256 over the password, then the e-mail's digest
+    salt = hashlib.sha256(b"ann@example.com").digest()
+    expected = base64.b64encode(hashlib.sha256(password.encode() + salt).digest()).decode()
+    assert blynk_prehash(email, password) == expected
+    stored = hash_blynk_prehash(expected)
+    assert stored.startswith(BLYNK_SCHEME)
+    assert verify_user_password(email, password, stored)
+    assert not verify_user_password(email, "another passphrase", stored)
+    assert not verify_user_password("bob@example.com", password, stored)
+    assert not verify_password(password, stored)  # never verified as a plain hash
+    assert verify_user_password(email, password, hash_password(password))
+    assert not verify_user_password(email, password, "")  # an invited user: no password yet

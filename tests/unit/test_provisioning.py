@@ -131,7 +131,7 @@ def test_example_document_creates_every_row(db: Path) -> None:
     assert report.changed
     rows = stored(db)
     assert [(o.id, o.name) for o in rows.organizations] == [(1, "Acme Farms")]
-    assert rows.roles == [RoleRow(1, "Auditor", ("ORG_DEVICES_VIEW",))]
+    assert rows.roles == [RoleRow(1, "Auditor", ("ORG_DEVICES_VIEW",), 4)]
     [client] = rows.clients
     assert (client.client_id, client.org_id) == ("acme-backend", 1)
     assert client.secret_hash == digest(CLIENT_SECRET)
@@ -1086,3 +1086,25 @@ def test_every_example_of_the_fleet_file_reference_is_valid() -> None:
     for kind, text in blocks:
         document = orjson.loads(text) if kind == "json" else yaml.safe_load(text)
         plan(document, Entities())
+
+
+# --- users of the Platform API ------------------------------------------------------------
+
+
+def test_roles_get_ids_and_users_names_and_timestamps(db: Path) -> None:
+    document = example()
+    org = document["organizations"][0]
+    org["roles"].append({"name": "Staff", "permissions": ["ORG_DEVICES_VIEW"]})
+    apply_doc(db, document)
+    org["roles"].insert(0, {"name": "Viewer", "permissions": []})
+    org["users"][0]["name"] = "Alice"
+    apply_doc(db, document)
+    rows = stored(db)
+    assert {r.name: r.id for r in rows.roles} == {"Auditor": 4, "Staff": 2, "Viewer": 5}
+    [alice] = rows.users
+    assert (alice.name, alice.status) == ("Alice", "Active")
+    assert 0 < alice.registered_at <= alice.last_modified
+    assert not apply_doc(db, document).changed  # the timestamps change only with the row
+    catalog = run_with_store(db, lambda store: store.catalog())
+    assert catalog.organizations[1].role_ids["Viewer"] == 5
+    assert catalog.organizations[1].role_named(1) == "Admin"

@@ -82,7 +82,7 @@ from pinbase.app.auth.secrets import (
     hash_password,
     new_device_token,
     new_token,
-    verify_password,
+    verify_user_password,
 )
 from pinbase.app.progress import NoProgress, Progress
 from pinbase.app.timezones import UnknownTimezone, check_timezone
@@ -107,7 +107,16 @@ from pinbase.domain.metadata import (
     check_value,
     metafield_type,
 )
-from pinbase.domain.model import DEFAULT_ROLES, INT32_MAX, INT32_MIN, DataType, Permission
+from pinbase.domain.model import (
+    DEFAULT_ROLE_IDS,
+    DEFAULT_ROLES,
+    FIRST_CUSTOM_ROLE_ID,
+    INT32_MAX,
+    INT32_MIN,
+    DataType,
+    Permission,
+    UserStatus,
+)
 from pinbase.domain.webhooks import (
     CONTENT_TYPES,
     MAX_BODY,
@@ -474,6 +483,7 @@ class _UserSpec:
     email: str
     password: str | None
     role: str
+    name: str
 
 
 @dataclass(eq=False)
@@ -538,12 +548,14 @@ def _parse_role(value: Any, path: str) -> _RoleSpec:
 
 
 def _parse_user(value: Any, path: str) -> _UserSpec:
-    m = _Map(value, path, ("email", "password", "role"))
+    m = _Map(value, path, ("email", "password", "role", "name"))
+    email = m.required("email", _email)
     return _UserSpec(
         path,
-        m.required("email", _email),
+        email,
         m.optional("password", _password),
         m.optional("role", _text) or DEFAULT_USER_ROLE,
+        m.optional("name", _text) or email,
     )
 
 
@@ -1038,11 +1050,17 @@ class _Planner:
     def _plan_roles(self, org: _OrgSpec) -> None:
         stored = {r.name: r for r in self.existing.roles if r.org_id == org.id}
         self.role_names[org.id] = {*DEFAULT_ROLES, *stored, *(r.name for r in org.roles)}
+        next_id = max((r.id + 1 for r in stored.values()), default=FIRST_CUSTOM_ROLE_ID)
+        next_id = max(next_id, FIRST_CUSTOM_ROLE_ID)
         for spec in org.roles:
             old = stored.get(spec.name)
             if old is not None:
                 old = replace(old, permissions=tuple(sorted(set(old.permissions))))
-            self._put("roles", old, RoleRow(org.id, spec.name, spec.permissions))
+                role_id = old.id
+            else:
+                role_id = DEFAULT_ROLE_IDS.get(spec.name, next_id)
+                next_id += role_id == next_id
+            self._put("roles", old, RoleRow(org.id, spec.name, spec.permissions, role_id))
 
     def _plan_client(self, org: _OrgSpec, spec: _ClientSpec, old: ClientRow | None) -> None:
         if old is not None and old.org_id != org.id:
@@ -1071,19 +1089,38 @@ class _Planner:
                 user_id, next_id = next_id, next_id + 1
             else:
                 user_id = old.id
-            row = UserRow(user_id, org.id, spec.email, self._password_hash(spec, old), spec.role)
+            row = self._user_row(org.id, user_id, spec, old)
             if old is not None and (old.password_hash, old.role) != (row.password_hash, row.role):
                 self.revoke_users.append(user_id)
             self._put("users", old, row)
             self.users[org.id, spec.email] = row
             self.progress.advance("users", 1)
 
+    def _user_row(self, org_id: int, user_id: int, spec: _UserSpec, old: UserRow | None) -> UserRow:
+        """The user as the file describes it. A user invited over the API stays Pending, with
+        its invitation, until the file gives it a password; its timestamps are kept unless
+        the row changes."""
+        password_hash = self._password_hash(spec, old)
+        now = now_ms()
+        row = UserRow(user_id, org_id, spec.email, password_hash, spec.role, spec.name)
+        if old is None:
+            return replace(row, registered_at=now, last_modified=now)
+        row = replace(row, registered_at=old.registered_at, last_modified=old.last_modified)
+        if spec.password is None and old.status != UserStatus.ACTIVE:
+            row = replace(
+                row,
+                status=old.status,
+                invitation_hash=old.invitation_hash,
+                invitation_expires=old.invitation_expires,
+            )
+        return row if row == old else replace(row, last_modified=now)
+
     def _password_hash(self, spec: _UserSpec, old: UserRow | None) -> str:
         if spec.password is None:
             if old is not None:
                 return old.password_hash
             return hash_password(self._secret(f"user {spec.email} password", new_token))
-        if old is not None and verify_password(spec.password, old.password_hash):
+        if old is not None and verify_user_password(spec.email, spec.password, old.password_hash):
             return old.password_hash
         return hash_password(spec.password)
 

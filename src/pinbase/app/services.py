@@ -9,6 +9,7 @@ from pinbase.app.auth.guard import LoginGuard
 from pinbase.app.events import Events
 from pinbase.app.ingest import Ingest
 from pinbase.app.notifications import Notifications
+from pinbase.app.users import Users
 from pinbase.app.webhooks import Webhooks
 from pinbase.config import Settings
 from pinbase.domain.ratelimit import TokenBuckets
@@ -51,6 +52,8 @@ class Services:
     """The webhook triggers (`pinbase.app.webhooks`)."""
     events: Events
     """Device events: logging, resolving, ONLINE/OFFLINE."""
+    users: Users
+    """The users of the organizations (the Platform API's Users operations)."""
 
     @classmethod
     def build(cls, settings: Settings, store: Store) -> Services:
@@ -62,6 +65,7 @@ class Services:
         events.watch(presence)
         per_minute = settings.org_rate_limit
         tokens = AccessTokens(store)
+        guard = LoginGuard(settings)
         store.watch_revocations(tokens.forget)
         return cls(
             settings=settings,
@@ -70,10 +74,11 @@ class Services:
             ingest=Ingest(store, bus, webhooks),
             presence=presence,
             tokens=tokens,
-            guard=LoginGuard(settings),
+            guard=guard,
             org_limits=Limiter(store, "org", per_minute / 60.0, per_minute),
             import_limits=Limiter(store, "import", settings.import_rate, settings.import_burst),
             device_limits=TokenBuckets(settings.device_rate, settings.device_burst),
             webhooks=webhooks,
             events=events,
+            users=Users(store, guard, settings.invitation_days, settings.smtp_url is not None),
         )

@@ -73,6 +73,15 @@ DEFAULT_ROLES: Mapping[str, frozenset[Permission]] = {
         }
     ),
 }
+DEFAULT_ROLE_IDS: Mapping[str, int] = {"Admin": 1, "Staff": 2, "User": 3}
+"""Blynk's ids of the default roles; an organization's own roles take ids from 4 up."""
+FIRST_CUSTOM_ROLE_ID = 4
+
+
+class UserStatus(enum.StrEnum):
+    PENDING = "Pending"
+    """Invited; becomes Active when the invitation is accepted."""
+    ACTIVE = "Active"
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +147,10 @@ class User:
     org_id: int
     email: str
     role: str
+    name: str = ""
+    status: UserStatus = UserStatus.ACTIVE
+    registered_at: int = 0
+    last_modified: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +160,12 @@ class Organization:
     roles: Mapping[str, frozenset[Permission]]
     timezone: str | None = None
     """IANA name; None: UTC."""
+    role_ids: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_ROLE_IDS))
+    """Each role's id (Blynk's roleId), by role name."""
+
+    def role_named(self, role_id: int) -> str | None:
+        """The name of the role with this id; None when the organization has none."""
+        return next((name for name, rid in self.role_ids.items() if rid == role_id), None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,9 @@ DEFAULT_PERIOD_S = 60
 MIN_PERIOD_S = 5
 MAX_RECIPIENTS = 20
 OWNER = "owner"
-_ADDRESS = re.compile(r"[^\s@<>,;\"\\]{1,64}@[A-Za-z0-9.-]{1,253}")
+ADDRESS_PATTERN = r"[^\s@<>,;\"\\]{1,64}@[A-Za-z0-9.-]{1,253}"
+"""A bare e-mail address (`is_address`), for schemas too."""
+_ADDRESS = re.compile(ADDRESS_PATTERN)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 

@@ -23,8 +23,10 @@ from pinbase.http.routes import (
     live,
     metadata,
     oauth,
+    organization,
     system,
     templates,
+    users,
     webhooks,
 )
 
@@ -64,6 +66,8 @@ def create_app(services: Services) -> FastAPI:
         templates.router,
         live.router,
         webhooks.router,
+        users.router,
+        organization.router,
     ):
         app.router.routes.extend(router.routes)
     # blynk-server's /{token}/... routes come last: they match only a token-shaped first

@@ -11,7 +11,16 @@ from msgspec import Meta, Struct
 from pinbase.domain.batch import MAX_ROWS
 from pinbase.domain.events import MAX_CODE, MAX_COMMENT, MAX_DESCRIPTION
 from pinbase.domain.model import INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN
+from pinbase.domain.notifications import ADDRESS_PATTERN
 from pinbase.domain.properties import MAX_PROPERTY_LENGTH, NO_NUL_PATTERN, PROPERTY_NAMES
+from pinbase.domain.users import (
+    MAX_EMAIL,
+    MAX_NAME,
+    MAX_PASSWORD,
+    MIN_PASSWORD,
+    NAME_PATTERN,
+    PREHASH_PATTERN,
+)
 
 Int32 = Annotated[int, Meta(ge=INT32_MIN, le=INT32_MAX)]
 Int64 = Annotated[int, Meta(ge=INT64_MIN, le=INT64_MAX)]
@@ -328,3 +337,63 @@ class TemplateDetails(Struct):
     events: list[TemplateEvent]
     metaFields: list[TemplateMetafield]
     parentId: int | None = None
+
+
+# --- users and the organization ---------------------------------------------------------------
+Email = Annotated[
+    str,
+    Meta(max_length=MAX_EMAIL, pattern=f"^{ADDRESS_PATTERN}$", examples=["ann@example.com"]),
+]
+UserName = Annotated[str, Meta(min_length=1, max_length=MAX_NAME, pattern=f"^{NAME_PATTERN}$")]
+Password = Annotated[str, Meta(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)]
+
+
+class UserBody(Struct):
+    id: int
+    name: str
+    email: str
+    roleId: int
+    role: str
+    orgId: int
+    status: Literal["Pending", "Active"]
+    registeredAt: int
+    lastModifiedTs: int
+
+
+class InvitedUserBody(UserBody):
+    invitationToken: str
+    """The one-time invitation token (a pinbase extension): shown in this answer only."""
+
+
+class UserProfileBody(UserBody):
+    orgName: str
+    permissions: list[str]
+
+
+class UsersPage(Struct):
+    totalElements: int
+    content: list[UserBody]
+
+
+class OrganizationBody(Struct):
+    id: int
+    name: str
+    tz: str
+
+
+class NewUserBody(_Body):
+    email: Email
+    name: UserName
+    roleId: Int32
+    orgId: Int32 | None = None
+    """Blynk's organization id; when given it must be the token's organization."""
+
+
+class CreateUserBody(NewUserBody):
+    passwordHash: Annotated[str, Meta(pattern=f"^{PREHASH_PATTERN}$")] | None = None
+    password: Password | None = None
+
+
+class AcceptInvitationBody(_Body):
+    token: Annotated[str, Meta(min_length=1, max_length=128)]
+    password: Password

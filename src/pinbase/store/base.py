@@ -158,6 +158,55 @@ class Store(abc.ABC):
         that no token issue (`insert_tokens` with a generation, `consume_refresh`) interleaves
         with, and tell every process the catalog changed."""
 
+    # users of the Platform API -------------------------------------------------------------
+    async def next_user_id(self) -> int:
+        """One more than the greatest user id in use (`add_user` refuses it if taken since)."""
+        ((value,),) = await self._fetch(self.SQL.next_user_id, ())
+        return int(value)
+
+    async def user(self, user_id: int) -> UserRow | None:
+        rows = await self._fetch(self.SQL.user_by_id, (user_id,))
+        return ENTITY["users"].row(rows[0]) if rows else None
+
+    async def user_by_invitation(self, invitation_hash: str) -> UserRow | None:
+        rows = await self._fetch(self.SQL.user_by_invitation, (invitation_hash,))
+        return ENTITY["users"].row(rows[0]) if rows else None
+
+    async def add_user(self, row: UserRow, mail: Sequence[tuple[int, str, int]] = ()) -> None:
+        """Insert a new user, add the `mail` outbox rows (webhook_id, context, due_at) and bump
+        the catalog generation, in one transaction. An id or (organization, e-mail) in use
+        raises `Conflict` and nothing is written (never an update of another user)."""
+        writes: list[tuple[str, list[tuple[Any, ...]]]] = [
+            (self.SQL.insert_user, [ENTITY["users"].values(row)])
+        ]
+        if mail:
+            writes.append((self.SQL.enqueue, list(mail)))
+        writes.append((self.SQL.bump_generation, [()]))
+        await self._change_catalog(writes)
+
+    async def set_user_role(self, user_id: int, role: str, now: int) -> None:
+        """Give a user another role and revoke every token issued to it, bumping the catalog
+        generation, in one transaction."""
+        writes: list[tuple[str, list[tuple[Any, ...]]]] = [
+            (self.SQL.set_user_role, [(user_id, role, now)])
+        ]
+        writes += self.SQL.revocation_writes(Revocation((user_id,)))
+        writes.append((self.SQL.bump_generation, [()]))
+        await self._change_catalog(writes)
+
+    async def accept_invitation(
+        self, user_id: int, invitation_hash: str, password_hash: str, now: int
+    ) -> bool:
+        """Set the password of an invited user and make it Active, if its invitation is still
+        `invitation_hash` and unexpired at `now`; whether it was. The check and the change are
+        one statement, so of two concurrent acceptances at most one succeeds."""
+        params = (user_id, invitation_hash, password_hash, now)
+        await self._change_catalog(
+            [(self.SQL.accept_invitation, [params]), (self.SQL.bump_generation, [()])]
+        )
+        accepted = await self.user(user_id)  # a fresh argon2 hash is salted: only ours matches
+        return accepted is not None and accepted.password_hash == password_hash
+
     # values -------------------------------------------------------------------------------
     @abc.abstractmethod
     async def write_values(self, writes: ValueWrites) -> int:

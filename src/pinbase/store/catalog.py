@@ -10,6 +10,7 @@ import orjson
 from pinbase.domain.events import EventDefinition, EventType
 from pinbase.domain.metadata import Metafield, Metafields, MetaType
 from pinbase.domain.model import (
+    DEFAULT_ROLE_IDS,
     DEFAULT_ROLES,
     Catalog,
     Datastream,
@@ -20,6 +21,7 @@ from pinbase.domain.model import (
     Product,
     Schema,
     User,
+    UserStatus,
 )
 from pinbase.store.records import Entities
 
@@ -28,12 +30,16 @@ def build_catalog(generation: int, rows: Entities) -> Catalog:
     roles: dict[int, dict[str, frozenset[Permission]]] = {
         org.id: dict(DEFAULT_ROLES) for org in rows.organizations
     }
+    role_ids: dict[int, dict[str, int]] = {
+        org.id: dict(DEFAULT_ROLE_IDS) for org in rows.organizations
+    }
     for role in rows.roles:
         roles.setdefault(role.org_id, dict(DEFAULT_ROLES))[role.name] = frozenset(
             Permission(p) for p in role.permissions
         )
+        role_ids.setdefault(role.org_id, dict(DEFAULT_ROLE_IDS))[role.name] = role.id
     organizations = {
-        org.id: Organization(org.id, org.name, roles[org.id], org.timezone)
+        org.id: Organization(org.id, org.name, roles[org.id], org.timezone, role_ids[org.id])
         for org in rows.organizations
     }
 
@@ -98,7 +104,19 @@ def build_catalog(generation: int, rows: Entities) -> Catalog:
         )
         for d in rows.devices
     }
-    users = {u.id: User(u.id, u.org_id, u.email, u.role) for u in rows.users}
+    users = {
+        u.id: User(
+            u.id,
+            u.org_id,
+            u.email,
+            u.role,
+            u.name,
+            UserStatus(u.status),
+            u.registered_at,
+            u.last_modified,
+        )
+        for u in rows.users
+    }
     tokens = {d.token_hash: d.id for d in rows.devices}
     return Catalog(generation, organizations, products, devices, users, tokens)
 

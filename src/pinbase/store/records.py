@@ -18,6 +18,9 @@ class RoleRow:
     org_id: int
     name: str
     permissions: tuple[str, ...]
+    id: int = 0
+    """Blynk's roleId, unique in the organization: 1 Admin, 2 Staff, 3 User, 4 and up custom
+    roles (`pinbase.domain.model.DEFAULT_ROLE_IDS`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +36,18 @@ class UserRow:
     org_id: int
     email: str
     password_hash: str
+    """argon2 of the password, or of its Blynk pre-hash behind a scheme marker
+    (`pinbase.app.auth.secrets`); empty for an invited user who has not accepted yet."""
     role: str
+    name: str = ""
+    status: str = "Active"
+    """Pending (invited, not accepted yet) or Active."""
+    registered_at: int = 0
+    last_modified: int = 0
+    """Epoch ms of the latest change of the row."""
+    invitation_hash: str | None = None
+    """SHA-256 of the pending invitation's token; None once accepted (or never invited)."""
+    invitation_expires: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

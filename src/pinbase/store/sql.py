@@ -105,13 +105,14 @@ class EntityTable(Table):
     def values(self, row: Any) -> tuple[Any, ...]:
         """The stored form of a record."""
         if isinstance(row, RoleRow):
-            return (row.org_id, row.name, ",".join(row.permissions))
+            return (row.org_id, row.name, ",".join(row.permissions), row.id)
         return astuple(row)
 
     def row(self, values: Any) -> Any:
         """The record of a stored row."""
         if self.row_type is RoleRow:
-            return RoleRow(values[0], values[1], tuple(p for p in values[2].split(",") if p))
+            permissions = tuple(p for p in values[2].split(",") if p)
+            return RoleRow(values[0], values[1], permissions, values[3])
         if self.row_type is DatastreamRow:
             stored = list(values)
             stored[-1] = bool(stored[-1])  # history: 0/1 in SQLite
@@ -313,6 +314,21 @@ class Statements:
             f"({d.among('user_id', 1, 'integer')} OR {d.among('client_id', 2, 'text')})"
         )
         self.delete_user = f"DELETE FROM users WHERE id = {p(1)}"
+        # users of the Platform API (`Store.add_user`, `set_user_role`, `accept_invitation`)
+        users = ENTITY["users"]
+        self.next_user_id = "SELECT COALESCE(max(id), 0) + 1 FROM users"
+        columns = ", ".join(users.columns)
+        self.insert_user = f"INSERT INTO users ({columns}) VALUES ({d.params(len(users.columns))})"
+        self.user_by_id = _select(users, f" WHERE id = {p(1)}")
+        self.user_by_invitation = _select(users, f" WHERE invitation_hash = {p(1)}")
+        self.set_user_role = (
+            f"UPDATE users SET role = {p(2)}, last_modified = {p(3)} WHERE id = {p(1)}"
+        )
+        self.accept_invitation = (
+            f"UPDATE users SET password_hash = {p(3)}, status = 'Active', invitation_hash = NULL, "
+            f"invitation_expires = NULL, last_modified = {p(4)} WHERE id = {p(1)} "
+            f"AND invitation_hash = {p(2)} AND invitation_expires > {p(4)}"
+        )
         self.delete_client = f"DELETE FROM clients WHERE client_id = {p(1)}"
         self.drop_tokens = f"DELETE FROM oauth_tokens WHERE expires_at < {p(1)}"
 

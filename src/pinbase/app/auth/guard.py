@@ -223,6 +223,20 @@ class LoginGuard:
         reason = "wrong client secret" if known else "unknown client"
         self.log.failure(reason, shown(client_id, known), None, address)
 
+    async def hash(self, work: Callable[[], str]) -> str:
+        """A new password hash, `work()`, computed in a hashing slot (`Busy` when none is to be
+        had)."""
+        return await self.hashing.run(lambda: None, work)
+
+    def check_address(self, address: str) -> None:
+        """Raise `Throttled` if this address's failures are spent."""
+        self._check((self.addresses, address))
+
+    def invitation_failed(self, address: str) -> None:
+        """An unknown, used or expired invitation token was presented from `address`."""
+        self._spend((self.addresses, address))
+        self.log.failure("unknown invitation", "-", None, address)
+
     def refresh_failed(self, address: str, client_id: str, reason: str) -> None:
         self._spend((self.addresses, address))
         self.log.failure(reason, client_id, None, address)

@@ -30,7 +30,13 @@ from dataclasses import dataclass
 
 from pinbase.app.auth.guard import BUSY_RETRY_S, Busy, Throttled, address_key
 from pinbase.app.auth.refresh import RefreshOutcome, rotate
-from pinbase.app.auth.secrets import digest, hash_password, new_token, same_digest, verify_password
+from pinbase.app.auth.secrets import (
+    digest,
+    hash_password,
+    new_token,
+    same_digest,
+    verify_user_password,
+)
 from pinbase.app.services import Services
 from pinbase.domain.clock import now_ms
 from pinbase.domain.ratelimit import retry_after
@@ -144,7 +150,9 @@ async def _authenticate_user(
         client.org_id,
         username,
         user is not None,
-        lambda: verify_password(password, hashed if hashed is not None else _dummy_hash()),
+        lambda: verify_user_password(
+            username, password, hashed if hashed is not None else _dummy_hash()
+        ),
     )
     if user is None or not valid:
         raise OAuthFailure("invalid_grant", "Wrong username or password.")

@@ -258,6 +258,22 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (device_id, code)
     ) WITHOUT ROWID;
     """,
+    # 8: Blynk's user object (name, status, timestamps), one-time invitations, role ids
+    """
+    ALTER TABLE roles ADD COLUMN id INTEGER NOT NULL DEFAULT 0;
+    UPDATE roles SET id = CASE name WHEN 'Admin' THEN 1 WHEN 'Staff' THEN 2 WHEN 'User' THEN 3
+        ELSE 3 + (SELECT count(*) FROM roles r WHERE r.org_id = roles.org_id
+                  AND r.name NOT IN ('Admin', 'Staff', 'User') AND r.name <= roles.name) END;
+    CREATE UNIQUE INDEX roles_by_id ON roles (org_id, id);
+    ALTER TABLE users ADD COLUMN name TEXT NOT NULL DEFAULT '';
+    ALTER TABLE users ADD COLUMN status TEXT NOT NULL DEFAULT 'Active';
+    ALTER TABLE users ADD COLUMN registered_at INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE users ADD COLUMN last_modified INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE users ADD COLUMN invitation_hash TEXT;
+    ALTER TABLE users ADD COLUMN invitation_expires INTEGER;
+    UPDATE users SET name = email;
+    CREATE UNIQUE INDEX users_by_invitation ON users (invitation_hash);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
