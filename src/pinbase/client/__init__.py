@@ -26,6 +26,7 @@ from pinbase.client.errors import (
 )
 from pinbase.client.exchange import Retries
 from pinbase.client.models import *  # noqa: F403
+from pinbase.client.operations import password_hash
 from pinbase.client.sync import Client
 from pinbase.client.tokens import ClientCredentials, Password
 
@@ -46,4 +47,5 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "UnexpectedAnswer",
+    "password_hash",
 ]

@@ -8,6 +8,8 @@ and history and pages are walked `MAX_PAGE` items a request.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -494,6 +496,13 @@ def organization() -> Plan[Organization]:
     return get("/profile", Organization)
 
 
+def password_hash(email: str, password: str) -> str:
+    """Blynk's `passwordHash` of a user: Base64(SHA-256(SHA-256(lower-cased e-mail) + password)),
+    so that a new user's password need not travel."""
+    salt = hashlib.sha256(email.lower().encode()).digest()
+    return base64.b64encode(hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
 def create_user(
     email: str,
     name: str,
@@ -502,7 +511,8 @@ def create_user(
     password: str | None = None,
     password_hash: str | None = None,
 ) -> Plan[User]:
-    """Create an active user in the organization (a password only over TLS)."""
+    """Create an active user in the organization, with a `password_hash` (see `password_hash`)
+    or a `password` (which the server takes only over TLS)."""
     body: dict[str, Any] = {"email": email, "name": name, "roleId": role_id}
     if password is not None:
         body["password"] = password
