@@ -574,11 +574,16 @@ class Blocking:
         return call
 
     def iterate(self, items: AsyncIterator[T]) -> Iterator[T]:
-        while True:
-            try:
-                yield self.wait(anext(items))
-            except StopAsyncIteration:
-                return
+        try:
+            while True:
+                try:
+                    yield self.wait(anext(items))
+                except StopAsyncIteration:
+                    return
+        finally:
+            close = getattr(items, "aclose", None)
+            if close is not None:
+                self.wait(close())
 
 
 @contextmanager

@@ -124,6 +124,34 @@ def test_reads_writes_and_errors(server: Server, mode: str) -> None:
         ]
 
 
+def test_the_live_stream(server: Server, mode: str) -> None:
+    device = DEVICE[mode]
+    stop = threading.Event()
+
+    def write_until_heard() -> None:  # the stream may open after the first writes
+        with api_client("sync", server.url, CLIENT) as (writer, _):
+            for step in range(200):
+                writer.write_value(device, 1, float(step))
+                if stop.wait(0.05):
+                    return
+
+    with api_client(mode, server.url, CLIENT) as (api, _):
+        stream = api.live([device])
+        writer = threading.Thread(target=write_until_heard)
+        writer.start()
+        try:
+            event = next(stream)
+        finally:
+            stop.set()
+            writer.join()
+            stream.close()
+        assert event.kind == "value"
+        assert (event.data["deviceId"], event.data["dataStreamId"]) == (device, 1)
+    blind = Password(*ACME, "blind@acme.test", PASSWORDS["blind@acme.test"])
+    with api_client(mode, server.url, blind) as (api, _), pytest.raises(Forbidden):
+        next(api.live([device]))  # no view permission
+
+
 def test_webhooks(server: Server, mode: str) -> None:
     with api_client(mode, server.url, CLIENT) as (api, _):
         created = api.create_webhook(
