@@ -371,24 +371,33 @@ def iter_devices() -> Walk[Device]:
     return Walk(lambda index: devices(index, MAX_PAGE), MAX_PAGE)
 
 
-def search_devices(
-    text: str,
-    *,
-    sort_by: str | None = None,
-    sort_order: SortOrder | None = None,
-    page: int = 0,
-    size: int = 50,
-) -> Plan[Page[Device]]:
-    """Devices whose name, id, product name or owner's e-mail match `text`."""
-    return get(
-        "/search/devices",
-        Page[Device],
-        query=text,
-        sortBy=sort_by,
-        sortOrder=sort_order,
-        page=page,
-        size=size,
-    )
+@dataclass(frozen=True)
+class Search(Generic[T]):
+    """A search of the Platform API: `text` (at most 255 characters), sorted by one of Blynk's
+    column names (`sort_by`, e.g. "Name") `ASC` or `DESC`, a page of the matches."""
+
+    path: str
+    kind: type[Page[T]]
+    __doc__: str
+
+    def __call__(
+        self,
+        text: str,
+        *,
+        sort_by: str | None = None,
+        sort_order: SortOrder | None = None,
+        page: int = 0,
+        size: int = 50,
+    ) -> Plan[Page[T]]:
+        params = {"sortBy": sort_by, "sortOrder": sort_order, "page": page, "size": size}
+        return get(self.path, self.kind, query=text, **params)
+
+
+search_devices = Search(
+    "/search/devices",
+    Page[Device],
+    "Devices whose name, id, product name or owner's e-mail match `text`.",
+)
 
 
 def device(device_id: int) -> Plan[DeviceDetails]:
@@ -461,24 +470,7 @@ def users(page: int = 0, size: int = 50) -> Plan[Page[User]]:
     return get("/users", Page[User], page=page, size=size)
 
 
-def search_users(
-    text: str,
-    *,
-    sort_by: str | None = None,
-    sort_order: SortOrder | None = None,
-    page: int = 0,
-    size: int = 50,
-) -> Plan[Page[User]]:
-    """Users matching `text`."""
-    return get(
-        "/search/users",
-        Page[User],
-        query=text,
-        sortBy=sort_by,
-        sortOrder=sort_order,
-        page=page,
-        size=size,
-    )
+search_users = Search("/search/users", Page[User], "Users whose name or e-mail match `text`.")
 
 
 def user(user_id: int) -> Plan[User]:

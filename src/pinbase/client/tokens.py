@@ -59,8 +59,6 @@ class Tokens:
         self.access: str | None = None
         self.refresh: str | None = None
         self.renew_at = 0.0
-        self.grants = 0
-        """Token answers received (grants and refreshes), for whoever wants to know."""
 
     def usable(self, stale: str | None) -> str | None:
         """The access token, unless there is none, it is `stale` (refused by the server) or
@@ -90,7 +88,6 @@ class Tokens:
         self.access = answer.access_token
         self.refresh = answer.refresh_token
         self.renew_at = self.clock() + answer.expires_in - min(60.0, answer.expires_in / 10)
-        self.grants += 1
         return answer.access_token
 
     def _grant(self) -> dict[str, str]:
