@@ -11,7 +11,14 @@ from collections.abc import Iterator
 import pytest
 
 from helpers import ACME, PASSWORDS, Server, api_client, not_found
-from pinbase.client import ClientCredentials, Forbidden, NotFound, Password, password_hash
+from pinbase.client import (
+    BadRequest,
+    ClientCredentials,
+    Forbidden,
+    NotFound,
+    Password,
+    password_hash,
+)
 
 CLIENT = ClientCredentials(*ACME)
 MODES = ["sync", "async"]
@@ -75,9 +82,14 @@ def test_templates(url: str, mode: str) -> None:
     with api_client(mode, url, CLIENT) as (api, _):
         ids = [template.id for template in api.templates().content]
         assert {10, 20} <= set(ids) and 30 not in ids
-        assert api.template(10).name == "Weather Station"
-        labels = [stream.label for stream in api.template_datastreams(10)]
-        assert labels[:2] == ["Temperature", "Humidity"]
+        details = api.template(10)
+        assert details.name == "Weather Station"
+        streams = api.template_datastreams(10)
+        assert [(s.label, s.pin, s.type) for s in streams][:2] == [
+            ("Temperature", 1, "DOUBLE"),
+            ("Humidity", 2, "INT"),
+        ]
+        assert [s.id for s in details.data_streams] == [s.id for s in streams]
         with pytest.raises(NotFound):
             api.template(30)
 
@@ -94,9 +106,10 @@ def test_users_and_the_organization(url: str, mode: str) -> None:
         invited = api.invite_user(f"invited-{mode}@acme.test", "Invited", staff_role)
         assert (invited.email, invited.status) == (f"invited-{mode}@acme.test", "Pending")
         email = f"made-{mode}@acme.test"
-        secret = password_hash(email, "made-password-123")
-        made = api.create_user(email, "Made", user_role, password_hash=secret)
-        assert api.set_user_role(made.id, staff_role).role_id == staff_role
+        with pytest.raises(BadRequest):  # passwords travel only over HTTPS: this is HTTP
+            api.create_user(email, "Made", user_role, password_hash=password_hash(email, "pw-1"))
+        assert email not in {user.email for user in api.users(size=1000).content}
+        assert api.set_user_role(invited.id, user_role).role_id == user_role
     own = Password(*ACME, "user@acme.test", PASSWORDS["user@acme.test"])
     with api_client(mode, url, own) as (api, _):
         assert api.my_profile().email == "user@acme.test"

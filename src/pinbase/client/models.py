@@ -195,23 +195,33 @@ class Template(Record):
     template_ids: list[str] = msgspec.field(default_factory=list)
 
 
-class TemplateDetails(Template):
-    """A template with the details Blynk documents (counts the server adds are ignored)."""
-
-    board_type: str | None = None
-    connection_type: str | None = None
-    description: str | None = None
+class EnumOption(Record):
+    value: int
+    label: str
 
 
 class TemplateDataStream(Record):
     id: int
-    label: str | None = None
+    label: str
     alias: str | None = None
-    pin: Any = None
     type: str | None = None
-    units: str | None = None
+    """Blynk's names: `INT`, `DOUBLE`, `ENUM`, `STRING`, `LOCATION`."""
+    pin: int | None = None
+    pin_type: str | None = None
+    is_history: bool = True
     min: float | None = None
     max: float | None = None
+    decimals: int | None = None
+    units: str | None = None
+    options: list[EnumOption] | None = None
+
+
+class TemplateDetails(Template):
+    """A template with what it defines."""
+
+    data_streams: list[TemplateDataStream] = msgspec.field(default_factory=list)
+    events: list[TemplateEvent] = msgspec.field(default_factory=list)
+    meta_fields: list[TemplateMetaField] = msgspec.field(default_factory=list)
 
 
 class User(Record):

@@ -489,10 +489,10 @@ def organization() -> Plan[Organization]:
 
 
 def password_hash(email: str, password: str) -> str:
-    """Blynk's `passwordHash` of a user: Base64(SHA-256(SHA-256(lower-cased e-mail) + password)),
-    so that a new user's password need not travel."""
+    """Blynk's `passwordHash` of a user: Base64(SHA-256(password + SHA-256(lower-cased
+    e-mail))), the digest Blynk's own apps send in place of the password."""
     salt = hashlib.sha256(email.lower().encode()).digest()
-    return base64.b64encode(hashlib.sha256(salt + password.encode()).digest()).decode()
+    return base64.b64encode(hashlib.sha256(password.encode() + salt).digest()).decode()
 
 
 def create_user(
