@@ -4,7 +4,7 @@ stream's parser, and the splitting of big batches, driven with canned answers.""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 import pytest
@@ -12,6 +12,7 @@ import pytest
 from pinbase.client import (
     ApiError,
     BadRequest,
+    Client,
     ClientCredentials,
     Password,
     RateLimited,
@@ -24,24 +25,20 @@ from pinbase.client import (
 )
 from pinbase.client import operations as ops
 from pinbase.client.exchange import (
+    Action,
     Authorize,
-    Exchange,
     Failure,
-    Finished,
-    Plan,
     Reply,
     Request,
     Send,
     Sleep,
     error_from,
     exchange,
-    resume,
 )
 from pinbase.client.models import Page
 from pinbase.client.sse import EventParser
 from pinbase.client.tokens import Tokens
 
-T = TypeVar("T")
 GET = Request("GET", "/api/v1/organization/device/status", replayable=True)
 WRITE = Request("POST", "/api/v1/organization/device/datastream", json={})
 
@@ -52,39 +49,30 @@ def reply(status: int, body: object = None, **headers: str) -> Reply:
                  content)  # fmt: skip
 
 
-class Driver:
-    """Runs a plan as the clients do, answering its sends from `answers` in turn."""
+class Driver(Client):
+    """The blocking client with canned answers: its sends are answered from `answers` in
+    turn, its waits recorded, and its tokens named `token-1`, `token-2`, ... ."""
 
     def __init__(self, *answers: Reply | Failure, retries: Retries = Retries()) -> None:
+        super().__init__("http://pinbase.invalid", ClientCredentials("app", "secret"),
+                         retries=retries)  # fmt: skip
         self.answers: Iterator[Reply | Failure] = iter(answers)
-        self.retries = retries
         self.sent: list[tuple[Request, str | None]] = []
         self.sleeps: list[float] = []
         self.stale: list[str | None] = []
 
-    def run(self, plan: Plan[T]) -> T:
-        outcome: Any = None
-        error: Exception | None = None
-        while not isinstance(step := resume(plan, outcome, error), Finished):
-            try:
-                outcome, error = self.perform(step), None
-            except Exception as exc:
-                outcome, error = None, exc
-        result: T = step.value
-        return result
-
-    def perform(self, action: Any) -> Any:
+    def _perform(self, action: Action) -> Any:
         match action:
-            case Exchange(request):
-                return self.run(exchange(request, self.retries))
             case Send(request, token):
                 self.sent.append((request, token))
                 return next(self.answers)
             case Sleep(seconds):
                 self.sleeps.append(seconds)
+                return None
             case Authorize(stale):
                 self.stale.append(stale)
                 return f"token-{len(self.stale)}"
+        return super()._perform(action)
 
 
 def test_429_and_503_are_retried_after_their_retry_after() -> None:

@@ -12,6 +12,7 @@ import httpx
 from pinbase.client.api import AsyncRunner, Operations, access_token
 from pinbase.client.errors import PinbaseError
 from pinbase.client.exchange import (
+    Action,
     Authorize,
     Exchange,
     Finished,
@@ -74,7 +75,7 @@ class AsyncClient(AsyncRunner, Operations):
         result: T = step.value
         return result
 
-    async def _perform(self, action: Exchange | Send | Sleep | Authorize) -> Any:
+    async def _perform(self, action: Action) -> Any:
         match action:
             case Exchange(request):
                 return await self.run(exchange(request, self.retries))

@@ -12,6 +12,7 @@ import httpx
 from pinbase.client.api import Operations, SyncRunner, access_token
 from pinbase.client.errors import PinbaseError
 from pinbase.client.exchange import (
+    Action,
     Authorize,
     Exchange,
     Finished,
@@ -75,7 +76,7 @@ class Client(SyncRunner, Operations):
         result: T = step.value
         return result
 
-    def _perform(self, action: Exchange | Send | Sleep | Authorize) -> Any:
+    def _perform(self, action: Action) -> Any:
         match action:
             case Exchange(request):
                 return self.run(exchange(request, self.retries))
