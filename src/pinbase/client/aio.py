@@ -9,21 +9,9 @@ from typing import Any, TypeVar
 
 import httpx
 
+import pinbase.client.exchange as core
 from pinbase.client.api import AsyncRunner, Operations, access_token
 from pinbase.client.errors import PinbaseError
-from pinbase.client.exchange import (
-    Action,
-    Authorize,
-    Exchange,
-    Finished,
-    Plan,
-    Retries,
-    Send,
-    Sleep,
-    error_from,
-    exchange,
-    resume,
-)
 from pinbase.client.models import LiveEvent
 from pinbase.client.operations import live_request
 from pinbase.client.sse import EventParser
@@ -42,7 +30,7 @@ class AsyncClient(AsyncRunner, Operations):
         base_url: str,
         credentials: Credentials,
         *,
-        retries: Retries = Retries(),
+        retries: core.Retries = core.Retries(),
         timeout: float = 30.0,
         http: httpx.AsyncClient | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -64,10 +52,10 @@ class AsyncClient(AsyncRunner, Operations):
     async def aclose(self) -> None:
         await self.http.aclose()
 
-    async def run(self, plan: Plan[T]) -> T:
+    async def run(self, plan: core.Plan[T]) -> T:
         outcome: Any = None
         error: PinbaseError | None = None
-        while not isinstance(step := resume(plan, outcome, error), Finished):
+        while not isinstance(step := core.resume(plan, outcome, error), core.Finished):
             try:
                 outcome, error = await self._perform(step), None
             except PinbaseError as exc:
@@ -75,18 +63,18 @@ class AsyncClient(AsyncRunner, Operations):
         result: T = step.value
         return result
 
-    async def _perform(self, action: Action) -> Any:
+    async def _perform(self, action: core.Action) -> Any:
         match action:
-            case Exchange(request):
-                return await self.run(exchange(request, self.retries))
-            case Send(request, token):
+            case core.Exchange(request):
+                return await self.run(core.exchange(request, self.retries))
+            case core.Send(request, token):
                 try:
                     return reply_of(await self.http.send(outgoing(self.http, request, token)))
                 except httpx.TransportError as exc:
                     return failure_of(exc)
-            case Sleep(seconds):
+            case core.Sleep(seconds):
                 return await self.sleep(seconds)
-            case Authorize(stale):
+            case core.Authorize(stale):
                 async with self._lock:
                     return self.tokens.usable(stale) or await self.run(self.tokens.obtain())
 
@@ -97,7 +85,7 @@ class AsyncClient(AsyncRunner, Operations):
         try:
             if response.status_code != 200:
                 await response.aread()
-                raise error_from(reply_of(response))
+                raise core.error_from(reply_of(response))
             parser = EventParser()
             async for line in response.aiter_lines():
                 if event := parser.feed(line):

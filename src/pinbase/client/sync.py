@@ -9,21 +9,9 @@ from typing import Any, TypeVar
 
 import httpx
 
+import pinbase.client.exchange as core
 from pinbase.client.api import Operations, SyncRunner, access_token
 from pinbase.client.errors import PinbaseError
-from pinbase.client.exchange import (
-    Action,
-    Authorize,
-    Exchange,
-    Finished,
-    Plan,
-    Retries,
-    Send,
-    Sleep,
-    error_from,
-    exchange,
-    resume,
-)
 from pinbase.client.models import LiveEvent
 from pinbase.client.operations import live_request
 from pinbase.client.sse import EventParser
@@ -43,7 +31,7 @@ class Client(SyncRunner, Operations):
         base_url: str,
         credentials: Credentials,
         *,
-        retries: Retries = Retries(),
+        retries: core.Retries = core.Retries(),
         timeout: float = 30.0,
         http: httpx.Client | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -65,10 +53,10 @@ class Client(SyncRunner, Operations):
     def close(self) -> None:
         self.http.close()
 
-    def run(self, plan: Plan[T]) -> T:
+    def run(self, plan: core.Plan[T]) -> T:
         outcome: Any = None
         error: PinbaseError | None = None
-        while not isinstance(step := resume(plan, outcome, error), Finished):
+        while not isinstance(step := core.resume(plan, outcome, error), core.Finished):
             try:
                 outcome, error = self._perform(step), None
             except PinbaseError as exc:
@@ -76,18 +64,18 @@ class Client(SyncRunner, Operations):
         result: T = step.value
         return result
 
-    def _perform(self, action: Action) -> Any:
+    def _perform(self, action: core.Action) -> Any:
         match action:
-            case Exchange(request):
-                return self.run(exchange(request, self.retries))
-            case Send(request, token):
+            case core.Exchange(request):
+                return self.run(core.exchange(request, self.retries))
+            case core.Send(request, token):
                 try:
                     return reply_of(self.http.send(outgoing(self.http, request, token)))
                 except httpx.TransportError as exc:
                     return failure_of(exc)
-            case Sleep(seconds):
+            case core.Sleep(seconds):
                 return self.sleep(seconds)
-            case Authorize(stale):
+            case core.Authorize(stale):
                 with self._lock:
                     return self.tokens.usable(stale) or self.run(self.tokens.obtain())
 
@@ -99,7 +87,7 @@ class Client(SyncRunner, Operations):
         try:
             if response.status_code != 200:
                 response.read()
-                raise error_from(reply_of(response))
+                raise core.error_from(reply_of(response))
             parser = EventParser()
             for line in response.iter_lines():
                 if event := parser.feed(line):
