@@ -516,16 +516,16 @@ def most_log_lines(since: float) -> int:
 
 class Recorded:
     """What a client under test sent, was answered and waited, and the clock it reads expiry
-    times from (`now`, moved by the test)."""
+    times from (the monotonic clock, moved by `skew` seconds)."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str]] = []  # (path, grant_type of a token request)
         self.answers: list[tuple[str, int, str | None]] = []  # (path, status, Retry-After)
         self.sleeps: list[float] = []
-        self.now = 1000.0
+        self.skew = 0.0
 
     def clock(self) -> float:
-        return self.now
+        return time.monotonic() + self.skew
 
     def on_request(self, request: httpx.Request) -> None:
         form = parse_qs(request.content.decode()) if request.url.path == "/oauth2/token" else {}
@@ -540,7 +540,8 @@ class Recorded:
         return [grant for path, grant in self.requests if path == "/oauth2/token"]
 
     def count(self, path: str) -> int:
-        return sum(1 for sent, _ in self.requests if sent == path)
+        """The requests to `path` that succeeded (a retried request counts once)."""
+        return sum(1 for answered, status, _ in self.answers if answered == path and status < 300)
 
 
 class Blocking:
