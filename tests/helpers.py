@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import os
 import queue
 import re
@@ -17,16 +18,19 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, Self, TypeVar
+from urllib.parse import parse_qs
 
 import asyncpg
 import httpx
 import orjson
 import yaml
 
+from pinbase.client import AsyncClient, Client, Retries
+from pinbase.client.tokens import Credentials
 from pinbase.domain.clock import now_ms
 from pinbase.store.base import Store
 from pinbase.store.sqlite.store import SqliteStore
@@ -505,3 +509,127 @@ def most_log_lines(since: float) -> int:
     """Lines about one kind of event a server may write from `since` on: the first, one count
     per 10 s interval, and one at shutdown."""
     return 2 + int((time.monotonic() - since) // 10) + 1
+
+
+# --- the Python client (pinbase.client) under test -------------------------------------------
+
+
+class Recorded:
+    """What a client under test sent, was answered and waited, and the clock it reads expiry
+    times from (the monotonic clock, moved by `skew` seconds)."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str]] = []  # (path, grant_type of a token request)
+        self.answers: list[tuple[str, int, str | None]] = []  # (path, status, Retry-After)
+        self.sleeps: list[float] = []
+        self.skew = 0.0
+
+    def clock(self) -> float:
+        return time.monotonic() + self.skew
+
+    def on_request(self, request: httpx.Request) -> None:
+        form = parse_qs(request.content.decode()) if request.url.path == "/oauth2/token" else {}
+        self.requests.append((request.url.path, form.get("grant_type", [""])[0]))
+
+    def on_response(self, response: httpx.Response) -> None:
+        path, status = response.request.url.path, response.status_code
+        self.answers.append((path, status, response.headers.get("retry-after")))
+
+    def grants(self) -> list[str]:
+        """The grant types of the token requests, in order."""
+        return [grant for path, grant in self.requests if path == "/oauth2/token"]
+
+    def count(self, path: str) -> int:
+        """The requests to `path` that succeeded (a retried request counts once)."""
+        return sum(1 for answered, status, _ in self.answers if answered == path and status < 300)
+
+
+class Blocking:
+    """An `AsyncClient` called from synchronous test code: its coroutines run, and its async
+    iterators are read, on an event loop of its own thread. Every test of the client runs
+    once with a `Client` and once with an `AsyncClient` behind this."""
+
+    def __init__(self, client: AsyncClient, loop: asyncio.AbstractEventLoop) -> None:
+        self.client = client
+        self.loop = loop
+
+    def wait(self, awaitable: Awaitable[T]) -> T:
+        async def run() -> T:
+            return await awaitable
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.client, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: object, **kwargs: object) -> object:
+            result = attribute(*args, **kwargs)
+            if inspect.isawaitable(result):
+                return self.wait(result)
+            if isinstance(result, AsyncIterator):
+                return self.iterate(result)
+            return result
+
+        return call
+
+    def iterate(self, items: AsyncIterator[T]) -> Iterator[T]:
+        try:
+            while True:
+                try:
+                    yield self.wait(anext(items))
+                except StopAsyncIteration:
+                    return
+        finally:
+            close = getattr(items, "aclose", None)
+            if close is not None:
+                self.wait(close())
+
+
+@contextmanager
+def api_client(
+    mode: str, url: str, credentials: Credentials, retries: Retries = Retries()
+) -> Iterator[tuple[Any, Recorded]]:
+    """A `Client` (mode "sync") or an `AsyncClient` behind `Blocking` ("async") on `url`, and
+    the record of its requests, answers and waits (it really waits)."""
+    seen = Recorded()
+    if mode == "sync":
+
+        def sleep(seconds: float) -> None:
+            seen.sleeps.append(seconds)
+            time.sleep(seconds)
+
+        hooks = {"request": [seen.on_request], "response": [seen.on_response]}
+        http = httpx.Client(event_hooks=hooks, timeout=30)  # type: ignore[arg-type]
+        with Client(url, credentials, retries=retries, http=http, sleep=sleep,
+                    clock=seen.clock) as client:  # fmt: skip
+            yield client, seen
+        return
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def async_sleep(seconds: float) -> None:
+        seen.sleeps.append(seconds)
+        await asyncio.sleep(seconds)
+
+    async def on_request(request: httpx.Request) -> None:
+        seen.on_request(request)
+
+    async def on_response(response: httpx.Response) -> None:
+        seen.on_response(response)
+
+    hooks_async = {"request": [on_request], "response": [on_response]}
+    http_async = httpx.AsyncClient(event_hooks=hooks_async, timeout=30)  # type: ignore[arg-type]
+    async_client = AsyncClient(
+        url, credentials, retries=retries, http=http_async, sleep=async_sleep, clock=seen.clock
+    )
+    blocking = Blocking(async_client, loop)
+    try:
+        yield blocking, seen
+    finally:
+        blocking.wait(async_client.aclose())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()

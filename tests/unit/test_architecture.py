@@ -6,7 +6,9 @@ lower layers:
     domain < config < store < live < app < net < http | devices | mcp < server < demo < cli
 
 `net` holds the connection-level defences the faces share (admission, rate-limited logging).
-`http`, `devices` and `mcp` are faces side by side: none imports another. Every import counts,
+`http`, `devices` and `mcp` are faces side by side: none imports another.
+`client` (the Python client of the API) is a part of its own, outside the layers: it imports no
+other part of pinbase, and no other part imports it. Every import counts,
 including those inside functions and under TYPE_CHECKING.
 """
 
@@ -33,6 +35,7 @@ LAYERS: list[set[str]] = [
     {"__main__"},
 ]
 RANK = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}
+APART = {"client"}
 
 
 def module_name(path: Path) -> str:
@@ -75,7 +78,8 @@ def all_imports() -> Iterator[tuple[str, str]]:
 
 def test_every_part_has_a_layer() -> None:
     parts = {part(module) for module in MODULES} - {""}
-    assert parts <= set(RANK), f"parts without a layer: {sorted(parts - set(RANK))}"
+    placed = set(RANK) | APART
+    assert parts <= placed, f"parts without a layer: {sorted(parts - placed)}"
 
 
 def test_imports_only_go_down() -> None:
@@ -84,11 +88,22 @@ def test_imports_only_go_down() -> None:
         source = part(module)
         for target in targets:
             goal = part(target)
-            if not source or not goal or goal == source:
+            if not source or not goal or goal == source or APART & {source, goal}:
                 continue
             if RANK[goal] >= RANK[source]:
                 wrong.append(f"{module} -> {target}")
     assert not wrong, "imports against the layers:\n" + "\n".join(wrong)
+
+
+def test_the_parts_apart_import_only_themselves() -> None:
+    """The client imports nothing of the server, and the server nothing of the client."""
+    wrong = [
+        f"{module} -> {target}"
+        for module, targets in GRAPH.items()
+        for target in targets
+        if part(module) != part(target) and APART & {part(module), part(target)}
+    ]
+    assert not wrong, "imports across a part apart:\n" + "\n".join(wrong)
 
 
 def test_no_import_cycles() -> None:
