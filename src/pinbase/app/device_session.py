@@ -22,6 +22,7 @@ from pinbase.app.services import Services
 from pinbase.app.timezones import UnknownTimezone, load_zone
 from pinbase.domain.clock import now_ms
 from pinbase.domain.errors import DomainError
+from pinbase.domain.hardware import hardware_info
 from pinbase.domain.metadata import Metafield, check_value
 from pinbase.domain.model import Catalog, Datastream, Device, Schema
 from pinbase.domain.properties import check_property_name, parse_property
@@ -289,3 +290,12 @@ class DeviceSession:
         return await metadata.write(
             services.store, services.bus, self.device, meta, raw, self.origin
         )
+
+    async def report_hardware(self, reported: dict[str, str]) -> None:
+        """Keep what the device reported of itself (`domain.hardware`) for the Platform API's
+        `hardwareInfo`: in the store, so that every process answers it. Once per connection."""
+        info = hardware_info(reported)
+        if info:
+            await self.services.store.set_hardware_info(
+                self.device.id, orjson.dumps(info).decode(), now_ms()
+            )

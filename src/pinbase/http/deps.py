@@ -174,6 +174,8 @@ unknown keywords instead of `minimum`/`maximum`."""
 StrictInt = Annotated[int, PlainInteger]
 Int32Query = Annotated[int, Query(ge=INT32_MIN, le=INT32_MAX), PlainInteger]
 Int64Query = Annotated[int, Query(ge=INT64_MIN, le=INT64_MAX), PlainInteger]
+PageQuery = Annotated[int, Query(ge=0, le=INT32_MAX, description="0-based page"), PlainInteger]
+SizeQuery = Annotated[int, Query(ge=1, le=1000, description="Items per page"), PlainInteger]
 
 
 IdsQuery = Annotated[list[str] | None, Query(include_in_schema=False)]

@@ -69,7 +69,7 @@ def _datastream(schema: Schema, ds_id: int) -> Datastream:
     return ds
 
 
-def _values(
+def datastream_values(
     schema: Schema, stored: dict[int, StoredValue], wanted: list[int] | None
 ) -> list[dict[str, object]]:
     chosen = set(wanted) if wanted else None
@@ -111,7 +111,7 @@ async def device_values(
     ctx.principal.require_view()
     device = covered_device(ctx.catalog, ctx.principal, deviceId)
     stored = await ctx.services.store.current_values([device.id])
-    return _json(_values(ctx.catalog.schema_of(device), stored[device.id], wanted))
+    return _json(datastream_values(ctx.catalog.schema_of(device), stored[device.id], wanted))
 
 
 @router.get(
@@ -157,7 +157,9 @@ async def batch_values(
         [
             {
                 "deviceId": d.id,
-                "dataStreamValues": _values(ctx.catalog.schema_of(d), stored[d.id], wanted),
+                "dataStreamValues": datastream_values(
+                    ctx.catalog.schema_of(d), stored[d.id], wanted
+                ),
             }
             for d in devices
         ]

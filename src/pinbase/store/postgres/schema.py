@@ -283,6 +283,15 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (device_id, code)
     );
     """,
+    # 8: when a device was created, and what its hardware last reported about itself
+    """
+    ALTER TABLE devices ADD COLUMN activated_at bigint;
+    CREATE TABLE device_hardware (
+        device_id integer PRIMARY KEY,
+        info text NOT NULL,
+        updated_at bigint NOT NULL
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

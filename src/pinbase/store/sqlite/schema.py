@@ -258,6 +258,15 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (device_id, code)
     ) WITHOUT ROWID;
     """,
+    # 8: when a device was created, and what its hardware last reported about itself
+    """
+    ALTER TABLE devices ADD COLUMN activated_at INTEGER;
+    CREATE TABLE device_hardware (
+        device_id INTEGER PRIMARY KEY,
+        info TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

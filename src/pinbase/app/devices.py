@@ -1,0 +1,353 @@
+"""Devices over the Platform API: pages and search, the full device, create, rename, delete,
+clear, and a new token.
+
+Reading goes by the in-memory catalog (every process follows its generation), through an index
+built once per catalog snapshot: each organization's devices in id order, with the lower-case
+texts a search compares. A page reads the database only for its own devices (when each last
+stored a value, its hardware info), never for the whole fleet; only a search sorted by
+"Last Reported At" reads the last updates of every device it matched.
+
+Every change is one catalog transaction (`Store.insert_device`, `update_device`,
+`delete_devices`), which bumps the generation: every process sees the change as soon as its
+catalog follows, refuses a dead token, and closes the device connections it opened
+(`app.revoked_devices`; this process closes its own at once). The DEVICE_ADDED and
+DEVICE_DELETED webhook deliveries are written in that same transaction. A clear erases data,
+not the device: no catalog change, and a connected device stays connected.
+
+Every operation on one device acts only on a device the caller may view: another
+organization's device, or another user's for a caller with only OWN_DEVICES_VIEW, is the same
+404 as a missing one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import orjson
+
+from pinbase.app import metadata
+from pinbase.app.auth.secrets import digest, new_device_token
+from pinbase.app.webhooks import Webhooks
+from pinbase.domain.errors import Forbidden, Invalid, NotFound
+from pinbase.domain.metadata import Metafield
+from pinbase.domain.model import INT32_MAX, Catalog, Device, Permission
+from pinbase.domain.permissions import Principal, covered_device
+from pinbase.live.presence import Presence
+from pinbase.store.base import Store
+from pinbase.store.errors import Conflict, StoreUnavailable
+from pinbase.store.records import DeviceRow, StoredValue
+
+MAX_NAME = 50
+MAX_QUERY = 255
+NO_TEMPLATE = "Template not found."
+NO_USER = "User not found."
+NAME_RULE = (
+    f"Device name must be 1 to {MAX_NAME} characters: letters, digits, spaces, and ' _ - only."
+)
+OTHER_OWNER = "Access denied: naming another user as owner needs the ORG_VIEW_USERS permission."
+INSERT_ATTEMPTS = 5
+"""Tries at the next free id when other processes take it first."""
+
+
+def check_name(name: str) -> str:
+    """A device name: 1..50 letters, digits, spaces, `'`, `_`, `-`, not only spaces."""
+    if not 1 <= len(name) <= MAX_NAME or not name.strip():
+        raise Invalid(NAME_RULE)
+    if not all(c.isalnum() or c in " '_-" for c in name):
+        raise Invalid(NAME_RULE)
+    return name
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A device with the texts a search compares (lower-case; "" when it has none)."""
+
+    device: Device
+    name: str
+    product: str
+    owner: str
+
+    def matches(self, needle: str) -> bool:
+        """`needle` (lower-case) is part of the name, product name or owner e-mail, or is
+        the id."""
+        return (
+            needle in self.name
+            or needle in self.product
+            or needle in self.owner
+            or needle == str(self.device.id)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Index:
+    catalog: Catalog
+    by_org: dict[int, list[Entry]]
+
+
+_index_cache: list[_Index] = []
+
+
+def _index(catalog: Catalog) -> _Index:
+    """The index of `catalog` (built once per snapshot; the latest one is kept)."""
+    if _index_cache and _index_cache[0].catalog is catalog:
+        return _index_cache[0]
+    by_org: dict[int, list[Entry]] = {}
+    for device_id in sorted(catalog.devices):
+        device = catalog.devices[device_id]
+        product = catalog.products.get(device.product_id)
+        owner = catalog.users.get(device.owner_id) if device.owner_id is not None else None
+        by_org.setdefault(device.org_id, []).append(
+            Entry(
+                device,
+                device.name.lower(),
+                product.name.lower() if product is not None else "",
+                owner.email.lower() if owner is not None else "",
+            )
+        )
+    index = _Index(catalog, by_org)
+    _index_cache[:] = [index]
+    return index
+
+
+def visible(catalog: Catalog, principal: Principal) -> list[Entry]:
+    """The devices the principal may view, by id."""
+    principal.require_view()
+    entries = _index(catalog).by_org.get(principal.org_id, [])
+    if principal.sees_whole_org:
+        return entries
+    return [e for e in entries if principal.covers(e.device)]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    total: int
+    devices: list[Device]
+
+
+def page_of(entries: Sequence[Entry], page: int, size: int) -> Page:
+    start = page * size
+    return Page(len(entries), [e.device for e in entries[start : start + size]])
+
+
+SortKey = Callable[[Entry], Any]
+
+
+def _sort_keys(
+    catalog: Catalog, last: dict[int, int], online: Callable[[int], bool]
+) -> dict[str, SortKey]:
+    def owner_email(e: Entry) -> str | None:
+        return e.owner or None
+
+    return {
+        "Device Id": lambda e: e.device.id,
+        "Name": lambda e: e.name,
+        "Owner Id": lambda e: e.device.owner_id,
+        "Device Owner": owner_email,
+        "Last Reported At": lambda e: last.get(e.device.id),
+        "Activated At": lambda e: e.device.activated_at,
+        "Template Name": lambda e: e.product,
+        "Template Id": lambda e: e.device.product_id,
+        "Organization Id": lambda e: e.device.org_id,
+        "Status": lambda e: online(e.device.id),
+    }
+
+
+SORT_FIELDS = tuple(_sort_keys(Catalog(0, {}, {}, {}, {}), {}, bool))
+"""Blynk's names of the fields a search sorts by."""
+
+
+async def search(
+    store: Store,
+    catalog: Catalog,
+    principal: Principal,
+    query: str,
+    sort_by: str | None,
+    descending: bool,
+    online: Callable[[int], bool],
+) -> list[Entry]:
+    """The devices the principal may view that match `query` (see `Entry.matches`), sorted by
+    `sort_by` (one of `SORT_FIELDS`; by id when None), unknown values last in ascending order;
+    ties stay in id order."""
+    if not query or len(query) > MAX_QUERY:
+        raise Invalid(f"Query parameter 'query' must be 1 to {MAX_QUERY} characters.")
+    if sort_by is not None and sort_by not in SORT_FIELDS:
+        raise Invalid(f"Query parameter 'sortBy' must be one of: {', '.join(SORT_FIELDS)}.")
+    needle = query.lower()
+    found = [e for e in visible(catalog, principal) if e.matches(needle)]
+    if sort_by is None or sort_by == "Device Id":
+        return found[::-1] if descending else found
+    last = (
+        await store.last_updates([e.device.id for e in found])
+        if sort_by == "Last Reported At"
+        else {}
+    )
+    key = _sort_keys(catalog, last, online)[sort_by]
+    present = [e for e in found if key(e) is not None]
+    absent = [e for e in found if key(e) is None]
+    present.sort(key=key, reverse=descending)
+    return absent + present if descending else present + absent
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceView:
+    """A device with what the database knows of it beyond the catalog."""
+
+    device: Device
+    last_reported_at: int | None
+    hardware: dict[str, str] | None
+
+
+async def views(store: Store, devices: Sequence[Device]) -> list[DeviceView]:
+    """The devices of one page with their extras: two reads of those devices only."""
+    ids = [d.id for d in devices]
+    if not ids:
+        return []
+    last = await store.last_updates(ids)
+    hardware = await store.hardware_info(ids)
+    return [
+        DeviceView(
+            d,
+            last.get(d.id),
+            orjson.loads(hardware[d.id]) if d.id in hardware else None,
+        )
+        for d in devices
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class FullDevice:
+    view: DeviceView
+    online: bool
+    current: dict[int, StoredValue]
+    """Current values by datastream id."""
+    meta: list[tuple[Metafield, str | None]]
+    token: str | None = None
+    """The new device's token (create only: it is stored as a digest)."""
+
+
+async def full(
+    store: Store, catalog: Catalog, device: Device, online: bool, token: str | None = None
+) -> FullDevice:
+    """The device with its current values and metadata."""
+    (view,) = await views(store, [device])
+    current = (await store.current_values([device.id]))[device.id]
+    fields = metadata.metafields_of(catalog, device)
+    meta = await metadata.read(store, fields, device.id)
+    return FullDevice(view, online, current, meta, token)
+
+
+# --- changing ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Devices:
+    """The changes, with what they need of the running server."""
+
+    store: Store
+    webhooks: Webhooks
+    presence: Presence
+
+    async def create(
+        self,
+        catalog: Catalog,
+        principal: Principal,
+        template_id: int,
+        name: str,
+        owner_id: int | None,
+        now: int,
+    ) -> tuple[Device, str]:
+        """A new device of product `template_id`, and its token. The owner: `owner_id`, else
+        the calling user (none for an organization token)."""
+        principal.require(Permission.ORG_DEVICES_CREATE)
+        check_name(name)
+        product = catalog.products.get(template_id)
+        if product is None or product.org_id != principal.org_id:
+            raise NotFound(NO_TEMPLATE)
+        owner = self._owner(catalog, principal, owner_id)
+        token = new_device_token()
+        for _ in range(INSERT_ATTEMPTS):
+            device_id = await self.store.next_device_id()
+            if device_id > INT32_MAX:
+                raise Invalid("No device id is left to assign.")
+            row = DeviceRow(
+                device_id, principal.org_id, product.id, name, owner, digest(token), None, now
+            )
+            outbox = await self.webhooks.trigger_rows("DEVICE_ADDED", [row], now)
+            try:
+                await self.store.insert_device(row, outbox)
+            except Conflict:
+                continue  # another process took the id first: the next free one
+            return _device(row, product.root_id), token
+        raise StoreUnavailable("Device ids are contended by other processes; retry.")
+
+    @staticmethod
+    def _owner(catalog: Catalog, principal: Principal, owner_id: int | None) -> int | None:
+        if owner_id is None:
+            return principal.user_id
+        if (
+            principal.user_id is not None
+            and owner_id != principal.user_id
+            and Permission.ORG_VIEW_USERS not in principal.permissions
+        ):
+            raise Forbidden(OTHER_OWNER)
+        user = catalog.users.get(owner_id)
+        if user is None or user.org_id != principal.org_id:
+            raise NotFound(NO_USER)
+        return user.id
+
+    async def rename(
+        self, catalog: Catalog, principal: Principal, device_id: int, name: str
+    ) -> Device:
+        principal.require(Permission.ORG_DEVICES_EDIT)
+        device = covered_device(catalog, principal, device_id)
+        check_name(name)
+        await self.store.update_device(device.id, name=name)
+        return replace(device, name=name)
+
+    async def delete(
+        self, catalog: Catalog, principal: Principal, device_id: int, now: int
+    ) -> None:
+        """Delete the device and all its data; its token dies, its connections close."""
+        principal.require(Permission.ORG_DEVICES_DELETE)
+        device = covered_device(catalog, principal, device_id)
+        outbox = await self.webhooks.trigger_rows("DEVICE_DELETED", [device], now)
+        await self.store.delete_devices([device.id], outbox)
+        await self._close_revoked()
+
+    async def clear(self, catalog: Catalog, principal: Principal, device_id: int) -> None:
+        """Erase the device's history, current values and widget properties."""
+        principal.require(Permission.ORG_DEVICES_DELETE)
+        device = covered_device(catalog, principal, device_id)
+        await self.store.clear_devices([device.id])
+
+    async def reprovision(self, catalog: Catalog, principal: Principal, device_id: int) -> str:
+        """A new token for the device (returned once); the old one dies with its connections."""
+        principal.require(Permission.PROVISION_DEVICES)
+        device = covered_device(catalog, principal, device_id)
+        token = new_device_token()
+        await self.store.update_device(device.id, token_hash=digest(token))
+        await self._close_revoked()
+        return token
+
+    async def _close_revoked(self) -> None:
+        """Close this process's connections whose token died (others: `revoked_devices`)."""
+        if self.presence.connected_count:
+            self.presence.close_revoked((await self.store.catalog()).device_tokens)
+
+
+def _device(row: DeviceRow, root_id: int) -> Device:
+    return Device(
+        row.id,
+        row.org_id,
+        row.product_id,
+        root_id,
+        row.name,
+        row.owner_id,
+        row.timezone,
+        row.activated_at,
+    )
