@@ -171,8 +171,8 @@ async def search(
     online: Callable[[int], bool],
 ) -> list[Entry]:
     """The devices the principal may view that match `query` (see `Entry.matches`), sorted by
-    `sort_by` (one of `SORT_FIELDS`; by id when None), unknown values last in ascending order;
-    ties stay in id order."""
+    `sort_by` (one of `SORT_FIELDS`; by id when None); devices without a value of that field
+    come last in either order, and ties stay in id order."""
     if not query or len(query) > MAX_QUERY:
         raise Invalid(f"Query parameter 'query' must be 1 to {MAX_QUERY} characters.")
     if sort_by is not None and sort_by not in SORT_FIELDS:
@@ -188,9 +188,8 @@ async def search(
     )
     key = _sort_keys(catalog, last, online)[sort_by]
     present = [e for e in found if key(e) is not None]
-    absent = [e for e in found if key(e) is None]
     present.sort(key=key, reverse=descending)
-    return absent + present if descending else present + absent
+    return present + [e for e in found if key(e) is None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -126,7 +126,7 @@ async def list_devices(ctx: OrgContext, page: PageQuery = 0, size: SizeQuery = 5
     description=(
         "Devices whose name, product (template) name or owner's e-mail contains `query` "
         "(case-insensitive), or whose id it is; sorted by `sortBy` (by id when left out), "
-        "devices without a value of that field last in ascending order."
+        "devices without a value of that field last in either order."
     ),
     responses=responses(
         {200: ("One page of matching devices", DevicePage)}, (400, 401, 403, 429, 503)
