@@ -29,6 +29,7 @@ import yaml
 
 from pinbase.domain.clock import now_ms
 from pinbase.store.base import Store
+from pinbase.store.records import Entities
 from pinbase.store.sqlite.store import SqliteStore
 
 __all__ = ["now_ms"]  # re-exported: tests stamp and compare times as the server does
@@ -427,6 +428,23 @@ async def fresh_store(
             await admin.execute(f"DROP DATABASE IF EXISTS {name}")
         finally:
             await admin.close()
+
+
+StoreBody = Callable[[Store], Awaitable[None]]
+
+
+def store_runner(backend: str, tmp_path: Path, rows: Entities) -> Callable[[StoreBody], None]:
+    """Runs a test body on a fresh store of `backend` holding the catalog `rows`."""
+
+    def run(body: StoreBody) -> None:
+        async def main() -> None:
+            async with fresh_store(backend, tmp_path) as store:
+                await store.upsert_entities(rows)
+                await body(store)
+
+        asyncio.run(main())
+
+    return run
 
 
 LIVE = "/api/v1/organization/live"

@@ -8,17 +8,15 @@ created.
 
 from __future__ import annotations
 
-import socket
-import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from test_hardware import RawDevice  # e2e/test_hardware.py
 
 from helpers import (
-    DEADLINE,
     FLEET,
     GLOBEX,
     Api,
@@ -46,9 +44,7 @@ MAKER = "maker@acme.test"
 MAKER_PASSWORD = "maker-password-1"
 FLEET_IDS = [101, 102, 103, 104, 105, 106, 107, 108, 109, 110]
 
-# hardware commands and statuses, spelled out rather than imported from the code under test
-RESPONSE, LOGIN, INTERNAL = 0, 2, 17
-OK = 200
+OK = 200  # the hardware protocol's status, spelled out rather than imported
 
 
 def module_fleet() -> str:
@@ -134,38 +130,11 @@ def device_write(token: str, env: Env, value: float) -> httpx.Response:
     return httpx.get(env.server.url + DEVICE_UPDATE, params={"token": token, "v1": str(value)})
 
 
-class Hardware:
-    """A raw hardware connection logged in with a token."""
-
-    def __init__(self, env: Env, token: str) -> None:
-        address = ("127.0.0.1", env.server.hardware_port)
-        self.sock = socket.create_connection(address, timeout=DEADLINE)
-        self.msg_id = 0
-        assert self.send(LOGIN, token.encode()) == (RESPONSE, OK)
-
-    def send(self, command: int, body: bytes) -> tuple[int, int]:
-        """(command, status) of the answer: a RESPONSE, or another frame's command."""
-        self.msg_id += 1
-        self.sock.sendall(struct.pack("!BHH", command, self.msg_id, len(body)) + body)
-        header = b""
-        while len(header) < 5:
-            chunk = self.sock.recv(5 - len(header))
-            assert chunk, "connection closed"
-            header += chunk
-        answer, _, length = struct.unpack("!BHH", header)
-        return answer, length
-
-    def closed_by_server(self) -> bool:
-        """Read until the server closes the connection (bounded by the socket's timeout)."""
-        try:
-            while self.sock.recv(4096):
-                pass
-        except ConnectionResetError:
-            pass
-        return True
-
-    def close(self) -> None:
-        self.sock.close()
+def hardware(env: Env, token: str) -> RawDevice:
+    """A raw hardware connection logged in with `token`."""
+    device = RawDevice(env.server.hardware_port)
+    assert device.login(token) == OK
+    return device
 
 
 def test_pages_hold_the_devices_one_may_view_by_id(env: Env) -> None:
@@ -290,10 +259,9 @@ def test_create_gives_a_working_token_and_bad_input_writes_nothing(env: Env) -> 
 
     # the token works over the device HTTP API and the hardware protocol
     assert device_write(made["token"], env, 21.5).status_code == 200
-    hardware = Hardware(env, made["token"])
+    device = hardware(env, made["token"])
     try:
-        info = b"ver\x001.3.2\x00h-beat\x0045\x00dev\x00ESP32\x00fw\x001.0.4\x00extra\x00no"
-        assert hardware.send(INTERNAL, info) == (RESPONSE, OK)
+        device.announce("ver", "1.3.2", "h-beat", "45", "dev", "ESP32", "fw", "1.0.4", "x", "no")
 
         def full() -> dict[str, Any] | None:
             body: dict[str, Any] = env.org.get(DEVICE, deviceId=made["id"]).json()
@@ -310,7 +278,7 @@ def test_create_gives_a_working_token_and_bad_input_writes_nothing(env: Env) -> 
         assert got["dataStreamValues"][0]["value"] == 21.5
         assert env.org.get(ONLINE, deviceId=made["id"]).json() == {"connected": True}
     finally:
-        hardware.close()
+        device.close()
 
 
 def test_rename_changes_the_name_only(env: Env) -> None:
@@ -334,12 +302,12 @@ def test_delete_refuses_the_token_and_closes_its_connection(env: Env) -> None:
     assert device_write(made["token"], env, 5).status_code == 200
     count = total(env.org)
     assert_error(env.staff.http.delete(DEVICE, params=url), 403)  # no ORG_DEVICES_DELETE
-    hardware = Hardware(env, made["token"])
+    device = hardware(env, made["token"])
     try:
         assert env.org.http.delete(DEVICE, params=url).status_code == 204
-        assert hardware.closed_by_server()
+        assert device.closed_by_server()
     finally:
-        hardware.close()
+        device.close()
     assert device_write(made["token"], env, 6).status_code == 400
     assert_error(env.org.get(DEVICE, **url), 404, not_found(made["id"]))
     assert_error(env.org.http.delete(DEVICE, params=url), 404)
@@ -351,7 +319,7 @@ def test_delete_refuses_the_token_and_closes_its_connection(env: Env) -> None:
 def test_clear_erases_values_and_history_and_keeps_the_device(env: Env) -> None:
     made = create(env.org, {"templateId": 10, "name": "Cleared"})
     url = {"deviceId": made["id"]}
-    hardware = Hardware(env, made["token"])
+    device = hardware(env, made["token"])
     try:
         for value in (1, 2):
             assert device_write(made["token"], env, value).status_code == 200
@@ -364,17 +332,17 @@ def test_clear_erases_values_and_history_and_keeps_the_device(env: Env) -> None:
         assert all("value" not in v for v in shown["dataStreamValues"])
         assert "lastReportedAt" not in shown and shown["name"] == "Cleared"
         # the connection stays
-        assert hardware.send(INTERNAL, b"ver\x001.3.2") == (RESPONSE, OK)
+        device.announce("ver", "1.3.2")
         assert env.org.get(ONLINE, **url).json() == {"connected": True}
     finally:
-        hardware.close()
+        device.close()
 
 
 def test_a_new_token_keeps_the_device_and_its_data(env: Env) -> None:
     made = create(env.org, {"templateId": 10, "name": "Reprovisioned"})
     old = made["token"]
     assert device_write(old, env, 7).status_code == 200
-    hardware = Hardware(env, old)
+    device = hardware(env, old)
     try:
         assert_error(env.auditor.post(REPROVISION, {"deviceId": made["id"]}), 403)
         for body in ({}, {"deviceId": "x"}, {"deviceId": made["id"], "more": 1}):
@@ -383,9 +351,9 @@ def test_a_new_token_keeps_the_device_and_its_data(env: Env) -> None:
         assert answer.status_code == 200, answer.text
         new = answer.json()["token"]
         assert answer.json() == {"deviceId": made["id"], "token": new} and new != old
-        assert hardware.closed_by_server()
+        assert device.closed_by_server()
     finally:
-        hardware.close()
+        device.close()
     assert device_write(old, env, 8).status_code == 400
     assert device_write(new, env, 9).status_code == 200
     window = {"deviceId": made["id"], "dataStreamId": 1, "from": 0, "to": 2**62}

@@ -5,13 +5,12 @@ updates read for some devices. Timestamps are fixed numbers: nothing depends on 
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from helpers import fresh_store, second_store
+from helpers import second_store, store_runner
 from pinbase.store import Conflict, Store
 from pinbase.store.records import (
     DeviceRow,
@@ -30,16 +29,8 @@ T0 = 1_700_000_000_000
 
 
 @pytest.fixture
-def run(backend: str, tmp_path: Path) -> Iterator[Callable[[Body], None]]:
-    def runner(body: Body) -> None:
-        async def main() -> None:
-            async with fresh_store(backend, tmp_path) as store:
-                await store.upsert_entities(fleet())
-                await body(store)
-
-        asyncio.run(main())
-
-    yield runner
+def run(backend: str, tmp_path: Path) -> Callable[[Body], None]:
+    return store_runner(backend, tmp_path, fleet())
 
 
 def fleet() -> Entities:

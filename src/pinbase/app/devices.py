@@ -114,6 +114,14 @@ def _index(catalog: Catalog) -> _Index:
     return index
 
 
+def every_device(catalog: Catalog) -> list[Entry]:
+    """Every device of every organization, by id (`pinbase devices`)."""
+    return sorted(
+        (e for entries in _index(catalog).by_org.values() for e in entries),
+        key=lambda e: e.device.id,
+    )
+
+
 def visible(catalog: Catalog, principal: Principal) -> list[Entry]:
     """The devices the principal may view, by id."""
     principal.require_view()
