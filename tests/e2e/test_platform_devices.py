@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from test_hardware import RawDevice  # e2e/test_hardware.py
 
 from helpers import (
+    DEADLINE,
     FLEET,
     GLOBEX,
     Api,
@@ -97,7 +100,7 @@ def env(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]
     fleet.write_text(module_fleet())
     apply_fleet(data_dir, fleet)
     server = Server(data_dir)
-    server.hardware_port = free_port()
+    server.hardware_port, server.mqtt_port = free_port(), free_port()
     server.start()
     found = Env(server, fleet)
     try:
@@ -382,3 +385,31 @@ def test_apply_keeps_api_devices_and_updates_those_it_names(env: Env) -> None:
 
     wait_for("the applied name", renamed)
     assert device_write(made["token"], env, 2).status_code == 200  # its token kept
+
+
+def test_what_an_mqtt_device_tells_of_itself_is_its_hardware_info(env: Env) -> None:
+    made = create(env.org, {"templateId": 10, "name": "Mqtt made"})
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    client.username_pw_set("device", made["token"])
+    client.connect("127.0.0.1", env.server.mqtt_port, keepalive=60)
+    client.loop_start()
+    try:
+        for payload in ("not json", '["a list"]'):  # refused, and nothing kept
+            client.publish("info/mcu", payload, qos=1).wait_for_publish(DEADLINE)
+        info = '{"ver": "2.1.0", "type": "ESP32", "rxbuff": 1024, "tmpl": true, "x": "y"}'
+        published = client.publish("info/mcu", info, qos=1)
+        published.wait_for_publish(DEADLINE)
+        assert published.is_published()
+
+        def kept() -> dict[str, Any] | None:
+            body: dict[str, Any] = env.org.get(DEVICE, deviceId=made["id"]).json()
+            return body.get("hardwareInfo")
+
+        assert wait_for("the hardware info", kept) == {
+            "version": "2.1.0",
+            "boardType": "ESP32",
+            "buffIn": "1024",
+        }
+    finally:
+        client.loop_stop()
+        client.disconnect()
