@@ -297,6 +297,15 @@ def apply_fleet_text(data_dir: Path, text: str) -> None:
     apply_fleet(data_dir, fleet)
 
 
+def device_server(data_dir: Path, fleet_text: str) -> Server:
+    """A started server with its hardware and MQTT listeners on, on the fleet given as text
+    (kept as `data_dir/fleet.yaml`)."""
+    apply_fleet_text(data_dir, fleet_text)
+    server = Server(data_dir)
+    server.hardware_port, server.mqtt_port = free_port(), free_port()
+    return server.start()
+
+
 def client_token(base_url: str, credentials: tuple[str, str] = ACME) -> str:
     response = httpx.post(
         f"{base_url}/oauth2/token",

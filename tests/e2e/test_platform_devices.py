@@ -27,7 +27,7 @@ from helpers import (
     apply_fleet,
     assert_error,
     client_token,
-    free_port,
+    device_server,
     not_found,
     user_token,
     wait_for,
@@ -96,13 +96,8 @@ class Env:
 @pytest.fixture(scope="module")
 def env(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     data_dir = tmp_path_factory.mktemp(f"platform-devices-{backend}")
-    fleet = data_dir / "fleet.yaml"
-    fleet.write_text(module_fleet())
-    apply_fleet(data_dir, fleet)
-    server = Server(data_dir)
-    server.hardware_port, server.mqtt_port = free_port(), free_port()
-    server.start()
-    found = Env(server, fleet)
+    server = device_server(data_dir, module_fleet())
+    found = Env(server, data_dir / "fleet.yaml")
     try:
         yield found
     finally:
