@@ -25,15 +25,13 @@ import asyncio
 import os
 import shutil
 import statistics
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from common import DEVICES, fleet, log_problems, machine, write_results
+from common import DEVICES, fleet, machine, workdir, write_results
 from devices import SERVER_FLAGS, DeviceServer, org_client, percentile
 from pinbase.app.provisioning import apply_to_database
 from pinbase.config import database_url
@@ -142,15 +140,12 @@ def measure(url: str, work: Path, log: Path, *flags: str) -> dict[str, Any]:
 
 def main() -> None:
     started = time.monotonic()
-    work = Path(tempfile.mkdtemp(prefix="pinbase-bench-platform-"))
-    work.chmod(0o755)  # the postgres user owns the cluster directory inside
-    log = work / "server.log"
     results: dict[str, Any] = {
         "machine": {**machine(), "load_average_at_start": os.getloadavg()[0]},
         "devices": DEVICES,
         "server_flags": " ".join(SERVER_FLAGS),
     }
-    try:
+    with workdir("pinbase-bench-platform-", results) as (work, log):
         print("SQLite", flush=True)
         results["sqlite"] = measure(database_url(work / "data", None), work, log)
         if os.environ.get("BENCH_PLATFORM_POSTGRES", "1") != "0":
@@ -158,14 +153,6 @@ def main() -> None:
             shutil.rmtree(work / "data", ignore_errors=True)
             with cluster(work) as admin, database(admin, "pinbase_bench_platform") as url:
                 results["postgres"] = measure(url, work, log, "--database", url)
-        problems = log_problems(log)
-    except BaseException:
-        if log.exists():
-            print(log.read_text()[-5000:], file=sys.stderr)
-        raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    results["server_log_problems"] = problems
     write_results("platform_devices", results, started)
 
 
