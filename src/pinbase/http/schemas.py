@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from pinbase.app.devices import MAX_NAME, NAME_PATTERN
 from pinbase.domain.batch import MAX_ROWS
 from pinbase.domain.events import MAX_CODE, MAX_COMMENT, MAX_DESCRIPTION
 from pinbase.domain.model import INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN
@@ -164,8 +165,9 @@ DeviceName = Annotated[
     str,
     Meta(
         min_length=1,
-        max_length=50,
-        description="Letters, digits, spaces, `'`, `_` and `-`",
+        max_length=MAX_NAME,
+        pattern=NAME_PATTERN,
+        description="Letters A to Z, digits, spaces, `'`, `_` and `-`; not only spaces",
         examples=["Boiler room"],
     ),
 ]
