@@ -6,12 +6,14 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,25 @@ def log_problems(log: Path) -> list[str]:
         for line in log.read_text(errors="replace").splitlines()
         if line.startswith(("WARNING", "ERROR", "CRITICAL", "Traceback"))
     ][:20]
+
+
+@contextlib.contextmanager
+def workdir(prefix: str, results: dict[str, Any]) -> Iterator[tuple[Path, Path]]:
+    """A temporary directory for one benchmark and its servers' log (`work/server.log`): should
+    the benchmark fail, the log's tail is printed; once it is done, the log's problems go into
+    `results`; the directory is removed either way."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    work.chmod(0o755)  # the postgres user owns a cluster directory inside
+    log = work / "server.log"
+    try:
+        yield work, log
+        results["server_log_problems"] = log_problems(log)
+    except BaseException:
+        if log.exists():
+            print(log.read_text()[-5000:], file=sys.stderr)
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def write_results(name: str, results: dict[str, Any], started: float) -> None:

@@ -40,7 +40,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
@@ -55,10 +54,10 @@ from common import (
     batch_rows,
     batch_update,
     fleet,
-    log_problems,
     machine,
     rss_kib,
     timed,
+    workdir,
     write_results,
 )
 from pinbase.app.provisioning import apply_to_database
@@ -674,8 +673,6 @@ def idle_and_downlink(data_dir: Path, log: Path, proto: str) -> dict[str, Any]:
 def main() -> None:
     started = time.monotonic()
     limit = raise_open_files()
-    work = Path(tempfile.mkdtemp(prefix="pinbase-bench-devices-"))
-    log = work / "server.log"
     results: dict[str, Any] = {
         "machine": {
             **machine(),
@@ -684,7 +681,7 @@ def main() -> None:
         },
         "server_flags": " ".join(SERVER_FLAGS),
     }
-    try:
+    with workdir("pinbase-bench-devices-", results) as (work, log):
         clean = work / "clean"
         asyncio.run(apply_to_database(database_url(clean, None), device_fleet()))
         data = {name: work / name for name in ("uplink", "tcp", "mqtt")}
@@ -710,14 +707,6 @@ def main() -> None:
         for proto in ("tcp", "mqtt"):
             print(f"idle memory and downlink latency: {proto}", flush=True)
             results[f"idle_{proto}"] = idle_and_downlink(data[proto], log, proto)
-        problems = log_problems(log)
-    except BaseException:
-        if log.exists():
-            print(log.read_text()[-5000:], file=sys.stderr)
-        raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    results["server_log_problems"] = problems
     write_results("devices", results, started)
     print(json.dumps(results, indent=2))
 

@@ -33,10 +33,7 @@ import contextlib
 import json
 import multiprocessing
 import os
-import shutil
 import statistics
-import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -44,7 +41,7 @@ from typing import Any
 
 import httpx
 
-from common import log_problems, machine, write_results
+from common import machine, workdir, write_results
 from devices import (
     HOST,
     SERVER_FLAGS,
@@ -413,30 +410,21 @@ def main() -> None:
     """SQLite, then PostgreSQL (a throwaway cluster, as bench/postgres.py starts it) unless
     BENCH_EVENTS_POSTGRES=0."""
     started = time.monotonic()
-    work = Path(tempfile.mkdtemp(prefix="pinbase-bench-events-"))
-    work.chmod(0o755)  # the postgres user owns the cluster directory inside
-    log = work / "server.log"
     results: dict[str, Any] = {
         "machine": {**machine(), "load_average_at_start": os.getloadavg()[0]},
         "server_flags": " ".join((*SERVER_FLAGS, *WEBHOOK_FLAGS)),
     }
     receiver = Receiver(free_port())
     try:
-        print("SQLite", flush=True)
-        results["sqlite"] = measure(database_url(work / "data", None), work, log, receiver)
-        if os.environ.get("BENCH_EVENTS_POSTGRES", "1") != "0":
-            print("PostgreSQL", flush=True)
-            with cluster(work) as admin, database(admin, "pinbase_bench_events") as url:
-                results["postgres"] = measure(url, work, log, receiver, "--database", url)
-        problems = log_problems(log)
-    except BaseException:
-        if log.exists():
-            print(log.read_text()[-5000:], file=sys.stderr)
-        raise
+        with workdir("pinbase-bench-events-", results) as (work, log):
+            print("SQLite", flush=True)
+            results["sqlite"] = measure(database_url(work / "data", None), work, log, receiver)
+            if os.environ.get("BENCH_EVENTS_POSTGRES", "1") != "0":
+                print("PostgreSQL", flush=True)
+                with cluster(work) as admin, database(admin, "pinbase_bench_events") as url:
+                    results["postgres"] = measure(url, work, log, receiver, "--database", url)
     finally:
         receiver.stop()
-        shutil.rmtree(work, ignore_errors=True)
-    results["server_log_problems"] = problems
     write_results("events", results, started)
     for store in ("sqlite", "postgres"):
         for part, figures in results.get(store, {}).items():

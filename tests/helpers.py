@@ -33,6 +33,7 @@ from pinbase.client import AsyncClient, Client, Retries
 from pinbase.client.tokens import Credentials
 from pinbase.domain.clock import now_ms
 from pinbase.store.base import Store
+from pinbase.store.records import Entities
 from pinbase.store.sqlite.store import SqliteStore
 
 __all__ = ["now_ms"]  # re-exported: tests stamp and compare times as the server does
@@ -300,6 +301,15 @@ def apply_fleet_text(data_dir: Path, text: str) -> None:
     apply_fleet(data_dir, fleet)
 
 
+def device_server(data_dir: Path, fleet_text: str) -> Server:
+    """A started server with its hardware and MQTT listeners on, on the fleet given as text
+    (kept as `data_dir/fleet.yaml`)."""
+    apply_fleet_text(data_dir, fleet_text)
+    server = Server(data_dir)
+    server.hardware_port, server.mqtt_port = free_port(), free_port()
+    return server.start()
+
+
 def client_token(base_url: str, credentials: tuple[str, str] = ACME) -> str:
     response = httpx.post(
         f"{base_url}/oauth2/token",
@@ -431,6 +441,23 @@ async def fresh_store(
             await admin.execute(f"DROP DATABASE IF EXISTS {name}")
         finally:
             await admin.close()
+
+
+StoreBody = Callable[[Store], Awaitable[None]]
+
+
+def store_runner(backend: str, tmp_path: Path, rows: Entities) -> Callable[[StoreBody], None]:
+    """Runs a test body on a fresh store of `backend` holding the catalog `rows`."""
+
+    def run(body: StoreBody) -> None:
+        async def main() -> None:
+            async with fresh_store(backend, tmp_path) as store:
+                await store.upsert_entities(rows)
+                await body(store)
+
+        asyncio.run(main())
+
+    return run
 
 
 LIVE = "/api/v1/organization/live"

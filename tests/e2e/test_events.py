@@ -32,9 +32,8 @@ from helpers import (
     Api,
     Listener,
     Server,
-    apply_fleet,
     assert_error,
-    free_port,
+    device_server,
     pinbase,
     wait_for,
 )
@@ -168,12 +167,7 @@ class Env:
 @pytest.fixture(scope="module")
 def env(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     data_dir = tmp_path_factory.mktemp(f"events-{backend}")
-    path = data_dir / "fleet.yaml"
-    path.write_text(fleet())
-    apply_fleet(data_dir, path)
-    server = Server(data_dir)
-    server.hardware_port, server.mqtt_port = free_port(), free_port()
-    server.start()
+    server = device_server(data_dir, fleet())
     env = Env(server, server.mqtt_port, server.hardware_port)
     try:
         yield env

@@ -22,6 +22,7 @@ from test_templates import (
     CLIENT,
     FOREIGN_DEVICE,
     FOREIGN_TEMPLATE,
+    LABEL,
     MODE,
     OTHER_CLIENT,
     OWNED,
@@ -39,6 +40,9 @@ from helpers import Server, client_token, free_port, user_token
 
 T = TypeVar("T")
 TOOLS = {
+    "search_devices",
+    "get_device",
+    "create_device",
     "get_all_templates",
     "get_template",
     "get_datastream_values",
@@ -255,6 +259,52 @@ def test_users_and_organizations_see_only_their_devices(env: Env) -> None:
             value=1,
         )
         == "Access denied: the ORG_DEVICES_CONTROL permission is required."
+    )
+
+
+def test_devices_found_read_and_created(env: Env) -> None:
+    every = env.answer(env.admin, "search_devices")
+    assert {SHARED, OWNED} <= {d["id"] for d in every["content"]}
+    assert FOREIGN_DEVICE not in {d["id"] for d in every["content"]}
+    assert [d["id"] for d in env.answer(env.user, "search_devices")["content"]] == [OWNED]
+    found = env.answer(env.admin, "search_devices", query="owned")
+    assert [(d["id"], d["templateId"], d["originalTemplateId"]) for d in found["content"]] == [
+        (OWNED, STATION_PRO, STATION)
+    ]
+    by_name = env.answer(env.admin, "search_devices", query="e", sortBy="Name", descending=True)
+    assert [d["name"] for d in by_name["content"]][:2] == ["Shared", "Owned"]
+    assert "sortBy" in env.error(env.admin, "search_devices", query="x", sortBy="Colour")
+    # the full device: values and metadata; another user's or organization's: not found
+    device = env.answer(env.user, "get_device", deviceId=OWNED)
+    assert device["online"] is False
+    assert [v["dataStreamId"] for v in device["dataStreamValues"]] == [TEMPERATURE, MODE, LABEL]
+    assert device["metaFieldValues"] == [{"id": 1, "name": "Site", "value": {"type": "Text"}}]
+    shared = "Device with identifier 701 is not found or belong to another organization."
+    assert env.error(env.user, "get_device", deviceId=SHARED) == shared
+    foreign = "Device with identifier 801 is not found or belong to another organization."
+    assert env.error(env.admin, "get_device", deviceId=FOREIGN_DEVICE) == foreign
+    # a device created by an agent: its token logs in over the hardware protocol at once
+    created = env.answer(env.admin, "create_device", templateId=STATION, name="From an agent")
+    assert (created["name"], created["templateId"], created["online"]) == (
+        "From an agent",
+        STATION,
+        False,
+    )
+    device = RawDevice(env.server.hardware_port)
+    try:
+        assert device.login(created["token"]) == OK
+    finally:
+        device.close()
+    assert env.answer(env.admin, "get_device", deviceId=created["id"])["name"] == "From an agent"
+    assert "token" not in env.answer(env.admin, "get_device", deviceId=created["id"])
+    # refusals: another organization's template, a bad name, a role without the permission
+    assert (
+        env.error(env.admin, "create_device", templateId=FOREIGN_TEMPLATE, name="X")
+        == "Template not found."
+    )
+    assert "name" in env.error(env.admin, "create_device", templateId=STATION, name="<b>")
+    assert env.error(env.viewer, "create_device", templateId=STATION, name="X") == (
+        "Access denied: the ORG_DEVICES_CREATE permission is required."
     )
 
 

@@ -31,7 +31,7 @@ from helpers import (
     apply_fleet,
     assert_error,
     client_token,
-    free_port,
+    device_server,
     pinbase,
     user_token,
 )
@@ -205,13 +205,8 @@ class Env:
 @pytest.fixture(scope="module")
 def env(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     data_dir = tmp_path_factory.mktemp(f"metadata-{backend}")
-    path = data_dir / "fleet.yaml"
-    path.write_text(fleet(FIRST_APPLIED))
-    apply_fleet(data_dir, path)
-    server = Server(data_dir)
-    server.hardware_port, server.mqtt_port = free_port(), free_port()
-    server.start()
-    env = Env(server, path)
+    server = device_server(data_dir, fleet(FIRST_APPLIED))
+    env = Env(server, data_dir / "fleet.yaml")
     try:
         yield env
     finally:

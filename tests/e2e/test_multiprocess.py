@@ -364,3 +364,59 @@ def test_a_database_outage_answers_503_and_the_server_recovers(
     finally:
         subprocess.run([str(SCRIPTS / "pg-cluster"), "stop", str(cluster)], check=False)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_devices_changed_through_one_process_are_seen_by_the_other(
+    pair: tuple[helpers.Server, helpers.Server, str],
+) -> None:
+    """Created, renamed, given a new token and deleted through the Platform API of one
+    process: the other's pages, devices and device API follow (the catalog generation)."""
+    first, second, _ = pair
+    token = helpers.client_token(first.url)
+    device = "/api/v1/organization/device"
+    created = httpx.post(
+        first.url + device + "/create",
+        json={"templateId": 10, "name": "Made in the first"},
+        headers=auth(token),
+    )
+    assert created.status_code == 201, created.text
+    made = created.json()
+
+    def shown(server: helpers.Server) -> dict[str, object] | None:
+        response = httpx.get(
+            server.url + device, params={"deviceId": made["id"]}, headers=auth(token)
+        )
+        return response.json() if response.status_code == 200 else None
+
+    def device_write(server: helpers.Server, device_token: str) -> int:
+        params = {"token": device_token, "v1": "1"}
+        return httpx.get(server.url + "/external/api/update", params=params).status_code
+
+    assert helpers.wait_for("the device in the second", lambda: shown(second))["name"] == (
+        "Made in the first"
+    )
+    assert device_write(second, made["token"]) == 200
+    renamed = httpx.put(
+        second.url + device,
+        params={"deviceId": made["id"]},
+        json={"name": "Renamed in the second"},
+        headers=auth(token),
+    )
+    assert renamed.status_code == 200, renamed.text
+    helpers.wait_for(
+        "the name in the first",
+        lambda: (shown(first) or {}).get("name") == "Renamed in the second",
+    )
+    answer = httpx.post(
+        first.url + device + "/provision/reprovision/token",
+        json={"deviceId": made["id"]},
+        headers=auth(token),
+    )
+    assert answer.status_code == 200, answer.text
+    new = answer.json()["token"]
+    helpers.wait_for("the old token refused", lambda: device_write(second, made["token"]) == 400)
+    assert device_write(second, new) == 200
+    gone = httpx.delete(second.url + device, params={"deviceId": made["id"]}, headers=auth(token))
+    assert gone.status_code == 204
+    helpers.wait_for("the deletion in the first", lambda: shown(first) is None)
+    assert device_write(first, new) == 400

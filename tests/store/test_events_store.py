@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from helpers import fresh_store, second_store
+from helpers import fresh_store, second_store, store_runner
 from pinbase.domain.events import DAY_MS, EventType
 from pinbase.store import Store
 from pinbase.store.records import (
@@ -32,16 +32,8 @@ NOTIFY = '{"email":["owner"],"period":300}'
 
 
 @pytest.fixture
-def run(backend: str, tmp_path: Path) -> Iterator[Callable[[Body], None]]:
-    def runner(body: Body) -> None:
-        async def main() -> None:
-            async with fresh_store(backend, tmp_path) as store:
-                await store.upsert_entities(fleet())
-                await body(store)
-
-        asyncio.run(main())
-
-    yield runner
+def run(backend: str, tmp_path: Path) -> Callable[[Body], None]:
+    return store_runner(backend, tmp_path, fleet())
 
 
 def fleet() -> Entities:

@@ -417,7 +417,7 @@ def test_pubacks_refuse_unknown_labels_with_0x90_and_accept_the_rest() -> None:
         (
             publish5("ds/Temperature", "1", 1),
             publish5("ds/Nope", "1", 2),
-            publish5("info/mcu", "{}", 3),
+            publish5("info/other", "{}", 3),  # ignored
             publish5("get/ds", "Humidity", 4),
         )
     )

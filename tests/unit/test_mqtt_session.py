@@ -38,6 +38,7 @@ from pinbase.devices.mqtt.session import (
     LogEvent,
     Login,
     MqttSession,
+    ReportInfo,
     SetMeta,
     SetProperty,
     State,
@@ -453,7 +454,8 @@ def test_topics_become_requests() -> None:
             publish("ds/Humidity/prop/color", "#FF0000"),
             publish("get/ds", "Temperature, Humidity,,"),
             publish("get/ds/all"),
-            publish("info/mcu", "{}"),  # ignored
+            publish("info/mcu", "{}"),
+            publish("info/other", "{}"),  # ignored
         )
     )
     assert session.receive_data(data, T0) == [
@@ -464,6 +466,7 @@ def test_topics_become_requests() -> None:
         SetProperty("H", "color", "ds/Humidity/prop/color", b"#FF0000"),
         GetCurrent(["T", "H"]),
         GetCurrent(None),
+        ReportInfo("info/mcu", b"{}"),
     ]
     assert session.data_to_send() == b""
 

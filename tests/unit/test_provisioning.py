@@ -6,6 +6,7 @@ import asyncio
 import copy
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -163,7 +164,8 @@ def test_example_document_creates_every_row(db: Path) -> None:
     assert orjson.loads(streams[5].options) == {"0": "Off", "1": "Eco", "2": "Boost"}
     assert streams[5].history is False
     assert {d.product_id for d in rows.datastreams} == {10}  # variants have none of their own
-    devices = {d.id: d for d in rows.devices}
+    devices = {d.id: replace(d, activated_at=None) for d in rows.devices}
+    assert all(d.activated_at is not None for d in rows.devices)  # when the apply created it
     assert devices[101] == DeviceRow(101, 1, 10, "Roof", alice.id, digest(TOKEN))
     [(what, barn_token)] = report.secrets
     assert what == "device 102 (Barn) token"

@@ -42,7 +42,7 @@ async def rotate_device_token(store: Store, device_id: int) -> str:
     if device is None:
         raise CredentialError(f"no device {device_id}")
     token = new_device_token()
-    await store.upsert_entities(Entities(devices=[replace(device, token_hash=digest(token))]))
+    await store.update_device(device.id, token_hash=digest(token))
     return token
 
 

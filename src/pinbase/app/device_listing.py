@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pinbase.app.devices import every_device
 from pinbase.store import Store
 
 ONLINE_MS = 60_000
@@ -23,7 +24,8 @@ class DeviceFilter:
     """An owner's email."""
     online: bool | None = None
     search: str | None = None
-    """Part of the device's name or id, case-insensitive."""
+    """Part of the device's name, product name or owner's e-mail (case-insensitive), or its
+    id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,14 +44,17 @@ class DeviceLine:
 async def list_devices(
     store: Store, wanted: DeviceFilter, now: int, online_ms: int = ONLINE_MS
 ) -> list[DeviceLine]:
-    """The devices that pass `wanted`, by id."""
-    rows = await store.entities()
+    """The devices that pass `wanted`, by id. The search is the Platform API's
+    (`app.devices.Entry.matches`): part of the name, product name or owner's e-mail, or the id."""
+    catalog = await store.catalog()
     last = await store.last_updates()
-    products = {p.id: p for p in rows.products}
-    owners = {u.id: u.email for u in rows.users}
+    needle = wanted.search.lower() if wanted.search is not None else None
     lines = []
-    for device in sorted(rows.devices, key=lambda d: d.id):
-        product = products[device.product_id]
+    for entry in every_device(catalog):
+        device = entry.device
+        product = catalog.products[device.product_id]
+        root = catalog.products[device.root_product_id]
+        owner = catalog.users.get(device.owner_id) if device.owner_id is not None else None
         seen = last.get(device.id)
         line = DeviceLine(
             id=device.id,
@@ -57,32 +62,22 @@ async def list_devices(
             org_id=device.org_id,
             product_id=product.id,
             product=product.name,
-            owner=owners.get(device.owner_id) if device.owner_id is not None else None,
+            owner=owner.email if owner is not None else None,
             last_seen=seen,
             online=seen is not None and now - seen <= online_ms,
         )
-        parent = products.get(product.parent_id) if product.parent_id is not None else None
-        if _passes(line, wanted, parent.name if parent else None, product.parent_id):
-            lines.append(line)
+        if wanted.product is not None and wanted.product not in {
+            str(product.id),
+            product.name,
+            str(root.id),
+            root.name,
+        }:
+            continue
+        if wanted.owner is not None and line.owner != wanted.owner:
+            continue
+        if wanted.online is not None and line.online != wanted.online:
+            continue
+        if needle is not None and not entry.matches(needle):
+            continue
+        lines.append(line)
     return lines
-
-
-def _passes(
-    line: DeviceLine, wanted: DeviceFilter, root_name: str | None, root: int | None
-) -> bool:
-    if wanted.product is not None and wanted.product not in {
-        str(line.product_id),
-        line.product,
-        str(root),
-        root_name,
-    }:
-        return False
-    if wanted.owner is not None and line.owner != wanted.owner:
-        return False
-    if wanted.online is not None and line.online != wanted.online:
-        return False
-    if wanted.search is not None:
-        needle = wanted.search.lower()
-        if needle not in line.name.lower() and needle != str(line.id):
-            return False
-    return True

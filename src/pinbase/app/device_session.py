@@ -12,7 +12,7 @@ request.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import orjson
 
@@ -22,6 +22,7 @@ from pinbase.app.services import Services
 from pinbase.app.timezones import UnknownTimezone, load_zone
 from pinbase.domain.clock import now_ms
 from pinbase.domain.errors import DomainError
+from pinbase.domain.hardware import HARDWARE_KEYS, hardware_info
 from pinbase.domain.metadata import Metafield, check_value
 from pinbase.domain.model import Catalog, Datastream, Device, Schema
 from pinbase.domain.properties import check_property_name, parse_property
@@ -289,3 +290,15 @@ class DeviceSession:
         return await metadata.write(
             services.store, services.bus, self.device, meta, raw, self.origin
         )
+
+    async def report_hardware(
+        self, reported: Mapping[str, object], keys: Mapping[str, str] = HARDWARE_KEYS
+    ) -> None:
+        """Keep what the device reported of itself (`domain.hardware`; `keys` are its
+        protocol's) for the Platform API's `hardwareInfo`: in the store, so that every process
+        answers it."""
+        info = hardware_info(reported, keys)
+        if info:
+            await self.services.store.set_hardware_info(
+                self.device.id, orjson.dumps(info).decode(), now_ms()
+            )

@@ -1265,7 +1265,17 @@ class _Planner:
         else:
             what = f"device {spec.id} ({spec.name}) token"
             token_hash = digest(self._secret(what, new_device_token))
-        row = DeviceRow(spec.id, org.id, product_id, spec.name, owner_id, token_hash, spec.timezone)
+        activated_at = old.activated_at if old is not None else now_ms()
+        row = DeviceRow(
+            spec.id,
+            org.id,
+            product_id,
+            spec.name,
+            owner_id,
+            token_hash,
+            spec.timezone,
+            activated_at,
+        )
         self._put("devices", old, row)
         self.devices[spec.id] = row
         self._plan_meta(row, old, spec)

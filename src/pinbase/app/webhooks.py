@@ -8,9 +8,10 @@ Where each trigger is written to the outbox:
   webhook matched always has its delivery pending. With no webhook of that trigger in the
   organization the write carries no outbox rows: the hot path pays one dictionary look-up.
   Imported points (`Ingest.import_points`) and erasures fire nothing.
-- DEVICE_ADDED, DEVICE_DELETED: right after the provisioning transaction commits
-  (`device_added`, `device_deleted`); a crash between that commit and this write loses those
-  deliveries (at most once for these two triggers).
+- DEVICE_ADDED, DEVICE_DELETED over the Platform API: in the transaction that creates or
+  deletes the device (`trigger_rows`, `pinbase.app.devices`). DEVICE_ADDED by `pinbase apply`:
+  right after its transaction commits (`device_added`); a crash between that commit and this
+  write loses those deliveries (at most once there).
 - DEVICE_LOG_EVENT: in the transaction that stores the event (`Events` passes `for_event`'s
   rows to `Store.log_event`), so a stored event always has its deliveries pending and a refused
   one has none. Every logged event fires, ONLINE and OFFLINE included; the webhook's `events`
@@ -113,21 +114,19 @@ class Webhooks:
                     rows.append((hook.id, context, now))
         return rows
 
-    async def _enqueue(
-        self, trigger: str, devices: Sequence[DeviceFacts], now: int, **more: str
-    ) -> None:
+    async def trigger_rows(self, trigger: str, devices: Sequence[DeviceFacts], now: int) -> Outbox:
+        """The rows of a DEVICE_ADDED or DEVICE_DELETED trigger for `devices` (due at once),
+        for the transaction that adds or deletes them (`pinbase.app.devices`)."""
         hooks = await self._current()
         rows: Outbox = []
         for device in devices:
             for hook in hooks.get((device.org_id, trigger), ()):
-                rows.append((hook.id, _context(trigger, device, ts=str(now), **more), now))
-        await self.store.enqueue_deliveries(rows)
+                rows.append((hook.id, _context(trigger, device, ts=str(now)), now))
+        return rows
 
     async def device_added(self, devices: Sequence[DeviceFacts], now: int) -> None:
-        await self._enqueue("DEVICE_ADDED", devices, now)
-
-    async def device_deleted(self, devices: Sequence[DeviceFacts], now: int) -> None:
-        await self._enqueue("DEVICE_DELETED", devices, now)
+        """DEVICE_ADDED after `pinbase apply` committed (see the module)."""
+        await self.store.enqueue_deliveries(await self.trigger_rows("DEVICE_ADDED", devices, now))
 
     async def for_event(
         self, device: DeviceFacts, code: str, description: str | None, ts: int

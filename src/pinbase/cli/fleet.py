@@ -125,7 +125,11 @@ def devices_command(
         ),
     ] = None,
     search: Annotated[
-        str | None, typer.Option(help="Only devices whose name contains this, or with this id.")
+        str | None,
+        typer.Option(
+            help="Only devices whose name, product name or owner's e-mail contains this "
+            "(case-insensitive), or with this id."
+        ),
     ] = None,
     online_within: Annotated[
         float, typer.Option(help="Seconds since its last value within which a device is online.")

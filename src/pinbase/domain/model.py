@@ -139,6 +139,8 @@ class Device:
     owner_id: int | None
     timezone: str | None = None
     """IANA name; None: the organization's."""
+    activated_at: int | None = None
+    """When the device was created (epoch ms); None when unknown."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from starlette.requests import ClientDisconnect
 
 from pinbase.app.auth.bearer import Unauthorized
 from pinbase.app.caller import Caller, OrgRateLimited, admit
+from pinbase.app.paging import MAX_SIZE
 from pinbase.app.services import Services
 from pinbase.domain.errors import Invalid
 from pinbase.domain.model import INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN
@@ -153,6 +154,8 @@ unknown keywords instead of `minimum`/`maximum`."""
 StrictInt = Annotated[int, PlainInteger]
 Int32Query = Annotated[int, Query(ge=INT32_MIN, le=INT32_MAX), PlainInteger]
 Int64Query = Annotated[int, Query(ge=INT64_MIN, le=INT64_MAX), PlainInteger]
+PageQuery = Annotated[int, Query(ge=0, le=INT32_MAX, description="0-based page"), PlainInteger]
+SizeQuery = Annotated[int, Query(ge=1, le=MAX_SIZE, description="Items per page"), PlainInteger]
 
 
 IdsQuery = Annotated[list[str] | None, Query(include_in_schema=False)]

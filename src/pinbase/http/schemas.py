@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from pinbase.app.devices import MAX_NAME as MAX_DEVICE_NAME
+from pinbase.app.devices import NAME_PATTERN as DEVICE_NAME_PATTERN
 from pinbase.domain.batch import MAX_ROWS
 from pinbase.domain.events import MAX_CODE, MAX_COMMENT, MAX_DESCRIPTION
 from pinbase.domain.model import INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN
@@ -165,6 +167,82 @@ class DeviceStatusBody(Struct):
     protocol: str | None
     connectedSince: int | None
     lastSeen: int | None
+
+
+# --- devices -------------------------------------------------------------------------------
+
+DeviceName = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=MAX_DEVICE_NAME,
+        pattern=DEVICE_NAME_PATTERN,
+        description="Letters A to Z, digits, spaces, `'`, `_` and `-`; not only spaces",
+        examples=["Boiler room"],
+    ),
+]
+
+
+class DeviceCreate(_Body):
+    templateId: Annotated[Int32, Meta(description="The product (template) id")]
+    name: DeviceName
+    ownerId: Annotated[Int64, Meta(description="A user of the organization")] | None = None
+
+
+class DeviceRename(_Body):
+    name: DeviceName
+
+
+class Reprovision(_Body):
+    deviceId: Int32
+
+
+class DeviceBody(Struct, omit_defaults=True, kw_only=True):
+    """A device; keys it has no value for are left out. Its token is never shown again."""
+
+    id: int
+    name: str
+    templateId: int
+    originalTemplateId: int
+    orgId: int
+    ownerUserId: int | msgspec.UnsetType = msgspec.UNSET
+    activatedAt: int | msgspec.UnsetType = msgspec.UNSET
+    lastReportedAt: int | msgspec.UnsetType = msgspec.UNSET
+    hardwareInfo: dict[str, str] | msgspec.UnsetType = msgspec.UNSET
+
+
+class DevicePage(Struct):
+    totalElements: int
+    content: list[DeviceBody]
+
+
+class MetaFieldValue(Struct, omit_defaults=True):
+    type: str
+    value: Any = msgspec.UNSET
+
+
+class DeviceMetaValue(Struct):
+    id: int
+    name: str
+    value: MetaFieldValue
+
+
+class FullDeviceBody(DeviceBody, kw_only=True):
+    online: bool
+    dataStreamValues: list[DataStreamValue]
+    metaFieldValues: list[DeviceMetaValue]
+    token: Annotated[str, Meta(description="The new device's auth token (create only)")] | (
+        msgspec.UnsetType
+    ) = msgspec.UNSET
+
+
+class DeviceToken(Struct):
+    deviceId: int
+    token: str
+
+
+class OnlineBody(Struct):
+    connected: bool
 
 
 # --- webhooks ------------------------------------------------------------------------------

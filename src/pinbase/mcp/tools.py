@@ -12,11 +12,12 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, TextContent
 from pydantic import Field
 
-from pinbase.app import datastream_values, templates
+from pinbase.app import datastream_values, devices, templates
 from pinbase.app.caller import Caller, admit
 from pinbase.app.paging import DEFAULT_SIZE, Page
 from pinbase.app.services import Services
 from pinbase.app.timeline import MAX_PAGE_SIZE, timeline
+from pinbase.domain.clock import now_ms
 from pinbase.domain.errors import DomainError
 from pinbase.domain.model import INT64_MAX
 from pinbase.mcp.auth import bearer_token
@@ -117,7 +118,57 @@ async def get_timeline(
     )
 
 
+async def search_devices(
+    ctx: Context,
+    query: Annotated[
+        str | None,
+        Field(
+            description=(
+                "Part of a device's name, its product's name or its owner's e-mail, or its id; "
+                "every device when left out"
+            )
+        ),
+    ] = None,
+    sortBy: Annotated[
+        str | None, Field(description=f"One of: {', '.join(devices.SORT_FIELDS)}")
+    ] = None,
+    descending: bool = False,
+    page: PageNumber = 0,
+    size: int = DEFAULT_SIZE,
+) -> CallToolResult:
+    """A page of the devices the token may view: id, name, template, owner, last report."""
+    chosen = Page(page, size)
+    if query is None:
+        return await answer(ctx, lambda caller: devices.devices_page(caller, chosen))
+    return await answer(
+        ctx, lambda caller: devices.search_page(caller, query, sortBy, descending, chosen)
+    )
+
+
+async def get_device(ctx: Context, deviceId: DeviceId) -> CallToolResult:
+    """One device with whether it is connected, its current datastream values and its
+    metadata."""
+    return await answer(ctx, lambda caller: devices.device_details(caller, deviceId))
+
+
+async def create_device(
+    ctx: Context,
+    templateId: TemplateId,
+    name: Annotated[str, Field(description="1 to 50 letters, digits, spaces, ' _ -")],
+    ownerId: Annotated[
+        int | None, Field(description="The owning user's id; the token's user when left out")
+    ] = None,
+) -> CallToolResult:
+    """Create a device from a template; the answer holds its auth token (shown only once)."""
+    return await answer(
+        ctx, lambda caller: devices.create(caller, templateId, name, ownerId, now_ms())
+    )
+
+
 TOOLS = (
+    search_devices,
+    get_device,
+    create_device,
     get_all_templates,
     get_template,
     get_datastream_values,

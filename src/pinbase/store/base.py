@@ -26,6 +26,7 @@ from pinbase.store.integrity import explain_conflict, parents_first
 from pinbase.store.records import (
     ClientRow,
     DeliveryRow,
+    DeviceRow,
     Entities,
     LoggedEvent,
     Notice,
@@ -152,6 +153,72 @@ class Store(abc.ABC):
         """
         await self._change_catalog(self.SQL.entity_writes(Entities(), revoke))
 
+    # devices of the Platform API (`pinbase.app.devices`) ----------------------------------
+    async def next_device_id(self) -> int:
+        """One above the greatest device id stored (1 when there is none)."""
+        ((value,),) = await self._fetch(self.SQL.max_device_id, ())
+        return int(value) + 1
+
+    async def insert_device(
+        self, row: DeviceRow, outbox: Sequence[tuple[int, str, int]] = ()
+    ) -> None:
+        """Insert a new device, add its `outbox` rows (webhook_id, context, due_at) and bump the
+        catalog generation, in one transaction. An id or a token already taken raises
+        `Conflict` (never an update of another device) and writes nothing."""
+        writes: list[tuple[str, list[tuple[Any, ...]]]] = [
+            (self.SQL.insert_device, [ENTITY["devices"].values(row)])
+        ]
+        if outbox:
+            writes.append((self.SQL.enqueue, list(outbox)))
+        writes.append((self.SQL.bump_generation, [()]))
+        await self._change_catalog(writes)
+
+    async def update_device(
+        self, device_id: int, *, name: str | None = None, token_hash: str | None = None
+    ) -> None:
+        """Rename a device and/or give it a new token digest, and bump the catalog generation,
+        in one transaction. A device that is gone stays gone (an update, never an insert)."""
+        writes: list[tuple[str, list[tuple[Any, ...]]]] = [
+            (self.SQL.update_device[column], [(device_id, value)])
+            for column, value in (("name", name), ("token_hash", token_hash))
+            if value is not None
+        ]
+        writes.append((self.SQL.bump_generation, [()]))
+        await self._change_catalog(writes)
+
+    async def delete_devices(
+        self, device_ids: Sequence[int], outbox: Sequence[tuple[int, str, int]] = ()
+    ) -> None:
+        """Delete devices with everything stored of them (values, history, properties,
+        metadata values, logged events, hardware info, their pending outbox rows), add
+        `outbox` rows, and bump the catalog generation, in one transaction. Unknown ids are no
+        error."""
+        params = [(device_id,) for device_id in device_ids]
+        writes: list[tuple[str, list[tuple[Any, ...]]]] = [
+            (statement, params) for statement in self.SQL.device_rows
+        ]
+        pattern = [(f'%"device_id":"{device_id}"%',) for device_id in device_ids]
+        writes.append((self.SQL.forget_device_outbox, pattern))
+        if outbox:
+            writes.append((self.SQL.enqueue, list(outbox)))
+        writes.append((self.SQL.bump_generation, [()]))
+        await self._change_catalog(writes)
+
+    async def clear_devices(self, device_ids: Sequence[int]) -> None:
+        """Erase the devices' current values, history and widget properties, in one
+        transaction; the devices, their metadata and their timelines stay. No catalog change."""
+        params = [(device_id,) for device_id in device_ids]
+        await self._run_writes([(statement, params) for statement in self.SQL.device_data])
+
+    async def set_hardware_info(self, device_id: int, info: str, ts: int) -> None:
+        """Store what a device reported about its hardware (JSON object text) at `ts`."""
+        await self._run_writes([(self.SQL.set_hardware, [(device_id, info, ts)])])
+
+    async def hardware_info(self, device_ids: Sequence[int]) -> dict[int, str]:
+        """The stored hardware info (JSON object text) of those of `device_ids` that have it."""
+        rows = await self._fetch(self.SQL.hardware, (self.SQL.dialect.values(device_ids),))
+        return {int(device_id): str(info) for device_id, info in rows}
+
     @abc.abstractmethod
     async def _change_catalog(self, writes: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
         """Run catalog writes (`SQL.entity_writes`, `SQL.deletion_writes`) in one transaction
@@ -230,10 +297,15 @@ class Store(abc.ABC):
         (row,) = await self._fetch(self.SQL.writers, ())
         return int(row[0])
 
-    async def last_updates(self) -> dict[int, int]:
+    async def last_updates(self, device_ids: Sequence[int] | None = None) -> dict[int, int]:
         """When each device's latest current value was stored (epoch ms), by device id; a
-        device without values is absent. One grouped read of the current values."""
-        rows = await self._fetch(LAST_UPDATES, ())
+        device without values is absent. One grouped read of the current values: of every
+        device, or of the `device_ids` only."""
+        if device_ids is None:
+            rows = await self._fetch(LAST_UPDATES, ())
+        else:
+            ids = self.SQL.dialect.values(device_ids)
+            rows = await self._fetch(self.SQL.last_updates_of, (ids,))
         return {int(device_id): int(ts) for device_id, ts in rows}
 
     @abc.abstractmethod

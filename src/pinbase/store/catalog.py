@@ -101,6 +101,7 @@ def build_catalog(generation: int, rows: Entities) -> Catalog:
             d.name,
             d.owner_id,
             d.timezone,
+            d.activated_at,
         )
         for d in rows.devices
     }

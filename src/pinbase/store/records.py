@@ -84,6 +84,8 @@ class DeviceRow:
     token_hash: str
     timezone: str | None = None
     """IANA name; None: the organization's."""
+    activated_at: int | None = None
+    """When the device was created (epoch ms); None for devices older than migration 8."""
 
 
 # metadata -------------------------------------------------------------------------------------

@@ -410,6 +410,51 @@ class Statements:
             by: f"{resolve}{by} = {p(2)} RETURNING {EVENT_COLUMNS}" for by in ("id", "code")
         }
 
+        # devices of the Platform API (`pinbase.app.devices`); `device_data` is what a clear
+        # erases, `device_rows` everything a deletion erases (the device row last)
+        devices = ENTITY["devices"]
+        self.insert_device = (
+            f"INSERT INTO devices ({', '.join(devices.columns)}) "
+            f"VALUES ({d.params(len(devices.columns))})"
+        )
+        self.max_device_id = "SELECT COALESCE(MAX(id), 0) FROM devices"
+        self.update_device = {
+            column: f"UPDATE devices SET {column} = {p(2)} WHERE id = {p(1)}"
+            for column in ("name", "token_hash")
+        }
+        self.device_data = [
+            f"DELETE FROM {table} WHERE device_id = {p(1)}"
+            for table in ("current_values", "history", "history_counts", "properties")
+        ]
+        self.device_rows = [
+            *self.device_data,
+            *(
+                f"DELETE FROM {table} WHERE device_id = {p(1)}"
+                for table in (
+                    "meta_values",
+                    "device_events",
+                    "notifications_sent",
+                    "device_hardware",
+                )
+            ),
+            f"DELETE FROM devices WHERE id = {p(1)}",
+        ]
+        # an outbox row names its device only in its context (`app.webhooks`: compact JSON)
+        self.forget_device_outbox = f"DELETE FROM webhook_outbox WHERE context LIKE {p(1)}"
+        self.set_hardware = (
+            f"INSERT INTO device_hardware (device_id, info, updated_at) VALUES ({d.params(3)}) "
+            "ON CONFLICT (device_id) DO UPDATE SET info = excluded.info, "
+            "updated_at = excluded.updated_at"
+        )
+        self.hardware = (
+            "SELECT device_id, info FROM device_hardware "
+            f"WHERE {d.among('device_id', 1, 'integer')}"
+        )
+        self.last_updates_of = (
+            "SELECT device_id, MAX(updated_at) FROM current_values "
+            f"WHERE {d.among('device_id', 1, 'integer')} GROUP BY device_id"
+        )
+
         # keyset pagination in key order: (first batch, the batch after a key)
         self.export: dict[str, tuple[str, str]] = {}
         for table in EXPORTED:

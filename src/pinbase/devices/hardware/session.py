@@ -257,6 +257,13 @@ class Meta(NamedTuple):
     """None: a get."""
 
 
+class Info(NamedTuple):
+    """The device's first INTERNAL info of the connection (`dev`, `ver`, `fw`...): to be kept
+    as its hardware info. Already answered."""
+
+    fields: dict[str, str]
+
+
 class LogEvent(NamedTuple):
     """EVENT_LOG `code[\\0description]`: log the event; answer `acknowledge`, `refuse_body`
     (unknown code, description too long) or `limit_reached`."""
@@ -274,7 +281,7 @@ class ResolveEvent(NamedTuple):
     code: str
 
 
-Request = Login | Write | Read | SetProperty | Rtc | Utc | Meta | LogEvent | ResolveEvent
+Request = Login | Write | Read | SetProperty | Rtc | Utc | Meta | Info | LogEvent | ResolveEvent
 
 GROUP_NONE = -1
 """No GROUP is open."""
@@ -598,7 +605,7 @@ class HardwareSession:
                 self._group = GROUP_REFUSED
             self.refuse_body(frame.msg_id)
 
-    def _internal(self, frame: Frame, now: float) -> Rtc | Utc | Meta | None:
+    def _internal(self, frame: Frame, now: float) -> Rtc | Utc | Meta | Info | None:
         fields = frame.fields()
         if fields and fields[0] == b"meta":
             meta = _meta_request(frame.msg_id, fields)
@@ -615,16 +622,18 @@ class HardwareSession:
             return None
         info = codec.key_values(fields)
         self._configure(info)
+        first = None
         if info and not self._classified:
             self._classified = True
             self.client = classify(info)
+            first = Info(info)
         if self._gate_open:
             self._answer(frame.msg_id, codec.OK)
         else:
             # The answer must be the very next frame the device sees: it bypasses the queue.
             self._direct.append(codec.response(frame.msg_id, codec.OK))
             self._open_gate(now, after_frame=True)
-        return None
+        return first
 
     def _configure(self, info: dict[str, str]) -> None:
         beat = info.get("h-beat", "")

@@ -61,6 +61,7 @@ from pinbase.app.services import Services
 from pinbase.devices.hardware.session import (
     CloseReason,
     HardwareSession,
+    Info,
     LogEvent,
     Login,
     Meta,
@@ -444,6 +445,8 @@ class HardwareConnection(asyncio.Protocol):
             await self._meta(request)
         elif type(request) is LogEvent or type(request) is ResolveEvent:
             await self._event(request)
+        elif type(request) is Info:
+            await self._info(request)
 
     async def _login(self, request: Login) -> None:
         device = await DeviceSession.login(self.services, request.token, origin=self)
@@ -604,6 +607,15 @@ class HardwareConnection(asyncio.Protocol):
             self.session.refuse_body(request.msg_id)
         else:
             self.session.answer_utc(request.msg_id, fields)
+
+    async def _info(self, request: Info) -> None:
+        """The device's INTERNAL info, kept as its hardware info (already answered)."""
+        if self.device is None:
+            return
+        try:
+            await self.device.report_hardware(request.fields)
+        except StoreUnavailable as exc:
+            log.warning("hardware device %s: hardware info not stored: %s", self.device_id, exc)
 
     async def _meta(self, request: Meta) -> None:
         """INTERNAL `meta get|set`: the device's metadata (`app.metadata`)."""

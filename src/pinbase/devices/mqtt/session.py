@@ -38,7 +38,8 @@ The protocol, as a device sees it:
   product; payload = its description, empty: the event's own; what is refused, an unknown
   code, a description over 300 characters, an event over the limits, is told on
   `downlink/diag`). Blynk's `ds/<label>/erase` is not supported
-  (told on `downlink/diag`); other topics (`info/mcu`, ...) are ignored.
+  (told on `downlink/diag`); `info/mcu` (a JSON object: firmware version, build, template,
+  board) is kept as the device's hardware info (`domain.hardware`); other topics are ignored.
 - Metadata: `meta/<name>` sets the device's value of a metafield (the payload, UTF-8 text);
   `get/meta` (comma-separated names) is answered on `downlink/meta/<name>` per metafield
   (an empty payload when it has no value). An unknown name or a refused value is told on
@@ -300,6 +301,14 @@ class SetMeta:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportInfo:
+    """`info/mcu`: what the device tells of itself, a JSON object (`domain.hardware`)."""
+
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class GetMeta:
     """`get/meta`: send the named metafields' values with `publish_meta`."""
 
@@ -318,6 +327,7 @@ Request: TypeAlias = (
     | GetUtc
     | SetMeta
     | GetMeta
+    | ReportInfo
     | LogEvent
 )
 
@@ -715,6 +725,8 @@ class MqttSession(Generic[D]):
         if topic == "get/meta":
             names = [n.strip() for n in payload.decode(errors="replace").split(",")]
             return GetMeta([n for n in names if n][:MAX_META_NAMES])
+        if topic == "info/mcu":
+            return ReportInfo(topic, payload)
         if topic.startswith(_EVENT):
             if not topic[len(_EVENT) :]:
                 self._diag(f"{topic}: Event code is not provided.", now, tail)

@@ -66,6 +66,7 @@ from pinbase.devices.mqtt.session import (
     LogEvent,
     Login,
     MqttSession,
+    ReportInfo,
     Request,
     SetMeta,
     SetProperty,
@@ -74,6 +75,7 @@ from pinbase.devices.mqtt.session import (
 )
 from pinbase.domain.clock import now_ms
 from pinbase.domain.errors import DomainError
+from pinbase.domain.hardware import MQTT_KEYS
 from pinbase.domain.model import Datastream
 from pinbase.domain.utc import utc_all
 from pinbase.domain.values import Value, parse_json_value, parse_text_value, to_text
@@ -554,6 +556,8 @@ class MqttConnection(asyncio.Protocol):
                 await self._set_meta(device, request)
             elif isinstance(request, GetMeta):
                 await self._get_meta(device, request)
+            elif isinstance(request, ReportInfo):
+                await self._info(device, request)
             elif isinstance(request, LogEvent):
                 await self._event(device, request)
             session.done(request, self._loop.time())
@@ -683,6 +687,22 @@ class MqttConnection(asyncio.Protocol):
                 self._diag(f"get/meta: no metafield named '{name}'.")
         for meta, value in await device.read_meta(wanted):
             self._session.publish_meta(meta.name, value or "")
+
+    async def _info(self, device: DeviceSession, request: ReportInfo) -> None:
+        """`info/mcu`, charged as one value: kept as the device's hardware info."""
+        await self._await_rate(device, 1)
+        try:
+            reported = orjson.loads(request.payload)
+        except orjson.JSONDecodeError:
+            reported = None
+        if not isinstance(reported, dict):
+            self._diag(f"{request.topic}: a JSON object is expected.")
+            return
+        try:
+            device.charge(1)
+            await device.report_hardware(reported, MQTT_KEYS)
+        except RateLimited:
+            self._diag(f"{request.topic}: too many writes; dropped.")
 
     async def _event(self, device: DeviceSession, request: LogEvent) -> None:
         try:

@@ -4,17 +4,16 @@ datastreams, events and metafields (docs/api.md, "Templates"). All need `PRODUCT
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from starlette.responses import Response
 
 from pinbase.app import templates
 from pinbase.app.caller import Caller
-from pinbase.app.paging import DEFAULT_SIZE, MAX_SIZE, Page
-from pinbase.domain.model import INT32_MAX
-from pinbase.http.deps import Int32Query, OrgContext, PlainInteger
+from pinbase.app.paging import DEFAULT_SIZE, Page
+from pinbase.http.deps import Int32Query, OrgContext, PageQuery, SizeQuery
 from pinbase.http.openapi import responses
 from pinbase.http.schemas import (
     TemplateDataStream,
@@ -42,8 +41,8 @@ def _json(content: object) -> Response:
 )
 async def list_templates(
     ctx: OrgContext,
-    page: Annotated[int, Query(ge=0, le=INT32_MAX), PlainInteger] = 0,
-    size: Annotated[int, Query(ge=1, le=MAX_SIZE), PlainInteger] = DEFAULT_SIZE,
+    page: PageQuery = 0,
+    size: SizeQuery = DEFAULT_SIZE,
 ) -> Response:
     return _json(templates.templates(ctx, Page(page, size)))
 

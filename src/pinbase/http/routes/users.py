@@ -16,13 +16,21 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from pinbase.app.auth.guard import Busy, Throttled, address_key
+from pinbase.app.paging import Page, page_of
 from pinbase.app.users import NewUser, Secret
 from pinbase.domain import users
 from pinbase.domain.errors import Forbidden, Invalid
 from pinbase.domain.model import Catalog, Permission, User
 from pinbase.domain.permissions import Principal
 from pinbase.domain.ratelimit import retry_after
-from pinbase.http.deps import AppServices, Int32Query, OrgContext, PlainInteger, decode
+from pinbase.http.deps import (
+    AppServices,
+    Int32Query,
+    OrgContext,
+    PageQuery,
+    SizeQuery,
+    decode,
+)
 from pinbase.http.errors import ApiError
 from pinbase.http.openapi import json_body, responses
 from pinbase.http.schemas import (
@@ -38,8 +46,6 @@ from pinbase.http.schemas import (
 router = APIRouter(tags=["Users"])
 T = TypeVar("T")
 
-PageQuery = Annotated[int, Query(ge=0, le=2**31 - 1, description="0-based"), PlainInteger]
-SizeQuery = Annotated[int, Query(ge=1, le=1000), PlainInteger]
 SortBy = Literal["User Id", "Name", "Email", "Status", "Role", "Registered At"]
 TLS_ONLY = (
     "Passwords are accepted only over HTTPS (the server's --https-port); this request came "
@@ -67,9 +73,7 @@ def user_object(catalog: Catalog, user: User) -> dict[str, Any]:
 
 
 def _page(catalog: Catalog, found: list[User], page: int, size: int) -> Response:
-    chosen = found[page * size : (page + 1) * size]
-    content = [user_object(catalog, u) for u in chosen]
-    return _json({"totalElements": len(found), "content": content})
+    return _json(page_of(found, Page(page, size), lambda user: user_object(catalog, user)))
 
 
 def require_tls(request: Request) -> None:

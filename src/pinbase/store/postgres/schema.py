@@ -283,7 +283,16 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (device_id, code)
     );
     """,
-    # 8: Blynk's user object (name, status, timestamps), one-time invitations, role ids
+    # 8: when a device was created, and what its hardware last reported about itself
+    """
+    ALTER TABLE devices ADD COLUMN activated_at bigint;
+    CREATE TABLE device_hardware (
+        device_id integer PRIMARY KEY,
+        info text NOT NULL,
+        updated_at bigint NOT NULL
+    );
+    """,
+    # 9: Blynk's user object (name, status, timestamps), one-time invitations, role ids
     """
     ALTER TABLE roles ADD COLUMN id integer NOT NULL DEFAULT 0;
     UPDATE roles SET id = CASE name WHEN 'Admin' THEN 1 WHEN 'Staff' THEN 2 WHEN 'User' THEN 3

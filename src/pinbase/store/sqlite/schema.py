@@ -258,7 +258,16 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (device_id, code)
     ) WITHOUT ROWID;
     """,
-    # 8: Blynk's user object (name, status, timestamps), one-time invitations, role ids
+    # 8: when a device was created, and what its hardware last reported about itself
+    """
+    ALTER TABLE devices ADD COLUMN activated_at INTEGER;
+    CREATE TABLE device_hardware (
+        device_id INTEGER PRIMARY KEY,
+        info TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
+    # 9: Blynk's user object (name, status, timestamps), one-time invitations, role ids
     """
     ALTER TABLE roles ADD COLUMN id INTEGER NOT NULL DEFAULT 0;
     UPDATE roles SET id = CASE name WHEN 'Admin' THEN 1 WHEN 'Staff' THEN 2 WHEN 'User' THEN 3
