@@ -35,7 +35,7 @@ from pinbase.http.app import create_app
 from pinbase.http.protocol import bound_protocol
 from pinbase.live.bus import Bus
 from pinbase.live.relay import ChannelRelay
-from pinbase.mcp.server import create_mcp
+from pinbase.mcp.endpoint import LazyMcp
 from pinbase.net.admission import Admission, Budget
 from pinbase.net.eventlog import EventLog
 from pinbase.net.fdlimit import connection_capacity, raise_fd_limit
@@ -200,9 +200,9 @@ async def serve(settings: Settings, http: asyncio.Future[GracefulServer] | None 
     budget = connection_budget(settings)
     async with running_services(settings, budget=budget) as services:
         log.info("accepting up to %d connections", budget.capacity)
-        mcp = create_mcp(services)
+        mcp = LazyMcp(services)
         app = create_app(services)
-        app.router.routes.extend(mcp.routes)  # one application for both ports
+        app.router.routes.extend(mcp.routes())  # one application for both ports
         server = http_server(app, services, budget, settings.log_level)
         if settings.https_port:
             https = http_server(app, services, budget, settings.log_level, tls=True)
@@ -210,12 +210,14 @@ async def serve(settings: Settings, http: asyncio.Future[GracefulServer] | None 
             server.followers.append(https)
         if http is not None:
             http.set_result(server)
-        async with mcp.session_manager.run():
+        try:
             followers = [await _started(follower) for follower in server.followers]
             await server.serve()
             for follower in server.followers:  # also when it stopped before its shutdown
                 follower.should_exit = True
             await asyncio.gather(*followers)
+        finally:
+            await mcp.aclose()
 
 
 async def _started(server: GracefulServer) -> asyncio.Task[None]:

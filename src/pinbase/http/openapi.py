@@ -225,6 +225,33 @@ def _options_operations(document: dict[str, Any], app: FastAPI) -> None:
         }
 
 
+TAGS: list[dict[str, str]] = [
+    {"name": "OAuth2", "description": "Access tokens for scripts and users."},
+    {
+        "name": "Devices",
+        "description": "The fleet: pages, search, a device with its values, create, rename, "
+        "delete, erase data, connection state, a new token.",
+    },
+    {
+        "name": "Organization datastreams",
+        "description": "Current values, history, writes, batch updates, imports, properties.",
+    },
+    {"name": "Device events", "description": "A device's timeline: log, read, resolve."},
+    {"name": "Metadata", "description": "A device's metafield values."},
+    {
+        "name": "Templates",
+        "description": "Products: their datastreams, events and metafields.",
+    },
+    {"name": "Users", "description": "The organization's users, invitations and roles."},
+    {"name": "Organizations", "description": "The token's organization."},
+    {"name": "Webhooks", "description": "Outgoing HTTP requests on events and value changes."},
+    {"name": "Live updates", "description": "A stream of changes as they happen (pinbase)."},
+    {"name": "Device HTTPS API", "description": "What devices call, with their auth token."},
+    {"name": "System", "description": "Health and this documentation."},
+]
+"""The groups of operations, in the order of Blynk's API reference (pinbase's own last)."""
+
+
 def install_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -233,6 +260,7 @@ def install_openapi(app: FastAPI) -> None:
                 version=app.version,
                 description=app.description,
                 routes=app.routes,
+                tags=TAGS,
             )
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
             schemas.update(_components)

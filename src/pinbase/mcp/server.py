@@ -1,9 +1,10 @@
-"""The MCP server over the running services, as routes the HTTP application mounts.
+"""The MCP server over the running services, as an ASGI application.
 
 Streamable HTTP, stateless with JSON answers: each POST to `/mcp` carries one message and gets
 its answer, no session is kept and no stream stays open. So any process sharing the database
 answers any request (no session pinned to one process), and a stopping server waits for no
-stream. `pinbase.server` mounts the routes and runs `session_manager` for the server's lifetime.
+stream. `pinbase.mcp.endpoint` builds it on the first MCP request and runs its
+`session_manager` until the server stops.
 """
 
 from __future__ import annotations
@@ -15,32 +16,29 @@ from dataclasses import dataclass
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from starlette.routing import BaseRoute, Route
+from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from pinbase import __version__
 from pinbase.app.services import Services
 from pinbase.mcp.auth import Verifier
+from pinbase.mcp.paths import PATH, ROUTES
 from pinbase.mcp.tools import TOOLS
 
-PATH = "/mcp"
 TOKEN_PATH = "/oauth2/token"
 
 
 @dataclass(frozen=True, slots=True)
-class McpEndpoint:
-    routes: list[BaseRoute]
-    """The endpoint and its protected-resource metadata, for the HTTP application."""
+class McpServer:
+    app: ASGIApp
+    """The SDK's Starlette application (its bearer middleware included): it serves the paths
+    of `ROUTES`, routing by the unchanged path."""
     session_manager: StreamableHTTPSessionManager
-    """Runs (`async with session_manager.run()`) while the server serves."""
+    """Runs (`async with session_manager.run()`) while the application serves."""
 
 
-def create_mcp(services: Services) -> McpEndpoint:
-    """The MCP endpoint of `services`, its tools registered.
-
-    Each route serves the SDK's whole Starlette application (its bearer middleware included),
-    which routes by the unchanged path. The endpoint takes POST alone: stateless, it has no GET
-    stream and no session to DELETE, so those answer 405 like any method a pinbase path lacks.
-    """
+def create_mcp(services: Services) -> McpServer:
+    """The MCP server of `services`, its tools registered."""
     settings = services.settings
     base = f"http://{settings.host}:{settings.port}"
 
@@ -69,9 +67,7 @@ def create_mcp(services: Services) -> McpEndpoint:
     app = server.streamable_http_app(
         streamable_http_path=PATH, json_response=True, stateless_http=True, host=settings.host
     )
-    routes: list[BaseRoute] = []
-    for route in app.routes:
-        assert isinstance(route, Route)
-        methods = sorted(route.methods - {"HEAD"}) if route.methods else ["POST"]
-        routes.append(Route(route.path, endpoint=app, methods=methods))
-    return McpEndpoint(routes, server.session_manager)
+    served = {route.path for route in app.routes if isinstance(route, Route)}
+    if served != set(ROUTES):
+        raise RuntimeError(f"the MCP SDK serves {sorted(served)}, not {sorted(ROUTES)}")
+    return McpServer(app, server.session_manager)
