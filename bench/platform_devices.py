@@ -13,7 +13,10 @@ keep-alive connection with an organization token, from the request sent to the a
 - `GET /api/v1/organization/search/devices`: `SEARCHES` (a few matches, every device matching
   with one page of 50 shown, sorted by name, by last report), `SEARCH_RUNS` times each;
 - `POST /api/v1/organization/device/create` of `CHANGES` devices one after another, then
-  `DELETE /api/v1/organization/device` of each of them.
+  `DELETE /api/v1/organization/device` of each of them;
+- the baseline, in the same run: `GET /api/v1/organization/device/status` of one device
+  (`BASELINE_RUNS` times), an authenticated request that reads nothing but memory, so the
+  figures above can be read as that request's cost plus their own work.
 
 Every figure is a median in milliseconds, with the 99th percentile; the results go to
 bench/results/platform_devices.json.
@@ -38,6 +41,7 @@ from pinbase.config import database_url
 from postgres import cluster, database
 
 PAGE_RUNS = 3
+BASELINE_RUNS = 600
 SEARCH_RUNS = 20
 CHANGES = 1_000
 SEARCHES: dict[str, dict[str, object]] = {
@@ -125,7 +129,10 @@ def measure(url: str, work: Path, log: Path, *flags: str) -> dict[str, Any]:
     try:
         fill_values(http)
         http.get("/api/v1/organization/devices", params={"size": 1000})  # warm-up
+        status = "/api/v1/organization/device/status"
+        baseline = [timed(http, "GET", status, {"deviceId": 1}) for _ in range(BASELINE_RUNS)]
         results: dict[str, Any] = {
+            "baseline_status": summary(baseline),
             "list_size_50": summary(pages(http, 50)),
             "list_size_1000": summary(pages(http, 1000)),
             "search": searches(http),
