@@ -6,6 +6,7 @@ The fixtures that use these live in `conftest.py`."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import inspect
 import os
@@ -15,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -116,15 +118,40 @@ def _worker_ports() -> range:
 
 
 _port_cursor = [0]
+_held_ports: dict[int, int] = {}
+"""The ports this process reserved (`_reserve`), with the descriptor of each one's lock."""
+
+
+def _reserve(port: int) -> bool:
+    """Whether `port` is this process's to use: reserved by it before, or now, with an
+    exclusive lock on a file of its own that the process holds until it exits. Two test
+    sessions running at once on one machine (two checkouts) number their workers alike, hence
+    their port ranges; without the lock, one session's server could take a port another's had
+    just handed out, and that session's requests then reached the wrong server."""
+    if port in _held_ports:
+        return True
+    folder = Path(tempfile.gettempdir()) / "pinbase-test-ports"
+    folder.mkdir(mode=0o777, exist_ok=True)
+    fd = os.open(folder / str(port), os.O_CREAT | os.O_RDWR, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _held_ports[port] = fd
+    return True
 
 
 def free_port() -> int:
-    """A loopback port of this test process's own range that can be bound now (as servers
-    bind, with SO_REUSEADDR), taken in turn so that a port just handed out is not again soon."""
+    """A loopback port of this test process's own range, reserved for it (`_reserve`), that
+    can be bound now (as servers bind, with SO_REUSEADDR), taken in turn so that a port just
+    handed out is not again soon."""
     ports = _worker_ports()
     for _ in range(len(ports)):
         port = ports[_port_cursor[0] % len(ports)]
         _port_cursor[0] += 1
+        if not _reserve(port):
+            continue
         with socket.socket() as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
