@@ -420,3 +420,54 @@ def test_devices_changed_through_one_process_are_seen_by_the_other(
     assert gone.status_code == 204
     helpers.wait_for("the deletion in the first", lambda: shown(first) is None)
     assert device_write(first, new) == 400
+
+
+def test_users_changed_through_one_process_are_seen_by_the_other(
+    pair: tuple[helpers.Server, helpers.Server, str],
+) -> None:
+    """A user invited through one process is listed by the other; a role changed through the
+    other revokes, in the first, a token the first issued (the catalog generation)."""
+    first, second, _ = pair
+    token = helpers.client_token(first.url)
+    invited = httpx.post(
+        first.url + "/api/v1/organization/users/invite",
+        json={"email": "new@acme.test", "name": "New Hand", "roleId": 3},
+        headers=auth(token),
+    )
+    assert invited.status_code == 201, invited.text
+
+    def found(server: helpers.Server, email: str) -> list[dict[str, object]]:
+        response = httpx.get(
+            server.url + "/api/v1/organization/search/users",
+            params={"query": email},
+            headers=auth(token),
+        )
+        assert response.status_code == 200, response.text
+        content: list[dict[str, object]] = response.json()["content"]
+        return content
+
+    (user,) = helpers.wait_for(
+        "the invited user in the second", lambda: found(second, "new@acme.test") or None
+    )
+    assert (user["email"], user["status"], user["roleId"]) == ("new@acme.test", "Pending", 3)
+
+    staff = helpers.user_token(first.url, "staff@acme.test")
+
+    def staff_reads() -> int:
+        response = httpx.get(
+            first.url + "/api/v2/organization/device/datastreams",
+            params={"deviceId": 101},
+            headers=auth(staff),
+        )
+        return response.status_code
+
+    assert staff_reads() == 200
+    (staff_user,) = found(second, "staff@acme.test")
+    changed = httpx.put(
+        second.url + "/api/v1/organization/users/role",
+        params={"userId": staff_user["id"], "roleId": 3},
+        headers=auth(token),
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["role"] == "User"
+    helpers.wait_for("the staff token refused in the first", lambda: staff_reads() == 401)
