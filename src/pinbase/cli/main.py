@@ -37,6 +37,7 @@ from pinbase.cli.common import (
     progress_bars,
     working,
 )
+from pinbase.cli.export import register as register_export
 from pinbase.cli.fleet import register
 from pinbase.config import Settings, database_url, declared
 
@@ -371,3 +372,4 @@ def migrate_command(
 
 
 register(app)  # the operator commands (`pinbase.cli.fleet`) after the others in --help
+register_export(app)  # `pinbase export` (`pinbase.cli.export`)

@@ -23,6 +23,7 @@ from pinbase.domain.ratelimit import TokenBuckets
 from pinbase.store.errors import Conflict, StoreError, StoreUnavailable
 from pinbase.store.health import Health
 from pinbase.store.integrity import explain_conflict, parents_first
+from pinbase.store.paging import HistoryRow, merged
 from pinbase.store.records import (
     ClientRow,
     DeliveryRow,
@@ -332,6 +333,39 @@ class Store(abc.ABC):
         ascending: bool,
     ) -> tuple[int, list[tuple[int, str]]]:
         """(total points in [start, end], one page of (ts, JSON value))."""
+
+    async def history_rows(
+        self, device_id: int, ds_ids: Sequence[int], start: int, end: int, batch: int
+    ) -> AsyncIterator[list[HistoryRow]]:
+        """The points of a device's datastreams `ds_ids` stamped from `start` to `end` (epoch
+        ms, both included) as (ts, ds_id, seq, JSON value), in that order, in lists of a few
+        `batch`es at most.
+
+        Each datastream is read keyset-paginated along its index ((ts, seq) after the last
+        batch's), one short read per batch with no connection held between them, and the
+        series are merged in memory (`paging.merged`): memory stays bounded (about a batch per
+        datastream) however many points the range holds, and no read sorts the range. Batches
+        are separate reads: a point written during the export may or may not be in it.
+        """
+        sources = [self._series_rows(device_id, ds_id, start, end, batch) for ds_id in ds_ids]
+        if not sources:
+            return
+        async for rows in merged(sources) if len(sources) > 1 else sources[0]:
+            yield rows
+
+    async def _series_rows(
+        self, device_id: int, ds_id: int, start: int, end: int, batch: int
+    ) -> AsyncIterator[list[HistoryRow]]:
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        first, after = self.SQL.series_rows
+        rows = await self._fetch(first, (device_id, ds_id, start, end, batch))
+        while rows:
+            yield [(ts, ds_id, seq, value) for ts, seq, value in rows]
+            if len(rows) < batch:
+                return
+            ts, seq, _ = rows[-1]
+            rows = await self._fetch(after, (device_id, ds_id, ts, seq, end, batch))
 
     @abc.abstractmethod
     async def set_property(self, device_id: int, ds_id: int, name: str, value: str) -> None:

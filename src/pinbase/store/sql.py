@@ -289,6 +289,15 @@ class Statements:
             for ascending, direction in ((True, "ASC"), (False, "DESC"))
         }
 
+        # one series over [from, to] in (ts, seq) order, keyset-paginated (`Store.history_rows`):
+        # (first batch, the batch after a (ts, seq))
+        series = f"SELECT ts, seq, value FROM history WHERE device_id = {p(1)} AND ds_id = {p(2)}"
+        self.series_rows = (
+            f"{series} AND ts BETWEEN {p(3)} AND {p(4)} ORDER BY ts, seq LIMIT {p(5)}",
+            f"{series} AND (ts, seq) > ({p(3)}, {p(4)}) AND ts <= {p(5)} "
+            f"ORDER BY ts, seq LIMIT {p(6)}",
+        )
+
         self.client = _select(ENTITY["clients"], f" WHERE client_id = {p(1)}")
         self.user_by_email = _select(ENTITY["users"], f" WHERE org_id = {p(1)} AND email = {p(2)}")
         tokens = ", ".join(TOKENS.columns)

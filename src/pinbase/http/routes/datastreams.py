@@ -1,15 +1,17 @@
-"""The eight datastream operations of Blynk's Organization API (docs/api.md)."""
+"""The eight datastream operations of Blynk's Organization API and the CSV export of history
+(docs/api.md)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
-from pinbase.app import datastream_values
+from pinbase.app import datastream_values, history_export
 from pinbase.app.datastream_values import controlled, datastream, values_json
 from pinbase.app.paging import Page
 from pinbase.domain import batch
@@ -165,6 +167,68 @@ async def history(
         ctx, deviceId, dataStreamId, pin, from_, to, Page(page, size), order == "asc"
     )
     return _json(found)
+
+
+@router.get(
+    "/v1/organization/device/export",
+    summary="Export a device's history as CSV (pinbase extension)",
+    description=(
+        "The points of the device's datastreams (`dataStreamIds`, every one when left out) "
+        "stamped from `from` to `to` (epoch milliseconds, both included), in time order, as "
+        "CSV with the header `ts_iso,ts_ms,dataStreamId,pin,label,value`; `ts_iso` in the IANA "
+        "timezone `tz` (UTC when left out). Streamed: any number of points."
+    ),
+    response_class=StreamingResponse,
+    openapi_extra={
+        "parameters": [
+            id_list_parameter(
+                "dataStreamIds", "Only these datastreams (an unknown id is 404); all when left out."
+            )
+        ]
+    },
+    responses={
+        **responses(
+            {},
+            (400, 401, 403, 404, 429),
+            bad_request="Malformed parameter, `from` after `to`, or an unknown timezone",
+        ),
+        200: {
+            "description": "The points, one CSV row each (RFC 4180, CRLF line ends)",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "headers": {
+                "Content-Disposition": {
+                    "description": "`attachment; filename=device-<id>-<from>-<to>.csv`",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
+    },
+)
+async def export_history(
+    ctx: OrgContext,
+    deviceId: Int32Query,
+    from_: Annotated[int, Query(alias="from", ge=INT64_MIN, le=INT64_MAX), PlainInteger],
+    to: Int64Query,
+    dataStreamIds: IdsQuery = None,
+    tz: Annotated[
+        str | None, Query(max_length=64, description="IANA timezone of `ts_iso` (UTC default)")
+    ] = None,
+) -> StreamingResponse:
+    wanted = int_list("dataStreamIds", dataStreamIds, INT32_MIN, INT32_MAX)
+    export = history_export.export_for(ctx, deviceId, wanted, from_, to, tz)
+    pieces = history_export.csv_batches(ctx.services.store, export)
+    first, _ = await anext(pieces)
+
+    async def body() -> AsyncIterator[str]:
+        yield first
+        async for text, _ in pieces:
+            yield text
+
+    return StreamingResponse(
+        body(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f"attachment; filename={export.filename}"},
+    )
 
 
 @router.post(
