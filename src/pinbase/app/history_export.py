@@ -22,7 +22,7 @@ import csv
 import io
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 
 import orjson
 
@@ -36,6 +36,7 @@ from pinbase.domain.values import to_text
 from pinbase.store import Store
 
 HEADER = ("ts_iso", "ts_ms", "dataStreamId", "pin", "label", "value")
+EPOCH = datetime(1970, 1, 1)
 BATCH = 2000
 """Points read per datastream and per read."""
 
@@ -134,6 +135,54 @@ def iso_time(ts: int, zone: tzinfo) -> str:
     return moment.isoformat(timespec="milliseconds")
 
 
+class LocalTimes:
+    """`iso_time` for one zone, several times faster over a run of points: the zone's offset is
+    looked up once per `SPAN_MS` (a span whose ends share one offset has it throughout: zones
+    change offsets far less often than that) and the date once per local day; the time of day
+    is arithmetic."""
+
+    SPAN_MS = 900_000
+
+    def __init__(self, zone: tzinfo) -> None:
+        self.zone = zone
+        self.span = self.day = -1 << 64
+        self.shift: int | None = None
+        self.suffix = self.date = ""
+
+    def _offset(self, ts: int) -> timedelta | None:
+        try:
+            return datetime.fromtimestamp(ts // 1000, self.zone).utcoffset()
+        except (OverflowError, OSError, ValueError):
+            return None
+
+    def __call__(self, ts: int) -> str:
+        span = ts // self.SPAN_MS
+        if span != self.span:
+            self.span, first = span, span * self.SPAN_MS
+            low, high = self._offset(first), self._offset(first + self.SPAN_MS - 1)
+            self.shift = (
+                low // timedelta(milliseconds=1) if low is not None and low == high else None
+            )
+            self.suffix = iso_time(first, self.zone)[23:]
+        if self.shift is None:
+            return iso_time(ts, self.zone)
+        day, ms = divmod(ts + self.shift, 86_400_000)
+        if day != self.day:
+            try:
+                self.date = (EPOCH + timedelta(days=day)).date().isoformat()
+            except OverflowError:
+                return iso_time(ts, self.zone)
+            self.day = day
+        seconds, ms = divmod(ms, 1000)
+        minutes, second = divmod(seconds, 60)
+        return f"{self.date}T{_MINUTES[minutes]}{_SECONDS[second]}{_MILLIS[ms]}{self.suffix}"
+
+
+_MINUTES = [f"{m // 60:02d}:{m % 60:02d}:" for m in range(1440)]
+_SECONDS = [f"{s:02d}" for s in range(60)]
+_MILLIS = [f".{ms:03d}" for ms in range(1000)]
+
+
 def value_text(raw: str) -> str:
     """A stored JSON value as a CSV field: a number as stored, a string's text, `lon,lat`."""
     if raw[:1] in ('"', "["):
@@ -152,13 +201,12 @@ async def csv_batches(
     writer = csv.writer(buffer)
     writer.writerow(HEADER)
     names = {ds.id: (str(ds.id), ds.pin, ds.label) for ds in export.datastreams}
-    zone = export.zone
+    local = LocalTimes(export.zone)
     ids = [ds.id for ds in export.datastreams]
     points = 0
     async for rows in store.history_rows(export.device.id, ids, export.start, export.end, batch):
         writer.writerows(
-            (iso_time(ts, zone), ts, *names[ds_id], value_text(value))
-            for ts, ds_id, _, value in rows
+            (local(ts), ts, *names[ds_id], value_text(value)) for ts, ds_id, _, value in rows
         )
         yield buffer.getvalue(), len(rows)
         buffer.seek(0)
