@@ -26,6 +26,8 @@ SCHEMA_VALID_REFUSALS = [
         # history: the datastream is named by one of two parameters; the window's order
         r"Query parameter 'dataStreamId' or 'pin' is required\.",
         r"Query parameter 'from' must not be after 'to'\.",
+        # the history export's timezone: any IANA name the server's system knows
+        r"(?s)Query parameter 'tz': '.*' is not an IANA timezone name \(such as Europe/Kyiv\)\.",
         # batch update: the first row's product decides which labels exist
         r"The product has no datastream with label '.*'\.",
         r"No valid device found in the batch to derive the product from\.",
