@@ -114,11 +114,11 @@ def started() -> Iterator[list[Server]]:
 def test_help_lists_the_commands() -> None:
     result = pinbase("--help")
     assert result.returncode == 0, result.stderr
-    for command in ("serve", "apply", "check", "demo", "migrate"):
+    for command in ("serve", "apply", "check", "demo", "migrate", "export"):
         assert command in result.stdout
 
 
-@pytest.mark.parametrize("command", ["serve", "apply", "check", "demo"])
+@pytest.mark.parametrize("command", ["serve", "apply", "check", "demo", "export"])
 def test_each_command_has_help(command: str) -> None:
     result = pinbase(command, "--help")
     assert result.returncode == 0, result.stderr

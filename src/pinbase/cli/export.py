@@ -47,7 +47,8 @@ def export_command(
         str, typer.Option("--to", help="Last time (included), as --from.", show_default=False)
     ],
     tz: Annotated[
-        str | None, typer.Option("--tz", help="IANA timezone of the ts_iso column [default: UTC].")
+        str | None,
+        typer.Option("--tz", help="IANA timezone of the ts_iso column (UTC when left out)."),
     ] = None,
     datastreams: Annotated[
         list[int] | None,
@@ -56,7 +57,7 @@ def export_command(
     output: Annotated[
         Path | None,
         typer.Option(
-            "-o", "--output", help="Write to this file [default: stdout].", dir_okay=False
+            "-o", "--output", help="Write to this file (stdout when left out).", dir_okay=False
         ),
     ] = None,
     data_dir: DataDir = None,
