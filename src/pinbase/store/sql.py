@@ -81,6 +81,18 @@ class Dialect:
         """A list parameter: JSON text for SQLite's `json_each`, an array for PostgreSQL."""
         return json.dumps(list(items)) if self.mark == "?" else list(items)
 
+    def number(self, column: str) -> str:
+        """The number a JSON text column holds."""
+        return f"CAST({column} AS {'REAL' if self.mark == '?' else 'double precision'})"
+
+    def first_value(self, descending: bool) -> str:
+        """In a grouped history read: the value of the group's first point (last when
+        `descending`). SQLite takes a bare column from the row `min(ts)` or `max(ts)` picked."""
+        if self.mark == "?":
+            return f"value, {'max' if descending else 'min'}(ts)"
+        order = "DESC" if descending else "ASC"
+        return f"(array_agg(value ORDER BY ts {order}, seq {order}))[1]"
+
 
 SQLITE = Dialect("?")
 POSTGRES = Dialect("$")
@@ -214,6 +226,27 @@ def _select(table: Table, where: str = "") -> str:
     return f"SELECT {', '.join(table.columns)} FROM {table.name}{where}"
 
 
+SLOT_FUNCTIONS = ("count", "sum", "min", "max", "first", "last")
+"""What a grouped history read computes per slot (`Statements.slots`)."""
+
+
+def _slots(d: Dialect, function: str) -> str:
+    p = d.param
+    computed = {
+        "count": "count(*)",
+        "sum": f"sum({d.number('value')})",
+        "min": f"min({d.number('value')})",
+        "max": f"max({d.number('value')})",
+        "first": d.first_value(False),
+        "last": d.first_value(True),
+    }[function]
+    return (
+        f"SELECT (ts - {p(5)}) / {p(6)} AS slot, count(*), {computed} FROM history "
+        f"WHERE device_id = {p(1)} AND ds_id = {p(2)} AND ts BETWEEN {p(3)} AND {p(4)} "
+        "GROUP BY slot ORDER BY slot"
+    )
+
+
 def _history_pieces(d: Dialect) -> str:
     p = d.param
 
@@ -278,6 +311,7 @@ class Statements:
             "ORDER BY ds_id, name"
         )
         self.history_pieces = _history_pieces(d)
+        self.slots = {function: _slots(d, function) for function in SLOT_FUNCTIONS}
         # metadata values written by devices and the API: no catalog change
         self.set_meta_value = self.upsert_entities["meta_values"]
         self.meta_values = f"SELECT field_id, value FROM meta_values WHERE device_id = {p(1)}"
