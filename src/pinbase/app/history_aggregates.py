@@ -72,7 +72,8 @@ def _bucketed(
     start: int,
     end: int,
 ) -> dict[int, _Bucket] | None:
-    """The slots merged by bucket key; None when a slot straddles a bucket boundary."""
+    """The slots merged by bucket key (`function` being what the store computed per slot);
+    None when a slot straddles a bucket boundary."""
     merged: dict[int, _Bucket] = {}
     for slot, points, value in slots:
         key = buckets.key(max(slot, start))
@@ -134,13 +135,14 @@ async def aggregate(
     name = tz if tz is not None else _zone_name(caller.catalog.timezone_of(device) or "UTC")
     buckets = Buckets(chosen, load_zone(name).info)
     merged: dict[int, _Bucket] | None = {}
+    computed = SLOT_FUNCTION.get(function, function)
     for width in (w for w in SLOTS if w <= NOMINAL[chosen]):
         if low > high:
             break
         slots = await caller.services.store.history_slots(
-            device.id, ds.id, low, high, width, SLOT_FUNCTION.get(function, function)
+            device.id, ds.id, low, high, width, computed
         )
-        merged = _bucketed(buckets, function, slots, width, low, high)
+        merged = _bucketed(buckets, computed, slots, width, low, high)
         if merged is not None:
             break
     assert merged is not None  # one-millisecond slots never straddle
