@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import statistics
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,8 +16,16 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from helpers import ACME, Api, Server, apply_fleet_text, assert_error, client_token, not_found
-from helpers import weather_fleet
+from helpers import (
+    ACME,
+    Api,
+    Server,
+    apply_fleet_text,
+    assert_error,
+    client_token,
+    not_found,
+    weather_fleet,
+)
 
 AGGREGATE = "/api/v1/organization/device/datastream/history/aggregate"
 IMPORT = "/api/v1/organization/device/import/batch"
