@@ -41,7 +41,6 @@ bench: $(STAMP)  ## benchmarks (SQLite, device protocols, events and webhooks, P
 	$(BIN)/python bench/postgres.py
 	$(BIN)/python bench/platform_devices.py
 	$(BIN)/python bench/aggregate.py
-	$(BIN)/python bench/aggregate.py
 
 SOAK_MINUTES ?= 30
 soak: $(STAMP)  ## mixed load and attacks for SOAK_MINUTES (default 30); report in bench/results/soak.json
