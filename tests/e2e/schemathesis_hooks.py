@@ -26,6 +26,10 @@ SCHEMA_VALID_REFUSALS = [
         # history: the datastream is named by one of two parameters; the window's order
         r"Query parameter 'dataStreamId' or 'pin' is required\.",
         r"Query parameter 'from' must not be after 'to'\.",
+        # aggregated history: known zones, the datastream's type, the number of buckets
+        r"Query parameter 'tz' must be an IANA timezone name\.",
+        r"Query parameter 'fn' \w+ needs a numeric datastream; .*",
+        r"The range from 'from' to 'to' spans more than \d+ buckets of '\w+'\.",
         # batch update: the first row's product decides which labels exist
         r"The product has no datastream with label '.*'\.",
         r"No valid device found in the batch to derive the product from\.",

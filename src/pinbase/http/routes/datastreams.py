@@ -11,8 +11,10 @@ from starlette.responses import Response
 
 from pinbase.app import datastream_values, history_aggregates
 from pinbase.app.datastream_values import controlled, datastream, values_json
+from pinbase.app.history_aggregates import FUNCTIONS
 from pinbase.app.paging import Page
 from pinbase.domain import batch
+from pinbase.domain.buckets import Interval
 from pinbase.domain.errors import Invalid, Mismatch
 from pinbase.domain.model import (
     INT32_MAX,
@@ -192,8 +194,8 @@ async def history_aggregate(
     deviceId: Int32Query,
     from_: Annotated[int, Query(alias="from", ge=INT64_MIN, le=INT64_MAX), PlainInteger],
     to: Int64Query,
-    interval: Annotated[str, Query(max_length=16, description="1m, 5m, 15m, 1h, day, week, month")],
-    fn: Annotated[str, Query(max_length=16, description="avg, min, max, sum, count, first, last")],
+    interval: Annotated[str, Query(max_length=16, json_schema_extra={"enum": list(Interval)})],
+    fn: Annotated[str, Query(max_length=16, json_schema_extra={"enum": list(FUNCTIONS)})],
     dataStreamId: Annotated[int | None, Query(ge=INT32_MIN, le=INT32_MAX), PlainInteger] = None,
     pin: Annotated[
         str | None, Query(max_length=16, description="Alternative to dataStreamId")
