@@ -166,6 +166,19 @@ def test_a_dst_day_in_kyiv_is_one_23_hour_bucket(org: Api) -> None:
     ]
 
 
+def test_offsets_of_odd_seconds_give_exact_buckets(org: Api) -> None:
+    """Monrovia was 44 min 30 s behind UTC until 1972: its hours start at :44:30 (UTC), which no
+    15-minute or 1-minute slot fits; the buckets are exact all the same."""
+    morning = ms(1971, 6, 1, 10)
+    seconds = (40 * 60, 44 * 60, 44 * 60 + 45, 50 * 60)  # the third one is in the next hour
+    points = [(morning + 1000 * second, n) for n, second in enumerate(seconds, 1)]
+    put(org, KYIV_DEVICE, HUMIDITY, points)
+    params = {"deviceId": KYIV_DEVICE, "pin": "v2", "interval": "1h", "tz": "Africa/Monrovia"}
+    body = aggregate(org, **params, fn="sum", **{"from": morning, "to": morning + HOUR})
+    start = morning - 15 * 60_000 - 30_000  # 09:44:30 UTC
+    assert body["data"] == [{"ts": start, "value": 3}, {"ts": start + HOUR, "value": 7}]
+
+
 def test_bad_parameters_answer_400_naming_them(org: Api) -> None:
     base = {"deviceId": UTC_DEVICE, "dataStreamId": TEMPERATURE, "from": 0, "to": DAY,
             "interval": "day", "fn": "avg"}  # fmt: skip
