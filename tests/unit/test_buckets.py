@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from pinbase.domain.buckets import HOUR, MINUTE, Buckets, Interval
+from pinbase.domain.buckets import EARLIEST, HOUR, LATEST, MINUTE, Buckets, Interval
 
 
 def ms(*args: int, tz: str = "UTC") -> int:
@@ -94,3 +94,11 @@ def test_utc_and_far_instants() -> None:
     assert days.start(days.key(-1)) == -24 * HOUR
     assert days.estimate(0, 10 * 24 * HOUR) == 11
     assert datetime.fromtimestamp(days.start(days.key(0)) / 1000, UTC).year == 1970
+
+
+def test_every_bucket_of_the_supported_instants_can_be_placed() -> None:
+    for zone in ("Asia/Tokyo", "Etc/GMT-14", "Etc/GMT+12", "America/New_York"):
+        for interval in Interval:
+            buckets = Buckets(interval, ZoneInfo(zone))
+            assert buckets.start(buckets.key(EARLIEST)) <= EARLIEST
+            assert buckets.start(buckets.key(LATEST)) <= LATEST

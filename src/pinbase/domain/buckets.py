@@ -24,9 +24,10 @@ _EPOCH = datetime(1970, 1, 1)
 _EPOCH_UTC = _EPOCH.replace(tzinfo=UTC)
 _EPOCH_DATE = _EPOCH.date()
 
-EARLIEST = (datetime(1, 1, 3, tzinfo=UTC) - _EPOCH_UTC) // timedelta(milliseconds=1)
-LATEST = (datetime(9999, 12, 29, tzinfo=UTC) - _EPOCH_UTC) // timedelta(milliseconds=1)
-"""The instants local time is computed for (a few days inside what `datetime` represents)."""
+EARLIEST = (datetime(1, 3, 1, tzinfo=UTC) - _EPOCH_UTC) // timedelta(milliseconds=1)
+LATEST = (datetime(9999, 11, 1, tzinfo=UTC) - _EPOCH_UTC) // timedelta(milliseconds=1)
+"""The instants local time is computed for: a bucket of any of them, in any zone, starts and
+ends within what `datetime` represents."""
 
 
 class Interval(enum.StrEnum):
@@ -53,9 +54,9 @@ NOMINAL = {**GRID, Interval.WEEK: 7 * DAY, Interval.MONTH: 30 * DAY}
 
 
 def offset(zone: tzinfo, ts: int) -> int:
-    """The zone's offset from UTC at instant `ts`, in milliseconds."""
-    moment = _EPOCH_UTC + timedelta(milliseconds=ts)
-    delta = moment.astimezone(zone).utcoffset()
+    """The zone's offset from UTC at instant `ts`, in milliseconds (offsets change on whole
+    seconds, so the second holding `ts` tells)."""
+    delta = datetime.fromtimestamp(ts // 1000, zone).utcoffset()
     return 0 if delta is None else delta // timedelta(milliseconds=1)
 
 
