@@ -28,6 +28,9 @@ SCHEMA_VALID_REFUSALS = [
         r"Query parameter 'from' must not be after 'to'\.",
         # the history export's timezone: any IANA name the server's system knows
         r"(?s)Query parameter 'tz': '.*' is not an IANA timezone name \(such as Europe/Kyiv\)\.",
+        # aggregated history: known zones, the datastream's type, the number of buckets
+        r"Query parameter 'fn' \w+ needs a numeric datastream; .*",
+        r"The range from 'from' to 'to' spans more than \d+ buckets of '\w+'\.",
         # batch update: the first row's product decides which labels exist
         r"The product has no datastream with label '.*'\.",
         r"No valid device found in the batch to derive the product from\.",

@@ -28,7 +28,7 @@ import orjson
 
 from pinbase.app.caller import Caller
 from pinbase.app.datastream_values import FROM_AFTER_TO, datastream, viewed
-from pinbase.app.timezones import UnknownTimezone, load_zone
+from pinbase.app.timezones import UnknownTimezone, load_zone, query_zone
 from pinbase.domain.errors import Invalid
 from pinbase.domain.model import Catalog, Datastream, Device
 from pinbase.domain.permissions import device_not_found
@@ -68,10 +68,7 @@ def plan(
     `end` (epoch ms, both included), times shown in `tz` (UTC when None)."""
     if start > end:
         raise Invalid(FROM_AFTER_TO)
-    try:
-        zone = load_zone(tz)
-    except UnknownTimezone as exc:
-        raise Invalid(f"Query parameter 'tz': {exc}.") from None
+    zone = query_zone(tz)
     schema = catalog.schema_of(device)
     chosen = (
         tuple(datastream(schema, ds_id) for ds_id in dict.fromkeys(ds_ids))

@@ -15,6 +15,7 @@ import os
 import zoneinfo
 from datetime import UTC, datetime
 
+from pinbase.domain.errors import Invalid
 from pinbase.domain.utc import DEFAULT_TIMEZONE, Zone
 
 MAX_TZIF_BYTES = 1 << 20
@@ -79,6 +80,14 @@ def fixed_rule(info: zoneinfo.ZoneInfo) -> str:
 
 
 @functools.lru_cache(maxsize=1024)
+def query_zone(name: str | None, parameter: str = "tz") -> Zone:
+    """`load_zone` for a query parameter: an unknown name is a 400 naming `parameter`."""
+    try:
+        return load_zone(name)
+    except UnknownTimezone as exc:
+        raise Invalid(f"Query parameter '{parameter}': {exc}.") from None
+
+
 def load_zone(name: str | None) -> Zone:
     """The zone `name` (UTC when None); UnknownTimezone when the system does not know it."""
     name = check_timezone(name or DEFAULT_TIMEZONE)

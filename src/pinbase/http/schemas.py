@@ -125,6 +125,17 @@ class HistoryPage(Struct):
     content: list[HistoryPoint]
 
 
+class AggregatePoint(Struct):
+    ts: Annotated[int, Meta(description="The bucket's start, epoch milliseconds")]
+    value: Annotated[RawValue, Meta(description="A number; the stored value for first and last")]
+
+
+class HistoryAggregate(Struct):
+    data: Annotated[list[AggregatePoint], Meta(description="Buckets holding points, oldest first")]
+    interval: str
+    tz: Annotated[str, Meta(description="The IANA timezone of the buckets")]
+
+
 class BatchReport(Struct, omit_defaults=True):
     invalidRowSize: int = 0
     nullDeviceId: int = 0

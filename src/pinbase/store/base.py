@@ -367,6 +367,20 @@ class Store(abc.ABC):
             ts, seq, _ = rows[-1]
             rows = await self._fetch(after, (device_id, ds_id, ts, seq, end, batch))
 
+    async def history_slots(
+        self, device_id: int, ds_id: int, start: int, end: int, slot: int, function: str
+    ) -> list[tuple[int, int, Any]]:
+        """The points stamped from `start` to `end` (both included) grouped in slots of `slot`
+        ms, aligned on multiples of `slot` since the epoch: (slot start, points, `function`
+        of the slot's values), oldest first, only slots holding points. `function` is one of
+        `sql.SLOT_FUNCTIONS`: count, sum, min and max of the values as numbers, first and last
+        the JSON text of the slot's first and last point. One grouped read."""
+        base = start // slot * slot
+        rows = await self._fetch(
+            self.SQL.slots[function], (device_id, ds_id, start, end, base, slot)
+        )
+        return [(base + row[0] * slot, row[1], row[2]) for row in rows]
+
     @abc.abstractmethod
     async def set_property(self, device_id: int, ds_id: int, name: str, value: str) -> None:
         """Store one widget property value."""

@@ -11,10 +11,12 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response, StreamingResponse
 
-from pinbase.app import datastream_values, history_export
+from pinbase.app import datastream_values, history_aggregates, history_export
 from pinbase.app.datastream_values import controlled, datastream, values_json
+from pinbase.app.history_aggregates import FUNCTIONS
 from pinbase.app.paging import Page
 from pinbase.domain import batch
+from pinbase.domain.buckets import Interval
 from pinbase.domain.errors import Invalid, Mismatch
 from pinbase.domain.model import (
     INT32_MAX,
@@ -46,6 +48,7 @@ from pinbase.http.schemas import (
     DatastreamProperties,
     DataStreamValue,
     DeviceValues,
+    HistoryAggregate,
     HistoryPage,
     ImportBatch,
     PropertyUpdate,
@@ -376,3 +379,43 @@ async def read_properties(
             if not wanted or ds.id in wanted
         ]
     )
+
+
+@router.get(
+    "/v1/organization/device/datastream/history/aggregate",
+    summary="Get aggregated datastream history (pinbase extension)",
+    description=(
+        "The points of one datastream (by `dataStreamId` or `pin`) stamped from `from` to `to` "
+        "(epoch milliseconds, both included), aggregated by `fn` in buckets of `interval` of the "
+        "local time of `tz` (the device's timezone by default): DST-correct, weeks start on "
+        "Monday. Only buckets holding points, oldest first. Functions other than count, first "
+        "and last need a numeric datastream; the range may span at most 100000 buckets."
+    ),
+    responses=responses(
+        {200: ("Aggregated history", HistoryAggregate)},
+        (400, 401, 403, 404, 429),
+        bad_request=(
+            "Malformed parameter, an unknown interval, function or timezone, a function the "
+            "datastream's type does not take, `from` after `to`, or too many buckets"
+        ),
+    ),
+)
+async def history_aggregate(
+    ctx: OrgContext,
+    deviceId: Int32Query,
+    from_: Annotated[int, Query(alias="from", ge=INT64_MIN, le=INT64_MAX), PlainInteger],
+    to: Int64Query,
+    interval: Annotated[str, Query(max_length=16, json_schema_extra={"enum": list(Interval)})],
+    fn: Annotated[str, Query(max_length=16, json_schema_extra={"enum": list(FUNCTIONS)})],
+    dataStreamId: Annotated[int | None, Query(ge=INT32_MIN, le=INT32_MAX), PlainInteger] = None,
+    pin: Annotated[
+        str | None, Query(max_length=16, description="Alternative to dataStreamId")
+    ] = None,
+    tz: Annotated[
+        str | None, Query(max_length=64, description="IANA timezone; the device's by default")
+    ] = None,
+) -> Response:
+    found = await history_aggregates.aggregate(
+        ctx, deviceId, dataStreamId, pin, from_, to, interval, fn, tz
+    )
+    return _json(found)

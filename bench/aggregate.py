@@ -1,0 +1,110 @@
+"""The aggregated history of one datastream: 30 days written every 10 s (259,200 points).
+
+Run with `.venv/bin/python bench/aggregate.py`. For each store (SQLite in a temp dir, then
+PostgreSQL in a throwaway cluster as bench/postgres.py starts it, unless
+BENCH_AGGREGATE_POSTGRES=0) it applies the fleet of bench/common.py, starts one real
+`pinbase serve`, imports the points through `POST /api/v1/organization/device/import/batch`
+(batches of 10,000), and times, one request at a time over one keep-alive connection with an
+organization token, from the request sent to the answer read, `RUNS` times each:
+
+- `GET .../datastream/history/aggregate` of the 30 days: hourly `avg` (720 buckets) in UTC and
+  in Asia/Kolkata, daily `avg` in Europe/Kyiv, hourly `last`;
+- the baseline, in the same run: one page (the default 50 points) of
+  `GET .../datastream/history` of the same datastream over the same 30 days.
+
+Every figure is a median in milliseconds, with the 99th percentile; the results go to
+bench/results/aggregate.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from common import fleet, machine, workdir, write_results
+from devices import SERVER_FLAGS, DeviceServer, org_client
+from pinbase.app.provisioning import apply_to_database
+from pinbase.config import database_url
+from platform_devices import summary, timed
+from postgres import cluster, database
+
+DAYS = 30
+EVERY_MS = 10_000
+POINTS = DAYS * 86_400_000 // EVERY_MS
+START = 1_775_001_600_000  # 2026-04-01 00:00 UTC
+END = START + DAYS * 86_400_000 - 1
+BATCH = 10_000
+RUNS = 50
+AGGREGATE = "/api/v1/organization/device/datastream/history/aggregate"
+HISTORY = "/api/v1/organization/device/datastream/history"
+CASES: dict[str, dict[str, object]] = {
+    "hourly avg, UTC": {"interval": "1h", "fn": "avg", "tz": "UTC"},
+    "hourly avg, Asia/Kolkata": {"interval": "1h", "fn": "avg", "tz": "Asia/Kolkata"},
+    "daily avg, Europe/Kyiv": {"interval": "day", "fn": "avg", "tz": "Europe/Kyiv"},
+    "hourly last, UTC": {"interval": "1h", "fn": "last", "tz": "UTC"},
+}
+
+
+def fill_history(http: httpx.Client) -> None:
+    for first in range(0, POINTS, BATCH):
+        values = [
+            {"ts": START + n * EVERY_MS, "value": 20.0 + (n % 600) / 10}
+            for n in range(first, min(first + BATCH, POINTS))
+        ]
+        body = {"deviceId": 1, "dataStreamId": 1, "values": values}
+        response = http.post("/api/v1/organization/device/import/batch", json=body)
+        if response.status_code != 204:
+            raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+
+
+def measure(url: str, work: Path, log: Path, *flags: str) -> dict[str, Any]:
+    asyncio.run(apply_to_database(url, fleet()))
+    server = DeviceServer(work / "data", log, *flags)
+    http = org_client(server.url)
+    window = {"deviceId": 1, "dataStreamId": 1, "from": START, "to": END}
+    try:
+        begun = time.perf_counter()
+        fill_history(http)
+        results: dict[str, Any] = {"import_s": round(time.perf_counter() - begun, 1)}
+        hours = http.get(AGGREGATE, params={**window, "interval": "1h", "fn": "count"}).json()
+        if len(hours["data"]) != DAYS * 24 or sum(p["value"] for p in hours["data"]) != POINTS:
+            raise RuntimeError(f"unexpected buckets: {str(hours)[:200]}")
+        results["baseline_history_page"] = summary(
+            [timed(http, "GET", HISTORY, window) for _ in range(RUNS)]
+        )
+        for name, params in CASES.items():
+            samples = [timed(http, "GET", AGGREGATE, {**window, **params}) for _ in range(RUNS)]
+            results[name] = summary(samples)
+        print(f"  {results}", flush=True)
+        return results
+    finally:
+        http.close()
+        server.stop()
+
+
+def main() -> None:
+    started = time.monotonic()
+    results: dict[str, Any] = {
+        "machine": {**machine(), "load_average_at_start": os.getloadavg()[0]},
+        "points": POINTS,
+        "server_flags": " ".join(SERVER_FLAGS),
+    }
+    with workdir("pinbase-bench-aggregate-", results) as (work, log):
+        print("SQLite", flush=True)
+        results["sqlite"] = measure(database_url(work / "data", None), work, log)
+        if os.environ.get("BENCH_AGGREGATE_POSTGRES", "1") != "0":
+            print("PostgreSQL", flush=True)
+            shutil.rmtree(work / "data", ignore_errors=True)
+            with cluster(work) as admin, database(admin, "pinbase_bench_aggregate") as url:
+                results["postgres"] = measure(url, work, log, "--database", url)
+    write_results("aggregate", results, started)
+
+
+if __name__ == "__main__":
+    main()
