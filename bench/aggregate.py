@@ -20,19 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from common import fleet, machine, workdir, write_results
+from common import fleet, machine
 from devices import SERVER_FLAGS, DeviceServer, org_client
 from pinbase.app.provisioning import apply_to_database
-from pinbase.config import database_url
 from platform_devices import summary, timed
-from postgres import cluster, database
+from postgres import on_both_stores
 
 DAYS = 30
 EVERY_MS = 10_000
@@ -89,21 +87,12 @@ def measure(url: str, work: Path, log: Path, *flags: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    started = time.monotonic()
     results: dict[str, Any] = {
         "machine": {**machine(), "load_average_at_start": os.getloadavg()[0]},
         "points": POINTS,
         "server_flags": " ".join(SERVER_FLAGS),
     }
-    with workdir("pinbase-bench-aggregate-", results) as (work, log):
-        print("SQLite", flush=True)
-        results["sqlite"] = measure(database_url(work / "data", None), work, log)
-        if os.environ.get("BENCH_AGGREGATE_POSTGRES", "1") != "0":
-            print("PostgreSQL", flush=True)
-            shutil.rmtree(work / "data", ignore_errors=True)
-            with cluster(work) as admin, database(admin, "pinbase_bench_aggregate") as url:
-                results["postgres"] = measure(url, work, log, "--database", url)
-    write_results("aggregate", results, started)
+    on_both_stores("aggregate", results, measure)
 
 
 if __name__ == "__main__":

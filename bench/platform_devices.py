@@ -3,7 +3,7 @@
 Run with `.venv/bin/python bench/platform_devices.py` (not `platform.py`: that name would
 shadow the standard library's `platform` for every benchmark here). For each store (SQLite in a
 temp dir, then PostgreSQL in a throwaway cluster as bench/postgres.py starts it, unless
-BENCH_PLATFORM_POSTGRES=0) it applies the fleet of bench/common.py (10,000 devices of one
+BENCH_PLATFORM_DEVICES_POSTGRES=0) it applies the fleet of bench/common.py (10,000 devices of one
 product), starts one real `pinbase serve`, gives every device a current value (one batch
 update, so that pages read real last-report times), and times, one request at a time over one
 keep-alive connection with an organization token, from the request sent to the answer read:
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import statistics
 import time
 from pathlib import Path
@@ -34,11 +33,10 @@ from typing import Any
 
 import httpx
 
-from common import DEVICES, fleet, machine, workdir, write_results
+from common import DEVICES, fleet, machine
 from devices import SERVER_FLAGS, DeviceServer, org_client, percentile
 from pinbase.app.provisioning import apply_to_database
-from pinbase.config import database_url
-from postgres import cluster, database
+from postgres import on_both_stores
 
 PAGE_RUNS = 3
 BASELINE_RUNS = 600
@@ -146,21 +144,12 @@ def measure(url: str, work: Path, log: Path, *flags: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    started = time.monotonic()
     results: dict[str, Any] = {
         "machine": {**machine(), "load_average_at_start": os.getloadavg()[0]},
         "devices": DEVICES,
         "server_flags": " ".join(SERVER_FLAGS),
     }
-    with workdir("pinbase-bench-platform-", results) as (work, log):
-        print("SQLite", flush=True)
-        results["sqlite"] = measure(database_url(work / "data", None), work, log)
-        if os.environ.get("BENCH_PLATFORM_POSTGRES", "1") != "0":
-            print("PostgreSQL", flush=True)
-            shutil.rmtree(work / "data", ignore_errors=True)
-            with cluster(work) as admin, database(admin, "pinbase_bench_platform") as url:
-                results["postgres"] = measure(url, work, log, "--database", url)
-    write_results("platform_devices", results, started)
+    on_both_stores("platform_devices", results, measure)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from string import Template
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -48,9 +48,12 @@ from common import (
     requests_per_second,
     rss_kib,
     timed,
+    workdir,
+    write_results,
     wrk_command,
 )
 from pinbase.app.provisioning import apply_to_database
+from pinbase.config import database_url
 from pinbase.store.postgres.schema import ensure_partition, migrate, month_of
 
 ROWS = 10_000
@@ -171,6 +174,27 @@ def database(admin_url: str, name: str) -> Iterator[str]:
         yield with_database(admin_url, name)
     finally:
         asyncio.run(run(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+class Measure(Protocol):
+    def __call__(self, url: str, work: Path, log: Path, *flags: str) -> dict[str, Any]: ...
+
+
+def on_both_stores(name: str, results: dict[str, Any], measure: Measure) -> None:
+    """`results["sqlite"]` and `results["postgres"]` from `measure(database URL, work dir, log,
+    *server flags)`: on SQLite in a temp dir, then on a throwaway PostgreSQL cluster (or the
+    server of PINBASE_BENCH_POSTGRES) unless BENCH_<NAME>_POSTGRES=0; then the results are
+    written to bench/results/<name>.json."""
+    started = time.monotonic()
+    with workdir(f"pinbase-bench-{name}-", results) as (work, log):
+        print("SQLite", flush=True)
+        results["sqlite"] = measure(database_url(work / "data", None), work, log)
+        if os.environ.get(f"BENCH_{name.upper()}_POSTGRES", "1") != "0":
+            print("PostgreSQL", flush=True)
+            shutil.rmtree(work / "data", ignore_errors=True)
+            with cluster(work) as admin, database(admin, f"pinbase_bench_{name}") as url:
+                results["postgres"] = measure(url, work, log, "--database", url)
+    write_results(name, results, started)
 
 
 def months_between(low: int, high: int) -> list[tuple[int, int]]:
