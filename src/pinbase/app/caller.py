@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pinbase.app.auth.bearer import authenticate
 from pinbase.app.services import Services
 from pinbase.domain.errors import DomainError
-from pinbase.domain.model import Catalog
-from pinbase.domain.permissions import Principal
+from pinbase.domain.model import Catalog, Device, Permission
+from pinbase.domain.permissions import Principal, covered_device
 
 RATE_LIMITED = "Rate limit exceeded for this organization; retry later."
 
@@ -42,3 +42,15 @@ async def admit(svc: Services, credentials: str) -> Caller:
     if wait:
         raise OrgRateLimited(principal.org_id, wait)
     return Caller(principal, catalog, svc)
+
+
+def viewed(caller: Caller, device_id: int) -> Device:
+    """The device, if the caller may view it; else the 404 of a missing device."""
+    caller.principal.require_view()
+    return covered_device(caller.catalog, caller.principal, device_id)
+
+
+def controlled(caller: Caller, device_id: int, permission: Permission) -> Device:
+    """The device, if the caller holds `permission` and may view it (`viewed`)."""
+    caller.principal.require(permission)
+    return viewed(caller, device_id)

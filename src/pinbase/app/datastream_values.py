@@ -11,11 +11,10 @@ from typing import Any
 
 import orjson
 
-from pinbase.app.caller import Caller
+from pinbase.app.caller import Caller, controlled, viewed
 from pinbase.app.paging import Page
 from pinbase.domain.errors import Invalid, NotFound
-from pinbase.domain.model import Datastream, Device, Permission, Schema
-from pinbase.domain.permissions import covered_device
+from pinbase.domain.model import Datastream, Permission, Schema
 from pinbase.domain.values import parse_json_value
 from pinbase.store.records import StoredValue
 
@@ -59,16 +58,6 @@ def values_json(
             item["updatedAt"] = value.updated_at
         result.append(item)
     return result
-
-
-def viewed(caller: Caller, device_id: int) -> Device:
-    caller.principal.require_view()
-    return covered_device(caller.catalog, caller.principal, device_id)
-
-
-def controlled(caller: Caller, device_id: int, permission: Permission) -> Device:
-    caller.principal.require(permission)
-    return viewed(caller, device_id)
 
 
 async def current(

@@ -30,14 +30,14 @@ import orjson
 
 from pinbase.app import metadata
 from pinbase.app.auth.secrets import digest, new_device_token
-from pinbase.app.caller import Caller
+from pinbase.app.caller import Caller, controlled, viewed
 from pinbase.app.datastream_values import values_json
 from pinbase.app.paging import Page
 from pinbase.app.templates import NO_TEMPLATE
 from pinbase.domain.errors import Forbidden, Invalid, NotFound
 from pinbase.domain.metadata import BLYNK_NAMES, json_value
 from pinbase.domain.model import INT32_MAX, Catalog, Device, Permission
-from pinbase.domain.permissions import Principal, covered_device
+from pinbase.domain.permissions import Principal
 from pinbase.store.base import Store
 from pinbase.store.errors import Conflict, StoreUnavailable
 from pinbase.store.records import DeviceRow
@@ -277,12 +277,6 @@ async def _full_json(
     return item
 
 
-def viewed(caller: Caller, device_id: int) -> Device:
-    """The device, if the caller may view it; else the 404 of a missing device."""
-    caller.principal.require_view()
-    return covered_device(caller.catalog, caller.principal, device_id)
-
-
 async def device_details(caller: Caller, device_id: int) -> dict[str, Any]:
     """The full device: Blynk's device with `online`, `dataStreamValues`, `metaFieldValues`."""
     return await _full_json(caller, caller.catalog, viewed(caller, device_id))
@@ -357,8 +351,7 @@ def _owner(catalog: Catalog, principal: Principal, owner_id: int | None) -> int 
 
 async def rename(caller: Caller, device_id: int, name: str) -> dict[str, Any]:
     """The device renamed, as Blynk's device."""
-    caller.principal.require(Permission.ORG_DEVICES_EDIT)
-    device = viewed(caller, device_id)
+    device = controlled(caller, device_id, Permission.ORG_DEVICES_EDIT)
     check_name(name)
     store = caller.services.store
     await store.update_device(device.id, name=name)
@@ -368,8 +361,7 @@ async def rename(caller: Caller, device_id: int, name: str) -> dict[str, Any]:
 
 async def delete(caller: Caller, device_id: int, now: int) -> None:
     """Delete the device and all its data; its token dies, its connections close."""
-    caller.principal.require(Permission.ORG_DEVICES_DELETE)
-    device = viewed(caller, device_id)
+    device = controlled(caller, device_id, Permission.ORG_DEVICES_DELETE)
     outbox = await caller.services.webhooks.trigger_rows("DEVICE_DELETED", [device], now)
     await caller.services.store.delete_devices([device.id], outbox)
     await _close_revoked(caller)
@@ -377,16 +369,14 @@ async def delete(caller: Caller, device_id: int, now: int) -> None:
 
 async def clear(caller: Caller, device_id: int) -> None:
     """Erase the device's history, current values and widget properties."""
-    caller.principal.require(Permission.ORG_DEVICES_DELETE)
-    device = viewed(caller, device_id)
+    device = controlled(caller, device_id, Permission.ORG_DEVICES_DELETE)
     await caller.services.store.clear_devices([device.id])
 
 
 async def reprovision(caller: Caller, device_id: int) -> dict[str, Any]:
     """`{"deviceId", "token"}`: a new token for the device (shown only here); the old one dies
     with its connections."""
-    caller.principal.require(Permission.PROVISION_DEVICES)
-    device = viewed(caller, device_id)
+    device = controlled(caller, device_id, Permission.PROVISION_DEVICES)
     token = new_device_token()
     await caller.services.store.update_device(device.id, token_hash=digest(token))
     await _close_revoked(caller)

@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
-from pinbase.app.caller import Caller
-from pinbase.app.datastream_values import FROM_AFTER_TO, NEED_DATASTREAM, datastream, viewed
+from pinbase.app.caller import Caller, viewed
+from pinbase.app.datastream_values import FROM_AFTER_TO, NEED_DATASTREAM, datastream
 from pinbase.app.timezones import load_zone, query_zone
 from pinbase.domain.buckets import EARLIEST, LATEST, MINUTE, NOMINAL, Buckets, Interval
 from pinbase.domain.errors import Invalid

@@ -26,8 +26,8 @@ from datetime import datetime, timedelta, tzinfo
 
 import orjson
 
-from pinbase.app.caller import Caller
-from pinbase.app.datastream_values import FROM_AFTER_TO, datastream, viewed
+from pinbase.app.caller import Caller, viewed
+from pinbase.app.datastream_values import FROM_AFTER_TO, datastream
 from pinbase.app.timezones import UnknownTimezone, load_zone, query_zone
 from pinbase.domain.errors import Invalid
 from pinbase.domain.model import Catalog, Datastream, Device

@@ -12,7 +12,8 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response, StreamingResponse
 
 from pinbase.app import datastream_values, history_aggregates, history_export
-from pinbase.app.datastream_values import controlled, datastream, values_json
+from pinbase.app.caller import controlled
+from pinbase.app.datastream_values import datastream, values_json
 from pinbase.app.history_aggregates import FUNCTIONS
 from pinbase.app.paging import Page
 from pinbase.domain import batch

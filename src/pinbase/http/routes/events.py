@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from pinbase.app.datastream_values import controlled
+from pinbase.app.caller import controlled
 from pinbase.app.paging import Page
 from pinbase.app.timeline import MAX_PAGE_SIZE, timeline
 from pinbase.domain.errors import Invalid, NotFound
