@@ -3,10 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# the console's chart library, fetched from npm into the package (scripts/build-console)
+CONSOLE_VENDOR := src/pinbase/http/console/vendor/uPlot.iife.min.js
 
 .PHONY: venv demo test check lint typecheck bench soak serve clean
 
-$(STAMP): pyproject.toml
+$(CONSOLE_VENDOR): web/package-lock.json scripts/build-console
+	scripts/build-console
+
+$(STAMP): pyproject.toml $(CONSOLE_VENDOR)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -86,6 +86,14 @@ class Settings:
     import_burst: int = setting(20, "Import requests per device allowed at once.")
     access_token_ttl: int = setting(86_400, "Access token lifetime in seconds.")
     refresh_token_ttl: int = setting(30 * 86_400, "Refresh token lifetime in seconds.")
+    session_ttl: int = setting(
+        7 * 86_400, "Console session lifetime in seconds, from sign-in.", minimum=60
+    )
+    secure_cookies: bool = setting(
+        False,
+        "Mark the console's session cookie Secure on plain HTTP too: behind a reverse proxy "
+        "that terminates TLS. Over the HTTPS port it always is.",
+    )
     auth_failure_window: float = setting(
         600.0,
         "Seconds in which a spent budget of failed token requests (below) is regained; "

@@ -161,18 +161,22 @@ SORT_FIELDS = tuple(_sort_keys(Catalog(0, {}, {}, {}, {}), {}, bool))
 """Blynk's names of the fields a search sorts by."""
 
 
-async def _matching(
-    caller: Caller, query: str, sort_by: str | None, descending: bool
-) -> list[Entry]:
-    """The devices the caller may view that match `query` (see `Entry.matches`), sorted by
-    `sort_by` (one of `SORT_FIELDS`; by id when None); devices without a value of that field
-    come last in either order, and ties stay in id order."""
+async def _matching(caller: Caller, query: str) -> list[Entry]:
+    """The devices the caller may view that match `query` (see `Entry.matches`)."""
     if not query or len(query) > MAX_QUERY:
         raise Invalid(f"Query parameter 'query' must be 1 to {MAX_QUERY} characters.")
+    needle = query.lower()
+    return [e for e in visible(caller.catalog, caller.principal) if e.matches(needle)]
+
+
+async def _sorted(
+    caller: Caller, found: list[Entry], sort_by: str | None, descending: bool
+) -> list[Entry]:
+    """`found` (in id order) sorted by `sort_by` (one of `SORT_FIELDS`; by id when None);
+    devices without a value of that field come last in either order, and ties stay in id
+    order."""
     if sort_by is not None and sort_by not in SORT_FIELDS:
         raise Invalid(f"Query parameter 'sortBy' must be one of: {', '.join(SORT_FIELDS)}.")
-    needle = query.lower()
-    found = [e for e in visible(caller.catalog, caller.principal) if e.matches(needle)]
     if sort_by is None or sort_by == "Device Id":
         return found[::-1] if descending else found
     store = caller.services.store
@@ -189,22 +193,30 @@ async def _matching(
 
 
 async def _page(caller: Caller, entries: Sequence[Entry], page: Page) -> dict[str, Any]:
-    """One page of `entries` as Blynk shows it, the page's devices with their extras."""
+    """One page of `entries` as Blynk shows it, the page's devices with their extras and
+    whether each is connected (`online`, a pinbase extension)."""
     chosen = [e.device for e in entries[page.offset : page.offset + page.size]]
     shown = [_device_json(view) for view in await views(caller.services.store, chosen)]
+    presence = caller.services.presence
+    for item in shown:
+        item["online"] = presence.status(item["id"]).connected
     return {"totalElements": len(entries), "content": shown}
 
 
-async def devices_page(caller: Caller, page: Page) -> dict[str, Any]:
-    """One page of the devices the caller may view, by id."""
-    return await _page(caller, visible(caller.catalog, caller.principal), page)
+async def devices_page(
+    caller: Caller, page: Page, sort_by: str | None = None, descending: bool = False
+) -> dict[str, Any]:
+    """One page of the devices the caller may view, sorted as a search (`_sorted`)."""
+    found = visible(caller.catalog, caller.principal)
+    return await _page(caller, await _sorted(caller, found, sort_by, descending), page)
 
 
 async def search_page(
     caller: Caller, query: str, sort_by: str | None, descending: bool, page: Page
 ) -> dict[str, Any]:
-    """One page of the devices matching `query` (`_matching`)."""
-    return await _page(caller, await _matching(caller, query, sort_by, descending), page)
+    """One page of the devices matching `query` (`_matching`), sorted (`_sorted`)."""
+    found = await _matching(caller, query)
+    return await _page(caller, await _sorted(caller, found, sort_by, descending), page)
 
 
 @dataclass(frozen=True, slots=True)

@@ -350,6 +350,8 @@ def _client_id(value: Any, path: str) -> str:
     client_id = _text(value, path)
     if any(c.isspace() for c in client_id):
         _fail(path, "a client_id must not contain white space")
+    if client_id.startswith("@"):
+        _fail(path, "a client_id must not start with '@' (reserved for the console's sessions)")
     return client_id
 
 

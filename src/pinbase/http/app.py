@@ -15,6 +15,7 @@ from pinbase.http.errors import install_error_handlers
 from pinbase.http.limits import BodyLimit
 from pinbase.http.openapi import install_openapi
 from pinbase.http.routes import (
+    console,
     datastreams,
     device_api,
     devices,
@@ -68,12 +69,14 @@ def create_app(services: Services) -> FastAPI:
         webhooks.router,
         users.router,
         organization.router,
+        console.router,
     ):
         app.router.routes.extend(router.routes)
     # blynk-server's /{token}/... routes come last: they match only a token-shaped first
     # segment, and nothing else may be shadowed by them.
     app.router.routes.extend(legacy.routes)
     system.mount_docs_assets(app)
+    console.mount_assets(app)
     app.add_middleware(BodyLimit, limit=services.settings.body_limit)
     app.add_middleware(AccessLog)  # outermost: it sees every answer, a 413 included
     return app

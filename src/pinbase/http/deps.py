@@ -14,6 +14,7 @@ from pydantic import BeforeValidator
 from starlette.requests import ClientDisconnect
 
 from pinbase.app.auth.bearer import Unauthorized
+from pinbase.app.auth.sessions import csrf_matches
 from pinbase.app.caller import Caller, OrgRateLimited, admit
 from pinbase.app.paging import MAX_SIZE
 from pinbase.app.services import Services
@@ -37,23 +38,39 @@ AppServices = Annotated[Services, Depends(services)]
 _CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 
 TOKEN_URL = "/oauth2/token"
+SESSION_COOKIE = "pinbase_session"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CSRF_REFUSED = f"A write with the console's session needs its {CSRF_HEADER} header."
+
+
+def credentials(request: Request) -> str:
+    """The request's access token: the bearer token of its Authorization header or, without
+    one, the console's session cookie. A write with the cookie must carry the session's CSRF
+    token, which only the console's own pages can read (403 otherwise)."""
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        return token if scheme.lower() == "bearer" else ""
+    session = request.cookies.get(SESSION_COOKIE, "")
+    writes = request.method not in SAFE_METHODS
+    if session and writes and not csrf_matches(session, request.headers.get(CSRF_HEADER, "")):
+        raise ApiError(403, CSRF_REFUSED)
+    return session
 
 
 class OrganizationBearer(OAuth2):
     """Bearer authentication of the Organization API, resolved in one dependency.
 
-    It is documented as OAuth2 security (client credentials and password flows at `TOKEN_URL`),
-    and yields the request's `Caller`: the token's principal, the catalog, and the
-    organization's rate limit taken.
+    It is documented as OAuth2 security (client credentials and password flows at `TOKEN_URL`);
+    the console's session cookie is honoured too (`credentials`). It yields the request's
+    `Caller`: the token's principal, the catalog, and the organization's rate limit taken.
     """
 
     async def __call__(self, request: Request) -> Caller:  # type: ignore[override]
         svc: Services = request.app.state.services
-        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer":
-            credentials = ""
         try:
-            caller = await admit(svc, credentials)
+            caller = await admit(svc, credentials(request))
         except Unauthorized as exc:
             raise ApiError(401, str(exc), _CHALLENGE) from None
         except OrgRateLimited as exc:

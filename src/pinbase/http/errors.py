@@ -11,7 +11,8 @@ shape (`pinbase.http.routes.oauth`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
+from typing import TypeVar
 
 import orjson
 from fastapi import FastAPI, Request
@@ -19,8 +20,10 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from pinbase.app.auth.guard import Busy, Throttled
 from pinbase.domain.errors import DomainError, Forbidden, Invalid, NotFound
 from pinbase.domain.events import EventLimit
+from pinbase.domain.ratelimit import retry_after
 from pinbase.http.access import redacted_path
 from pinbase.http.methods import path_methods
 from pinbase.store.errors import Corrupt, StorageFull, StoreUnavailable
@@ -41,6 +44,23 @@ class ApiError(Exception):
 def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
     body = orjson.dumps({"error": {"message": message}})
     return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+T = TypeVar("T")
+
+
+async def guarded(work: Awaitable[T]) -> T:
+    """`await work`, with the login guard's refusals as 429 and 503."""
+    try:
+        return await work
+    except Throttled as exc:
+        raise ApiError(
+            429, "Too many failed attempts; retry later.", {"Retry-After": retry_after(exc.wait)}
+        ) from None
+    except Busy:
+        raise ApiError(
+            503, "Too many passwords are being hashed; retry later.", {"Retry-After": "1"}
+        ) from None
 
 
 UNAVAILABLE = "The database is unavailable; retry later."

@@ -222,9 +222,13 @@ class DeviceBody(Struct, omit_defaults=True, kw_only=True):
     hardwareInfo: dict[str, str] | msgspec.UnsetType = msgspec.UNSET
 
 
+class ListedDevice(DeviceBody, kw_only=True):
+    online: bool
+
+
 class DevicePage(Struct):
     totalElements: int
-    content: list[DeviceBody]
+    content: list[ListedDevice]
 
 
 class MetaFieldValue(Struct, omit_defaults=True):
@@ -238,8 +242,7 @@ class DeviceMetaValue(Struct):
     value: MetaFieldValue
 
 
-class FullDeviceBody(DeviceBody, kw_only=True):
-    online: bool
+class FullDeviceBody(ListedDevice, kw_only=True):
     dataStreamValues: list[DataStreamValue]
     metaFieldValues: list[DeviceMetaValue]
     token: Annotated[str, Meta(description="The new device's auth token (create only)")] | (

@@ -24,7 +24,6 @@ Decisions:
 
 from __future__ import annotations
 
-import functools
 import secrets
 from dataclasses import dataclass
 
@@ -32,7 +31,7 @@ from pinbase.app.auth.guard import BUSY_RETRY_S, Busy, Throttled, address_key
 from pinbase.app.auth.refresh import RefreshOutcome, rotate
 from pinbase.app.auth.secrets import (
     digest,
-    hash_password,
+    dummy_hash,
     new_token,
     same_digest,
     verify_user_password,
@@ -151,7 +150,7 @@ async def _authenticate_user(
         username,
         user is not None,
         lambda: verify_user_password(
-            username, password, hashed if hashed is not None else _dummy_hash()
+            username, password, hashed if hashed is not None else dummy_hash()
         ),
     )
     if user is None or not valid:
@@ -228,9 +227,3 @@ def _tokens(
         "refresh_token": refresh,
     }
     return rows, body
-
-
-@functools.cache
-def _dummy_hash() -> str:
-    """Verified against when the user is unknown, so both failures take as long."""
-    return hash_password(secrets.token_hex(8))

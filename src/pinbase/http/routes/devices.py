@@ -56,11 +56,21 @@ def _json(content: object, status: int = 200) -> Response:
 @router.get(
     "/v1/organization/devices",
     summary="List devices",
-    description="The devices the token may view, by id, one page at a time.",
+    description=(
+        "The devices the token may view, one page at a time, by id or sorted by `sortBy` as a "
+        "search sorts (a pinbase extension). Each carries `online` (pinbase extension)."
+    ),
     responses=responses({200: ("One page of devices", DevicePage)}, (400, 401, 403, 429, 503)),
 )
-async def list_devices(ctx: OrgContext, page: PageQuery = 0, size: SizeQuery = 50) -> Response:
-    return _json(await devices.devices_page(ctx, Page(page, size)))
+async def list_devices(
+    ctx: OrgContext,
+    page: PageQuery = 0,
+    size: SizeQuery = 50,
+    sortBy: Annotated[SortBy | None, Query()] = None,
+    sortOrder: Annotated[Literal["ASC", "DESC"], Query()] = "ASC",
+) -> Response:
+    found = await devices.devices_page(ctx, Page(page, size), sortBy, sortOrder == "DESC")
+    return _json(found)
 
 
 @router.get(

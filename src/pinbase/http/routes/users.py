@@ -8,21 +8,19 @@ over plain HTTP it is 400 and nothing is written. The rules are `pinbase.app.use
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from pinbase.app.auth.guard import Busy, Throttled, address_key
+from pinbase.app.auth.guard import address_key
 from pinbase.app.paging import Page, page_of
 from pinbase.app.users import NewUser, Secret
 from pinbase.domain import users
 from pinbase.domain.errors import Forbidden, Invalid
 from pinbase.domain.model import Catalog, Permission, User
 from pinbase.domain.permissions import Principal
-from pinbase.domain.ratelimit import retry_after
 from pinbase.http.deps import (
     AppServices,
     Int32Query,
@@ -31,7 +29,7 @@ from pinbase.http.deps import (
     SizeQuery,
     decode,
 )
-from pinbase.http.errors import ApiError
+from pinbase.http.errors import ApiError, guarded
 from pinbase.http.openapi import json_body, responses
 from pinbase.http.schemas import (
     AcceptInvitationBody,
@@ -44,7 +42,6 @@ from pinbase.http.schemas import (
 )
 
 router = APIRouter(tags=["Users"])
-T = TypeVar("T")
 
 SortBy = Literal["User Id", "Name", "Email", "Status", "Role", "Registered At"]
 TLS_ONLY = (
@@ -79,20 +76,6 @@ def _page(catalog: Catalog, found: list[User], page: int, size: int) -> Response
 def require_tls(request: Request) -> None:
     if request.url.scheme != "https":
         raise Invalid(TLS_ONLY)
-
-
-async def _guarded(work: Awaitable[T]) -> T:
-    """`await work`, with the login guard's refusals as 429 and 503."""
-    try:
-        return await work
-    except Throttled as exc:
-        raise ApiError(
-            429, "Too many failed attempts; retry later.", {"Retry-After": retry_after(exc.wait)}
-        ) from None
-    except Busy:
-        raise ApiError(
-            503, "Too many passwords are being hashed; retry later.", {"Retry-After": "1"}
-        ) from None
 
 
 def _new_user(principal: Principal, body: NewUserBody) -> NewUser:
@@ -184,7 +167,7 @@ async def create_in_org(ctx: OrgContext, request: Request) -> Response:
     else:
         assert body.password is not None
         secret = Secret(users.checked_password(body.password), prehashed=False)
-    user = await _guarded(ctx.services.users.create(ctx.catalog, ctx.principal, new, secret))
+    user = await guarded(ctx.services.users.create(ctx.catalog, ctx.principal, new, secret))
     return _json(user_object(await ctx.services.store.catalog(), user), 201)
 
 
@@ -236,5 +219,5 @@ async def accept_invitation(svc: AppServices, request: Request) -> Response:
     require_tls(request)
     password = users.checked_password(body.password)
     address = address_key(request.client.host if request.client is not None else None)
-    await _guarded(svc.users.accept(address, body.token, password))
+    await guarded(svc.users.accept(address, body.token, password))
     return Response(status_code=204)
