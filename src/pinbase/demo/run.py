@@ -17,6 +17,7 @@ from pinbase.app.auth.secrets import new_device_token, new_token
 from pinbase.app.provisioning import apply_to_database
 from pinbase.config import Settings, database_url
 from pinbase.demo.devices import run_devices
+from pinbase.demo.history import seed_history
 from pinbase.net.startup import StartupError, check_ports, free_port, port_problem
 from pinbase.server import GracefulServer, run, serve
 
@@ -154,6 +155,7 @@ def _run(host: str, port: int, hardware_port: int, mqtt_port: int, directory: Pa
     console.print(f"[bold]pinbase demo[/bold] at {base}  (data: {directory})", highlight=False)
     say(f"  OAuth client:   {CLIENT_ID} / {client_secret}")
     say(f"  Admin user:     {ADMIN} / {password}")
+    say(f"  Console:        {base}/  (sign in as the admin user)")
     say(f"  API docs:       {base}/docs")
     say(
         f"  Devices:        hardware protocol on {host}:{hardware_port}, MQTT on {host}:{mqtt_port}"
@@ -185,6 +187,10 @@ def _run(host: str, port: int, hardware_port: int, mqtt_port: int, directory: Pa
             ready = asyncio.create_task(server.ready.wait())
             await asyncio.wait([ready, serving], return_when=asyncio.FIRST_COMPLETED)
             if server.ready.is_set():
+                kinds = list(by_kind)  # the simulation's order: by kind, then as listed
+                ids = [d for d, _, _ in sorted(DEVICES, key=lambda d: kinds.index(d[2]))]
+                imported = await seed_history(base, CLIENT_ID, client_secret, ids)
+                say(f"Imported a week of history ({imported:,} points) for the charts.")
                 devices = asyncio.create_task(run_devices(host, ports, by_kind, stop))
         finally:
             await serving

@@ -127,7 +127,7 @@ export function chartSection(deviceId, datastreams, viewOf) {
       width,
       height: 200,
       scales: { x: { time: true, range: () => [span.from / 1000, span.to / 1000] } },
-      series: [{}, { label: view.label, stroke: view.color || "#2563eb", width: 2, spanGaps: false, points: { show: false } }],
+      series: [{}, { label: view.label, stroke: view.color || "#2563eb", width: 2, spanGaps: false }],
       axes: [{}, { size: 60 }],
       legend: { show: false },
       cursor: { drag: { x: false, y: false } },

@@ -60,6 +60,14 @@ export function timeAgo(ms) {
   }, ago(ms));
 }
 
+// "3 minutes ago" stays true: every shown time is refreshed every 15 seconds.
+setInterval(() => {
+  const now = Date.now();
+  for (const el of document.querySelectorAll("time[data-ts]")) {
+    if (el.dataset.ts) el.textContent = ago(Number(el.dataset.ts), now);
+  }
+}, 15000);
+
 /** A debounced `fn`. */
 export function debounce(fn, wait) {
   let timer;
