@@ -45,6 +45,8 @@ class Request:
     basic_auth: tuple[str, str] | None = None
     replayable: bool = False
     authorized: bool = True
+    streamed: bool = False
+    """A 2xx answer's body is not read: its `Reply` holds the open response (`opened`)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class Reply:
     status: int
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
+    opened: Any = None
+    """The open HTTP response of a `streamed` request's 2xx answer, its body unread."""
 
     def decode(self, kind: type[T]) -> T:
         try:
