@@ -181,7 +181,7 @@ def history_aggregate(
     datastream_id: int | None = None,
     *,
     pin: str | None = None,
-    start: int = 0,
+    start: int,
     end: int,
     interval: AggregateInterval,
     fn: AggregateFunction,
