@@ -16,6 +16,10 @@ Retries. A request is sent again:
   that may have been applied (a value, a batch update, an event, a creation, a refresh token,
   which works once) is not sent again: `TransportError` says it was `sent`, and the caller
   decides, knowing whether its write may be repeated.
+
+Streamed answers (`Request.streamed`: the live stream, the CSV export) follow the same rules up
+to their answer's status: a 2xx answer comes back unread (`Reply.opened`) for the client to read
+as it arrives; any other is read whole and handled as above.
 """
 
 from __future__ import annotations
