@@ -48,6 +48,7 @@ TOOLS = {
     "get_datastream_values",
     "update_datastream_value",
     "get_history",
+    "get_history_aggregate",
     "get_timeline",
 }
 
@@ -198,6 +199,63 @@ def test_written_value_is_read_back_and_reaches_the_device(env: Env) -> None:
         "Query parameter 'dataStreamId' or 'pin' is required."
     )
     assert env.answer(env.admin, "get_datastream_values", deviceId=SHARED) == values
+
+
+def test_history_aggregate(env: Env) -> None:
+    day = 86_400_000
+    start = 1_767_571_200_000  # Monday 5 January 2026, 00:00 UTC
+    points = [(start + 1_800_000, 20.5), (start + 3_600_000, 21.5), (start + day, 30.0)]
+    imported = httpx.post(
+        env.server.url + "/api/v1/organization/device/import/batch",
+        json={"deviceId": OWNED, "dataStreamId": TEMPERATURE,
+              "values": [{"ts": ts, "value": value} for ts, value in points]},
+        headers={"Authorization": f"Bearer {env.admin}"},
+    )  # fmt: skip
+    assert imported.status_code == 204, imported.text
+    span = {"start": start, "end": start + 7 * day - 1}
+    daily = env.answer(
+        env.user, "get_history_aggregate", deviceId=OWNED, pin="v1", interval="day", fn="avg",
+        **span,
+    )  # fmt: skip
+    assert daily == {
+        "data": [{"ts": start, "value": 21.0}, {"ts": start + day, "value": 30.0}],
+        "interval": "day",
+        "tz": "UTC",  # the device's zone: it has none, nor has its organization
+    }
+    kyiv = env.answer(
+        env.user, "get_history_aggregate", deviceId=OWNED, dataStreamId=TEMPERATURE,
+        interval="week", fn="count", tz="Europe/Kyiv", **span,
+    )  # fmt: skip
+    assert kyiv == {
+        "data": [{"ts": start - 7_200_000, "value": 3}],
+        "interval": "week",
+        "tz": "Europe/Kyiv",
+    }
+
+    # the HTTP API's refusals, with its messages
+    def refusal(token: str, **arguments: Any) -> str:
+        given = {"deviceId": OWNED, "dataStreamId": TEMPERATURE, "interval": "day", "fn": "avg"}
+        return env.error(token, "get_history_aggregate", **{**given, **span, **arguments})
+
+    assert refusal(env.admin, fn="median") == (
+        "Query parameter 'fn' must be one of: avg, min, max, sum, count, first, last."
+    )
+    assert "'tz'" in refusal(env.admin, tz="Mars/Olympus")
+    assert refusal(env.admin, dataStreamId=LABEL) == (
+        "Query parameter 'fn' avg needs a numeric datastream; 'v3' holds string."
+    )
+    assert refusal(env.admin, dataStreamId=None) == (
+        "Query parameter 'dataStreamId' or 'pin' is required."
+    )
+    assert refusal(env.user, deviceId=SHARED) == (
+        "Device with identifier 701 is not found or belong to another organization."
+    )
+    assert refusal(env.foreign, deviceId=OWNED) == (
+        "Device with identifier 702 is not found or belong to another organization."
+    )
+    assert refusal(env.admin, deviceId=FOREIGN_DEVICE) == (
+        "Device with identifier 801 is not found or belong to another organization."
+    )
 
 
 def test_timeline(env: Env) -> None:

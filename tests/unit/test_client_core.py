@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import msgspec
 import pytest
 
@@ -221,3 +222,20 @@ def test_pages_are_walked_until_the_last() -> None:
         "deviceId": "101", "dataStreamId": "1", "from": "0", "to": "10", "page": "3",
         "size": "1000", "order": "asc",
     }  # fmt: skip
+
+
+def test_a_streamed_answer_is_retried_like_any_read_then_read_as_it_arrives() -> None:
+    body = httpx.Response(200, stream=httpx.ByteStream(b"ts_iso,ts_ms\r\n"))
+    driver = Driver(reply(429, retry_after="1"), reply(401), Reply(200, opened=body))
+    chunks = driver.export(101, start=5, end=9, datastream_ids=[1, 2], tz="Europe/Kyiv")
+    assert driver.sent == []  # sent when the first chunk is asked for
+    assert list(chunks) == [b"ts_iso,ts_ms\r\n"] and body.is_closed
+    assert driver.sleeps == [1.0] and driver.stale == [None, None, "token-2"]
+    request, token = driver.sent[-1]
+    assert (request.path, request.streamed, token) == ("/api/v1/organization/device/export",
+                                                       True, "token-3")  # fmt: skip
+    assert request.params == (("deviceId", "101"), ("from", "5"), ("to", "9"),
+                              ("dataStreamIds", "1,2"), ("tz", "Europe/Kyiv"))  # fmt: skip
+    refused = Driver(reply(404, {"error": {"message": "Device not found."}}))
+    with pytest.raises(ApiError, match="Device not found"):
+        next(iter(refused.export(7, end=9)))

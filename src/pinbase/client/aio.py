@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import httpx
 
 import pinbase.client.exchange as core
-from pinbase.client.api import AsyncRunner, Operations, access_token
+from pinbase.client.api import AsyncRunner, Operations
 from pinbase.client.errors import PinbaseError
 from pinbase.client.models import LiveEvent
 from pinbase.client.operations import live_request
@@ -69,7 +70,11 @@ class AsyncClient(AsyncRunner, Operations):
                 return await self.run(core.exchange(request, self.retries))
             case core.Send(request, token):
                 try:
-                    return reply_of(await self.http.send(outgoing(self.http, request, token)))
+                    sending = outgoing(self.http, request, token)
+                    response = await self.http.send(sending, stream=request.streamed)
+                    if not response.is_success:
+                        await response.aread()
+                    return reply_of(response)
                 except httpx.TransportError as exc:
                     return failure_of(exc)
             case core.Sleep(seconds):
@@ -78,17 +83,24 @@ class AsyncClient(AsyncRunner, Operations):
                 async with self._lock:
                     return self.tokens.usable(stale) or await self.run(self.tokens.obtain())
 
+    @asynccontextmanager
+    async def _opened(self, request: core.Request) -> AsyncIterator[httpx.Response]:
+        """The open response of a streamed request's 2xx answer; see `Client._opened`."""
+        response: httpx.Response = (await self.run(core.exchange(request, self.retries))).opened
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    async def stream(self, request: core.Request) -> AsyncIterator[bytes]:
+        async with self._opened(request) as response:
+            async for chunk in response.aiter_bytes():
+                yield chunk
+
     async def live(self, device_ids: Sequence[int] = ()) -> AsyncIterator[LiveEvent]:
         """The live stream of changes (pinbase); see `Client.live`."""
-        request = outgoing(self.http, live_request(device_ids), await self.run(access_token()))
-        response = await self.http.send(request, stream=True)
-        try:
-            if response.status_code != 200:
-                await response.aread()
-                raise core.error_from(reply_of(response))
+        async with self._opened(live_request(device_ids)) as response:
             parser = EventParser()
             async for line in response.aiter_lines():
                 if event := parser.feed(line):
                     yield event
-        finally:
-            await response.aclose()

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import pinbase.client.operations as ops
-from pinbase.client.exchange import Authorize, Plan
+from pinbase.client.exchange import Authorize, Plan, Request
 from pinbase.client.operations import Walk
 
 P = ParamSpec("P")
@@ -24,6 +24,10 @@ class SyncRunner(ABC):
     @abstractmethod
     def run(self, plan: Plan[T]) -> T:
         """Run a plan of requests; its result."""
+
+    @abstractmethod
+    def stream(self, request: Request) -> Iterator[bytes]:
+        """The body of a streamed request's answer, a chunk at a time as it arrives."""
 
     def walk(self, walk: Walk[T]) -> Iterator[T]:
         index = 0
@@ -41,6 +45,10 @@ class AsyncRunner(ABC):
     @abstractmethod
     async def run(self, plan: Plan[T]) -> T:
         """Run a plan of requests; its result."""
+
+    @abstractmethod
+    def stream(self, request: Request) -> AsyncIterator[bytes]:
+        """The body of a streamed request's answer, a chunk at a time as it arrives."""
 
     async def walk(self, walk: Walk[T]) -> AsyncIterator[T]:
         index = 0
@@ -109,6 +117,32 @@ class Pages(Generic[P, T]):
         return bound
 
 
+class Streamed(Generic[P]):
+    """An operation whose answer is read as it arrives: an iterator (sync) or async iterator of
+    the body's chunks of bytes. The request is sent when the first chunk is asked for."""
+
+    def __init__(self, request: Callable[P, Request]) -> None:
+        self.request = request
+        self.__doc__ = request.__doc__
+
+    @overload
+    def __get__(self, client: None, owner: type) -> Streamed[P]: ...
+    @overload
+    def __get__(self, client: SyncRunner, owner: type) -> Callable[P, Iterator[bytes]]: ...
+    @overload
+    def __get__(self, client: AsyncRunner, owner: type) -> Callable[P, AsyncIterator[bytes]]: ...
+    def __get__(self, client: SyncRunner | AsyncRunner | None, owner: type) -> object:
+        if client is None:
+            return self
+        request, stream = self.request, client.stream
+
+        @functools.wraps(request)
+        def bound(*args: P.args, **kwargs: P.kwargs) -> object:
+            return stream(request(*args, **kwargs))
+
+        return bound
+
+
 class Operations:
     """Every operation of the Organization and Platform API (see `operations.py`)."""
 
@@ -118,6 +152,8 @@ class Operations:
     batch_values = Operation(ops.batch_values)
     history = Operation(ops.history)
     iter_history = Pages(ops.iter_history)
+    history_aggregate = Operation(ops.history_aggregate)
+    export = Streamed(ops.export)
     properties = Operation(ops.properties)
     status = Operation(ops.status)
     # writing

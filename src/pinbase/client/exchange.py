@@ -16,6 +16,10 @@ Retries. A request is sent again:
   that may have been applied (a value, a batch update, an event, a creation, a refresh token,
   which works once) is not sent again: `TransportError` says it was `sent`, and the caller
   decides, knowing whether its write may be repeated.
+
+Streamed answers (`Request.streamed`: the live stream, the CSV export) follow the same rules up
+to their answer's status: a 2xx answer comes back unread (`Reply.opened`) for the client to read
+as it arrives; any other is read whole and handled as above.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ class Request:
     basic_auth: tuple[str, str] | None = None
     replayable: bool = False
     authorized: bool = True
+    streamed: bool = False
+    """A 2xx answer's body is not read: its `Reply` holds the open response (`opened`)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,8 @@ class Reply:
     status: int
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
+    opened: Any = None
+    """The open HTTP response of a `streamed` request's 2xx answer, its body unread."""
 
     def decode(self, kind: type[T]) -> T:
         try:

@@ -47,6 +47,23 @@ class HistoryPoint(Record):
     value: Any
 
 
+class Bucket(Record):
+    """A bucket of aggregated history: `ts`, the instant it starts (epoch ms), and the
+    function's value over its points."""
+
+    ts: int
+    value: Any
+
+
+class HistoryAggregate(Record):
+    """Aggregated history (pinbase): the buckets holding points, oldest first, with the
+    interval and the IANA timezone they follow."""
+
+    data: list[Bucket]
+    interval: str
+    tz: str
+
+
 class BatchReport(Record):
     """What a batch update skipped (all zero when nothing was)."""
 

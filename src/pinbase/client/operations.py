@@ -27,6 +27,7 @@ from pinbase.client.models import (
     DeviceStatus,
     DeviceToken,
     DeviceValues,
+    HistoryAggregate,
     HistoryPoint,
     MetaFieldValue,
     Organization,
@@ -49,6 +50,8 @@ MAX_PAGE = 1000
 ORG = "/api/v1/organization"
 Order = Literal["asc", "desc"]
 SortOrder = Literal["ASC", "DESC"]
+AggregateInterval = Literal["1m", "5m", "15m", "1h", "day", "week", "month"]
+AggregateFunction = Literal["avg", "min", "max", "sum", "count", "first", "last"]
 
 
 def query(**params: object) -> tuple[tuple[str, str], ...]:
@@ -171,6 +174,60 @@ def iter_history(
         )
 
     return Walk(page, MAX_PAGE)
+
+
+def history_aggregate(
+    device_id: int,
+    datastream_id: int | None = None,
+    *,
+    pin: str | None = None,
+    start: int,
+    end: int,
+    interval: AggregateInterval,
+    fn: AggregateFunction,
+    tz: str | None = None,
+) -> Plan[HistoryAggregate]:
+    """A datastream's points from `start` to `end` (epoch ms, both included) summed up by `fn`
+    in buckets of `interval` of the local time of `tz` (the device's zone when None): only the
+    buckets holding points, oldest first (pinbase)."""
+    return get(
+        "/device/datastream/history/aggregate",
+        HistoryAggregate,
+        deviceId=device_id,
+        dataStreamId=datastream_id,
+        pin=pin,
+        from_=start,
+        to=end,
+        interval=interval,
+        fn=fn,
+        tz=tz,
+    )
+
+
+def export(
+    device_id: int,
+    *,
+    start: int = 0,
+    end: int,
+    datastream_ids: Sequence[int] = (),
+    tz: str | None = None,
+) -> Request:
+    """Every point of a device's datastreams (or of `datastream_ids`) from `start` to `end`
+    (epoch ms, both included) as CSV (`ts_iso` in `tz`, UTC when None), in time order: the
+    body's bytes as the server sends them, a chunk at a time (pinbase)."""
+    return Request(
+        "GET",
+        ORG + "/device/export",
+        query(
+            deviceId=device_id,
+            from_=start,
+            to=end,
+            dataStreamIds=list(datastream_ids) or None,
+            tz=tz,
+        ),
+        replayable=True,
+        streamed=True,
+    )
 
 
 def properties(
@@ -528,4 +585,10 @@ def set_user_role(user_id: int, role_id: int) -> Plan[User]:
 
 def live_request(device_ids: Sequence[int]) -> Request:
     """The request that opens the live stream (pinbase), of `device_ids` or of every device."""
-    return Request("GET", ORG + "/live", query(deviceIds=list(device_ids) or None))
+    return Request(
+        "GET",
+        ORG + "/live",
+        query(deviceIds=list(device_ids) or None),
+        replayable=True,
+        streamed=True,
+    )

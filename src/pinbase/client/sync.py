@@ -5,12 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import httpx
 
 import pinbase.client.exchange as core
-from pinbase.client.api import Operations, SyncRunner, access_token
+from pinbase.client.api import Operations, SyncRunner
 from pinbase.client.errors import PinbaseError
 from pinbase.client.models import LiveEvent
 from pinbase.client.operations import live_request
@@ -70,7 +71,11 @@ class Client(SyncRunner, Operations):
                 return self.run(core.exchange(request, self.retries))
             case core.Send(request, token):
                 try:
-                    return reply_of(self.http.send(outgoing(self.http, request, token)))
+                    sending = outgoing(self.http, request, token)
+                    response = self.http.send(sending, stream=request.streamed)
+                    if not response.is_success:
+                        response.read()
+                    return reply_of(response)
                 except httpx.TransportError as exc:
                     return failure_of(exc)
             case core.Sleep(seconds):
@@ -79,18 +84,25 @@ class Client(SyncRunner, Operations):
                 with self._lock:
                     return self.tokens.usable(stale) or self.run(self.tokens.obtain())
 
+    @contextmanager
+    def _opened(self, request: core.Request) -> Iterator[httpx.Response]:
+        """The open response of a streamed request's 2xx answer, sent with the client's
+        retries and token; closed on leaving."""
+        response: httpx.Response = self.run(core.exchange(request, self.retries)).opened
+        try:
+            yield response
+        finally:
+            response.close()
+
+    def stream(self, request: core.Request) -> Iterator[bytes]:
+        with self._opened(request) as response:
+            yield from response.iter_bytes()
+
     def live(self, device_ids: Sequence[int] = ()) -> Iterator[LiveEvent]:
         """The live stream of changes (pinbase), until the server ends it or the iterator is
         closed. Not resumed after a disconnection: read the current values to catch up."""
-        request = outgoing(self.http, live_request(device_ids), self.run(access_token()))
-        response = self.http.send(request, stream=True)
-        try:
-            if response.status_code != 200:
-                response.read()
-                raise core.error_from(reply_of(response))
+        with self._opened(live_request(device_ids)) as response:
             parser = EventParser()
             for line in response.iter_lines():
                 if event := parser.feed(line):
                     yield event
-        finally:
-            response.close()

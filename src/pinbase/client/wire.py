@@ -32,6 +32,10 @@ def outgoing(
 
 
 def reply_of(response: httpx.Response) -> Reply:
+    """The `Reply` of a response: its body, or the response itself while its body is unread
+    (the 2xx answer of a streamed request)."""
+    if not response.is_stream_consumed:
+        return Reply(response.status_code, dict(response.headers), opened=response)
     return Reply(response.status_code, dict(response.headers), response.content)
 
 

@@ -12,11 +12,13 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, TextContent
 from pydantic import Field
 
-from pinbase.app import datastream_values, devices, templates
+from pinbase.app import datastream_values, devices, history_aggregates, templates
 from pinbase.app.caller import Caller, admit
+from pinbase.app.history_aggregates import FUNCTIONS
 from pinbase.app.paging import DEFAULT_SIZE, Page
 from pinbase.app.services import Services
 from pinbase.app.timeline import MAX_PAGE_SIZE, timeline
+from pinbase.domain.buckets import Interval
 from pinbase.domain.clock import now_ms
 from pinbase.domain.errors import DomainError
 from pinbase.domain.model import INT64_MAX
@@ -100,6 +102,30 @@ async def get_history(
     )
 
 
+async def get_history_aggregate(
+    ctx: Context,
+    deviceId: DeviceId,
+    start: Since,
+    end: Until,
+    interval: Annotated[str, Field(description=f"One of: {', '.join(Interval)}")],
+    fn: Annotated[str, Field(description=f"One of: {', '.join(FUNCTIONS)}")],
+    dataStreamId: Annotated[int | None, Field(description="The datastream's id")] = None,
+    pin: Annotated[str | None, Field(description="Or its pin, such as v1")] = None,
+    tz: Annotated[
+        str | None, Field(description="IANA timezone of the buckets; the device's by default")
+    ] = None,
+) -> CallToolResult:
+    """A datastream's points between two times summed up by `fn` per bucket of `interval` of
+    local time (DST-correct, weeks start on Monday): the buckets holding points, oldest first,
+    each with the instant it starts (`ts`, epoch ms) and its value."""
+    return await answer(
+        ctx,
+        lambda caller: history_aggregates.aggregate(
+            caller, deviceId, dataStreamId, pin, start, end, interval, fn, tz
+        ),
+    )
+
+
 async def get_timeline(
     ctx: Context,
     deviceId: DeviceId,
@@ -174,5 +200,6 @@ TOOLS = (
     get_datastream_values,
     update_datastream_value,
     get_history,
+    get_history_aggregate,
     get_timeline,
 )
