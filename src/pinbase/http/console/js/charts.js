@@ -25,11 +25,15 @@ function widthOf(interval) {
   return WIDTHS.find(([name]) => name === interval)[1];
 }
 
-/** uPlot's columns from aggregated buckets, a gap (null) where buckets are missing. */
+/** uPlot's columns from aggregated buckets, broken (a null) where the points stop for much
+ * longer than they usually are apart: a device that reports every 5 minutes charted in 1-minute
+ * buckets is one line, a day without reports is a gap. */
 export function columns(data, interval) {
   const xs = [];
   const ys = [];
-  const gap = widthOf(interval) * 1.5;
+  const deltas = data.slice(1).map((point, i) => point.ts - data[i].ts).sort((a, b) => a - b);
+  const usual = deltas.length ? deltas[Math.floor(deltas.length / 2)] : 0;
+  const gap = Math.max(widthOf(interval) * 1.5, usual * 3);
   let last = null;
   for (const point of data) {
     if (last !== null && point.ts - last > gap) {
@@ -127,7 +131,10 @@ export function chartSection(deviceId, datastreams, viewOf) {
       width,
       height: 200,
       scales: { x: { time: true, range: () => [span.from / 1000, span.to / 1000] } },
-      series: [{}, { label: view.label, stroke: view.color || "#2563eb", width: 2, spanGaps: false }],
+      series: [{}, {
+        label: view.label, stroke: view.color || "#2563eb", width: 2, spanGaps: false,
+        paths: ds.type === "ENUM" ? uPlot.paths.stepped({ align: 1 }) : undefined,
+      }],
       axes: [{}, { size: 60 }],
       legend: { show: false },
       cursor: { drag: { x: false, y: false } },
