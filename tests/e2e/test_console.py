@@ -177,7 +177,7 @@ def test_sign_in_list_search_sort_pages_and_sign_out(env: Env, console: Console)
     expect(rows.first).to_contain_text("Pump 01")
     expect(rows.first).to_contain_text("Pump Station")
     expect(rows.first).to_contain_text("Offline")
-    page.click("text=Next ›")
+    page.click("nav.pager button:nth-child(4)")  # Next
     expect(page.locator("#page-of")).to_have_text("Page 2 of 2")
     expect(rows).to_have_count(DEVICES - 50)
     # sorting by name, descending, from the column header
