@@ -7,9 +7,11 @@ are Playwright's, bounded by generous deadlines; none decides a result by its le
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import shutil
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,11 +20,20 @@ from typing import Any
 
 import httpx
 import pytest
+import trustme
 import yaml
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 from test_hardware import BlynkDevice  # e2e/test_hardware.py: the real blynklib in a thread
 
-from helpers import Api, Server, client_token, device_server
+from helpers import (
+    Api,
+    Server,
+    apply_fleet_text,
+    assert_error,
+    client_token,
+    free_port,
+    wait_for,
+)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -39,6 +50,9 @@ WAIT_MS = 20_000  # bounds a wait, never decides a result
 CLIENT = ("console-backend", "console-secret-0123456789abcdef")
 ADMIN = ("admin@console.test", "console-admin-password-1")
 USER = ("user@console.test", "console-user-password-1")
+TEMP = ("temp@console.test", "console-temp-password-1")
+GUESSED = "guessed@console.test"
+SESSION = "/console/session"
 OWNED, OTHER, SLIDER_DEVICE, CHARTED = 101, 102, 103, 104
 DEVICES = 62  # two pages of 50
 TEMPERATURE, RELAY, STATUS, MODE, SETPOINT = 1, 2, 3, 4, 5
@@ -65,6 +79,8 @@ def fleet() -> str:
                 "users": [
                     {"email": ADMIN[0], "password": ADMIN[1], "role": "Admin"},
                     {"email": USER[0], "password": USER[1], "role": "User"},
+                    {"email": TEMP[0], "password": TEMP[1], "role": "Staff"},
+                    {"email": GUESSED, "password": "guessed-password-12345", "role": "Staff"},
                 ],
                 "products": [
                     {
@@ -100,6 +116,9 @@ class Env:
     server: Server
     api: Api
     browser: Browser
+    https: str
+    """The HTTPS port's base URL."""
+    ca: Path
 
 
 @pytest.fixture(scope="module")
@@ -112,10 +131,20 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, browser: Browser) -> Iterator[Env]:
-    server = device_server(tmp_path_factory.mktemp("console"), fleet())
+    data_dir = tmp_path_factory.mktemp("console")
+    ca = trustme.CA()
+    ca_file, key_file = data_dir / "ca.pem", data_dir / "server.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(key_file))
+    apply_fleet_text(data_dir, fleet())
+    https_port = free_port()
+    tls = ("--tls-cert", str(key_file), "--tls-key", str(key_file))
+    server = Server(data_dir, "--https-port", str(https_port), *tls)
+    server.hardware_port = free_port()
+    server.start()
     api = Api(server.url, client_token(server.url, CLIENT))
     try:
-        yield Env(server, api, browser)
+        yield Env(server, api, browser, f"https://127.0.0.1:{https_port}", ca_file)
     finally:
         api.close()
         server.stop()
@@ -177,7 +206,7 @@ def test_sign_in_list_search_sort_pages_and_sign_out(env: Env, console: Console)
     expect(rows.first).to_contain_text("Pump 01")
     expect(rows.first).to_contain_text("Pump Station")
     expect(rows.first).to_contain_text("Offline")
-    page.click("nav.pager button:nth-child(4)")  # Next
+    page.click("button[aria-label='Next page']")
     expect(page.locator("#page-of")).to_have_text("Page 2 of 2")
     expect(rows).to_have_count(DEVICES - 50)
     # sorting by name, descending, from the column header
@@ -378,3 +407,77 @@ def test_the_pages_fit_a_phone(env: Env) -> None:
         assert phone.errors == []
     finally:
         phone.close()
+
+
+def _signed_in(base: str, who: tuple[str, str], **options: Any) -> tuple[httpx.Client, str]:
+    """An httpx client holding a session cookie, and the session's CSRF token."""
+    client = httpx.Client(base_url=base, timeout=30, **options)
+    answer = client.post(SESSION, json={"email": who[0], "password": who[1]})
+    assert answer.status_code == 200, answer.text
+    return client, answer.json()["csrf"]
+
+
+def test_the_session_api_refuses_bad_sign_ins(env: Env) -> None:
+    url = env.server.url + SESSION
+    assert httpx.get(url).json() == {"signedIn": False}
+    form = httpx.post(url, data={"email": ADMIN[0], "password": ADMIN[1]})
+    assert_error(form, 415)  # a form of another site cannot sign anyone in
+    for body in (b"{", b"[]", b'{"email": "a@b.c"}', b'{"email": 1, "password": "x"}'):
+        sent = httpx.post(url, content=body, headers={"Content-Type": "application/json"})
+        assert_error(sent, 400)
+    wrong = "Wrong e-mail or password."
+    for email, password in ((ADMIN[0], "nope"), ("nobody@console.test", ADMIN[1]),
+                            ("x" * 300, "p"), (ADMIN[0], "")):  # fmt: skip
+        assert_error(httpx.post(url, json={"email": email, "password": password}), 401, wrong)
+    # the failures of one user are throttled like the password grant's, even the right password
+    for _ in range(10):
+        assert_error(httpx.post(url, json={"email": GUESSED, "password": "guess"}), 401, wrong)
+    throttled = httpx.post(url, json={"email": GUESSED, "password": "guessed-password-12345"})
+    assert_error(throttled, 429)
+    assert "Retry-After" in throttled.headers
+    assert "set-cookie" not in throttled.headers
+
+
+def test_writes_with_the_cookie_need_the_csrf_token(env: Env) -> None:
+    client, csrf = _signed_in(env.server.url, ADMIN)
+    with contextlib.closing(client):
+        me = client.get(SESSION).json()
+        assert me["user"]["email"] == ADMIN[0] and me["csrf"] == csrf
+        assert "ORG_DEVICES_CONTROL" in me["permissions"]
+        body = {"deviceId": 107, "dataStreamId": RELAY, "value": 1}
+        for headers in ({}, {"X-CSRF-Token": "0" * 64}):
+            refused = client.post(UPDATE, json=body, headers=headers)
+            assert_error(refused, 403, "A write with the console's session needs its "
+                                       "X-CSRF-Token header.")  # fmt: skip
+        assert_error(client.delete(SESSION), 403)
+        values = "/api/v2/organization/device/datastreams"
+        assert "value" not in env.api.get(values, deviceId=107).json()[RELAY - 1]
+        assert client.post(UPDATE, json=body, headers={"X-CSRF-Token": csrf}).status_code == 204
+        assert env.api.get(values, deviceId=107).json()[RELAY - 1]["value"] == 1
+        # a bearer token speaks for itself, cookie or not, and needs no CSRF token
+        bearer = {"Authorization": f"Bearer {env.api.http.headers['Authorization'][7:]}"}
+        assert client.post(UPDATE, json=body, headers=bearer).status_code == 204
+        assert client.delete(SESSION, headers={"X-CSRF-Token": csrf}).status_code == 204
+        assert client.get(SESSION).json() == {"signedIn": False}
+        assert_error(client.get("/api/v1/organization/devices"), 401)
+
+
+def test_the_cookie_is_secure_over_https_and_dies_with_the_password(env: Env) -> None:
+    tls = ssl.create_default_context(cafile=str(env.ca))
+    client, _ = _signed_in(env.https, TEMP, verify=tls)
+    with contextlib.closing(client):
+        answer = client.post(SESSION, json={"email": TEMP[0], "password": TEMP[1]})
+        cookie = answer.headers["set-cookie"].lower()
+        assert "secure" in cookie and "httponly" in cookie and "samesite=lax" in cookie
+        assert client.get("/api/v1/organization/devices").status_code == 200
+        changed = fleet().replace(TEMP[1], "console-temp-password-2")
+        apply_fleet_text(env.server.data_dir, changed)
+        devices = "/api/v1/organization/devices"
+        wait_for(
+            "the session revoked by the new password",
+            lambda: client.get(devices).status_code == 401 or None,
+        )
+    plain, _ = _signed_in(env.server.url, ADMIN)
+    with contextlib.closing(plain):
+        answer = plain.post(SESSION, json={"email": ADMIN[0], "password": ADMIN[1]})
+        assert "secure" not in answer.headers["set-cookie"].lower()

@@ -19,11 +19,11 @@ export function devicePage(main, id) {
   });
 
   async function load() {
-    const [device, properties] = await Promise.all([
-      get(`${API}/device`, { deviceId: id }),
+    const device = await get(`${API}/device`, { deviceId: id });
+    const [product, properties] = await Promise.all([
+      template(device.templateId),
       get(`${API}/device/datastream/properties`, { deviceId: id }),
     ]);
-    const product = await template(device.templateId);
     if (left) return;
     render(device, product, properties);
   }

@@ -85,11 +85,11 @@ export function devicesPage(main) {
     const go = (page) => () => { state.page = page; load(); };
     replace(
       pager,
-      h("button", { type: "button", disabled: state.page === 0, onclick: go(0) }, "« First"),
-      h("button", { type: "button", disabled: state.page === 0, onclick: go(state.page - 1) }, "‹ Previous"),
+      h("button", { type: "button", "aria-label": "First page", disabled: state.page === 0, onclick: go(0) }, "« First"),
+      h("button", { type: "button", "aria-label": "Previous page", disabled: state.page === 0, onclick: go(state.page - 1) }, "‹ Previous"),
       h("span", { class: "muted", id: "page-of" }, `Page ${state.page + 1} of ${pages.toLocaleString()}`),
-      h("button", { type: "button", disabled: state.page + 1 >= pages, onclick: go(state.page + 1) }, "Next ›"),
-      h("button", { type: "button", disabled: state.page + 1 >= pages, onclick: go(pages - 1) }, "Last »"),
+      h("button", { type: "button", "aria-label": "Next page", disabled: state.page + 1 >= pages, onclick: go(state.page + 1) }, "Next ›"),
+      h("button", { type: "button", "aria-label": "Last page", disabled: state.page + 1 >= pages, onclick: go(pages - 1) }, "Last »"),
     );
   }
 
