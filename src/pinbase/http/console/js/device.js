@@ -60,7 +60,7 @@ export function devicePage(main, id) {
     stream = new EventSource(`${API}/live?deviceIds=${id}`);
     stream.addEventListener("value", (e) => {
       const change = JSON.parse(e.data);
-      tiles.get(change.dataStreamId)?.set(change.value, change.updatedAt);
+      tiles.get(change.dataStreamId)?.arrived(change.value, change.updatedAt);
       replace(lastSeen, timeAgo(change.updatedAt));
     });
     stream.addEventListener("property", (e) => {

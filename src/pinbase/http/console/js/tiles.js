@@ -75,14 +75,31 @@ export function tile(device, ds, value, ts, props, canControl) {
   let current = value;
   let updated = ts;
 
+  // Values this page wrote whose echo has not come back on the live stream, oldest first: an
+  // echo of an older write arriving after a newer one (streams may lag) must not undo it.
+  let pending = [];
+  const same = (a, b) => a === b || (typeof a === "number" && Number(b) === a);
+
   async function write(next) {
+    pending = [...pending.slice(-19), next];
     try {
       await post(`${API}/device/datastream`, { deviceId: device, dataStreamId: ds.id, value: next });
       set(next, Date.now());
     } catch (error) {
+      pending = pending.filter((v) => v !== next);
       toast(`${view().label}: ${error.message}`, "error");
       controller?.sync(current);
     }
+  }
+
+  /** A value from the live stream: shown, unless it echoes a write older than one pending. */
+  function arrived(value, at) {
+    const echoed = pending.findIndex((v) => same(v, value));
+    if (echoed >= 0) {
+      pending = pending.slice(echoed + 1);
+      if (pending.length) return;
+    }
+    set(value, at);
   }
 
   const view = () => shown(ds, props);
@@ -187,5 +204,5 @@ export function tile(device, ds, value, ts, props, canControl) {
   }
 
   render();
-  return { el, ds, set, property, view };
+  return { el, ds, set, arrived, property, view };
 }
