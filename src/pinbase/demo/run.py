@@ -187,8 +187,7 @@ def _run(host: str, port: int, hardware_port: int, mqtt_port: int, directory: Pa
             ready = asyncio.create_task(server.ready.wait())
             await asyncio.wait([ready, serving], return_when=asyncio.FIRST_COMPLETED)
             if server.ready.is_set():
-                kinds = list(by_kind)  # the simulation's order: by kind, then as listed
-                ids = [d for d, _, _ in sorted(DEVICES, key=lambda d: kinds.index(d[2]))]
+                ids = [device_id for device_id, _, _ in DEVICES]
                 imported = await seed_history(base, CLIENT_ID, client_secret, ids)
                 say(f"Imported a week of history ({imported:,} points) for the charts.")
                 devices = asyncio.create_task(run_devices(host, ports, by_kind, stop))

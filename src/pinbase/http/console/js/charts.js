@@ -52,6 +52,16 @@ function localInput(ms) {
   return d.toISOString().slice(0, 16);
 }
 
+/** An enum's axis: its options' labels at their values, nothing between them. */
+function enumAxis(view) {
+  const labels = new Map(view.options.map((o) => [Number(o.value), o.label]));
+  return {
+    size: 70,
+    splits: () => [...labels.keys()],
+    values: (u, splits) => splits.map((v) => labels.get(v) ?? ""),
+  };
+}
+
 /** The chart section: {el, refresh()}. */
 export function chartSection(deviceId, datastreams, viewOf) {
   let range = RANGES[0];
@@ -135,7 +145,7 @@ export function chartSection(deviceId, datastreams, viewOf) {
         label: view.label, stroke: view.color || "#2563eb", width: 2, spanGaps: false,
         paths: ds.type === "ENUM" ? uPlot.paths.stepped({ align: 1 }) : undefined,
       }],
-      axes: [{}, { size: 60 }],
+      axes: [{}, ds.type === "ENUM" ? enumAxis(view) : { size: 60 }],
       legend: { show: false },
       cursor: { drag: { x: false, y: false } },
     }, data, chart.body);

@@ -61,6 +61,7 @@ export function formatValue(ds, view, value) {
     const text = Number(value).toLocaleString(undefined, { maximumFractionDigits: digits });
     return view.units ? `${text} ${view.units}` : text;
   }
+  if (Array.isArray(value)) return value.join(", ");
   if (typeof value === "object") return JSON.stringify(value);
   return String(value);
 }
