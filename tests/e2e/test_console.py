@@ -233,12 +233,16 @@ def test_sign_in_list_search_sort_pages_and_sign_out(env: Env, console: Console)
 
 
 def test_a_value_written_by_a_device_arrives_on_the_page(env: Env, console: Console) -> None:
-    page = console.sign_in().device(OWNED)
-    tile = page.locator(f"#ds-{TEMPERATURE}")
-    expect(tile.locator(".value")).to_have_text("—")
+    page = console.sign_in().page
+    row = page.locator(f"tr[data-device='{OWNED}']")
+    expect(row.locator("td.status")).to_have_text("Offline")
     device = BlynkDevice(env.server.hardware_port, token_of(OWNED)).start()
     try:
-        expect(page.locator("#online")).to_have_text("Online")  # the ONLINE event, live
+        expect(row.locator("td.status")).to_have_text("Online")  # the list follows live too
+        console.device(OWNED)
+        tile = page.locator(f"#ds-{TEMPERATURE}")
+        expect(tile.locator(".value")).to_have_text("—")
+        expect(page.locator("#online")).to_have_text("Online")
         device.call(lambda blynk: blynk.virtual_write(1, 21.5))
         expect(tile.locator(".value")).to_have_text("21.5 °C")
         device.call(lambda blynk: blynk.virtual_write(3, "door open"))

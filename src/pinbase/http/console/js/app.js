@@ -59,8 +59,7 @@ function route() {
   }
   const path = location.hash.replace(/^#/, "") || "/";
   const device = path.match(/^\/devices\/(\d+)$/);
-  if (device) leave = devicePage(main, Number(device[1]));
-  else devicesPage(main);
+  leave = device ? devicePage(main, Number(device[1])) : devicesPage(main);
 }
 
 window.addEventListener("hashchange", route);

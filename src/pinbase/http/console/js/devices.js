@@ -1,5 +1,5 @@
 // The device list: search, sort by any column, one page at a time (10,000 devices and more).
-import { API, get } from "./api.js";
+import { API, get, url } from "./api.js";
 import { debounce, h, replace, timeAgo, toast } from "./dom.js";
 import { productNames } from "./products.js";
 
@@ -32,6 +32,7 @@ export function devicesPage(main) {
     pager,
   );
   let generation = 0;
+  let stream = null; // the live stream of the shown page's devices
 
   function headers() {
     replace(head, COLUMNS.map((column) => {
@@ -69,14 +70,15 @@ export function devicesPage(main) {
   }
 
   function rows(found, names) {
+    listen(found.content);
     const total = found.totalElements;
     const pages = Math.max(1, Math.ceil(total / SIZE));
     summary.textContent = `${total.toLocaleString()} device${total === 1 ? "" : "s"}`;
-    replace(body, found.content.map((device) => h("tr", {},
+    replace(body, found.content.map((device) => h("tr", { "data-device": device.id },
       h("td", {}, h("a", { href: `#/devices/${device.id}` }, device.name)),
       h("td", {}, names.get(device.templateId) ?? `#${device.templateId}`),
-      h("td", {}, status(device.online)),
-      h("td", {}, timeAgo(device.lastReportedAt)),
+      h("td", { class: "status" }, status(device.online)),
+      h("td", { class: "reported" }, timeAgo(device.lastReportedAt)),
       h("td", { class: "num" }, device.id),
     )));
     if (!found.content.length) {
@@ -93,7 +95,29 @@ export function devicesPage(main) {
     );
   }
 
+  /** Keep the shown devices' state and last report current from the live stream. */
+  function listen(devices) {
+    stream?.close();
+    stream = null;
+    if (!devices.length) return;
+    stream = new EventSource(url(`${API}/live`, { deviceIds: devices.map((d) => d.id).join(",") }));
+    const cell = (id, name) => body.querySelector(`tr[data-device="${id}"] td.${name}`);
+    stream.addEventListener("value", (e) => {
+      const change = JSON.parse(e.data);
+      const reported = cell(change.deviceId, "reported");
+      if (reported) replace(reported, timeAgo(change.updatedAt));
+    });
+    stream.addEventListener("event", (e) => {
+      const item = JSON.parse(e.data);
+      const state = cell(item.deviceId, "status");
+      if (state && (item.eventType === "ONLINE" || item.eventType === "OFFLINE")) {
+        replace(state, status(item.eventType === "ONLINE"));
+      }
+    });
+  }
+
   load();
+  return () => stream?.close();
 }
 
 export function status(online) {

@@ -77,15 +77,19 @@ export function tile(device, ds, value, ts, props, canControl) {
   let updated = ts;
 
   // Values this page wrote whose echo has not come back on the live stream, oldest first: an
-  // echo of an older write arriving after a newer one (streams may lag) must not undo it.
+  // echo of an older write arriving after a newer one (streams may lag) must not undo it, nor
+  // may the answer to an older write.
   let pending = [];
   const same = (a, b) => a === b || (typeof a === "number" && Number(b) === a);
 
+  let writes = 0;
+
   async function write(next) {
     pending = [...pending.slice(-19), next];
+    const mine = ++writes;
     try {
       await post(`${API}/device/datastream`, { deviceId: device, dataStreamId: ds.id, value: next });
-      set(next, Date.now());
+      if (mine === writes) set(next, Date.now()); // an older write's answer never undoes a newer one
     } catch (error) {
       pending = pending.filter((v) => v !== next);
       toast(`${view().label}: ${error.message}`, "error");
