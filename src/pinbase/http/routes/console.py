@@ -5,7 +5,8 @@ shows it reads through the Organization and Platform API with the session cookie
 change it makes goes through the same API (`deps.credentials` takes the cookie and checks the
 CSRF header of writes). This module adds only what a browser needs beyond the API:
 
-- `GET /`: the page, with a Content-Security-Policy that allows nothing but this server;
+- `GET /`: the page, with a Content-Security-Policy that allows nothing but this server (and
+  the page's own import map);
 - `/console/assets/...`: its scripts, styles and the chart library, cached by version;
 - `POST /console/session` signs in (`{"email", "password"}` as JSON, so a form of another site
   cannot post it) and sets the httpOnly, SameSite=Lax session cookie, Secure when the request
@@ -16,8 +17,11 @@ CSRF header of writes). This module adds only what a browser needs beyond the AP
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
+from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
@@ -47,17 +51,16 @@ from pinbase.http.errors import ApiError, guarded
 router = APIRouter(tags=["Console"], include_in_schema=False)
 
 ASSETS = "/console/assets"
+CSP = (
+    "default-src 'self'; script-src 'self' {import_map}; img-src 'self' data:; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
 SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-    ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-cache",
 }
-"""`style-src` allows inline styles: the chart library sizes its canvas with style attributes."""
 
 
 class SignIn(Struct, forbid_unknown_fields=True):
@@ -69,24 +72,39 @@ def assets_dir() -> Path:
     return Path(str(files("pinbase.http") / "console"))
 
 
+@dataclass(frozen=True, slots=True)
+class _Page:
+    html: bytes
+    headers: dict[str, str]
+
+
 @cache
-def _page() -> bytes:
-    """index.html with each style sheet's and classic script's URL carrying a digest of its
-    content, so a browser keeps it until it changes. Modules keep their plain URLs (they import
-    each other by those) and are revalidated by ETag."""
+def _page() -> _Page:
+    """index.html with every asset's URL carrying a digest of its content, so that a browser
+    keeps each asset until it changes. The modules import each other by their plain URLs: an
+    import map (allowed by its own digest in the Content-Security-Policy) sends those to the
+    versioned ones."""
     root = assets_dir()
     html = (root / "index.html").read_text()
+    modules: dict[str, str] = {}
     for path in sorted(root.rglob("*")):
-        if path.is_file() and path.suffix != ".html" and path.parent.name != "js":
-            name = path.relative_to(root).as_posix()
-            version = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-            html = html.replace(f'"{ASSETS}/{name}"', f'"{ASSETS}/{name}?v={version}"')
-    return html.encode()
+        if path.is_file() and path.suffix != ".html":
+            plain = f"{ASSETS}/{path.relative_to(root).as_posix()}"
+            versioned = f"{plain}?v={hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+            html = html.replace(f'"{plain}"', f'"{versioned}"')
+            if path.suffix == ".js" and path.parent.name == "js":
+                modules[plain] = versioned
+    import_map = json.dumps({"imports": modules}, indent=1)
+    html = html.replace("<!-- import map -->", f'<script type="importmap">{import_map}</script>')
+    allowed = base64.b64encode(hashlib.sha256(import_map.encode()).digest()).decode()
+    csp = CSP.format(import_map=f"'sha256-{allowed}'")
+    return _Page(html.encode(), {**SECURITY_HEADERS, "Content-Security-Policy": csp})
 
 
 @router.get("/")
 async def page() -> Response:
-    return HTMLResponse(_page(), headers=SECURITY_HEADERS)
+    found = _page()
+    return HTMLResponse(found.html, headers=found.headers)
 
 
 def _session_view(caller: Caller, token: str | None) -> dict[str, object]:
