@@ -47,6 +47,7 @@ ARGS = [
     "--disable-sync",
 ]
 WAIT_MS = 20_000  # bounds a wait, never decides a result
+expect.set_options(timeout=WAIT_MS)
 CLIENT = ("console-backend", "console-secret-0123456789abcdef")
 ADMIN = ("admin@console.test", "console-admin-password-1")
 USER = ("user@console.test", "console-user-password-1")
@@ -101,6 +102,11 @@ def fleet() -> str:
                         "events": [
                             {"id": 1, "code": "overheat", "name": "Overheat",
                              "type": "WARNING"},
+                        ],
+                        "metafields": [
+                            {"id": 1, "name": "Site", "type": "list",
+                             "options": ["North", "South"], "default": "North"},
+                            {"id": 2, "name": "Serial", "type": "text", "max": 40},
                         ],
                     }
                 ],
@@ -487,3 +493,26 @@ def test_the_cookie_is_secure_over_https_and_dies_with_a_role_change(env: Env) -
     with contextlib.closing(plain):
         answer = plain.post(SESSION, json={"email": ADMIN[0], "password": ADMIN[1]})
         assert "secure" not in answer.headers["set-cookie"].lower()
+
+
+def test_metadata_is_shown_edited_and_followed_live(env: Env, console: Console) -> None:
+    page = console.sign_in().device(108)
+    site = page.locator("#metadata dd[data-meta='1']")
+    expect(site).to_contain_text("North")  # the default
+    site.locator("button").click()
+    site.locator("select").select_option("South")
+    site.locator("button[type=submit]").click()
+    expect(site).to_contain_text("South")
+    found = env.api.get("/api/v1/organization/device/metafield", deviceId=108).json()
+    assert {f["name"]: f.get("value") for f in found} == {"Site": "South", "Serial": None}
+    serial = page.locator("#metadata dd[data-meta='2']")
+    serial.locator("button").click()
+    serial.locator("input").fill("x" * 41)
+    serial.locator("button[type=submit]").click()
+    expect(page.locator("#toast")).to_contain_text("Serial: The provided value")
+    console.errors.clear()  # the refused value's 400 is a failed load, as it should be
+    page.keyboard.press("Escape")
+    body = {"deviceId": 108, "metaFieldId": 2, "newValue": "SN-0042"}
+    assert env.api.post("/api/v1/organization/device/metafield", body).status_code == 204
+    expect(serial).to_contain_text("SN-0042")  # from the live stream
+    assert console.errors == []

@@ -1,5 +1,5 @@
 // A device's page: its tiles (live), charts, timeline, metadata and online/offline history.
-import { API, get } from "./api.js";
+import { API, get, post } from "./api.js";
 import { formatTime, h, replace, timeAgo, toast } from "./dom.js";
 import { chartSection } from "./charts.js";
 import { status } from "./devices.js";
@@ -42,7 +42,7 @@ export function devicePage(main, id) {
     const lastSeen = h("span", { id: "last-seen" }, timeAgo(device.lastReportedAt));
     const timeline = timelineSection(id, control);
     const presence = presenceSection(id);
-    const meta = metadataSection(device.metaFieldValues);
+    const meta = metadataSection(id, device.metaFieldValues, product.metaFields, control);
     charts = chartSection(id, product.dataStreams.filter(isNumeric), (ds) => tiles.get(ds.id).view());
     replace(main,
       h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/" }, "Devices"), " / ", device.name),
@@ -99,16 +99,52 @@ function metaText(value) {
   return Object.values(value).filter((v) => v !== null && v !== "").join(", ");
 }
 
-function metadataSection(fields) {
+/** The device's metadata; editable (each field in place) with ORG_DEVICES_CONTROL. */
+function metadataSection(deviceId, fields, definitions, canEdit) {
   const list = h("dl", { class: "meta", id: "metadata" });
   const byId = new Map(fields.map((f) => [f.id, f]));
+  const defined = new Map((definitions ?? []).map((d) => [d.id, d]));
   const el = h("section", { class: "panel", "aria-labelledby": "meta-title" }, h("h2", { id: "meta-title" }, "Metadata"), list);
+
+  function editor(field, dd) {
+    const definition = defined.get(field.id) ?? {};
+    const now = metaText(field.value?.value ?? field.value);
+    const input = definition.options
+      ? h("select", { "aria-label": field.name }, definition.options.map((o) => h("option", { value: o, selected: o === now }, o)))
+      : h("input", {
+        type: definition.type === "Number" ? "number" : definition.type === "Email" ? "email" : "text",
+        step: "any", "aria-label": field.name, value: now === "—" ? "" : now,
+      });
+    const form = h("form", {
+      class: "inline",
+      onsubmit: async (e) => {
+        e.preventDefault();
+        const newValue = definition.type === "Number" && input.value !== "" ? Number(input.value) : input.value;
+        try {
+          await post(`${API}/device/metafield`, { deviceId, metaFieldId: field.id, newValue });
+          byId.set(field.id, { ...field, value: newValue });
+          render();
+        } catch (error) {
+          toast(`${field.name}: ${error.message}`, "error");
+        }
+      },
+    }, input, h("button", { type: "submit" }, "Save"), h("button", { type: "button", onclick: render }, "Cancel"));
+    replace(dd, form);
+    input.focus();
+  }
+
   function render() {
     if (!byId.size) {
       replace(list, h("p", { class: "muted" }, "This product has no metadata."));
       return;
     }
-    replace(list, [...byId.values()].map((f) => [h("dt", {}, f.name), h("dd", {}, metaText(f.value?.value ?? f.value))]));
+    replace(list, [...byId.values()].map((f) => {
+      const dd = h("dd", { "data-meta": f.id }, metaText(f.value?.value ?? f.value));
+      if (canEdit) {
+        dd.append(" ", h("button", { type: "button", class: "link", "aria-label": `Edit ${f.name}`, onclick: () => editor(f, dd) }, "Edit"));
+      }
+      return [h("dt", {}, f.name), dd];
+    }));
   }
   render();
   return {
@@ -116,7 +152,6 @@ function metadataSection(fields) {
     set(change) {
       byId.set(change.id, { id: change.id, name: change.name, value: change.value });
       render();
-      toast(`Metadata ${change.name} changed`);
     },
   };
 }
