@@ -511,7 +511,9 @@ def test_metadata_is_shown_edited_and_followed_live(env: Env, console: Console) 
     serial.locator("button[type=submit]").click()
     expect(page.locator("#toast")).to_contain_text("Serial: The provided value")
     console.errors.clear()  # the refused value's 400 is a failed load, as it should be
-    page.keyboard.press("Escape")
+    page.keyboard.press("Escape")  # leaves the field unchanged
+    expect(serial.locator("input")).to_have_count(0)
+    expect(serial).to_contain_text("—")
     body = {"deviceId": 108, "metaFieldId": 2, "newValue": "SN-0042"}
     assert env.api.post("/api/v1/organization/device/metafield", body).status_code == 204
     expect(serial).to_contain_text("SN-0042")  # from the live stream

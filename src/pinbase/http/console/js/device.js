@@ -117,6 +117,7 @@ function metadataSection(deviceId, fields, definitions, canEdit) {
       });
     const form = h("form", {
       class: "inline",
+      onkeydown: (e) => { if (e.key === "Escape") render(); },
       onsubmit: async (e) => {
         e.preventDefault();
         const newValue = definition.type === "Number" && input.value !== "" ? Number(input.value) : input.value;
