@@ -95,20 +95,20 @@ export function devicePage(main, id) {
 function metaText(value) {
   if (value === undefined || value === null) return "—";
   if (typeof value !== "object") return String(value);
-  if ("value" in value && Object.keys(value).length <= 2) return metaText(value.value);
   return Object.values(value).filter((v) => v !== null && v !== "").join(", ");
 }
 
 /** The device's metadata; editable (each field in place) with ORG_DEVICES_CONTROL. */
 function metadataSection(deviceId, fields, definitions, canEdit) {
   const list = h("dl", { class: "meta", id: "metadata" });
-  const byId = new Map(fields.map((f) => [f.id, f]));
+  // the device's answer wraps each value ({type, value}); the live stream sends it bare
+  const byId = new Map(fields.map((f) => [f.id, { id: f.id, name: f.name, value: f.value?.value }]));
   const defined = new Map((definitions ?? []).map((d) => [d.id, d]));
   const el = h("section", { class: "panel", "aria-labelledby": "meta-title" }, h("h2", { id: "meta-title" }, "Metadata"), list);
 
   function editor(field, dd) {
     const definition = defined.get(field.id) ?? {};
-    const now = metaText(field.value?.value ?? field.value);
+    const now = metaText(field.value);
     const input = definition.options
       ? h("select", { "aria-label": field.name }, definition.options.map((o) => h("option", { value: o, selected: o === now }, o)))
       : h("input", {
@@ -140,7 +140,7 @@ function metadataSection(deviceId, fields, definitions, canEdit) {
       return;
     }
     replace(list, [...byId.values()].map((f) => {
-      const dd = h("dd", { "data-meta": f.id }, metaText(f.value?.value ?? f.value));
+      const dd = h("dd", { "data-meta": f.id }, metaText(f.value));
       if (canEdit) {
         dd.append(" ", h("button", { type: "button", class: "link", "aria-label": `Edit ${f.name}`, onclick: () => editor(f, dd) }, "Edit"));
       }
