@@ -52,6 +52,14 @@ function localInput(ms) {
   return d.toISOString().slice(0, 16);
 }
 
+/** A chart in words, for screen readers: its range of values. */
+function summaryOf(view, data) {
+  if (!data.length) return `${view.label}: no data in this range`;
+  const values = data.map((p) => p.value);
+  const fmt = (v) => v.toLocaleString(undefined, { maximumFractionDigits: 2 });
+  return `${view.label}: ${data.length} points from ${fmt(Math.min(...values))} to ${fmt(Math.max(...values))}${view.units ? ` ${view.units}` : ""}`;
+}
+
 /** An enum's axis: its options' labels at their values, nothing between them. */
 function enumAxis(view) {
   const labels = new Map(view.options.map((o) => [Number(o.value), o.label]));
@@ -127,6 +135,8 @@ export function chartSection(deviceId, datastreams, viewOf) {
     }
     const data = columns(found.data, span.interval);
     chart.card.dataset.points = String(found.data.length);
+    chart.body.setAttribute("role", "img");
+    chart.body.setAttribute("aria-label", summaryOf(view, found.data));
     chart.card.dataset.interval = found.interval;
     if (!found.data.length) {
       chart.plot?.destroy();
@@ -146,7 +156,7 @@ export function chartSection(deviceId, datastreams, viewOf) {
         paths: ds.type === "ENUM" ? uPlot.paths.stepped({ align: 1 }) : undefined,
       }],
       axes: [{}, ds.type === "ENUM" ? enumAxis(view) : { size: 60 }],
-      legend: { show: false },
+      legend: { show: true, live: true },
       cursor: { drag: { x: false, y: false } },
     }, data, chart.body);
   }
