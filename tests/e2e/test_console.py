@@ -346,7 +346,7 @@ def test_chart_ranges_and_csv_download(env: Env, console: Console, tmp_path: Pat
         expect(chart).to_have_attribute("data-interval", interval)
         assert int(chart.get_attribute("data-points") or 0) > 0
         expect(chart.locator("canvas")).to_have_count(1)
-        described = re.compile(r"Temperature: \d+ points from \d+ to \d+ °C")
+        described = re.compile(r"Temperature: \d+ points from [\d.]+ to [\d.]+ °C")
         expect(chart.locator("[role=img]")).to_have_attribute("aria-label", described)
     # a custom range of two days, a week ago
     page.fill("#custom-from", _local(page, now - 9 * 24 * HOUR_MS))
