@@ -18,6 +18,7 @@ Decisions:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -74,15 +75,9 @@ async def sign_in(svc: Services, email: str, password: str, remote: str | None) 
     for org_id in orgs:
         user = await svc.store.user_by_email(org_id, email) if org_id else None
         stored = user.password_hash if user is not None else None
+        check = functools.partial(verify_user_password, email, password, stored or dummy_hash())
         valid = await svc.guard.verify_password(
-            address,
-            SESSION_CLIENT,
-            org_id,
-            email,
-            user is not None,
-            lambda stored=stored: verify_user_password(  # type: ignore[misc]
-                email, password, stored if stored is not None else dummy_hash()
-            ),
+            address, SESSION_CLIENT, org_id, email, user is not None, check
         )
         if user is not None and stored is not None and valid:
             return await _issue(svc, org_id, user.id, generation)
