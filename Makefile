@@ -39,7 +39,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy --strict bench
 
-bench: $(STAMP)  ## benchmarks (SQLite, device protocols, events and webhooks, PostgreSQL, Platform API devices, CSV export, history aggregation); report in bench/README.md
+bench: $(STAMP)  ## benchmarks (SQLite, device protocols, events and webhooks, PostgreSQL, Platform API devices, CSV export, history aggregation, the console's first render); report in bench/README.md
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/devices.py
 	$(BIN)/python bench/events.py
@@ -47,6 +47,7 @@ bench: $(STAMP)  ## benchmarks (SQLite, device protocols, events and webhooks, P
 	$(BIN)/python bench/platform_devices.py
 	$(BIN)/python bench/export.py
 	$(BIN)/python bench/aggregate.py
+	$(BIN)/python bench/console.py
 
 SOAK_MINUTES ?= 30
 soak: $(STAMP)  ## mixed load and attacks for SOAK_MINUTES (default 30); report in bench/results/soak.json
