@@ -207,8 +207,8 @@ def test_a_malformed_smtp_url_stops_the_start(tmp_path: Path) -> None:
     from helpers import pinbase
 
     result = pinbase(
-        "serve", "--data-dir", str(tmp_path), "--port", "0", "--smtp-url",
-        "http://user:s3cret-pw@mail.test",
+        "serve", "--data-dir", str(tmp_path), "--port", "0", "--hardware-port", "0",
+        "--mqtt-port", "0", "--smtp-url", "http://user:s3cret-pw@mail.test",
     )  # fmt: skip
     assert result.returncode == 2
     assert "--smtp-url must be" in result.stderr and "s3cret-pw" not in result.stderr
