@@ -10,12 +10,18 @@ The suite has three parts:
 
 from __future__ import annotations
 
+import compileall
 import os
+import ssl
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
+import httpx._transports.default
 import pytest
 
 import helpers
+import pinbase
 from helpers import BACKENDS, Api, Server, apply_fleet, client_token, user_token
 from pinbase.app.auth.secrets import use_password_hash_memory
 
@@ -25,6 +31,31 @@ from pinbase.app.auth.secrets import use_password_hash_memory
 TEST_HASH_MEMORY = "1024"
 os.environ.setdefault("PINBASE_PASSWORD_HASH_MEMORY", TEST_HASH_MEMORY)
 use_password_hash_memory(int(os.environ["PINBASE_PASSWORD_HASH_MEMORY"]))
+
+# Every httpx client builds a TLS context, reading the whole CA bundle (some 20 ms of CPU), even
+# to speak plain HTTP to the loopback servers here, and each module-level `httpx.get`/`post` is a
+# client of its own: thousands of them were most of the test processes' own CPU time. The clients
+# in this process with the default verification share one context instead.
+_DEFAULT_TLS = httpx.create_ssl_context()
+
+
+def _tls_context(
+    verify: ssl.SSLContext | str | bool = True,
+    cert: object = None,
+    trust_env: bool = True,
+) -> ssl.SSLContext:
+    if verify is True and cert is None and trust_env:
+        return _DEFAULT_TLS
+    return httpx.create_ssl_context(verify, cert, trust_env)  # type: ignore[arg-type]
+
+
+httpx._transports.default.create_ssl_context = _tls_context
+
+# Every server and command the tests start imports pinbase anew. Where PYTHONDONTWRITEBYTECODE is
+# set, none of them writes the bytecode cache and each compiled all of pinbase's sources again
+# (some 0.2 s of CPU a start, hundreds of starts): compile them once here (files up to date are
+# left alone; a process reading the cache does not need to write it).
+compileall.compile_dir(Path(pinbase.__file__).parent, quiet=2)
 
 
 def _parametrized(metafunc: pytest.Metafunc) -> bool:

@@ -31,8 +31,10 @@ import httpx
 import orjson
 import yaml
 
+from pinbase.app.provisioning import apply_to_database, load_document
 from pinbase.client import AsyncClient, Client, Retries
 from pinbase.client.tokens import Credentials
+from pinbase.config import database_url
 from pinbase.domain.clock import now_ms
 from pinbase.store.base import Store
 from pinbase.store.records import Entities
@@ -316,8 +318,12 @@ def history_of(api: Api, device_id: int, ds_id: int, start: int) -> list[tuple[i
 
 
 def apply_fleet(data_dir: Path, fleet: Path = FLEET) -> None:
-    result = pinbase("apply", str(fleet), "--data-dir", str(data_dir))
-    assert result.returncode == 0, result.stderr + result.stdout
+    """Apply a fleet file to a data directory's database (on the current backend) as `pinbase
+    apply` does, in this process: a command's start costs more CPU than the applying, and the
+    tests of the command itself run it (tests/e2e/test_cli.py)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    url = database_for(data_dir) or database_url(data_dir, None)
+    asyncio.run(apply_to_database(url, load_document(fleet)))
 
 
 def apply_fleet_text(data_dir: Path, text: str) -> None:

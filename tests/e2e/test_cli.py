@@ -434,6 +434,7 @@ def test_a_damaged_database_is_one_error_line(tmp_path: Path) -> None:
     assert applied.returncode == 2
     assert applied.stderr.splitlines() == [message, "Nothing was written."]
 
-    served = pinbase("serve", "--data-dir", str(data_dir), "--port", "0", "--hardware-port", "0")
+    no_ports = ("--port", "0", "--hardware-port", "0", "--mqtt-port", "0")
+    served = pinbase("serve", "--data-dir", str(data_dir), *no_ports)
     assert served.returncode == 2
     assert served.stderr.splitlines() == [message]

@@ -34,6 +34,7 @@ from helpers import (
     device_server,
     pinbase,
     user_token,
+    wait_for,
 )
 
 CLIENT = ("meta-backend", "meta-secret-0123456789abcdef")
@@ -626,17 +627,18 @@ def test_apply_keeps_values_the_file_does_not_name(env: Env) -> None:
     finally:
         device.close()
     # the same file again: the values it names are set again, the others stay
+    # (a server sees a change another process commits within its catalog's re-check period)
     apply_fleet(env.server.data_dir, env.fleet_path)
-    assert env.platform(APPLIED) == {
-        "Serial Number": "WS-0509", "Site": "South", "Weight": 55, "Contact": "ops@meta.test"
-    }  # fmt: skip
+    again = {"Serial Number": "WS-0509", "Site": "South", "Weight": 55, "Contact": "ops@meta.test"}
+    wait_for("the file's values again", lambda: env.platform(APPLIED) == again)
     # a file naming other metafields: those are set, nothing is deleted
     env.fleet_path.write_text(fleet({"Place": "10 20", "Weight": 3}))
     apply_fleet(env.server.data_dir, env.fleet_path)
-    assert env.platform(APPLIED) == {
+    other = {
         "Serial Number": "WS-0509", "Site": "South", "Weight": 3, "Contact": "ops@meta.test",
         "Place": "10 20",
     }  # fmt: skip
+    wait_for("the other file's values", lambda: env.platform(APPLIED) == other)
     assert env.http_read(APPLIED, "Weight") == "3"
     assert env.platform(READER)["Serial Number"] == "WS-0001"
 
@@ -654,6 +656,12 @@ def test_a_device_moved_to_another_product_reads_none_of_its_old_values(env: Env
     # moved back without a value in the file: the Gate's value is not read as a serial number
     env.fleet_path.write_text(fleet(FIRST_APPLIED))
     apply_fleet(env.server.data_dir, env.fleet_path)
+
+    def moved_back() -> bool:
+        fields = env.admin.get(FIELD, deviceId=MOVED).json()
+        return [field["name"] for field in fields] == [NAMES[i] for i in sorted(NAMES)]
+
+    wait_for("the device back in its product", moved_back)
     assert "Serial Number" not in env.platform(MOVED)
     assert env.http_read(MOVED, "Serial Number") == ""
 

@@ -68,16 +68,28 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-@pytest.fixture
-def pair(
-    tmp_path: Path, started: list[helpers.Server]
+def start_pair(
+    folder: Path, started: list[helpers.Server]
 ) -> tuple[helpers.Server, helpers.Server, str]:
+    """Two processes on a new database with the test fleet, and the database's URL."""
     url = fresh_database(f"mp_{os.getpid()}_{time.monotonic_ns()}")
     result = helpers.pinbase("apply", str(helpers.FLEET), "--database", url)
     assert result.returncode == 0, result.stderr
-    first = start(tmp_path, "a", url, started)
-    second = start(tmp_path, "b", url, started)
-    return first, second, url
+    return start(folder, "a", url, started), start(folder, "b", url, started), url
+
+
+@pytest.fixture(scope="module")
+def pair(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[helpers.Server, helpers.Server, str]]:
+    """Two processes shared by the tests of this module that leave both running, each on
+    devices, datastreams and users of its own."""
+    running: list[helpers.Server] = []
+    try:
+        yield start_pair(tmp_path_factory.mktemp("pair"), running)
+    finally:
+        for server in running:
+            server.stop()
 
 
 def test_a_write_through_one_is_read_through_the_other(
@@ -260,9 +272,9 @@ def test_two_processes_writing_one_datastream_keep_every_acknowledged_value(
 
 
 def test_a_killed_process_loses_no_acknowledged_write(
-    pair: tuple[helpers.Server, helpers.Server, str],
+    tmp_path: Path, started: list[helpers.Server]
 ) -> None:
-    first, second, _ = pair
+    first, second, _ = start_pair(tmp_path, started)  # its own: one is killed
     token = helpers.client_token(first.url)
     acknowledged: list[str] = []
     lock = threading.Lock()

@@ -20,9 +20,9 @@ import pytest
 import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
-from test_webhooks import FAST, Receiver, apply  # e2e/test_webhooks.py
+from test_webhooks import FAST, Receiver  # e2e/test_webhooks.py
 
-from helpers import Bearer, Server, client_token, free_port, wait_for
+from helpers import Bearer, Server, apply_fleet, client_token, free_port, wait_for
 
 LOG_EVENT = "/external/api/logEvent"
 TOKEN = "NotifyTestToken0000000000000301A"
@@ -127,7 +127,7 @@ def mail_server(mailbox: Mailbox) -> tuple[str, ...]:
 
 def test_a_logged_event_fires_its_webhook_once(tmp_path: Path, receiver: Receiver) -> None:
     data_dir = tmp_path / "data"
-    apply(data_dir, document(tmp_path, receiver.port))
+    apply_fleet(data_dir, document(tmp_path, receiver.port))
     receiver.up()
     server = Server(data_dir, *FAST).start()
     try:
@@ -149,7 +149,7 @@ def test_an_event_mails_its_recipients_once_a_period(
     tmp_path: Path, receiver: Receiver, mailbox: Mailbox
 ) -> None:
     data_dir = tmp_path / "data"
-    apply(data_dir, document(tmp_path, receiver.port))
+    apply_fleet(data_dir, document(tmp_path, receiver.port))
     mailbox.up()
     server = Server(data_dir, *mail_server(mailbox)).start()
     try:
@@ -187,7 +187,7 @@ def test_a_mail_waits_out_an_smtp_server_down(
     tmp_path: Path, receiver: Receiver, mailbox: Mailbox
 ) -> None:
     data_dir = tmp_path / "data"
-    apply(data_dir, document(tmp_path, receiver.port))
+    apply_fleet(data_dir, document(tmp_path, receiver.port))
     server = Server(data_dir, *mail_server(mailbox)).start()
     try:
         log_event(server, TOKEN, "high_temp", "down")
@@ -207,8 +207,8 @@ def test_a_malformed_smtp_url_stops_the_start(tmp_path: Path) -> None:
     from helpers import pinbase
 
     result = pinbase(
-        "serve", "--data-dir", str(tmp_path), "--port", "0", "--smtp-url",
-        "http://user:s3cret-pw@mail.test",
+        "serve", "--data-dir", str(tmp_path), "--port", "0", "--hardware-port", "0",
+        "--mqtt-port", "0", "--smtp-url", "http://user:s3cret-pw@mail.test",
     )  # fmt: skip
     assert result.returncode == 2
     assert "--smtp-url must be" in result.stderr and "s3cret-pw" not in result.stderr
@@ -220,7 +220,7 @@ def test_processes_sharing_a_database_notify_each_event_once(
     if backend != "postgresql":
         pytest.skip("several server processes share a PostgreSQL database only")
     data_dir = tmp_path / "data"
-    apply(data_dir, document(tmp_path, receiver.port))
+    apply_fleet(data_dir, document(tmp_path, receiver.port))
     receiver.up()
     mailbox.up()
     fast = (*mail_server(mailbox), "--webhook-rate", "1000")
@@ -290,7 +290,7 @@ def test_mail_over_tls_with_a_login_checks_the_certificate(
     box = TlsMailbox(ca, implicit=scheme == "smtps")
     box.up()
     data_dir = tmp_path / "data"
-    apply(data_dir, document(tmp_path, receiver.port))
+    apply_fleet(data_dir, document(tmp_path, receiver.port))
     url = f"{scheme}://alerts:mail-pass@127.0.0.1:{box.port}"
     server = Server(
         data_dir, *FAST, "--smtp-url", url, "--smtp-from", SENDER, "--smtp-ca", str(ca_file)
@@ -315,7 +315,7 @@ def test_a_certificate_the_ca_does_not_sign_is_refused_and_retried(
     ca_file = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(ca_file))
     data_dir = tmp_path / "data"
-    apply(data_dir, document(tmp_path, receiver.port))
+    apply_fleet(data_dir, document(tmp_path, receiver.port))
     url = f"smtp://alerts:mail-pass@127.0.0.1:{box.port}"
     server = Server(
         data_dir, *FAST, "--smtp-url", url, "--smtp-from", SENDER, "--smtp-ca", str(ca_file)

@@ -110,34 +110,31 @@ def test_unknown_path_is_404_with_error_body(server: Server, method: str) -> Non
 # --- stopping -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_stops_the_server_with_exit_code_0(
-    tmp_path: Path, started: list[Server], sig: signal.Signals
+def test_a_signal_stops_the_server_with_exit_code_0_and_acknowledged_writes_survive(
+    tmp_path: Path, started: list[Server]
 ) -> None:
-    running = Server(tmp_path / "data").start()
-    started.append(running)
-    code = running.stop(sig)
-    assert code == 0, f"exit code {code}; log:\n{running.log.read_text()}"
-
-
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_write_acknowledged_before_a_signal_survives_restart(
-    tmp_path: Path, started: list[Server], sig: signal.Signals
-) -> None:
+    """SIGTERM, then SIGINT: each stops the server with exit code 0, and the next start serves
+    the value written before it, current and in the history."""
     data_dir = tmp_path / "data"
     apply_fleet(data_dir)
-    running = Server(data_dir).start()
-    started.append(running)
-    api = Bearer(running.url, client_token(running.url))
-    write_status(api, 105, f"before {sig.name}")
-    running.stop(sig)
-    assert running.process is not None and running.process.poll() is not None
+    written: list[str] = []
 
-    again = Server(data_dir).start()
-    started.append(again)
-    api = Bearer(again.url, client_token(again.url))
-    assert current_status(api, 105) == f"before {sig.name}"
-    assert status_history(api, 105) == [f"before {sig.name}"]
+    def restart() -> tuple[Server, Bearer]:
+        running = Server(data_dir).start()
+        started.append(running)
+        api = Bearer(running.url, client_token(running.url))
+        if written:
+            assert current_status(api, 105) == written[-1]
+            assert status_history(api, 105) == written[::-1]
+        return running, api
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        running, api = restart()
+        write_status(api, 105, f"before {sig.name}")
+        written.append(f"before {sig.name}")
+        code = running.stop(sig)
+        assert code == 0, f"exit code {code} after {sig.name}; log:\n{running.log.read_text()}"
+    restart()
 
 
 # --- where the database lives ------------------------------------------------------------

@@ -357,6 +357,7 @@ def test_failed_acceptances_are_throttled(env: Env) -> None:
 
 def test_the_https_port_needs_a_certificate(tmp_path: Path) -> None:
     port = str(free_port())
-    result = pinbase("serve", "--data-dir", str(tmp_path), "--https-port", port)
+    no_ports = ("--port", "0", "--hardware-port", "0", "--mqtt-port", "0")
+    result = pinbase("serve", "--data-dir", str(tmp_path), "--https-port", port, *no_ports)
     assert result.returncode != 0
     assert "--tls-cert" in result.stderr and "Traceback" not in result.stderr

@@ -23,7 +23,6 @@ from helpers import (
     apply_fleet,
     client_token,
     free_port,
-    pinbase,
     wait_for,
 )
 from pinbase.domain.webhooks import verify
@@ -106,11 +105,6 @@ def hooks_document(tmp_path: Path, port: int, rate: int | None = None) -> Path:
     return path
 
 
-def apply(data_dir: Path, document: Path) -> None:
-    result = pinbase("apply", str(document), "--data-dir", str(data_dir))
-    assert result.returncode == 0, result.stderr + result.stdout
-
-
 def write(api: Bearer, device_id: int, ds_id: int, value: object) -> None:
     response = api.post(UPDATE, {"deviceId": device_id, "dataStreamId": ds_id, "value": value})
     assert response.status_code == 204, response.text
@@ -119,7 +113,7 @@ def write(api: Bearer, device_id: int, ds_id: int, value: object) -> None:
 def test_a_value_write_is_delivered_signed_and_logged(tmp_path: Path, receiver: Receiver) -> None:
     data_dir = tmp_path / "data"
     apply_fleet(data_dir)
-    apply(data_dir, hooks_document(tmp_path, receiver.port))
+    apply_fleet(data_dir, hooks_document(tmp_path, receiver.port))
     receiver.up()
     server = Server(data_dir, *FAST).start()
     try:
@@ -149,7 +143,7 @@ def test_a_value_write_is_delivered_signed_and_logged(tmp_path: Path, receiver: 
         added = {"organizations": [{"id": 1, "name": "Acme Farms", "devices": [
             {"id": 111, "name": "Annex", "product": 10}]}]}  # fmt: skip
         (tmp_path / "added.json").write_text(json.dumps(added))
-        apply(data_dir, tmp_path / "added.json")
+        apply_fleet(data_dir, tmp_path / "added.json")
         wait_for("DEVICE_ADDED", lambda: any(g[1] == "/added" for g in receiver.got))
         context = next(json.loads(g[3]) for g in receiver.got if g[1] == "/added")
         assert (context["trigger"], context["device_id"]) == ("DEVICE_ADDED", "111")
@@ -163,7 +157,7 @@ def test_deliveries_wait_out_a_receiver_down_and_a_sigkill(
 ) -> None:
     data_dir = tmp_path / "data"
     apply_fleet(data_dir)
-    apply(data_dir, hooks_document(tmp_path, receiver.port))
+    apply_fleet(data_dir, hooks_document(tmp_path, receiver.port))
     server = Server(data_dir, *FAST).start()
     values = [float(n) for n in range(6)]
     try:
@@ -199,7 +193,7 @@ def test_deliveries_wait_out_a_receiver_down_and_a_sigkill(
 def test_the_rate_limit_holds_deliveries_back(tmp_path: Path, receiver: Receiver) -> None:
     data_dir = tmp_path / "data"
     apply_fleet(data_dir)
-    apply(data_dir, hooks_document(tmp_path, receiver.port))
+    apply_fleet(data_dir, hooks_document(tmp_path, receiver.port))
     receiver.up()
     server = Server(data_dir, *FAST, "--webhook-rate", "2").start()
     try:
@@ -226,7 +220,7 @@ def test_processes_sharing_a_database_deliver_each_event_once(
         pytest.skip("several server processes share a PostgreSQL database only")
     data_dir = tmp_path / "data"
     apply_fleet(data_dir)
-    apply(data_dir, hooks_document(tmp_path, receiver.port))
+    apply_fleet(data_dir, hooks_document(tmp_path, receiver.port))
     receiver.up()
     fast = (*FAST, "--webhook-rate", "1000")
     servers = [Server(data_dir, *fast).start(), Server(data_dir, *fast).start()]
