@@ -100,9 +100,7 @@ def fill(http: httpx.Client) -> None:
         if numeric:
             values = [{"ts": now - n * 300_000, "value": n % 2} for n in range(1, 289)]
             batch = {"deviceId": DEVICE, "dataStreamId": ds["id"], "values": values}
-            http.post(
-                "/api/v1/organization/device/import/batch", json=batch
-            ).raise_for_status()
+            http.post("/api/v1/organization/device/import/batch", json=batch).raise_for_status()
 
 
 def stats(samples: list[float]) -> dict[str, float]:
