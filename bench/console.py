@@ -36,9 +36,8 @@ import httpx
 from playwright.sync_api import sync_playwright
 
 from common import CLIENT, machine
-from devices import SERVER_FLAGS, DeviceServer, org_client
+from devices import SERVER_FLAGS, DeviceServer, org_client, percentile
 from pinbase.app.provisioning import apply_to_database
-from platform_devices import percentile
 from postgres import on_both_stores
 
 RUNS = 40
