@@ -144,6 +144,10 @@ export function chartSection(deviceId, datastreams, viewOf) {
       replace(chart.body, h("p", { class: "muted empty" }, "No data in this range."));
       return;
     }
+    if (typeof uPlot === "undefined") {
+      replace(chart.body, h("p", { class: "error" }, "This installation lacks the chart library: build it with scripts/build-console."));
+      return;
+    }
     const width = Math.max(240, chart.body.clientWidth || grid.clientWidth || 320);
     chart.plot?.destroy();
     replace(chart.body);
