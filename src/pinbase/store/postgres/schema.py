@@ -25,7 +25,7 @@ import datetime as dt
 import asyncpg
 
 from pinbase.store.errors import SchemaTooNew
-from pinbase.store.sql import BUCKET_SHIFT
+from pinbase.store.sql import BUCKET_SHIFT, ROLLUP_DAY, ROLLUP_RECENT
 
 MIGRATIONS: tuple[str, ...] = (
     f"""
@@ -308,6 +308,49 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE users SET name = email;
     CREATE UNIQUE INDEX users_by_invitation ON users (invitation_hash);
     """,
+    # 10: the history rollup (see `sql.ROLLUP_SLOT` and this module's docstring)
+    f"""
+    CREATE TABLE rollup_slots (
+        device_id integer NOT NULL,
+        ds_id integer NOT NULL,
+        slot bigint NOT NULL,
+        n bigint NOT NULL,
+        total double precision,
+        low double precision,
+        high double precision,
+        first_value text NOT NULL,
+        last_value text NOT NULL,
+        PRIMARY KEY (device_id, ds_id, slot)
+    );
+    CREATE TABLE rollup_days (
+        device_id integer NOT NULL,
+        ds_id integer NOT NULL,
+        day bigint NOT NULL,
+        PRIMARY KEY (device_id, ds_id, day)
+    );
+    CREATE FUNCTION history_rollup_unmarked() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF EXISTS (SELECT 1 FROM changed WHERE ts < CAST(extract(epoch FROM clock_timestamp())
+                   * 1000 AS bigint) - {ROLLUP_RECENT}) THEN
+            LOCK TABLE rollup_days IN ROW EXCLUSIVE MODE;
+            DELETE FROM rollup_days r USING (
+                SELECT DISTINCT device_id, ds_id,
+                    (ts - ((ts % {ROLLUP_DAY}) + {ROLLUP_DAY}) % {ROLLUP_DAY}) / {ROLLUP_DAY} AS day
+                FROM changed
+            ) c WHERE r.device_id = c.device_id AND r.ds_id = c.ds_id AND r.day = c.day;
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER history_rollup_insert AFTER INSERT ON history
+        REFERENCING NEW TABLE AS changed
+        FOR EACH STATEMENT EXECUTE FUNCTION history_rollup_unmarked();
+    CREATE TRIGGER history_rollup_update AFTER UPDATE ON history
+        REFERENCING NEW TABLE AS changed
+        FOR EACH STATEMENT EXECUTE FUNCTION history_rollup_unmarked();
+    CREATE TRIGGER history_rollup_delete AFTER DELETE ON history
+        REFERENCING OLD TABLE AS changed
+        FOR EACH STATEMENT EXECUTE FUNCTION history_rollup_unmarked();
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -383,6 +426,10 @@ async def drop_partitions_before(conn: asyncpg.Connection, cutoff: int) -> list[
             continue
         async with conn.transaction():
             await conn.execute(f"DROP TABLE {name}")
+            # a month holds whole days: their rollup goes with them (no trigger saw them go)
+            days = low // ROLLUP_DAY, high // ROLLUP_DAY
+            await conn.execute("DELETE FROM rollup_slots WHERE slot >= $1 AND slot < $2", low, high)
+            await conn.execute("DELETE FROM rollup_days WHERE day >= $1 AND day < $2", *days)
             # buckets wholly inside the month go; the two it shares with its neighbours
             # are recounted from the points that remain
             edges = low >> BUCKET_SHIFT, (high - 1) >> BUCKET_SHIFT

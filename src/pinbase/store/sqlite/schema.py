@@ -20,7 +20,20 @@ from __future__ import annotations
 import sqlite3
 
 from pinbase.store.errors import SchemaTooNew
-from pinbase.store.sql import BUCKET_SHIFT
+from pinbase.store.sql import BUCKET_SHIFT, ROLLUP_DAY
+
+
+def _unmarking(event: str, row: str) -> str:
+    """A trigger removing the rollup mark of the day of each point inserted, updated or
+    deleted (the day by floor division, for points before 1970 too)."""
+    ts = f"{row}.ts"
+    return (
+        f"CREATE TRIGGER history_rollup_{event.lower()} AFTER {event} ON history BEGIN "
+        f"DELETE FROM rollup_days WHERE device_id = {row}.device_id AND ds_id = {row}.ds_id "
+        f"AND day = ({ts} - (({ts} % {ROLLUP_DAY}) + {ROLLUP_DAY}) % {ROLLUP_DAY}) / {ROLLUP_DAY}; "
+        "END;"
+    )
+
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the whole initial schema
@@ -282,6 +295,32 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE users ADD COLUMN invitation_expires INTEGER;
     UPDATE users SET name = email;
     CREATE UNIQUE INDEX users_by_invitation ON users (invitation_hash);
+    """,
+    # 10: the history rollup (see `sql.ROLLUP_SLOT`): per series, the aggregates of each
+    # 15-minute slot, valid for the days marked in rollup_days; any change to a day's points
+    # removes its mark. Built lazily, on reading (`Store.history_slots`).
+    f"""
+    CREATE TABLE rollup_slots (
+        device_id INTEGER NOT NULL,
+        ds_id INTEGER NOT NULL,
+        slot INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        total REAL,
+        low REAL,
+        high REAL,
+        first_value TEXT NOT NULL,
+        last_value TEXT NOT NULL,
+        PRIMARY KEY (device_id, ds_id, slot)
+    ) WITHOUT ROWID;
+    CREATE TABLE rollup_days (
+        device_id INTEGER NOT NULL,
+        ds_id INTEGER NOT NULL,
+        day INTEGER NOT NULL,
+        PRIMARY KEY (device_id, ds_id, day)
+    ) WITHOUT ROWID;
+    {_unmarking("INSERT", "NEW")}
+    {_unmarking("UPDATE", "NEW")}
+    {_unmarking("DELETE", "OLD")}
     """,
 )
 
