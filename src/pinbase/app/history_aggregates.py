@@ -6,7 +6,8 @@ of the range in small UTC slots (one grouped read computing only what the functi
 15-minute slot fits in one bucket of every interval of 15 minutes or more whenever the zone's
 offsets over the range are whole quarters of an hour (every zone since 1970 but a few); when a
 slot holding points straddles a bucket boundary the read is made again with finer slots
-(`SLOTS`), so the answer is exact in every zone.
+(`SLOTS`), so the answer is exact in every zone. The 15-minute slots of settled days come from
+the store's rollup (see `pinbase.store.rollup`), computed once rather than on every read.
 """
 
 from __future__ import annotations

@@ -25,9 +25,16 @@ array writes, partitions and notifications). Decisions:
   `pinbase.app.ingest`). Pages order points by (ts, seq), so points of one millisecond come in
   one order, imported ones first; the bucket counts and the paging pieces go by ts alone, and a
   millisecond is never split between pieces, so totals and offsets stay exact.
+- Aggregated reads in 15-minute slots go through the history rollup (`ROLLUP_SLOT`, planned in
+  `rollup.py`): stored slot aggregates, valid for the days of a series marked in `rollup_days`,
+  filled lazily by reads of settled days, and unmarked by triggers on every change to a day's
+  points (so a write of "now" costs a key lookup, not an aggregate update: a minimum or a last
+  value cannot be taken back when a point goes). The day width is baked into the schemas'
+  triggers like the bucket width. See `_rollup_fill` for why a fill never marks a stale day.
 - The schemas themselves stay written out per backend (`sqlite/schema.py`, `postgres/schema.py`):
   a migration records what was applied and must not change when a spec here does. Only the
-  bucket width is substituted into them. The column lists here must match those schemas; the
+  bucket width and the rollup's day (and PostgreSQL's recent-write bound) are substituted into
+  them. The column lists here must match those schemas; the
   store contract tests round-trip every column on both backends.
 """
 

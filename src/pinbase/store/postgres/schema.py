@@ -15,6 +15,15 @@ and later points of the series and millisecond, their number << 32. Migration 2 
 with a constant default (no table rewrite: the points so far become seq 0) and rebuilds the
 primary key of every partition, under the migration lock, in the one transaction of the
 migration (history is locked meanwhile: a large history makes a slow first start).
+
+The history rollup (migration 10, `sql.ROLLUP_SLOT`) is unmarked by statement triggers on
+history's inserts, updates and deletes. A statement whose points are all stamped within
+`sql.ROLLUP_RECENT` of the database's clock skips it (a day is marked only `sql.ROLLUP_SETTLED`
+after it ended, so a write of "now" costs one scan of its new rows); any other first locks
+`rollup_days` in ROW EXCLUSIVE mode, then deletes the marks of its points' days. A fill locks
+history, then `rollup_days` in SHARE ROW EXCLUSIVE mode (`sql._rollup_fill`), so it waits for
+the writes that unmarked and sees their points, and later writes wait for it. Dropping a month
+deletes the month's rollup rows itself (no trigger sees a dropped partition's points go).
 """
 
 from __future__ import annotations

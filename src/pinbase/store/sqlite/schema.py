@@ -13,6 +13,10 @@ triggers are recreated on the new table. seq comes before value, with the other 
 SQLite 3.40's integrity check wrongly reports "NULL value" for a WITHOUT ROWID table whose
 non-key column precedes a key column, and the start-up check would then refuse a sound file.
 Every statement names its columns, so the order differs from PostgreSQL's harmlessly.
+
+The history rollup (migration 10, `sql.ROLLUP_SLOT`) is unmarked by row triggers: each point
+inserted, updated or deleted deletes the mark of its day (one primary-key lookup in the small
+`rollup_days`). A fill runs in the one writer's transaction, so no write interleaves with it.
 """
 
 from __future__ import annotations
