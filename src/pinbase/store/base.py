@@ -392,9 +392,9 @@ class Store(abc.ABC):
             self.SQL.rollup[function],
             (device_id, ds_id, first_day, last_day, plan.first_slot, plan.last_slot),
         )
-        slots = plan.read(rows)
+        slots, gaps = plan.split(rows)
         fresh: list[tuple[int, int, Any]] = []
-        for low, high in plan.gaps():
+        for low, high in gaps:
             fresh += await self._grouped_slots(device_id, ds_id, low, high, slot, function)
         for first, last in plan.to_fill(fresh, now_ms()):
             params = [(device_id, ds_id, first, last)]

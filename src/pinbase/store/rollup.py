@@ -17,6 +17,11 @@ from pinbase.store.sql import ROLLUP_DAY, ROLLUP_SETTLED, ROLLUP_SLOT
 
 FILL_DAYS = 31
 """The most days one fill rolls up (one transaction each: a write waits at most that long)."""
+FILLS_PER_READ = 12
+"""The most fills one read makes: a read of a long range never rolled up stays bounded (the
+next reads roll up the rest)."""
+MAX_GAPS = 32
+"""The most stretches read from the points: beyond, one read of the whole range is cheaper."""
 
 Slot = tuple[int, int, Any]
 """(slot start, points, the slot function's value)."""
@@ -38,18 +43,22 @@ class Plan:
             self.whole_days = (self.first_slot // ROLLUP_DAY, (self.stop - 1) // ROLLUP_DAY)
         self.marked: set[int] = set()
 
-    def read(self, rows: Sequence[Sequence[Any]]) -> list[Slot]:
-        """The slots of the marked days from the rollup read (`sql.Statements.rollup`)."""
+    def split(self, rows: Sequence[Sequence[Any]]) -> tuple[list[Slot], list[tuple[int, int]]]:
+        """Given the rollup read (`sql.Statements.rollup`): the slots of the marked days, and
+        the stretches of the range to read from the points (both bounds included), each
+        starting and ending on a slot boundary but at the range's two ends."""
         self.marked = {row[1] for row in rows if row[0] == 0}
-        return [
+        gaps = self._gaps()
+        if len(gaps) > MAX_GAPS:
+            return [], [(self.start, self.end)]
+        slots = [
             (row[1], row[2], row[3])
             for row in rows
             if row[0] == 1 and row[1] // ROLLUP_DAY in self.marked
         ]
+        return slots, gaps
 
-    def gaps(self) -> list[tuple[int, int]]:
-        """The stretches of the range the marked days do not cover (both bounds included),
-        each starting and ending on a slot boundary but at the range's two ends."""
+    def _gaps(self) -> list[tuple[int, int]]:
         gaps = []
         low = self.start
         for day in sorted(self.marked):
@@ -64,7 +73,8 @@ class Plan:
     def to_fill(self, fresh: Sequence[Slot], now: int) -> list[tuple[int, int]]:
         """The spans of days (first, last) to roll up after the points of `fresh` slots were
         read: from the first to the last settled day holding whole slots of the range whose
-        points were read, the days not marked, at most `FILL_DAYS` a span."""
+        points were read, the days not marked, at most `FILL_DAYS` a span and
+        `FILLS_PER_READ` spans, oldest first."""
         if self.whole_days is None:
             return []
         settled = (now - ROLLUP_SETTLED) // ROLLUP_DAY  # the first day not yet settled
@@ -78,17 +88,18 @@ class Plan:
             return []
         spans: list[tuple[int, int]] = []
         first: int | None = None
-        for day in range(min(read), max(read) + 1):
+        day, last = min(read), max(read)
+        while day <= last and len(spans) < FILLS_PER_READ:
             if day in self.marked:
                 if first is not None:
                     spans.append((first, day - 1))
                 first = None
-                continue
-            if first is None:
-                first = day
-            if day - first + 1 == FILL_DAYS:
-                spans.append((first, day))
-                first = None
-        if first is not None:
-            spans.append((first, max(read)))
+            else:
+                first = day if first is None else first
+                if day - first + 1 == FILL_DAYS:
+                    spans.append((first, day))
+                    first = None
+            day += 1
+        if first is not None and len(spans) < FILLS_PER_READ:
+            spans.append((first, last))
         return spans
