@@ -16,7 +16,8 @@ Every statement names its columns, so the order differs from PostgreSQL's harmle
 
 The history rollup (migration 10, `sql.ROLLUP_SLOT`) is unmarked by row triggers: each point
 inserted, updated or deleted deletes the mark of its day (one primary-key lookup in the small
-`rollup_days`). A fill runs in the one writer's transaction, so no write interleaves with it.
+`rollup_days`, in the counting triggers for inserts and deletes). A fill runs in the one
+writer's transaction, so no write interleaves with it.
 """
 
 from __future__ import annotations
@@ -27,15 +28,14 @@ from pinbase.store.errors import SchemaTooNew
 from pinbase.store.sql import BUCKET_SHIFT, ROLLUP_DAY
 
 
-def _unmarking(event: str, row: str) -> str:
-    """A trigger removing the rollup mark of the day of each point inserted, updated or
-    deleted (the day by floor division, for points before 1970 too)."""
+def _unmark(row: str) -> str:
+    """The statement removing the rollup mark of the day of a point (`row`: NEW or OLD; the
+    day by floor division, for points before 1970 too)."""
     ts = f"{row}.ts"
+    day = f"({ts} - (({ts} % {ROLLUP_DAY}) + {ROLLUP_DAY}) % {ROLLUP_DAY}) / {ROLLUP_DAY}"
     return (
-        f"CREATE TRIGGER history_rollup_{event.lower()} AFTER {event} ON history BEGIN "
         f"DELETE FROM rollup_days WHERE device_id = {row}.device_id AND ds_id = {row}.ds_id "
-        f"AND day = ({ts} - (({ts} % {ROLLUP_DAY}) + {ROLLUP_DAY}) % {ROLLUP_DAY}) / {ROLLUP_DAY}; "
-        "END;"
+        f"AND day = {day};"
     )
 
 
@@ -302,7 +302,9 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 10: the history rollup (see `sql.ROLLUP_SLOT`): per series, the aggregates of each
     # 15-minute slot, valid for the days marked in rollup_days; any change to a day's points
-    # removes its mark. Built lazily, on reading (`Store.history_slots`).
+    # removes its mark, in the counting triggers (one trigger a point, not two: measured
+    # +4 % on a bare insert of 20,000 points where a trigger of its own cost +10 %). Built
+    # lazily, on reading (`Store.history_slots`).
     f"""
     CREATE TABLE rollup_slots (
         device_id INTEGER NOT NULL,
@@ -322,9 +324,22 @@ MIGRATIONS: tuple[str, ...] = (
         day INTEGER NOT NULL,
         PRIMARY KEY (device_id, ds_id, day)
     ) WITHOUT ROWID;
-    {_unmarking("INSERT", "NEW")}
-    {_unmarking("UPDATE", "NEW")}
-    {_unmarking("DELETE", "OLD")}
+    DROP TRIGGER history_counted;
+    DROP TRIGGER history_uncounted;
+    CREATE TRIGGER history_counted AFTER INSERT ON history BEGIN
+        INSERT INTO history_counts (device_id, ds_id, bucket, n)
+        VALUES (NEW.device_id, NEW.ds_id, NEW.ts >> {BUCKET_SHIFT}, 1)
+        ON CONFLICT (device_id, ds_id, bucket) DO UPDATE SET n = n + 1;
+        {_unmark("NEW")}
+    END;
+    CREATE TRIGGER history_uncounted AFTER DELETE ON history BEGIN
+        UPDATE history_counts SET n = n - 1
+        WHERE device_id = OLD.device_id AND ds_id = OLD.ds_id AND bucket = OLD.ts >> {BUCKET_SHIFT};
+        {_unmark("OLD")}
+    END;
+    CREATE TRIGGER history_rollup_update AFTER UPDATE ON history BEGIN
+        {_unmark("NEW")}
+    END;
     """,
 )
 
