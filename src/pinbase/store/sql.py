@@ -34,8 +34,8 @@ array writes, partitions and notifications). Decisions:
 - The schemas themselves stay written out per backend (`sqlite/schema.py`, `postgres/schema.py`):
   a migration records what was applied and must not change when a spec here does. Only the
   bucket width and the rollup's day (and PostgreSQL's recent-write bound) are substituted into
-  them. The column lists here must match those schemas; the
-  store contract tests round-trip every column on both backends.
+  them. The column lists here must match those schemas; the store contract tests round-trip
+  every column on both backends.
 """
 
 from __future__ import annotations
@@ -334,10 +334,11 @@ def _rollup_fill(d: Dialect) -> list[str]:
 
     A day is marked only when the fill saw every point of it: on SQLite the fill runs in the
     one writer's transaction, after every write before it and before every write after it; on
-    PostgreSQL it first locks `rollup_days` against the writes that invalidate (see
-    `postgres/schema.py`), so it reads only after those writes committed, and those that come
-    later wait for it and remove its marks. The database's clock decides there which days are
-    settled, the clock the invalidating trigger reads."""
+    PostgreSQL it first locks the history (shared) and then `rollup_days` against the writes
+    that unmark (`Statements.rollup_locks`, `postgres/schema.py`), so it reads only after those
+    writes committed, and those that come later wait for it and remove its marks. The
+    database's clock decides there which days are settled, the clock the unmarking trigger
+    reads."""
     p = d.param
     series = f"device_id = {p(1)} AND ds_id = {p(2)}"
     first = f"CAST({p(3)} AS BIGINT) * {ROLLUP_DAY}"
