@@ -7,12 +7,17 @@ are fixed numbers of 2020, long settled, so nothing depends on the clock."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from helpers import fresh_store
+import asyncpg
+import pytest
+
+from helpers import DEADLINE, fresh_store
 from pinbase.store import Store
+from pinbase.store.postgres.store import PostgresStore
 from pinbase.store.records import ValueWrites
 from pinbase.store.sql import ROLLUP_DAY, ROLLUP_SLOT, SLOT_FUNCTIONS
 
@@ -124,5 +129,49 @@ def test_the_rollup_equals_the_points_after_every_change(backend: str, tmp_path:
         await check(store, points, ranges)
         await write(store, points, [(NUMBERS, FEB_1_2020 + 5, 0, "4")])
         await check(store, points, ranges)
+
+    run(backend, tmp_path, body)
+
+
+def test_a_fill_waits_for_a_write_into_its_days_on_postgresql(backend: str, tmp_path: Path) -> None:
+    """A write of an old point, not yet committed, holds the rollup's fill of its day until it
+    commits; the fill then sees the point (without the lock it would mark the day without it)."""
+    if backend != "postgresql":
+        pytest.skip("SQLite fills in its one writer's transaction: nothing can interleave")
+
+    async def body(store: Store) -> None:
+        assert isinstance(store, PostgresStore)
+        points: Points = {}
+        await write(store, points, [(NUMBERS, JAN_30_2020 + ts, 0, "1") for ts in (0, 7, 99)])
+        start, end = JAN_30_2020, JAN_30_2020 + ROLLUP_DAY - 1
+        writer, watcher = await asyncpg.connect(store.url), await asyncpg.connect(store.url)
+        try:
+            transaction = writer.transaction()
+            await transaction.start()
+            await writer.execute(
+                "INSERT INTO history (device_id, ds_id, ts, seq, value) "
+                "VALUES ($1, $2, $3, 0, '5')",
+                DEVICE,
+                NUMBERS,
+                JAN_30_2020 + 3 * ROLLUP_SLOT,
+            )
+            read = asyncio.create_task(
+                store.history_slots(DEVICE, NUMBERS, start, end, ROLLUP_SLOT, "sum")
+            )
+            deadline = time.monotonic() + DEADLINE
+            while not await watcher.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE 'LOCK TABLE rollup_days%'"
+            ):
+                assert time.monotonic() < deadline and not read.done(), "the fill did not wait"
+                await asyncio.sleep(0.02)
+            await transaction.commit()
+            await read  # answered before the write committed: without the point
+            points[(DEVICE, NUMBERS, JAN_30_2020 + 3 * ROLLUP_SLOT, 0)] = "5"
+            assert await marked_days(store) == 1
+            await check(store, points, [(start, end)])
+        finally:
+            await writer.close()
+            await watcher.close()
 
     run(backend, tmp_path, body)
