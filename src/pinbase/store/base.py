@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, ClassVar, Protocol
 
@@ -54,6 +55,8 @@ from pinbase.store.sql import (
     Statements,
     Table,
 )
+
+log = logging.getLogger(__name__)
 
 
 class Channel(Protocol):
@@ -381,7 +384,8 @@ class Store(abc.ABC):
 
         Slots of `sql.ROLLUP_SLOT` come from the rollup where it holds them (see `rollup`):
         one read of the rollup, one grouped read of the points for each stretch it does not
-        hold, and the settled days among those rolled up for the next read."""
+        hold, and the settled days among those rolled up for the next read (a write that fails
+        there is logged: the answer stands)."""
         if slot != ROLLUP_SLOT:
             return await self._grouped_slots(device_id, ds_id, start, end, slot, function)
         plan = Plan(start, end)
@@ -398,10 +402,14 @@ class Store(abc.ABC):
             fresh += await self._grouped_slots(device_id, ds_id, low, high, slot, function)
         for first, last in plan.to_fill(fresh, now_ms()):
             params = [(device_id, ds_id, first, last)]
-            await self._run_writes(
-                [(sql, [()]) for sql in self.SQL.rollup_locks]
-                + [(sql, params) for sql in self.SQL.rollup_fill]
-            )
+            try:
+                await self._run_writes(
+                    [(sql, [()]) for sql in self.SQL.rollup_locks]
+                    + [(sql, params) for sql in self.SQL.rollup_fill]
+                )
+            except StoreError as exc:  # the answer stands; a later read rolls the days up
+                log.warning("history rollup of days %d to %d not stored: %s", first, last, exc)
+                break
         return sorted(slots + fresh)
 
     async def _grouped_slots(
