@@ -17,7 +17,8 @@ primary key of every partition, under the migration lock, in the one transaction
 migration (history is locked meanwhile: a large history makes a slow first start).
 
 The history rollup (migration 10, `sql.ROLLUP_SLOT`) is unmarked by statement triggers on
-history's inserts, updates and deletes. A statement whose points are all stamped within
+history's inserts, updates and deletes (for inserts and deletes, in the counting triggers: one
+trigger call a statement, not two). A statement whose points are all stamped within
 `sql.ROLLUP_RECENT` of the database's clock skips it (a day is marked only `sql.ROLLUP_SETTLED`
 after it ended, so a write of "now" costs one scan of its new rows); any other first locks
 `rollup_days` in ROW EXCLUSIVE mode, then deletes the marks of its points' days. A fill locks
@@ -35,6 +36,21 @@ import asyncpg
 
 from pinbase.store.errors import SchemaTooNew
 from pinbase.store.sql import BUCKET_SHIFT, ROLLUP_DAY, ROLLUP_RECENT
+
+
+def _unmark(rows: str) -> str:
+    """The PL/pgSQL removing the rollup marks of the days of the points of transition table
+    `rows`, unless all are recent (see the module docstring); the day by floor division."""
+    day = f"(ts - ((ts % {ROLLUP_DAY}) + {ROLLUP_DAY}) % {ROLLUP_DAY}) / {ROLLUP_DAY}"
+    now = "CAST(extract(epoch FROM clock_timestamp()) * 1000 AS bigint)"
+    return (
+        f"IF EXISTS (SELECT 1 FROM {rows} WHERE ts < {now} - {ROLLUP_RECENT}) THEN "
+        "LOCK TABLE rollup_days IN ROW EXCLUSIVE MODE; "
+        f"DELETE FROM rollup_days r USING (SELECT DISTINCT device_id, ds_id, {day} AS day "
+        f"FROM {rows}) c WHERE r.device_id = c.device_id AND r.ds_id = c.ds_id AND r.day = c.day; "
+        "END IF;"
+    )
+
 
 MIGRATIONS: tuple[str, ...] = (
     f"""
@@ -337,27 +353,31 @@ MIGRATIONS: tuple[str, ...] = (
         day bigint NOT NULL,
         PRIMARY KEY (device_id, ds_id, day)
     );
-    CREATE FUNCTION history_rollup_unmarked() RETURNS trigger LANGUAGE plpgsql AS $$
+    CREATE OR REPLACE FUNCTION history_counted() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-        IF EXISTS (SELECT 1 FROM changed WHERE ts < CAST(extract(epoch FROM clock_timestamp())
-                   * 1000 AS bigint) - {ROLLUP_RECENT}) THEN
-            LOCK TABLE rollup_days IN ROW EXCLUSIVE MODE;
-            DELETE FROM rollup_days r USING (
-                SELECT DISTINCT device_id, ds_id,
-                    (ts - ((ts % {ROLLUP_DAY}) + {ROLLUP_DAY}) % {ROLLUP_DAY}) / {ROLLUP_DAY} AS day
-                FROM changed
-            ) c WHERE r.device_id = c.device_id AND r.ds_id = c.ds_id AND r.day = c.day;
-        END IF;
+        INSERT INTO history_counts (device_id, ds_id, bucket, n)
+        SELECT device_id, ds_id, ts >> {BUCKET_SHIFT}, count(*) FROM inserted
+        GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+        ON CONFLICT (device_id, ds_id, bucket) DO UPDATE SET n = history_counts.n + EXCLUDED.n;
+        {_unmark("inserted")}
         RETURN NULL;
     END $$;
-    CREATE TRIGGER history_rollup_insert AFTER INSERT ON history
-        REFERENCING NEW TABLE AS changed
-        FOR EACH STATEMENT EXECUTE FUNCTION history_rollup_unmarked();
+    CREATE OR REPLACE FUNCTION history_uncounted() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE history_counts c SET n = c.n - d.n
+        FROM (SELECT device_id, ds_id, ts >> {BUCKET_SHIFT} AS bucket, count(*) AS n FROM deleted
+              GROUP BY 1, 2, 3) d
+        WHERE c.device_id = d.device_id AND c.ds_id = d.ds_id AND c.bucket = d.bucket;
+        {_unmark("deleted")}
+        RETURN NULL;
+    END $$;
+    CREATE FUNCTION history_rollup_unmarked() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        {_unmark("changed")}
+        RETURN NULL;
+    END $$;
     CREATE TRIGGER history_rollup_update AFTER UPDATE ON history
         REFERENCING NEW TABLE AS changed
-        FOR EACH STATEMENT EXECUTE FUNCTION history_rollup_unmarked();
-    CREATE TRIGGER history_rollup_delete AFTER DELETE ON history
-        REFERENCING OLD TABLE AS changed
         FOR EACH STATEMENT EXECUTE FUNCTION history_rollup_unmarked();
     """,
 )
