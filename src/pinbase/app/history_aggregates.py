@@ -6,7 +6,8 @@ of the range in small UTC slots (one grouped read computing only what the functi
 15-minute slot fits in one bucket of every interval of 15 minutes or more whenever the zone's
 offsets over the range are whole quarters of an hour (every zone since 1970 but a few); when a
 slot holding points straddles a bucket boundary the read is made again with finer slots
-(`SLOTS`), so the answer is exact in every zone.
+(`SLOTS`), so the answer is exact in every zone. The 15-minute slots of settled days come from
+the store's rollup (see `pinbase.store.rollup`), computed once rather than on every read.
 """
 
 from __future__ import annotations
@@ -19,7 +20,16 @@ import orjson
 from pinbase.app.caller import Caller, viewed
 from pinbase.app.datastream_values import FROM_AFTER_TO, NEED_DATASTREAM, datastream
 from pinbase.app.timezones import load_zone, query_zone
-from pinbase.domain.buckets import EARLIEST, LATEST, MINUTE, NOMINAL, Buckets, Interval
+from pinbase.domain.buckets import (
+    EARLIEST,
+    LATEST,
+    MINUTE,
+    NOMINAL,
+    Buckets,
+    Interval,
+    key_of,
+    offset,
+)
 from pinbase.domain.errors import Invalid
 from pinbase.domain.model import DataType
 
@@ -70,11 +80,23 @@ def _bucketed(
     end: int,
 ) -> dict[int, _Bucket] | None:
     """The slots merged by bucket key (`function` being what the store computed per slot);
-    None when a slot straddles a bucket boundary."""
+    None when a slot straddles a bucket boundary.
+
+    A slot's two ends tell its bucket (zones never change offsets twice within one slot). The
+    zone's offset is looked up at the slot's start and just after its end, which is the next
+    slot's start; when the two agree the offset holds throughout, so a run of slots costs one
+    lookup per slot, not two."""
     merged: dict[int, _Bucket] = {}
+    zone, interval = buckets.zone, buckets.interval
+    after, shift_after = start - 1, 0  # the last instant looked up after a slot, its offset
     for slot, points, value in slots:
-        key = buckets.key(max(slot, start))
-        if buckets.key(min(slot + width - 1, end)) != key:
+        low, high = max(slot, start), min(slot + width - 1, end)
+        shift = shift_after if low == after else offset(zone, low)
+        after = slot + width
+        shift_after = offset(zone, after)
+        shift_high = shift if shift_after == shift else offset(zone, high)
+        key = key_of(interval, low + shift)
+        if key_of(interval, high + shift_high) != key:
             return None
         bucket = merged.get(key)
         if bucket is None:

@@ -21,7 +21,8 @@ What is not copied:
   copying them would carry over half-rotated refresh families and revocation state that mean
   nothing to a different deployment, for no gain over one new token request.)
 - Derived or private state: the history bucket counts (the target rebuilds them as the points
-  arrive), the catalog generation, the schema version and PostgreSQL's rate-limit buckets.
+  arrive), the history rollup (the target builds its own as it is read), the catalog
+  generation, the schema version and PostgreSQL's rate-limit buckets.
 
 Every row is written with an upsert keyed like the source (the same ids), so a run can be
 repeated safely: a second run, or one resuming an interrupted run, adds nothing twice, and a

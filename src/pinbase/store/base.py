@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, ClassVar, Protocol
 
+from pinbase.domain.clock import now_ms
 from pinbase.domain.model import Catalog
 from pinbase.domain.ratelimit import TokenBuckets
 from pinbase.store.errors import Conflict, StoreError, StoreUnavailable
@@ -40,6 +42,7 @@ from pinbase.store.records import (
     ValueWrites,
     WebhookRow,
 )
+from pinbase.store.rollup import Plan
 from pinbase.store.sql import (
     COUNTED_TABLES,
     CURRENT,
@@ -48,9 +51,12 @@ from pinbase.store.sql import (
     HISTORY,
     LAST_UPDATES,
     PROPERTIES,
+    ROLLUP_SLOT,
     Statements,
     Table,
 )
+
+log = logging.getLogger(__name__)
 
 
 class Channel(Protocol):
@@ -374,7 +380,41 @@ class Store(abc.ABC):
         ms, aligned on multiples of `slot` since the epoch: (slot start, points, `function`
         of the slot's values), oldest first, only slots holding points. `function` is one of
         `sql.SLOT_FUNCTIONS`: count, sum, min and max of the values as numbers, first and last
-        the JSON text of the slot's first and last point. One grouped read."""
+        the JSON text of the slot's first and last point.
+
+        Slots of `sql.ROLLUP_SLOT` come from the rollup where it holds them (see `rollup`):
+        one read of the rollup, one grouped read of the points for each stretch it does not
+        hold, and the settled days among those rolled up for the next read (a write that fails
+        there is logged: the answer stands)."""
+        if slot != ROLLUP_SLOT:
+            return await self._grouped_slots(device_id, ds_id, start, end, slot, function)
+        plan = Plan(start, end)
+        if plan.whole_days is None:
+            return await self._grouped_slots(device_id, ds_id, start, end, slot, function)
+        first_day, last_day = plan.whole_days
+        rows = await self._fetch(
+            self.SQL.rollup[function],
+            (device_id, ds_id, first_day, last_day, plan.first_slot, plan.last_slot),
+        )
+        slots, gaps = plan.split(rows)
+        fresh: list[tuple[int, int, Any]] = []
+        for low, high in gaps:
+            fresh += await self._grouped_slots(device_id, ds_id, low, high, slot, function)
+        for first, last in plan.to_fill(fresh, now_ms()):
+            params = [(device_id, ds_id, first, last)]
+            try:
+                await self._run_writes(
+                    [(sql, [()]) for sql in self.SQL.rollup_locks]
+                    + [(sql, params) for sql in self.SQL.rollup_fill]
+                )
+            except StoreError as exc:  # the answer stands; a later read rolls the days up
+                log.warning("history rollup of days %d to %d not stored: %s", first, last, exc)
+                break
+        return sorted(slots + fresh)
+
+    async def _grouped_slots(
+        self, device_id: int, ds_id: int, start: int, end: int, slot: int, function: str
+    ) -> list[tuple[int, int, Any]]:
         base = start // slot * slot
         rows = await self._fetch(
             self.SQL.slots[function], (device_id, ds_id, start, end, base, slot)

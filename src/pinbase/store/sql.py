@@ -25,10 +25,17 @@ array writes, partitions and notifications). Decisions:
   `pinbase.app.ingest`). Pages order points by (ts, seq), so points of one millisecond come in
   one order, imported ones first; the bucket counts and the paging pieces go by ts alone, and a
   millisecond is never split between pieces, so totals and offsets stay exact.
+- Aggregated reads in 15-minute slots go through the history rollup (`ROLLUP_SLOT`, planned in
+  `rollup.py`): stored slot aggregates, valid for the days of a series marked in `rollup_days`,
+  filled lazily by reads of settled days, and unmarked by triggers on every change to a day's
+  points (so a write of "now" costs a key lookup, not an aggregate update: a minimum or a last
+  value cannot be taken back when a point goes). The day width is baked into the schemas'
+  triggers like the bucket width. See `_rollup_fill` for why a fill never marks a stale day.
 - The schemas themselves stay written out per backend (`sqlite/schema.py`, `postgres/schema.py`):
   a migration records what was applied and must not change when a spec here does. Only the
-  bucket width is substituted into them. The column lists here must match those schemas; the
-  store contract tests round-trip every column on both backends.
+  bucket width and the rollup's day (and PostgreSQL's recent-write bound) are substituted into
+  them. The column lists here must match those schemas; the store contract tests round-trip
+  every column on both backends.
 """
 
 from __future__ import annotations
@@ -221,10 +228,39 @@ def _select(table: Table, where: str = "") -> str:
 SLOT_FUNCTIONS = ("count", "sum", "min", "max", "first", "last")
 """What a grouped history read computes per slot (`Statements.slots`)."""
 
+ROLLUP_SLOT = 15 * 60_000
+"""The slot of the history rollup (`rollup_slots`): per series and 15-minute UTC slot, the
+count, sum, minimum and maximum of the points' numbers and the first and last point's value."""
+ROLLUP_DAY = 86_400_000
+"""The rollup is kept true by UTC day (`rollup_days`): a day of a series is marked when the rows
+of its slots are exact, and any change to the day's points removes the mark."""
+ROLLUP_SETTLED = 2 * 3_600_000
+"""Only days that ended at least this long ago (ms) are rolled up."""
+ROLLUP_RECENT = 3_600_000
+"""On PostgreSQL a write whose points are all stamped later than this long before now (ms)
+cannot touch a rolled-up day, so it skips the invalidation (`postgres/schema.py`)."""
+ROLLUP_COLUMNS = {
+    "count": "n",
+    "sum": "total",
+    "min": "low",
+    "max": "high",
+    "first": "first_value",
+    "last": "last_value",
+}
+"""The rollup column of each slot function."""
 
-def _slots(d: Dialect, function: str) -> str:
-    """A grouped history read (`Store.history_slots`): parameters device, datastream, first
-    and last ts, the first slot's start, the slot width.
+
+def _grouped(
+    d: Dialect,
+    functions: Sequence[str],
+    bounds: tuple[str, str, str, str],
+    number: str | None = None,
+) -> str:
+    """A grouped history read of the series (parameters 1 and 2) from the first to the last ts
+    of `bounds` (both included) in slots of its width from its base (`bounds`: SQL expressions
+    of first, last, base and width): the slot number `slot`, the count of its points `n`, then
+    each of `functions` (`SLOT_FUNCTIONS`) of them, as `f_<function>`; `number` is the SQL of
+    the number a point's value holds.
 
     PostgreSQL groups the range's points (a hash aggregate). SQLite would sort them to group by
     an expression (a temporary B-tree: most of the time of a 259,200-point read), so it walks
@@ -232,22 +268,25 @@ def _slots(d: Dialect, function: str) -> str:
     first point after the slot before (empty stretches cost one seek), then reads each slot's
     points by their key range."""
     p = d.param
-    number = d.number("value")
+    first, last, base, width = bounds
+    number = number or d.number("value")
     if d.mark == "$":
-        order = {"first": "ASC", "last": "DESC"}.get(function, "")
         computed = {
             "count": "count(*)",
             "sum": f"sum({number})",
             "min": f"min({number})",
             "max": f"max({number})",
-        }.get(function, f"(array_agg(value ORDER BY ts {order}, seq {order}))[1]")
+            "first": "(array_agg(value ORDER BY ts ASC, seq ASC))[1]",
+            "last": "(array_agg(value ORDER BY ts DESC, seq DESC))[1]",
+        }
+        columns = ", ".join(f"{computed[f]} AS f_{f}" for f in functions)
         return (
-            f"SELECT (ts - {p(5)}) / {p(6)} AS slot, count(*), {computed} FROM history "
-            f"WHERE device_id = {p(1)} AND ds_id = {p(2)} AND ts BETWEEN {p(3)} AND {p(4)} "
+            f"SELECT (ts - {base}) / {width} AS slot, count(*) AS n, {columns} FROM history "
+            f"WHERE device_id = {p(1)} AND ds_id = {p(2)} AND ts BETWEEN {first} AND {last} "
             "GROUP BY slot ORDER BY slot"
         )
     series = f"FROM history WHERE device_id = {p(1)} AND ds_id = {p(2)} AND ts BETWEEN"
-    own = f"{series} max(s, {p(3)}) AND min(s + {p(6)} - 1, {p(4)})"
+    own = f"{series} max(s, {first}) AND min(s + {width} - 1, {last})"
     computed = {
         "count": f"SELECT count(*) {own}",
         "sum": f"SELECT total({number}) {own}",
@@ -255,17 +294,80 @@ def _slots(d: Dialect, function: str) -> str:
         "max": f"SELECT max({number}) {own}",
         "first": f"SELECT value {own} ORDER BY ts, seq LIMIT 1",
         "last": f"SELECT value {own} ORDER BY ts DESC, seq DESC LIMIT 1",
-    }[function]
+    }
+    columns = ", ".join(f"({computed[f]}) AS f_{f}" for f in functions)
 
     def slot_of(low: str) -> str:
-        return f"{p(5)} + ((SELECT min(ts) {series} {low} AND {p(4)}) - {p(5)}) / {p(6)} * {p(6)}"
+        return f"{base} + ((SELECT min(ts) {series} {low} AND {last}) - {base}) / {width} * {width}"
 
     return (
-        f"WITH RECURSIVE slots(s) AS (SELECT {slot_of(p(3))} "
-        f"UNION ALL SELECT {slot_of(f's + {p(6)}')} FROM slots WHERE s IS NOT NULL) "
-        f"SELECT (s - {p(5)}) / {p(6)}, (SELECT count(*) {own}), ({computed}) "
+        f"WITH RECURSIVE slots(s) AS (SELECT {slot_of(first)} "
+        f"UNION ALL SELECT {slot_of(f's + {width}')} FROM slots WHERE s IS NOT NULL) "
+        f"SELECT (s - {base}) / {width} AS slot, (SELECT count(*) {own}) AS n, {columns} "
         "FROM slots WHERE s IS NOT NULL"
     )
+
+
+def _slots(d: Dialect, function: str) -> str:
+    """A grouped history read (`Store.history_slots`): parameters device, datastream, first
+    and last ts, the first slot's start, the slot width."""
+    p = d.param
+    return _grouped(d, (function,), (p(3), p(4), p(5), p(6)))
+
+
+def _rollup(d: Dialect, function: str) -> str:
+    """The rollup of a series (parameters 1 and 2): its marked days from day 3 to day 4 as
+    (0, day, 0, NULL), and its slot rows from slot start 5 to slot start 6 as (1, slot start,
+    count, `function` of the slot), in one statement, so in one snapshot."""
+    p = d.param
+    series = f"WHERE device_id = {p(1)} AND ds_id = {p(2)}"
+    return (
+        f"SELECT 0, day, 0, NULL FROM rollup_days {series} AND day BETWEEN {p(3)} AND {p(4)} "
+        f"UNION ALL SELECT 1, slot, n, {ROLLUP_COLUMNS[function]} FROM rollup_slots "
+        f"{series} AND slot BETWEEN {p(5)} AND {p(6)}"
+    )
+
+
+def _rollup_fill(d: Dialect) -> list[str]:
+    """Rolling up the days 3 to 4 of a series (parameters 1 and 2), in one transaction: their
+    slot rows computed again from the points, and the days marked.
+
+    A day is marked only when the fill saw every point of it: on SQLite the fill runs in the
+    one writer's transaction, after every write before it and before every write after it; on
+    PostgreSQL it first locks the history (shared) and then `rollup_days` against the writes
+    that unmark (`Statements.rollup_locks`, `postgres/schema.py`), so it reads only after those
+    writes committed, and those that come later wait for it and remove its marks. The
+    database's clock decides there which days are settled, the clock the unmarking trigger
+    reads."""
+    p = d.param
+    series = f"device_id = {p(1)} AND ds_id = {p(2)}"
+    first = f"CAST({p(3)} AS BIGINT) * {ROLLUP_DAY}"
+    last = f"(CAST({p(4)} AS BIGINT) + 1) * {ROLLUP_DAY} - 1"
+    postgres = d.mark == "$"
+    # on PostgreSQL a JSON number starts with a digit or a minus; other values have no number
+    number = f"CASE WHEN value ~ '^-?[0-9]' THEN {d.number('value')} END" if postgres else None
+    functions = SLOT_FUNCTIONS[1:]
+    grouped = _grouped(d, functions, (first, last, first, str(ROLLUP_SLOT)), number)
+    if postgres:
+        days = f"generate_series(CAST({p(3)} AS BIGINT), {p(4)}) AS day"
+        now = "CAST(extract(epoch FROM clock_timestamp()) * 1000 AS BIGINT)"
+        settled = f" WHERE (day + 1) * {ROLLUP_DAY} <= {now} - {ROLLUP_SETTLED}"
+    else:
+        days = (
+            f"(WITH RECURSIVE days(day) AS (SELECT {p(3)} UNION ALL "
+            f"SELECT day + 1 FROM days WHERE day < {p(4)}) SELECT day FROM days)"
+        )
+        settled = " WHERE true"  # the upsert parsing rule of SQLite
+    columns = ", ".join(ROLLUP_COLUMNS[f] for f in SLOT_FUNCTIONS)
+    computed = ", ".join(f"g.f_{f}" for f in functions)
+    return [
+        f"DELETE FROM rollup_slots WHERE {series} AND slot BETWEEN {first} AND {last}",
+        f"INSERT INTO rollup_slots (device_id, ds_id, slot, {columns}) "
+        f"SELECT {p(1)}, {p(2)}, {first} + g.slot * {ROLLUP_SLOT}, g.n, {computed} "
+        f"FROM ({grouped}) AS g",
+        f"INSERT INTO rollup_days (device_id, ds_id, day) SELECT {p(1)}, {p(2)}, day "
+        f"FROM {days}{settled} ON CONFLICT DO NOTHING",
+    ]
 
 
 def _history_pieces(d: Dialect) -> str:
@@ -333,6 +435,22 @@ class Statements:
         )
         self.history_pieces = _history_pieces(d)
         self.slots = {function: _slots(d, function) for function in SLOT_FUNCTIONS}
+        self.rollup = {function: _rollup(d, function) for function in SLOT_FUNCTIONS}
+        self.rollup_fill = _rollup_fill(d)
+        # PostgreSQL: what a fill locks first (the history, then the marks: see `_rollup_fill`)
+        self.rollup_locks = (
+            [
+                "LOCK TABLE history IN ACCESS SHARE MODE",
+                "LOCK TABLE rollup_days IN SHARE ROW EXCLUSIVE MODE",
+            ]
+            if d.mark == "$"
+            else []
+        )
+        # retention: the rollup of the days before day 1 (their points are gone)
+        self.forget_rollup_before = [
+            f"DELETE FROM rollup_slots WHERE slot < CAST({p(1)} AS BIGINT) * {ROLLUP_DAY}",
+            f"DELETE FROM rollup_days WHERE day < {p(1)}",
+        ]
         # metadata values written by devices and the API: no catalog change
         self.set_meta_value = self.upsert_entities["meta_values"]
         self.meta_values = f"SELECT field_id, value FROM meta_values WHERE device_id = {p(1)}"
@@ -488,7 +606,14 @@ class Statements:
         }
         self.device_data = [
             f"DELETE FROM {table} WHERE device_id = {p(1)}"
-            for table in ("current_values", "history", "history_counts", "properties")
+            for table in (
+                "current_values",
+                "history",
+                "history_counts",
+                "rollup_slots",
+                "rollup_days",
+                "properties",
+            )
         ]
         self.device_rows = [
             *self.device_data,

@@ -15,6 +15,16 @@ and later points of the series and millisecond, their number << 32. Migration 2 
 with a constant default (no table rewrite: the points so far become seq 0) and rebuilds the
 primary key of every partition, under the migration lock, in the one transaction of the
 migration (history is locked meanwhile: a large history makes a slow first start).
+
+The history rollup (migration 10, `sql.ROLLUP_SLOT`) is unmarked by statement triggers on
+history's inserts, updates and deletes (for inserts and deletes, in the counting triggers: one
+trigger call a statement, not two). A statement whose points are all stamped within
+`sql.ROLLUP_RECENT` of the database's clock skips it (a day is marked only `sql.ROLLUP_SETTLED`
+after it ended, so a write of "now" costs one scan of its new rows); any other first locks
+`rollup_days` in ROW EXCLUSIVE mode, then deletes the marks of its points' days. A fill locks
+history, then `rollup_days` in SHARE ROW EXCLUSIVE mode (`sql._rollup_fill`), so it waits for
+the writes that unmarked and sees their points, and later writes wait for it. Dropping a month
+deletes the month's rollup rows itself (no trigger sees a dropped partition's points go).
 """
 
 from __future__ import annotations
@@ -25,7 +35,22 @@ import datetime as dt
 import asyncpg
 
 from pinbase.store.errors import SchemaTooNew
-from pinbase.store.sql import BUCKET_SHIFT
+from pinbase.store.sql import BUCKET_SHIFT, ROLLUP_DAY, ROLLUP_RECENT
+
+
+def _unmark(rows: str) -> str:
+    """The PL/pgSQL removing the rollup marks of the days of the points of transition table
+    `rows`, unless all are recent (see the module docstring); the day by floor division."""
+    day = f"(ts - ((ts % {ROLLUP_DAY}) + {ROLLUP_DAY}) % {ROLLUP_DAY}) / {ROLLUP_DAY}"
+    now = "CAST(extract(epoch FROM clock_timestamp()) * 1000 AS bigint)"
+    return (
+        f"IF EXISTS (SELECT 1 FROM {rows} WHERE ts < {now} - {ROLLUP_RECENT}) THEN "
+        "LOCK TABLE rollup_days IN ROW EXCLUSIVE MODE; "
+        f"DELETE FROM rollup_days r USING (SELECT DISTINCT device_id, ds_id, {day} AS day "
+        f"FROM {rows}) c WHERE r.device_id = c.device_id AND r.ds_id = c.ds_id AND r.day = c.day; "
+        "END IF;"
+    )
+
 
 MIGRATIONS: tuple[str, ...] = (
     f"""
@@ -308,6 +333,53 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE users SET name = email;
     CREATE UNIQUE INDEX users_by_invitation ON users (invitation_hash);
     """,
+    # 10: the history rollup (see `sql.ROLLUP_SLOT` and this module's docstring)
+    f"""
+    CREATE TABLE rollup_slots (
+        device_id integer NOT NULL,
+        ds_id integer NOT NULL,
+        slot bigint NOT NULL,
+        n bigint NOT NULL,
+        total double precision,
+        low double precision,
+        high double precision,
+        first_value text NOT NULL,
+        last_value text NOT NULL,
+        PRIMARY KEY (device_id, ds_id, slot)
+    );
+    CREATE TABLE rollup_days (
+        device_id integer NOT NULL,
+        ds_id integer NOT NULL,
+        day bigint NOT NULL,
+        PRIMARY KEY (device_id, ds_id, day)
+    );
+    CREATE OR REPLACE FUNCTION history_counted() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO history_counts (device_id, ds_id, bucket, n)
+        SELECT device_id, ds_id, ts >> {BUCKET_SHIFT}, count(*) FROM inserted
+        GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+        ON CONFLICT (device_id, ds_id, bucket) DO UPDATE SET n = history_counts.n + EXCLUDED.n;
+        {_unmark("inserted")}
+        RETURN NULL;
+    END $$;
+    CREATE OR REPLACE FUNCTION history_uncounted() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE history_counts c SET n = c.n - d.n
+        FROM (SELECT device_id, ds_id, ts >> {BUCKET_SHIFT} AS bucket, count(*) AS n FROM deleted
+              GROUP BY 1, 2, 3) d
+        WHERE c.device_id = d.device_id AND c.ds_id = d.ds_id AND c.bucket = d.bucket;
+        {_unmark("deleted")}
+        RETURN NULL;
+    END $$;
+    CREATE FUNCTION history_rollup_unmarked() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        {_unmark("changed")}
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER history_rollup_update AFTER UPDATE ON history
+        REFERENCING NEW TABLE AS changed
+        FOR EACH STATEMENT EXECUTE FUNCTION history_rollup_unmarked();
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -383,6 +455,10 @@ async def drop_partitions_before(conn: asyncpg.Connection, cutoff: int) -> list[
             continue
         async with conn.transaction():
             await conn.execute(f"DROP TABLE {name}")
+            # a month holds whole days: their rollup goes with them (no trigger saw them go)
+            days = low // ROLLUP_DAY, high // ROLLUP_DAY
+            await conn.execute("DELETE FROM rollup_slots WHERE slot >= $1 AND slot < $2", low, high)
+            await conn.execute("DELETE FROM rollup_days WHERE day >= $1 AND day < $2", *days)
             # buckets wholly inside the month go; the two it shares with its neighbours
             # are recounted from the points that remain
             edges = low >> BUCKET_SHIFT, (high - 1) >> BUCKET_SHIFT

@@ -82,6 +82,7 @@ from pinbase.store.sql import (
     ONLY_NEWER,
     POSTGRES,
     PROPERTIES,
+    ROLLUP_DAY,
     Statements,
     upsert,
 )
@@ -256,7 +257,11 @@ class PostgresStore(Store):
             # through the parent, so that the counting trigger sees the rows go; the bound
             # leaves only the default partition's old points (before the monthly ones) to scan
             first_month = month_bounds(FIRST_YEAR, 1)[0]
-            await conn.execute("DELETE FROM history WHERE ts < $1", min(cutoff, first_month))
+            bound = min(cutoff, first_month)
+            async with conn.transaction():
+                await conn.execute("DELETE FROM history WHERE ts < $1", bound)
+                for statement in SQL.forget_rollup_before:
+                    await conn.execute(statement, bound // ROLLUP_DAY)
 
     async def _ensure_month(self, conn: asyncpg.Connection, year: int, month: int) -> None:
         if (year, month) not in self._months:

@@ -13,6 +13,11 @@ triggers are recreated on the new table. seq comes before value, with the other 
 SQLite 3.40's integrity check wrongly reports "NULL value" for a WITHOUT ROWID table whose
 non-key column precedes a key column, and the start-up check would then refuse a sound file.
 Every statement names its columns, so the order differs from PostgreSQL's harmlessly.
+
+The history rollup (migration 10, `sql.ROLLUP_SLOT`) is unmarked by row triggers: each point
+inserted, updated or deleted deletes the mark of its day (one primary-key lookup in the small
+`rollup_days`, in the counting triggers for inserts and deletes). A fill runs in the one
+writer's transaction, so no write interleaves with it.
 """
 
 from __future__ import annotations
@@ -20,7 +25,19 @@ from __future__ import annotations
 import sqlite3
 
 from pinbase.store.errors import SchemaTooNew
-from pinbase.store.sql import BUCKET_SHIFT
+from pinbase.store.sql import BUCKET_SHIFT, ROLLUP_DAY
+
+
+def _unmark(row: str) -> str:
+    """The statement removing the rollup mark of the day of a point (`row`: NEW or OLD; the
+    day by floor division, for points before 1970 too)."""
+    ts = f"{row}.ts"
+    day = f"({ts} - (({ts} % {ROLLUP_DAY}) + {ROLLUP_DAY}) % {ROLLUP_DAY}) / {ROLLUP_DAY}"
+    return (
+        f"DELETE FROM rollup_days WHERE device_id = {row}.device_id AND ds_id = {row}.ds_id "
+        f"AND day = {day};"
+    )
+
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the whole initial schema
@@ -282,6 +299,47 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE users ADD COLUMN invitation_expires INTEGER;
     UPDATE users SET name = email;
     CREATE UNIQUE INDEX users_by_invitation ON users (invitation_hash);
+    """,
+    # 10: the history rollup (see `sql.ROLLUP_SLOT`): per series, the aggregates of each
+    # 15-minute slot, valid for the days marked in rollup_days; any change to a day's points
+    # removes its mark, in the counting triggers (one trigger a point, not two: measured
+    # +4 % on a bare insert of 20,000 points where a trigger of its own cost +10 %). Built
+    # lazily, on reading (`Store.history_slots`).
+    f"""
+    CREATE TABLE rollup_slots (
+        device_id INTEGER NOT NULL,
+        ds_id INTEGER NOT NULL,
+        slot INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        total REAL,
+        low REAL,
+        high REAL,
+        first_value TEXT NOT NULL,
+        last_value TEXT NOT NULL,
+        PRIMARY KEY (device_id, ds_id, slot)
+    ) WITHOUT ROWID;
+    CREATE TABLE rollup_days (
+        device_id INTEGER NOT NULL,
+        ds_id INTEGER NOT NULL,
+        day INTEGER NOT NULL,
+        PRIMARY KEY (device_id, ds_id, day)
+    ) WITHOUT ROWID;
+    DROP TRIGGER history_counted;
+    DROP TRIGGER history_uncounted;
+    CREATE TRIGGER history_counted AFTER INSERT ON history BEGIN
+        INSERT INTO history_counts (device_id, ds_id, bucket, n)
+        VALUES (NEW.device_id, NEW.ds_id, NEW.ts >> {BUCKET_SHIFT}, 1)
+        ON CONFLICT (device_id, ds_id, bucket) DO UPDATE SET n = n + 1;
+        {_unmark("NEW")}
+    END;
+    CREATE TRIGGER history_uncounted AFTER DELETE ON history BEGIN
+        UPDATE history_counts SET n = n - 1
+        WHERE device_id = OLD.device_id AND ds_id = OLD.ds_id AND bucket = OLD.ts >> {BUCKET_SHIFT};
+        {_unmark("OLD")}
+    END;
+    CREATE TRIGGER history_rollup_update AFTER UPDATE ON history BEGIN
+        {_unmark("NEW")}
+    END;
     """,
 )
 

@@ -60,7 +60,7 @@ from pinbase.store.records import (
     UserRow,
     ValueWrites,
 )
-from pinbase.store.sql import ENTITIES, SQLITE, Statements
+from pinbase.store.sql import ENTITIES, ROLLUP_DAY, SQLITE, Statements
 from pinbase.store.sqlite.checks import (
     MARK,
     RECOVERED_FREE_BYTES,
@@ -583,6 +583,8 @@ class SqliteStore(Store):
         def run(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM history WHERE ts < ?", (cutoff,))
             conn.execute("DELETE FROM history_counts WHERE n <= 0")
+            for statement in SQL.forget_rollup_before:
+                conn.execute(statement, (cutoff // ROLLUP_DAY,))
 
         await self._write(run)
 
