@@ -19,17 +19,14 @@ milliseconds, with the 99th percentile; the results go to bench/results/aggregat
 
 from __future__ import annotations
 
-import asyncio
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from common import fleet, machine
-from devices import SERVER_FLAGS, DeviceServer, org_client
-from pinbase.app.provisioning import apply_to_database
+from common import fleet
+from devices import fleet_server, results_header
 from platform_devices import summary, timed
 from postgres import on_both_stores
 
@@ -63,11 +60,8 @@ def fill_history(http: httpx.Client) -> None:
 
 
 def measure(url: str, work: Path, log: Path, *flags: str) -> dict[str, Any]:
-    asyncio.run(apply_to_database(url, fleet()))
-    server = DeviceServer(work / "data", log, *flags)
-    http = org_client(server.url)
     window = {"deviceId": 1, "dataStreamId": 1, "from": START, "to": END}
-    try:
+    with fleet_server(url, fleet(), work, log, *flags) as (_, http):
         begun = time.perf_counter()
         fill_history(http)
         results: dict[str, Any] = {"import_s": round(time.perf_counter() - begun, 1)}
@@ -84,17 +78,10 @@ def measure(url: str, work: Path, log: Path, *flags: str) -> dict[str, Any]:
             results[name] = summary(samples)
         print(f"  {results}", flush=True)
         return results
-    finally:
-        http.close()
-        server.stop()
 
 
 def main() -> None:
-    results: dict[str, Any] = {
-        "machine": {**machine(), "load_average_at_start": os.getloadavg()[0]},
-        "points": POINTS,
-        "server_flags": " ".join(SERVER_FLAGS),
-    }
+    results = results_header(points=POINTS)
     on_both_stores("aggregate", results, measure)
 
 

@@ -24,8 +24,6 @@ bench/results/console.json.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import shutil
 import statistics
 import time
@@ -35,9 +33,8 @@ from typing import Any
 import httpx
 from playwright.sync_api import sync_playwright
 
-from common import CLIENT, machine
-from devices import SERVER_FLAGS, DeviceServer, org_client, percentile
-from pinbase.app.provisioning import apply_to_database
+from common import CLIENT
+from devices import fleet_server, percentile, results_header
 from postgres import on_both_stores
 
 RUNS = 40
@@ -151,26 +148,15 @@ def browse(url: str) -> dict[str, Any]:
 
 
 def measure(url: str, work: Path, log: Path, *flags: str) -> dict[str, Any]:
-    asyncio.run(apply_to_database(url, fleet()))
-    server = DeviceServer(work / "data", log, *flags)
-    http = org_client(server.url)
-    try:
+    with fleet_server(url, fleet(), work, log, *flags) as (server, http):
         fill(http)
         results = browse(server.url)
         print(f"  {results}", flush=True)
         return results
-    finally:
-        http.close()
-        server.stop()
 
 
 def main() -> None:
-    results: dict[str, Any] = {
-        "machine": {**machine(), "load_average_at_start": os.getloadavg()[0]},
-        "datastreams": DATASTREAMS,
-        "runs": RUNS,
-        "server_flags": " ".join(SERVER_FLAGS),
-    }
+    results = results_header(datastreams=DATASTREAMS, runs=RUNS)
     on_both_stores("console", results, measure)
 
 

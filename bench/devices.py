@@ -205,6 +205,32 @@ def org_client(url: str) -> httpx.Client:
     return http
 
 
+@contextlib.contextmanager
+def fleet_server(
+    url: str, document: dict[str, Any], work: Path, log: Path, *flags: str
+) -> Iterator[tuple[DeviceServer, httpx.Client]]:
+    """`document` applied to the database `url`, a `DeviceServer` on it (data in `work`) and an
+    organization client of it; both closed when the block ends."""
+    asyncio.run(apply_to_database(url, document))
+    server = DeviceServer(work / "data", log, *flags)
+    http = org_client(server.url)
+    try:
+        yield server, http
+    finally:
+        http.close()
+        server.stop()
+
+
+def results_header(**figures: Any) -> dict[str, Any]:
+    """What a benchmark's results start with: the machine, its load, the `figures` of the
+    setup, the server's flags."""
+    return {
+        "machine": {**machine(), "load_average_at_start": os.getloadavg()[0]},
+        **figures,
+        "server_flags": " ".join(SERVER_FLAGS),
+    }
+
+
 # the load generator (a separate process) -----------------------------------------------
 
 

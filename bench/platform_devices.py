@@ -24,8 +24,6 @@ bench/results/platform_devices.json.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import statistics
 import time
 from pathlib import Path
@@ -33,9 +31,8 @@ from typing import Any
 
 import httpx
 
-from common import DEVICES, fleet, machine
-from devices import SERVER_FLAGS, DeviceServer, org_client, percentile
-from pinbase.app.provisioning import apply_to_database
+from common import DEVICES, fleet
+from devices import fleet_server, percentile, results_header
 from postgres import on_both_stores
 
 PAGE_RUNS = 3
@@ -121,10 +118,7 @@ def create_and_delete(http: httpx.Client) -> dict[str, dict[str, float]]:
 
 
 def measure(url: str, work: Path, log: Path, *flags: str) -> dict[str, Any]:
-    asyncio.run(apply_to_database(url, fleet()))
-    server = DeviceServer(work / "data", log, *flags)
-    http = org_client(server.url)
-    try:
+    with fleet_server(url, fleet(), work, log, *flags) as (_, http):
         fill_values(http)
         http.get("/api/v1/organization/devices", params={"size": 1000})  # warm-up
         status = "/api/v1/organization/device/status"
@@ -138,17 +132,10 @@ def measure(url: str, work: Path, log: Path, *flags: str) -> dict[str, Any]:
         results.update(create_and_delete(http))
         print(f"  {results}", flush=True)
         return results
-    finally:
-        http.close()
-        server.stop()
 
 
 def main() -> None:
-    results: dict[str, Any] = {
-        "machine": {**machine(), "load_average_at_start": os.getloadavg()[0]},
-        "devices": DEVICES,
-        "server_flags": " ".join(SERVER_FLAGS),
-    }
+    results = results_header(devices=DEVICES)
     on_both_stores("platform_devices", results, measure)
 
 
