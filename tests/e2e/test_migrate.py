@@ -458,6 +458,7 @@ def test_migrate_between_sqlite_stores_is_complete_and_repeatable(tmp_path: Path
             await _collect(store.export_current(100), 100),
             await _collect(store.export_history(1000), 1000),
             await _collect(store.export_properties(100), 100),
+            await _collect(store.export_hardware(100), 100),
         ]
 
     async def aggregated(store: SqliteStore) -> list[Any]:
@@ -474,6 +475,9 @@ def test_migrate_between_sqlite_stores_is_complete_and_repeatable(tmp_path: Path
         try:
             await apply(source, load_document(helpers.FLEET))
             await _fill_store(source, random.Random(11))
+            for device_id in (101, 102):  # what devices reported of their hardware
+                info = f'{{"board": "ESP32", "fw": "1.{device_id}"}}'
+                await source.set_hardware_info(device_id, info, 1_767_225_600_000 + device_id)
             built = await aggregated(source)
             recorder = Recorder()
             report = await migrate(source, target, recorder, batch=500)
@@ -492,7 +496,13 @@ def test_migrate_between_sqlite_stores_is_complete_and_repeatable(tmp_path: Path
                 "history",
                 "properties",
                 "device events",
+                "hardware",
             ]
+            assert report.copied["hardware"] == 2
+            assert await target.hardware_info([101, 102, 103]) == {
+                101: '{"board": "ESP32", "fw": "1.101"}',
+                102: '{"board": "ESP32", "fw": "1.102"}',
+            }
             history_steps = [e[2] for e in recorder.events if e[:2] == ("advance", "history")]
             assert history_steps == [500] * 5 + [497]
             assert ("begin", "history", 2997) in recorder.events

@@ -868,6 +868,7 @@ def test_counts_and_exports_cover_every_row_in_key_order(run: Callable[[Body], N
         current = [(d, s, "1", 5) for d in (102, 101) for s in (2, 1)]
         await store.write_values(ValueWrites(current=current, history=history))
         await store.import_properties([(101, 1, "b", "2"), (101, 1, "a", "1"), (7, 0, "x", "y")])
+        await store.import_hardware([(102, '{"fw": "2"}', 8), (101, '{"fw": "1"}', 9)])
         counts = await store.counts()
         assert counts == {
             "organizations": 2,
@@ -885,6 +886,7 @@ def test_counts_and_exports_cover_every_row_in_key_order(run: Callable[[Body], N
             "meta_values": 0,
             "events": 0,  # event definitions: tests/store/test_events_store.py
             "device_events": 0,  # tests/store/test_events_store.py
+            "device_hardware": 2,
         }
 
         async def collect(batches: Any, size: int) -> list[Any]:
@@ -901,6 +903,10 @@ def test_counts_and_exports_cover_every_row_in_key_order(run: Callable[[Body], N
             (7, 0, "x", "y"),
             (101, 1, "a", "1"),
             (101, 1, "b", "2"),
+        ]
+        assert await collect(store.export_hardware(1), 1) == [
+            (101, '{"fw": "1"}', 9),
+            (102, '{"fw": "2"}', 8),
         ]
         with pytest.raises(ValueError):
             await collect(store.export_history(0), 0)

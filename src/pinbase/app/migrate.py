@@ -55,7 +55,7 @@ R = TypeVar("R")
 BATCH = 10_000  # rows per read and per target transaction
 ENTITY_KINDS = ENTITY_TABLES
 KINDS = COUNTED_TABLES
-PHASES = ("entities", "current values", "history", "properties", "device events")
+PHASES = ("entities", "current values", "history", "properties", "device events", "hardware")
 
 
 class CannotOpen(Exception):
@@ -177,6 +177,12 @@ async def migrate(
         counts["device_events"],
         source.export_device_events(batch),
         target.import_device_events,
+    )
+    await copy(
+        "hardware",
+        counts["device_hardware"],
+        source.export_hardware(batch),
+        target.import_hardware,
     )
     await target.allocate_writer(after=await source.writers())
 

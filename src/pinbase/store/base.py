@@ -48,6 +48,7 @@ from pinbase.store.sql import (
     CURRENT,
     DEVICE_EVENTS,
     ENTITY,
+    HARDWARE,
     HISTORY,
     LAST_UPDATES,
     PROPERTIES,
@@ -685,6 +686,16 @@ class Store(abc.ABC):
         """Every logged event as its `sql.DEVICE_EVENTS` columns, `shown` a bool."""
         async for rows in self._export(DEVICE_EVENTS, batch):
             yield [(*row[:7], bool(row[7]), *row[8:]) for row in rows]
+
+    async def export_hardware(self, batch: int) -> AsyncIterator[list[tuple[int, str, int]]]:
+        """Every device's hardware info as (device_id, info, updated_at)."""
+        async for rows in self._export(HARDWARE, batch):
+            yield rows
+
+    async def import_hardware(self, rows: Sequence[tuple[int, str, int]]) -> None:
+        """Insert or replace (device_id, info, updated_at) rows in one transaction."""
+        if rows:
+            await self._run_writes([(self.SQL.set_hardware, [tuple(row) for row in rows])])
 
     @abc.abstractmethod
     async def import_device_events(self, rows: Sequence[tuple[Any, ...]]) -> None:

@@ -185,7 +185,9 @@ DEVICE_EVENTS = Table(
     ),
 )
 """The event log (the timelines); `shown` is 0/1 in SQLite."""
-EXPORTED = (CURRENT, HISTORY, PROPERTIES, DEVICE_EVENTS)
+HARDWARE = Table("device_hardware", ("device_id",), ("device_id", "info", "updated_at"))
+"""What devices reported of their hardware (JSON object text), and when."""
+EXPORTED = (CURRENT, HISTORY, PROPERTIES, DEVICE_EVENTS, HARDWARE)
 """The value tables `pinbase migrate` streams (`Store.export`)."""
 TOKENS = Table("oauth_tokens", ("hash",), tuple(f.name for f in fields(TokenRow)))
 
@@ -197,6 +199,7 @@ COUNTED_TABLES = (
     HISTORY.name,
     PROPERTIES.name,
     DEVICE_EVENTS.name,
+    HARDWARE.name,
 )
 EVENT_COLUMNS = (
     "id, device_id, event_id, code, type, description, ts, resolved_at, resolved_comment"
