@@ -18,6 +18,10 @@ warm as a returning user's is) and reads, from the page's own performance timeli
 - the baseline, in the same run: from the HTML's last byte to `DOMContentLoaded` (the page's
   scripts parsed and run, before any API call).
 
+Last, with the page open, a device writes `LIVE_WRITES` values through the device HTTP API one
+after another; **live** is the time from each write sent to its value in the tile (a
+MutationObserver's clock and the writer's are the same machine's wall clock).
+
 Every figure is a median in milliseconds with the 90th percentile; the results go to
 bench/results/console.json.
 """
@@ -31,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Page, sync_playwright
 
 from common import CLIENT
 from devices import fleet_server, percentile, results_header
@@ -47,6 +51,15 @@ ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
 HOUR_MS = 3_600_000
+TOKEN = "BenchConsoleDeviceToken000000001"
+LIVE_WRITES = 30
+LIVE_DS = 5  # a double
+WATCH = """() => {
+  const el = document.querySelector("#ds-5 .value");
+  window.seen = [];
+  new MutationObserver(() => window.seen.push([el.textContent, Date.now()]))
+    .observe(el, {childList: true, characterData: true, subtree: true});
+}"""
 
 
 def _datastream(n: int) -> dict[str, Any]:
@@ -75,7 +88,7 @@ def fleet() -> dict[str, Any]:
                         "datastreams": [_datastream(n) for n in range(1, DATASTREAMS + 1)],
                     }
                 ],
-                "devices": [{"id": DEVICE, "name": "panel-1", "product": 1}],
+                "devices": [{"id": DEVICE, "name": "panel-1", "product": 1, "token": TOKEN}],
             }
         ]
     }
@@ -139,12 +152,33 @@ def browse(url: str) -> dict[str, Any]:
             rendered.append(times["rendered"] - times["html"])
             charted.append(charts_done - times["html"])
             baseline.append(times["dom"] - times["html"])
+        live = live_latency(url, page)
         browser.close()
     return {
         "baseline_html_to_dom_content_loaded": stats(baseline),
         "first_render": stats(rendered),
         "charts_drawn_at_most": stats(charted),
+        "live_value_on_page": stats(live),
     }
+
+
+def live_latency(url: str, page: Page) -> list[float]:
+    """Milliseconds from a device's write sent (the device HTTP API) to its value shown in the
+    tile, by the wall clock both processes share."""
+    page.wait_for_selector("main[data-live=open]")
+    page.evaluate(WATCH)
+    samples = []
+    with httpx.Client(base_url=url, timeout=30) as device:
+        for n in range(LIVE_WRITES):
+            value = 10 + n + 0.5
+            sent = time.time() * 1000
+            params = {"token": TOKEN, f"v{LIVE_DS}": str(value)}
+            device.get("/external/api/update", params=params).raise_for_status()
+            shown = f"{value} °C"
+            page.wait_for_function("t => window.seen.some(([text]) => text === t)", arg=shown)
+            at = page.evaluate("t => window.seen.find(([text]) => text === t)[1]", shown)
+            samples.append(at - sent)
+    return samples
 
 
 def measure(url: str, work: Path, log: Path, *flags: str) -> dict[str, Any]:
