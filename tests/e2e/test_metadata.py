@@ -650,9 +650,11 @@ def test_a_device_moved_to_another_product_reads_none_of_its_old_values(env: Env
     assert applied.returncode == 0, applied.stderr
     said = "deleted the metadata values of devices moved to another product: 511"
     assert said in applied.stdout.replace("\n", " ")
-    response = env.admin.get(FIELD, deviceId=MOVED)
-    assert response.status_code == 200, response.text
-    assert response.json() == [{"id": SERIAL, "name": "Gate Code", "value": "G-1"}]
+    # the server sees the change within its catalog's re-check period
+    gate = [{"id": SERIAL, "name": "Gate Code", "value": "G-1"}]
+    wait_for(
+        "the device in its new product", lambda: env.admin.get(FIELD, deviceId=MOVED).json() == gate
+    )
     # moved back without a value in the file: the Gate's value is not read as a serial number
     env.fleet_path.write_text(fleet(FIRST_APPLIED))
     apply_fleet(env.server.data_dir, env.fleet_path)
