@@ -505,6 +505,7 @@ def test_metadata_is_shown_edited_and_followed_live(env: Env, console: Console) 
     site.locator("button").click()
     site.locator("select").select_option("South")
     site.locator("button[type=submit]").click()
+    expect(site.locator("select")).to_have_count(0)  # saved: the editor is gone
     expect(site).to_contain_text("South")
     found = env.api.get("/api/v1/organization/device/metafield", deviceId=108).json()
     assert {f["name"]: f.get("value") for f in found} == {"Site": "South", "Serial": None}
