@@ -522,3 +522,19 @@ def test_metadata_is_shown_edited_and_followed_live(env: Env, console: Console) 
     assert env.api.post("/api/v1/organization/device/metafield", body).status_code == 204
     expect(serial).to_contain_text("SN-0042")  # from the live stream
     assert console.errors == []
+
+
+def test_a_relative_chart_range_keeps_up_with_time(env: Env, console: Console) -> None:
+    console.page.clock.install()  # the page's timers run when the test says
+    page = console.sign_in().device(109)
+    chart = page.locator(f"figure.chart[data-ds='{TEMPERATURE}']")
+    expect(chart).to_have_attribute("data-points", "0")
+    expect(chart).to_contain_text("No data in this range.")
+    write = {"deviceId": 109, "dataStreamId": TEMPERATURE, "value": 12.5}
+    assert env.api.post(UPDATE, write).status_code == 204
+    expect(page.locator(f"#ds-{TEMPERATURE} .value")).to_have_text("12.5 °C")  # live
+    expect(chart).to_have_attribute("data-points", "0")  # the chart waits for its next turn
+    page.clock.fast_forward("00:31")
+    expect(chart).to_have_attribute("data-points", "1")
+    expect(chart.locator("canvas")).to_have_count(1)
+    assert console.errors == []

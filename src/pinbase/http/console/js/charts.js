@@ -15,6 +15,7 @@ export const RANGES = [
 ];
 const WIDTHS = [["1m", 60e3], ["5m", 300e3], ["15m", 900e3], ["1h", HOUR], ["day", DAY], ["week", 7 * DAY], ["month", 31 * DAY]];
 const MAX_POINTS = 1500;
+const FOLLOW_MS = 30_000;
 
 /** The finest interval giving at most MAX_POINTS buckets over `span` ms. */
 export function intervalFor(span) {
@@ -118,7 +119,7 @@ export function chartSection(deviceId, datastreams, viewOf) {
     return charts.get(ds.id);
   }
 
-  async function draw(ds, span) {
+  async function draw(ds, span, mine) {
     const chart = card(ds);
     const view = viewOf(ds);
     chart.card.hidden = view.hidden;
@@ -130,9 +131,10 @@ export function chartSection(deviceId, datastreams, viewOf) {
         interval: span.interval, fn: ds.type === "ENUM" ? "last" : "avg", tz: viewerZone,
       });
     } catch (error) {
-      replace(chart.body, h("p", { class: "error" }, error.message));
+      if (mine === generation) replace(chart.body, h("p", { class: "error" }, error.message));
       return;
     }
+    if (mine !== generation) return; // a newer refresh is drawing
     const data = columns(found.data, span.interval);
     chart.card.dataset.points = String(found.data.length);
     chart.body.setAttribute("role", "img");
@@ -148,13 +150,19 @@ export function chartSection(deviceId, datastreams, viewOf) {
       replace(chart.body, h("p", { class: "error" }, "This installation lacks the chart library: build it with scripts/build-console."));
       return;
     }
+    chart.span = span;
+    if (chart.plot && chart.interval === span.interval && chart.body.contains(chart.plot.root)) {
+      chart.plot.setData(data); // the same range moved on: the scale reads chart.span
+      return;
+    }
     const width = Math.max(240, chart.body.clientWidth || grid.clientWidth || 320);
     chart.plot?.destroy();
     replace(chart.body);
+    chart.interval = span.interval;
     chart.plot = new uPlot({
       width,
       height: 200,
-      scales: { x: { time: true, range: () => [span.from / 1000, span.to / 1000] } },
+      scales: { x: { time: true, range: () => [chart.span.from / 1000, chart.span.to / 1000] } },
       series: [{}, {
         label: view.label, stroke: view.color || "#2563eb", width: 2, spanGaps: false,
         paths: ds.type === "ENUM" ? uPlot.paths.stepped({ align: 1 }) : undefined,
@@ -165,7 +173,12 @@ export function chartSection(deviceId, datastreams, viewOf) {
     }, data, chart.body);
   }
 
+  let generation = 0;
+  let following = null; // the timer that moves a relative range on
+
   async function refresh() {
+    clearTimeout(following);
+    const mine = ++generation;
     for (const button of buttons) button.setAttribute("aria-pressed", String(!custom && button.dataset.range === range.key));
     const span = window_();
     from.value = localInput(span.from);
@@ -179,9 +192,17 @@ export function chartSection(deviceId, datastreams, viewOf) {
     replace(grid, shown.map((ds) => card(ds).card));
     if (!shown.length) replace(grid, h("p", { class: "muted" }, "No numeric datastream keeps history."));
     el.dataset.loading = "true";
-    await Promise.all(shown.map((ds) => draw(ds, span)));
+    await Promise.all(shown.map((ds) => draw(ds, span, mine)));
+    if (mine !== generation) return;
     el.dataset.range = custom ? "custom" : range.key;
     el.dataset.loading = "false";
+    if (!custom) following = setTimeout(follow, FOLLOW_MS);
+  }
+
+  // A relative range ("the last hour") keeps up with time while the page is visible.
+  function follow() {
+    if (document.hidden) following = setTimeout(follow, FOLLOW_MS);
+    else refresh();
   }
 
   const resize = new ResizeObserver(() => {
@@ -191,5 +212,13 @@ export function chartSection(deviceId, datastreams, viewOf) {
   });
   resize.observe(grid);
 
-  return { el, refresh, close: () => resize.disconnect() };
+  return {
+    el,
+    refresh,
+    close: () => {
+      clearTimeout(following);
+      generation += 1;
+      resize.disconnect();
+    },
+  };
 }
