@@ -24,6 +24,7 @@ Decisions:
 
 from __future__ import annotations
 
+import functools
 import secrets
 from dataclasses import dataclass
 
@@ -39,7 +40,7 @@ from pinbase.app.auth.secrets import (
 from pinbase.app.services import Services
 from pinbase.domain.clock import now_ms
 from pinbase.domain.ratelimit import retry_after
-from pinbase.store.records import ClientRow, TokenRow
+from pinbase.store.records import ClientRow, TokenRow, UserRow
 
 GRANT_TYPES = ("client_credentials", "user_credentials", "password", "refresh_token")
 
@@ -141,21 +142,26 @@ async def _authenticate_user(
 ) -> int:
     if not username or password is None:
         raise OAuthFailure("invalid_request", "Parameters 'username' and 'password' are required.")
-    user = await svc.store.user_by_email(client.org_id, username)
-    hashed = user.password_hash if user is not None else None
-    valid = await svc.guard.verify_password(
-        address,
-        client.client_id,
-        client.org_id,
-        username,
-        user is not None,
-        lambda: verify_user_password(
-            username, password, hashed if hashed is not None else dummy_hash()
-        ),
+    user = await user_with_password(
+        svc, address, client.client_id, client.org_id, username, password
     )
-    if user is None or not valid:
+    if user is None:
         raise OAuthFailure("invalid_grant", "Wrong username or password.")
     return user.id
+
+
+async def user_with_password(
+    svc: Services, address: str, client_id: str, org_id: int, email: str, password: str
+) -> UserRow | None:
+    """The user of `email` in organization `org_id` if `password` is theirs, else None; checked
+    through the login guard for `client_id` (its `Throttled` and `Busy` pass through). An
+    unknown user is verified against a dummy hash, so both failures take as long."""
+    user = await svc.store.user_by_email(org_id, email)
+    stored = user.password_hash if user is not None else None
+    check = functools.partial(verify_user_password, email, password, stored or dummy_hash())
+    known = user is not None
+    valid = await svc.guard.verify_password(address, client_id, org_id, email, known, check)
+    return user if valid else None
 
 
 async def _issue_new(

@@ -18,14 +18,14 @@ Decisions:
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
 
 from pinbase.app.auth.guard import address_key
-from pinbase.app.auth.secrets import digest, dummy_hash, new_token, verify_user_password
+from pinbase.app.auth.oauth import user_with_password
+from pinbase.app.auth.secrets import digest, new_token
 from pinbase.app.services import Services
 from pinbase.domain.clock import now_ms
 from pinbase.domain.errors import DomainError
@@ -73,13 +73,8 @@ async def sign_in(svc: Services, email: str, password: str, remote: str | None) 
     catalog = await svc.store.catalog()
     orgs = sorted({u.org_id for u in catalog.users.values() if u.email == email}) or [0]
     for org_id in orgs:
-        user = await svc.store.user_by_email(org_id, email) if org_id else None
-        stored = user.password_hash if user is not None else None
-        check = functools.partial(verify_user_password, email, password, stored or dummy_hash())
-        valid = await svc.guard.verify_password(
-            address, SESSION_CLIENT, org_id, email, user is not None, check
-        )
-        if user is not None and stored is not None and valid:
+        user = await user_with_password(svc, address, SESSION_CLIENT, org_id, email, password)
+        if user is not None:
             return await _issue(svc, org_id, user.id, generation)
     raise SignInRefused(WRONG)
 
