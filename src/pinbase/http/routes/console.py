@@ -27,7 +27,6 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, FastAPI, Request
 from msgspec import Struct
 from starlette.responses import HTMLResponse, Response
@@ -42,11 +41,11 @@ from pinbase.app.auth.sessions import (
     sign_in,
     sign_out,
 )
-from pinbase.app.caller import Caller, OrgRateLimited, admit
+from pinbase.app.caller import Caller
 from pinbase.app.services import Services
-from pinbase.domain.ratelimit import retry_after
-from pinbase.http.deps import SESSION_COOKIE, OrgContext, credentials, decode
+from pinbase.http.deps import SESSION_COOKIE, OrgContext, admitted, credentials, decode
 from pinbase.http.errors import ApiError, guarded
+from pinbase.http.responses import json_response
 
 router = APIRouter(tags=["Console"], include_in_schema=False)
 
@@ -122,24 +121,17 @@ def _session_view(caller: Caller, token: str | None) -> dict[str, object]:
     }
 
 
-def _json(content: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
-
-
 @router.get("/console/session")
 async def current_session(request: Request) -> Response:
     """The session, or `{"signedIn": false}`: a page asking whether anyone is signed in is
     answered 200 either way (a 401 would be a failed load in the browser's console)."""
-    svc: Services = request.app.state.services
     token = credentials(request)
     try:
-        caller = await admit(svc, token)
+        caller = await admitted(request, token)
     except Unauthorized:
-        return _json({"signedIn": False})
-    except OrgRateLimited as exc:
-        raise ApiError(429, str(exc), {"Retry-After": retry_after(exc.wait)}) from None
+        return json_response({"signedIn": False})
     from_cookie = token == request.cookies.get(SESSION_COOKIE)
-    return _json(_session_view(caller, token if from_cookie else None))
+    return json_response(_session_view(caller, token if from_cookie else None))
 
 
 @router.post("/console/session")
@@ -155,8 +147,8 @@ async def create_session(request: Request) -> Response:
         raise ApiError(401, str(exc)) from None
     except SignInRaced as exc:
         raise ApiError(503, str(exc), {"Retry-After": "1"}) from None
-    caller = await admit(svc, session.token)  # the new session, judged as any request is
-    response = _json(_session_view(caller, session.token))
+    caller = await admitted(request, session.token)  # the new session, judged as any request
+    response = json_response(_session_view(caller, session.token))
     response.set_cookie(
         SESSION_COOKIE,
         session.token,

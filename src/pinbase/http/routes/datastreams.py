@@ -7,7 +7,6 @@ import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
-import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response, StreamingResponse
 
@@ -43,6 +42,7 @@ from pinbase.http.deps import (
 )
 from pinbase.http.errors import ApiError
 from pinbase.http.openapi import id_list_parameter, json_body, responses
+from pinbase.http.responses import json_response
 from pinbase.http.schemas import (
     BatchReport,
     BatchUpdate,
@@ -64,10 +64,6 @@ _DATASTREAM_ID = re.compile(r"[0-9]{1,10}")
 MAX_BATCH_DEVICES = 10
 
 
-def _json(content: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
-
-
 _DATASTREAM_IDS = id_list_parameter(
     "dataStreamIds", "Only these datastreams (unknown ids are ignored); all when left out."
 )
@@ -85,7 +81,7 @@ async def device_values(
     ctx: OrgContext, deviceId: Int32Query, dataStreamIds: IdsQuery = None
 ) -> Response:
     wanted = int_list("dataStreamIds", dataStreamIds, INT32_MIN, INT32_MAX)
-    return _json(await datastream_values.current(ctx, deviceId, wanted))
+    return json_response(await datastream_values.current(ctx, deviceId, wanted))
 
 
 @router.get(
@@ -127,7 +123,7 @@ async def batch_values(
         if d is not None and ctx.principal.covers(d)
     ]
     stored = await ctx.services.store.current_values([d.id for d in devices])
-    return _json(
+    return json_response(
         [
             {
                 "deviceId": d.id,
@@ -170,7 +166,7 @@ async def history(
     found = await datastream_values.history(
         ctx, deviceId, dataStreamId, pin, from_, to, Page(page, size), order == "asc"
     )
-    return _json(found)
+    return json_response(found)
 
 
 @router.get(
@@ -303,7 +299,7 @@ async def batch_update(ctx: OrgContext, request: Request) -> Response:
     report: dict[str, object] = dict(outcome.counters)
     if body.debug:
         report["skippedRows"] = outcome.reasons
-    return _json(report)
+    return json_response(report)
 
 
 @router.post(
@@ -373,7 +369,7 @@ async def read_properties(
     device = covered_device(ctx.catalog, ctx.principal, deviceId)
     schema = ctx.catalog.schema_of(device)
     stored = await ctx.services.store.properties(device.id)
-    return _json(
+    return json_response(
         [
             {"dataStreamId": ds.id, "pin": ds.pin, "properties": stored.get(ds.id, {})}
             for ds in schema.datastreams
@@ -419,4 +415,4 @@ async def history_aggregate(
     found = await history_aggregates.aggregate(
         ctx, deviceId, dataStreamId, pin, from_, to, interval, fn, tz
     )
-    return _json(found)
+    return json_response(found)

@@ -14,7 +14,6 @@ import re
 from typing import Any
 
 import msgspec
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -31,6 +30,7 @@ from pinbase.http.access import ORG_KEY
 from pinbase.http.deps import AppServices, decode_json
 from pinbase.http.errors import ApiError
 from pinbase.http.openapi import responses, schema_of
+from pinbase.http.responses import json_response
 from pinbase.http.schemas import Int64, RawValue
 
 router = APIRouter(prefix="/external/api", tags=["Device HTTPS API"])
@@ -210,10 +210,6 @@ def _written_values(
 
 def _empty() -> Response:
     return Response(status_code=200)
-
-
-def _json(content: object) -> Response:
-    return Response(orjson.dumps(content), media_type="application/json")
 
 
 # --- routes -----------------------------------------------------------------------------------
@@ -422,7 +418,7 @@ async def get_values(svc: AppServices, request: Request) -> Response:
         if wanted[0].id not in found:
             raise Invalid(NO_VALUE)
         return Response(to_text(found[wanted[0].id]), media_type="text/plain")
-    return _json({ds.pin: found.get(ds.id) for ds in wanted})
+    return json_response({ds.pin: found.get(ds.id) for ds in wanted})
 
 
 @router.get(
@@ -443,7 +439,7 @@ async def get_values(svc: AppServices, request: Request) -> Response:
 )
 async def get_all(svc: AppServices, request: Request) -> Response:
     session = await _session(svc, request, _pairs(request))
-    return _json({ds.pin: value for ds, value in await session.read()})
+    return json_response({ds.pin: value for ds, value in await session.read()})
 
 
 @router.get(
@@ -456,7 +452,7 @@ async def get_all(svc: AppServices, request: Request) -> Response:
 )
 async def is_hardware_connected(svc: AppServices, request: Request) -> Response:
     session = await _session(svc, request, _pairs(request))
-    return _json(svc.presence.is_connected(session.device_id))
+    return json_response(svc.presence.is_connected(session.device_id))
 
 
 @router.get(

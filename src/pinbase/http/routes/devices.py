@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
@@ -20,6 +19,7 @@ from pinbase.app.paging import Page
 from pinbase.domain.clock import now_ms
 from pinbase.http.deps import Int32Query, OrgContext, PageQuery, SizeQuery, decode
 from pinbase.http.openapi import json_body, responses
+from pinbase.http.responses import json_response
 from pinbase.http.schemas import (
     DeviceBody,
     DeviceCreate,
@@ -49,10 +49,6 @@ SortBy = Literal[
 """`app.devices.SORT_FIELDS`, as the document lists them."""
 
 
-def _json(content: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
-
-
 @router.get(
     "/v1/organization/devices",
     summary="List devices",
@@ -70,7 +66,7 @@ async def list_devices(
     sortOrder: Annotated[Literal["ASC", "DESC"], Query()] = "ASC",
 ) -> Response:
     found = await devices.devices_page(ctx, Page(page, size), sortBy, sortOrder == "DESC")
-    return _json(found)
+    return json_response(found)
 
 
 @router.get(
@@ -93,7 +89,7 @@ async def search_devices(
     page: PageQuery = 0,
     size: SizeQuery = 50,
 ) -> Response:
-    return _json(
+    return json_response(
         await devices.search_page(ctx, query, sortBy, sortOrder == "DESC", Page(page, size))
     )
 
@@ -105,7 +101,7 @@ async def search_devices(
     responses=responses({200: ("The device", FullDeviceBody)}, (400, 401, 403, 404, 429, 503)),
 )
 async def get_device(ctx: OrgContext, deviceId: Int32Query) -> Response:
-    return _json(await devices.device_details(ctx, deviceId))
+    return json_response(await devices.device_details(ctx, deviceId))
 
 
 @router.post(
@@ -126,7 +122,7 @@ async def get_device(ctx: OrgContext, deviceId: Int32Query) -> Response:
 async def create_device(ctx: OrgContext, request: Request) -> Response:
     body = await decode(request, DeviceCreate)
     created = await devices.create(ctx, body.templateId, body.name, body.ownerId, now_ms())
-    return _json(created, 201)
+    return json_response(created, 201)
 
 
 @router.put(
@@ -141,7 +137,7 @@ async def create_device(ctx: OrgContext, request: Request) -> Response:
 )
 async def rename_device(ctx: OrgContext, deviceId: Int32Query, request: Request) -> Response:
     body = await decode(request, DeviceRename)
-    return _json(await devices.rename(ctx, deviceId, body.name))
+    return json_response(await devices.rename(ctx, deviceId, body.name))
 
 
 @router.delete(
@@ -180,7 +176,7 @@ async def clear_device(ctx: OrgContext, deviceId: Int32Query) -> Response:
     responses=responses({200: ("Connected or not", OnlineBody)}, (400, 401, 403, 404, 429)),
 )
 async def device_online(ctx: OrgContext, deviceId: Int32Query) -> Response:
-    return _json(devices.online(ctx, deviceId))
+    return json_response(devices.online(ctx, deviceId))
 
 
 @router.post(
@@ -198,7 +194,7 @@ async def device_online(ctx: OrgContext, deviceId: Int32Query) -> Response:
 )
 async def reprovision_token(ctx: OrgContext, request: Request) -> Response:
     body = await decode(request, Reprovision)
-    return _json(await devices.reprovision(ctx, body.deviceId))
+    return json_response(await devices.reprovision(ctx, body.deviceId))
 
 
 @router.get(
@@ -215,4 +211,4 @@ async def reprovision_token(ctx: OrgContext, request: Request) -> Response:
     ),
 )
 async def device_status(ctx: OrgContext, deviceId: Int32Query) -> Response:
-    return _json(devices.status(ctx, deviceId))
+    return json_response(devices.status(ctx, deviceId))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
@@ -17,15 +16,12 @@ from pinbase.domain.events import RESOLVABLE, EventType
 from pinbase.domain.model import INT32_MAX, INT64_MAX, INT64_MIN, Permission
 from pinbase.http.deps import Int32Query, OrgContext, PlainInteger, decode
 from pinbase.http.openapi import json_body, responses
+from pinbase.http.responses import json_response
 from pinbase.http.schemas import ResolveEvent, TimelinePage, TriggerEvent
 
 router = APIRouter(prefix="/api", tags=["Device events"])
 
 CODE_NOT_FOUND = "Event with provided code is not found."
-
-
-def _json(content: object) -> Response:
-    return Response(orjson.dumps(content), media_type="application/json")
 
 
 @router.get(
@@ -52,7 +48,7 @@ async def device_timeline(
 ) -> Response:
     kind = None if eventType is None else eventType.value
     found = await timeline(ctx, deviceId, Page(page, size, MAX_PAGE_SIZE), kind, from_, to)
-    return _json(found)
+    return json_response(found)
 
 
 @router.post(

@@ -42,6 +42,7 @@ from pinbase.domain.ratelimit import retry_after
 from pinbase.domain.values import Value, parse_text_value, to_text
 from pinbase.http.access import ORG_KEY, TOKEN_SEGMENT
 from pinbase.http.errors import ApiError, store_failure
+from pinbase.http.responses import json_response
 from pinbase.http.routes.device_api import (
     INVALID_TOKEN,
     NO_DATASTREAM,
@@ -78,10 +79,6 @@ register_url_convertor("device_token", _Token())
 
 def _text(message: str, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     return Response(message, status_code=status, headers=headers, media_type="text/plain")
-
-
-def _json(content: object) -> Response:
-    return Response(orjson.dumps(content), media_type="application/json")
 
 
 def _parts(value: Value) -> list[str]:
@@ -132,7 +129,7 @@ async def _write(session: DeviceSession, pin: str, parts: list[str]) -> Response
 async def _get(request: Request, session: DeviceSession) -> Response:
     ds = datastream_by_pin(session, request.path_params["pin"], NO_PIN)
     found = await session.read([ds])
-    return _json(_parts(found[0][1]) if found else [])
+    return json_response(_parts(found[0][1]) if found else [])
 
 
 async def _update_by_query(request: Request, session: DeviceSession) -> Response:
@@ -171,12 +168,12 @@ async def _update_by_body(request: Request, session: DeviceSession) -> Response:
 
 
 async def _is_hardware_connected(request: Request, session: DeviceSession) -> Response:
-    return _json(session.services.presence.is_connected(session.device_id))
+    return json_response(session.services.presence.is_connected(session.device_id))
 
 
 async def _is_app_connected(request: Request, session: DeviceSession) -> Response:
     """pinbase has no Blynk app, so none is ever connected."""
-    return _json(False)
+    return json_response(False)
 
 
 def _unsupported(what: str) -> Handler:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Request
 from msgspec import Meta, Struct
 from starlette.responses import Response
@@ -22,6 +21,7 @@ from pinbase.domain.model import Permission
 from pinbase.domain.permissions import covered_device
 from pinbase.http.deps import AppServices, Int32Query, OrgContext, decode
 from pinbase.http.openapi import json_body, responses
+from pinbase.http.responses import json_response
 from pinbase.http.routes.device_api import (
     _answers,
     _documented,
@@ -47,10 +47,6 @@ class MetafieldUpdate(Struct, forbid_unknown_fields=True):
     newValue: Annotated[str, Meta(max_length=4 * MAX_TEXT)] | int | float
 
 
-def _json(content: object) -> Response:
-    return Response(orjson.dumps(content), media_type="application/json")
-
-
 # --- Platform API -----------------------------------------------------------------------------
 
 
@@ -69,7 +65,7 @@ async def device_metadata(ctx: OrgContext, deviceId: Int32Query) -> Response:
         if value is not None:
             item["value"] = json_value(meta, value)
         answer.append(item)
-    return _json(answer)
+    return json_response(answer)
 
 
 @router.post(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import orjson
 from fastapi import APIRouter
 from starlette.responses import Response
 
 from pinbase.domain.model import Permission
 from pinbase.http.deps import OrgContext
 from pinbase.http.openapi import responses
+from pinbase.http.responses import json_response
 from pinbase.http.schemas import OrganizationBody
 
 router = APIRouter(tags=["Organizations"])
@@ -23,4 +23,4 @@ async def organization_profile(ctx: OrgContext) -> Response:
     ctx.principal.require(Permission.ORG_VIEW)
     org = ctx.catalog.organizations[ctx.principal.org_id]
     body = {"id": org.id, "name": org.name, "tz": org.timezone or "UTC"}
-    return Response(orjson.dumps(body), media_type="application/json")
+    return json_response(body)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from fastapi import APIRouter
 from starlette.responses import Response
 
@@ -15,6 +14,7 @@ from pinbase.app.caller import Caller
 from pinbase.app.paging import DEFAULT_SIZE, Page
 from pinbase.http.deps import Int32Query, OrgContext, PageQuery, SizeQuery
 from pinbase.http.openapi import responses
+from pinbase.http.responses import json_response
 from pinbase.http.schemas import (
     TemplateDataStream,
     TemplateDetails,
@@ -26,10 +26,6 @@ from pinbase.http.schemas import (
 router = APIRouter(prefix="/api/v1/organization", tags=["Templates"])
 
 _ERRORS = (400, 401, 403, 404, 429)
-
-
-def _json(content: object) -> Response:
-    return Response(orjson.dumps(content), media_type="application/json")
 
 
 @router.get(
@@ -44,7 +40,7 @@ async def list_templates(
     page: PageQuery = 0,
     size: SizeQuery = DEFAULT_SIZE,
 ) -> Response:
-    return _json(templates.templates(ctx, Page(page, size)))
+    return json_response(templates.templates(ctx, Page(page, size)))
 
 
 def _template_route(
@@ -57,7 +53,7 @@ def _template_route(
     """A route answering `use(caller, templateId)`: one template or a part of it."""
 
     async def route(ctx: OrgContext, templateId: Int32Query) -> Response:
-        return _json(use(ctx, templateId))
+        return json_response(use(ctx, templateId))
 
     router.get(
         path,

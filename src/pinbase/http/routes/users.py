@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
@@ -31,6 +30,7 @@ from pinbase.http.deps import (
 )
 from pinbase.http.errors import ApiError, guarded
 from pinbase.http.openapi import json_body, responses
+from pinbase.http.responses import json_response
 from pinbase.http.schemas import (
     AcceptInvitationBody,
     CreateUserBody,
@@ -50,10 +50,6 @@ TLS_ONLY = (
 )
 
 
-def _json(content: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
-
-
 def user_object(catalog: Catalog, user: User) -> dict[str, Any]:
     org = catalog.organizations[user.org_id]
     return {
@@ -70,7 +66,7 @@ def user_object(catalog: Catalog, user: User) -> dict[str, Any]:
 
 
 def _page(catalog: Catalog, found: list[User], page: int, size: int) -> Response:
-    return _json(page_of(found, Page(page, size), lambda user: user_object(catalog, user)))
+    return json_response(page_of(found, Page(page, size), lambda user: user_object(catalog, user)))
 
 
 def require_tls(request: Request) -> None:
@@ -120,7 +116,7 @@ async def search_users(
 )
 async def get_user(ctx: OrgContext, userId: Int32Query) -> Response:
     ctx.principal.require(Permission.ORG_VIEW_USERS)
-    return _json(user_object(ctx.catalog, users.find(ctx.catalog, ctx.principal, userId)))
+    return json_response(user_object(ctx.catalog, users.find(ctx.catalog, ctx.principal, userId)))
 
 
 @router.get(
@@ -141,7 +137,7 @@ async def own_profile(ctx: OrgContext) -> Response:
     profile = user_object(ctx.catalog, user)
     profile["orgName"] = org.name
     profile["permissions"] = users.role_permissions(org, user)
-    return _json(profile)
+    return json_response(profile)
 
 
 @router.post(
@@ -168,7 +164,7 @@ async def create_in_org(ctx: OrgContext, request: Request) -> Response:
         assert body.password is not None
         secret = Secret(users.checked_password(body.password), prehashed=False)
     user = await guarded(ctx.services.users.create(ctx.catalog, ctx.principal, new, secret))
-    return _json(user_object(await ctx.services.store.catalog(), user), 201)
+    return json_response(user_object(await ctx.services.store.catalog(), user), 201)
 
 
 @router.post(
@@ -188,7 +184,7 @@ async def invite(ctx: OrgContext, request: Request) -> Response:
     user, token = await ctx.services.users.invite(ctx.catalog, ctx.principal, new)
     answer = user_object(await ctx.services.store.catalog(), user)
     answer["invitationToken"] = token
-    return _json(answer, 201)
+    return json_response(answer, 201)
 
 
 @router.put(
@@ -200,7 +196,7 @@ async def change_role(ctx: OrgContext, userId: Int32Query, roleId: Int32Query) -
     ctx.principal.require(Permission.ORG_EDIT_USERS)
     await ctx.services.users.set_role(ctx.catalog, ctx.principal, userId, roleId)
     catalog = await ctx.services.store.catalog()
-    return _json(user_object(catalog, catalog.users[userId]))
+    return json_response(user_object(catalog, catalog.users[userId]))
 
 
 @router.post(
