@@ -196,10 +196,7 @@ async def _page(caller: Caller, entries: Sequence[Entry], page: Page) -> dict[st
     """One page of `entries` as Blynk shows it, the page's devices with their extras and
     whether each is connected (`online`, a pinbase extension)."""
     chosen = [e.device for e in entries[page.offset : page.offset + page.size]]
-    shown = [_device_json(view) for view in await views(caller.services.store, chosen)]
-    presence = caller.services.presence
-    for item in shown:
-        item["online"] = presence.status(item["id"]).connected
+    shown = [_listed_json(caller, view) for view in await views(caller.services.store, chosen)]
     return {"totalElements": len(entries), "content": shown}
 
 
@@ -265,6 +262,13 @@ def _device_json(view: DeviceView) -> dict[str, Any]:
     return item
 
 
+def _listed_json(caller: Caller, view: DeviceView) -> dict[str, Any]:
+    """The device as lists and the full device show it: with whether it is connected now."""
+    item = _device_json(view)
+    item["online"] = caller.services.presence.status(view.device.id).connected
+    return item
+
+
 async def _full_json(
     caller: Caller, catalog: Catalog, device: Device, token: str | None = None
 ) -> dict[str, Any]:
@@ -272,8 +276,7 @@ async def _full_json(
     new one, after a create)."""
     store = caller.services.store
     (view,) = await views(store, [device])
-    item = _device_json(view)
-    item["online"] = caller.services.presence.status(device.id).connected
+    item = _listed_json(caller, view)
     current = (await store.current_values([device.id]))[device.id]
     item["dataStreamValues"] = values_json(catalog.schema_of(device), current)
     fields = metadata.metafields_of(catalog, device)
