@@ -54,6 +54,7 @@ ADMIN = ("admin@console.test", "console-admin-password-1")
 USER = ("user@console.test", "console-user-password-1")
 TEMP = ("temp@console.test", "console-temp-password-1")
 GUESSED = "guessed@console.test"
+NEIGHBOUR = ("admin@other.test", "other-admin-password-1")
 SESSION = "/console/session"
 OWNED, OTHER, SLIDER_DEVICE, CHARTED = 101, 102, 103, 104
 DEVICES = 62  # two pages of 50
@@ -112,7 +113,15 @@ def fleet() -> str:
                     }
                 ],
                 "devices": devices,
-            }
+            },
+            {
+                "id": 2,
+                "name": "Other Farms",
+                "users": [{"email": NEIGHBOUR[0], "password": NEIGHBOUR[1], "role": "Admin"}],
+                "products": [{"id": 20, "name": "Neighbour Station", "datastreams": [
+                    {"id": 1, "pin": "v1", "label": "Level", "type": "double"}]}],
+                "devices": [{"id": 201, "name": "Well", "product": 20}],
+            },
         ]
     }  # fmt: skip
     return yaml.safe_dump(document, allow_unicode=True)
@@ -537,4 +546,18 @@ def test_a_relative_chart_range_keeps_up_with_time(env: Env, console: Console) -
     page.clock.fast_forward("00:31")
     expect(chart).to_have_attribute("data-points", "1")
     expect(chart.locator("canvas")).to_have_count(1)
+    assert console.errors == []
+
+
+def test_the_next_user_sees_only_their_organization(env: Env, console: Console) -> None:
+    page = console.sign_in().page
+    expect(page.locator("table.devices tbody tr").first).to_contain_text("Pump Station")
+    page.click("#sign-out")
+    page.fill("#email", NEIGHBOUR[0])
+    page.fill("#password", NEIGHBOUR[1])
+    page.click("button[type=submit]")
+    expect(page.locator("#device-count")).to_have_text("1 device")
+    row = page.locator("table.devices tbody tr")
+    expect(row).to_contain_text("Well")
+    expect(row).to_contain_text("Neighbour Station")  # not the first user's products
     assert console.errors == []

@@ -3,6 +3,7 @@ import { ApiError, get, request, setCsrf } from "./api.js";
 import { h, replace, toast } from "./dom.js";
 import { devicesPage } from "./devices.js";
 import { devicePage } from "./device.js";
+import { forgetProducts } from "./products.js";
 import { session as current, setSession } from "./session.js";
 import { signInPage } from "./signin.js";
 
@@ -38,6 +39,7 @@ async function signOut() {
 
 function signedOut() {
   setSession(null);
+  forgetProducts(); // the next user may belong to another organization
   setCsrf(null);
   header();
   route();
